@@ -1,0 +1,1 @@
+"""The ``stream-app`` command line: one module per command group."""

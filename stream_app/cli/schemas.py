@@ -1,0 +1,29 @@
+"""``stream-app schemas export``: JSON Schemas of message envelopes for other producers."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import click
+
+from stream_app.core.envelope import MessageTypes
+
+__all__ = ["schemas"]
+
+
+@click.group()
+def schemas() -> None:
+    """JSON Schemas of the envelopes a behaviour accepts."""
+
+
+@schemas.command()
+@click.argument("target", default="stream_app.examples.counter:MESSAGES")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("schemas"), show_default=True)
+def export(target: str, out: Path) -> None:
+    """Write the schema of TARGET (module:attribute, a MessageTypes) to OUT/<name>.schema.json."""
+    module_name, _, attribute = target.partition(":")
+    value = getattr(importlib.import_module(module_name), attribute or "MESSAGES")
+    if not isinstance(value, MessageTypes):
+        raise click.BadParameter(f"{target} is a {type(value).__name__}, not MessageTypes")
+    click.echo(str(value.export_schema(out)))

@@ -1,0 +1,1 @@
+"""The core every layer builds on: the message envelope, its validation, and dead letters."""

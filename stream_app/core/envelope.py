@@ -1,0 +1,197 @@
+"""The wire format of cell messages, and its validation at the edge.
+
+A record that carries work for a cell has ``key`` = the cell id (UTF-8) and ``value`` = a JSON
+envelope::
+
+    {"type": "increment", "body": {"by": 2}, "id": "6f1c…", "reply_to": null}
+
+Each behaviour declares its message types with :class:`MessageTypes`, mapping a type name to the
+pydantic model of its body. :meth:`MessageTypes.decode` turns a raw record into a
+:class:`CellMessage` or raises a subclass of :class:`~stream_app.errors.InvalidMessageError`
+that says what was wrong; the caller sends such records to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Generic, Literal, TypeVar, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+
+from stream_app.errors import (
+    InvalidKeyError,
+    MalformedJSONError,
+    OversizedMessageError,
+    SchemaViolationError,
+    UnknownMessageTypeError,
+)
+
+__all__ = ["CellMessage", "Envelope", "MessageTypes"]
+
+BodyT = TypeVar("BodyT", bound=BaseModel)
+
+
+class Envelope(BaseModel):
+    """The envelope every cell message travels in, whatever its type.
+
+    Attributes:
+        type: The message type, one of the names the behaviour declares.
+        body: The type's payload, validated against the type's body model.
+        id: An id chosen by the producer (a UUID is recommended), kept for tracing and replies.
+        reply_to: Where a reply goes, for request/reply clients; ``None`` for fire-and-forget.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str = Field(min_length=1)
+    body: dict[str, Any] = Field(default_factory=dict)
+    id: str | None = None
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CellMessage(Generic[BodyT]):
+    """A validated message for one cell.
+
+    Attributes:
+        cell_id: The id of the addressed cell (the record key).
+        type: The message type.
+        body: The validated body model.
+        id: The producer's message id, if it gave one.
+        reply_to: The reply address, if any.
+    """
+
+    cell_id: str
+    type: str
+    body: BodyT
+    id: str | None
+    reply_to: str | None
+
+
+class MessageTypes:
+    """The message types a behaviour accepts, and the validator of its records.
+
+    Args:
+        behaviour: The behaviour's name, used in error messages and schema titles.
+        types: Message type name -> pydantic model of its body.
+
+    Example::
+
+        class Increment(BaseModel):
+            by: int = 1
+
+        COUNTER = MessageTypes("counter", {"increment": Increment})
+        message = COUNTER.decode(b"cell-1", b'{"type": "increment", "body": {"by": 2}}',
+                                 max_bytes=1_048_576)
+    """
+
+    def __init__(self, behaviour: str, types: Mapping[str, type[BaseModel]]) -> None:
+        if not types:
+            raise ValueError(f"behaviour {behaviour!r} declares no message types")
+        self.behaviour = behaviour
+        self.types: dict[str, type[BaseModel]] = dict(types)
+        variants = [self._variant(name, model) for name, model in self.types.items()]
+        union: Any = variants[0] if len(variants) == 1 else Union[tuple(variants)]  # noqa: UP007
+        discriminated: Any = Annotated[union, Field(discriminator="type")]
+        self._adapter: TypeAdapter[Any] = TypeAdapter(discriminated)
+
+    def _variant(self, name: str, body: type[BaseModel]) -> type[BaseModel]:
+        title = "".join(
+            p.capitalize() for p in f"{self.behaviour}_{name}".replace("-", "_").split("_")
+        )
+        return create_model(
+            f"{title}Envelope",
+            __config__=ConfigDict(extra="forbid", frozen=True),
+            type=(_literal(name), ...),
+            body=(body, Field(default_factory=body)) if _all_optional(body) else (body, ...),
+            id=(str | None, None),
+            reply_to=(str | None, None),
+        )
+
+    def decode(self, key: bytes | None, value: bytes | None, *, max_bytes: int) -> CellMessage[Any]:
+        """Validate one raw record and return it as a :class:`CellMessage`.
+
+        Raises:
+            InvalidKeyError: The key is missing, empty, or not UTF-8.
+            OversizedMessageError: The value is longer than ``max_bytes``.
+            MalformedJSONError: The value is missing or is not UTF-8 JSON.
+            UnknownMessageTypeError: The envelope's ``type`` is not one of this behaviour's.
+            SchemaViolationError: The envelope or the body does not match its schema.
+        """
+        cell_id = _cell_id(key)
+        if value is None:
+            raise MalformedJSONError("record has no value (a tombstone is not a message)")
+        if len(value) > max_bytes:
+            raise OversizedMessageError(
+                f"value is {len(value)} bytes, more than the {max_bytes} bytes allowed"
+            )
+        try:
+            parsed = self._adapter.validate_json(value)
+        except ValidationError as exc:
+            raise self._classify(exc, value) from exc
+        return CellMessage(
+            cell_id=cell_id,
+            type=parsed.type,
+            body=parsed.body,
+            id=parsed.id,
+            reply_to=parsed.reply_to,
+        )
+
+    def _classify(self, exc: ValidationError, value: bytes) -> Exception:
+        errors = exc.errors(include_url=False)
+        kinds = {e["type"] for e in errors}
+        if "json_invalid" in kinds or "json_type" in kinds:
+            return MalformedJSONError(f"value is not valid JSON: {errors[0]['msg']}")
+        if "union_tag_invalid" in kinds or ("literal_error" in kinds and len(self.types) == 1):
+            try:
+                given = json.loads(value).get("type")
+            except (ValueError, AttributeError):
+                given = None
+            known = ", ".join(sorted(self.types))
+            return UnknownMessageTypeError(
+                f"unknown message type {given!r} for behaviour {self.behaviour!r} (known: {known})"
+            )
+        if "union_tag_not_found" in kinds:
+            return SchemaViolationError(
+                f"{self.behaviour}: envelope has no 'type' field (expected an object like "
+                '{"type": "...", "body": {...}})'
+            )
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in errors
+        )
+        return SchemaViolationError(f"{self.behaviour}: {details}")
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON Schema of this behaviour's envelopes, for producers in other languages."""
+        schema = self._adapter.json_schema()
+        schema["title"] = f"{self.behaviour} message envelope"
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        return schema
+
+    def export_schema(self, folder: Path) -> Path:
+        """Write :meth:`json_schema` to ``<folder>/<behaviour>.schema.json`` and return its path."""
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{self.behaviour}.schema.json"
+        path.write_text(json.dumps(self.json_schema(), indent=2, sort_keys=True) + "\n")
+        return path
+
+
+def _cell_id(key: bytes | None) -> str:
+    if not key:
+        raise InvalidKeyError("record has no key; the key must be the cell id")
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidKeyError(f"key {key[:64]!r} is not UTF-8: {exc.reason}") from exc
+
+
+def _literal(value: str) -> Any:
+    # Literal[...] of a runtime value: typed as Any because no static type can name it.
+    return Literal[value]
+
+
+def _all_optional(model: type[BaseModel]) -> bool:
+    return all(not field.is_required() for field in model.model_fields.values())

@@ -1,0 +1,130 @@
+"""The stream_app exception tree.
+
+Every error stream_app raises on purpose derives from :class:`StreamAppError`. Whether retrying
+can help is part of the type: ``retriable`` is ``True`` on errors caused by something outside the
+caller's input (a broker that is not up yet), ``False`` on errors that will fail the same way
+again (a malformed topic definition, a message that does not validate).
+
+::
+
+    StreamAppError
+    ├── ConfigError                 settings or definitions that cannot be used
+    │   └── TopicDefinitionError    a file under topics/ is malformed (names file and field)
+    ├── TopicPlanError              topics apply refuses a change (e.g. shrinking partitions)
+    ├── BrokerError                 the development broker could not be provided
+    │   ├── ToolMissingError        java or mvn is not installed
+    │   ├── PortInUseError          the broker port is taken by another process
+    │   └── BrokerStartError        the broker process died or did not answer in time (retriable)
+    └── InvalidMessageError         a record cannot become a cell message (goes to dead letters)
+        ├── OversizedMessageError
+        ├── MalformedJSONError
+        ├── SchemaViolationError
+        ├── UnknownMessageTypeError
+        └── InvalidKeyError
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BrokerError",
+    "BrokerStartError",
+    "ConfigError",
+    "InvalidKeyError",
+    "InvalidMessageError",
+    "MalformedJSONError",
+    "OversizedMessageError",
+    "PortInUseError",
+    "SchemaViolationError",
+    "StreamAppError",
+    "ToolMissingError",
+    "TopicDefinitionError",
+    "TopicPlanError",
+    "UnknownMessageTypeError",
+]
+
+
+class StreamAppError(Exception):
+    """Root of every error raised by stream_app."""
+
+    retriable: bool = False
+
+
+class ConfigError(StreamAppError):
+    """Settings or declarative definitions that cannot be used as given."""
+
+
+class TopicDefinitionError(ConfigError):
+    """A topic definition file is malformed.
+
+    Attributes:
+        path: The file that holds the bad definition.
+        field: The dotted location of the offending field (``topics[2].partitions``).
+    """
+
+    def __init__(self, path: str, field: str, problem: str) -> None:
+        self.path = path
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{path}: {field}: {problem}")
+
+
+class TopicPlanError(StreamAppError):
+    """``topics apply`` refuses a change it cannot make safely (e.g. fewer partitions)."""
+
+
+class BrokerError(StreamAppError):
+    """The development Kafka broker could not be provided."""
+
+
+class ToolMissingError(BrokerError):
+    """A program needed to run the development broker (java, mvn) is not installed."""
+
+
+class PortInUseError(BrokerError):
+    """The port the development broker should listen on is already taken."""
+
+
+class BrokerStartError(BrokerError):
+    """The broker process exited or did not answer before the deadline."""
+
+    retriable = True
+
+
+class InvalidMessageError(StreamAppError):
+    """A Kafka record that cannot be turned into a message for a cell.
+
+    The record goes to the dead-letter topic with :attr:`reason` (a short machine-readable code)
+    and the error text; the worker keeps running.
+    """
+
+    reason: str = "invalid"
+
+
+class OversizedMessageError(InvalidMessageError):
+    """The record's value is larger than the configured maximum."""
+
+    reason = "oversized"
+
+
+class MalformedJSONError(InvalidMessageError):
+    """The record's value is not valid UTF-8 JSON."""
+
+    reason = "malformed-json"
+
+
+class SchemaViolationError(InvalidMessageError):
+    """The record is JSON but does not match the envelope or the body schema of its type."""
+
+    reason = "schema"
+
+
+class UnknownMessageTypeError(InvalidMessageError):
+    """The envelope names a message type the behaviour does not handle."""
+
+    reason = "unknown-type"
+
+
+class InvalidKeyError(InvalidMessageError):
+    """The record has no key, or a key that is not a UTF-8 cell id."""
+
+    reason = "invalid-key"

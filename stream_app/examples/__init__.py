@@ -1,0 +1,1 @@
+"""Runnable example apps; each doubles as documentation and is exercised by the tests."""

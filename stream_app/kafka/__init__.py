@@ -1,0 +1,1 @@
+"""Kafka plumbing: declared topics and the development broker."""

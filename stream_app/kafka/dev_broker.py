@@ -1,0 +1,510 @@
+"""A real Apache Kafka broker for development, demos and tests, with one call.
+
+:func:`kafka_broker` yields bootstrap servers from the first source that applies:
+
+1. ``KAFKA_BOOTSTRAP_SERVERS`` is set: that cluster is used as it is, and left running.
+2. A Docker engine answers: a testcontainers Kafka (KRaft) container, removed afterwards.
+3. Otherwise: :class:`LocalBroker`, a single-node KRaft broker run from the Apache Kafka jars that
+   Maven resolves from Maven Central (``tools/kafka/pom.xml``) into the ignored ``.kafka/``
+   folder. Java 17+ runs it; Maven is needed only for the first download.
+
+Start protocol of :class:`LocalBroker` (``stream-app kafka up``):
+
+1. Check ``java`` (17+) is installed and the broker and controller ports are free.
+2. Fetch the jars unless ``.kafka/libs`` already holds the set resolved from this exact pom
+   (a stamp file records the pom's hash, so a second start downloads nothing).
+3. Write ``server.properties`` (KRaft, broker+controller, 127.0.0.1, auto topic creation off,
+   replication factors of internal topics 1) and a log4j2 config that logs to a file.
+4. Format the log directory with ``kafka.tools.StorageTool`` once.
+5. Start ``kafka.Kafka`` in its own session, write its pid, and wait until the AdminClient sees
+   the broker; if the process exits or the deadline passes, stop it and raise with the tail of
+   its log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stream_app.errors import BrokerStartError, PortInUseError, ToolMissingError
+
+__all__ = [
+    "DEFAULT_PORT",
+    "LocalBroker",
+    "docker_available",
+    "find_free_port",
+    "kafka_broker",
+    "kafka_version",
+    "project_root",
+]
+
+DEFAULT_PORT = 9092
+_STAMP = ".resolved-from"
+
+
+def project_root() -> Path:
+    """The stream_app checkout: where ``tools/kafka/pom.xml`` and ``.kafka/`` live."""
+    here = Path(__file__).resolve().parents[2]
+    for candidate in (here, Path.cwd()):
+        if (candidate / "tools" / "kafka" / "pom.xml").is_file():
+            return candidate
+    raise ToolMissingError(
+        "cannot find tools/kafka/pom.xml: run stream-app from a stream_app checkout, "
+        "or set KAFKA_BOOTSTRAP_SERVERS to use an existing broker"
+    )
+
+
+def kafka_version(pom: Path | None = None) -> str:
+    """The Apache Kafka version pinned in ``tools/kafka/pom.xml``."""
+    text = (pom or project_root() / "tools" / "kafka" / "pom.xml").read_text()
+    match = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", text)
+    if match is None:
+        raise ToolMissingError("tools/kafka/pom.xml has no <kafka.version> property")
+    return match.group(1)
+
+
+def find_free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is dead for our purposes.
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists():
+        with contextlib.suppress(OSError, IndexError):
+            return stat.read_text().split()[2] != "Z"
+    return True
+
+
+def broker_answers(bootstrap: str, *, timeout: float = 2.0) -> bool:
+    """Whether a Kafka broker at ``bootstrap`` answers a metadata request."""
+    from confluent_kafka.admin import AdminClient
+
+    quiet = logging.getLogger("stream_app.kafka.probe")
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": quiet}
+    admin = AdminClient(config)
+    try:
+        admin.list_topics(timeout=timeout)
+    except Exception:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    """What ``stream-app kafka status`` reports about a local broker."""
+
+    running: bool
+    pid: int | None
+    bootstrap: str
+    log: Path
+    version: str
+
+
+class LocalBroker:
+    """A single-node KRaft broker run from Maven-resolved Apache Kafka jars.
+
+    Args:
+        port: The client port on 127.0.0.1 (the controller listens on ``port + 1``... or, when
+            that is taken, on any free port chosen at first start and kept in the instance).
+        home: The ``.kafka`` folder; jars in ``home/libs``, this broker in ``home/broker-<port>``.
+    """
+
+    def __init__(self, port: int = DEFAULT_PORT, *, home: Path | None = None) -> None:
+        self.root = project_root()
+        self.home = home or Path(os.environ.get("STREAM_APP_KAFKA_HOME", self.root / ".kafka"))
+        self.port = port
+        self.pom = self.root / "tools" / "kafka" / "pom.xml"
+        self.libs = self.home / "libs"
+        self.instance = self.home / f"broker-{port}"
+        self.data = self.instance / "data"
+        self.properties = self.instance / "server.properties"
+        self.log4j = self.instance / "log4j2.properties"
+        self.log = self.instance / "broker.log"
+        self.pidfile = self.instance / "broker.pid"
+
+    @property
+    def bootstrap(self) -> str:
+        """``127.0.0.1:<port>``."""
+        return f"127.0.0.1:{self.port}"
+
+    # -- jars --------------------------------------------------------------------------------
+
+    def jars_ready(self) -> bool:
+        """Whether ``libs/`` holds the jars resolved from the current pom."""
+        stamp = self.libs / _STAMP
+        return stamp.is_file() and stamp.read_text().strip() == self._pom_hash()
+
+    def _pom_hash(self) -> str:
+        return hashlib.sha256(self.pom.read_bytes()).hexdigest()
+
+    def fetch(self) -> bool:
+        """Resolve the Kafka jars with Maven unless already there. Returns whether it downloaded."""
+        if self.jars_ready():
+            return False
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise ToolMissingError(
+                "Maven (mvn) is needed once to download the Apache Kafka jars from Maven "
+                "Central; install it (e.g. apt-get install maven) or set "
+                "KAFKA_BOOTSTRAP_SERVERS to use an existing broker"
+            )
+        staging = self.home / "libs.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        cmd = [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(self.pom),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={staging}",
+            "-DincludeScope=runtime",
+        ]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            tail = (done.stdout + done.stderr)[-3000:]
+            raise BrokerStartError(f"mvn could not resolve the Kafka jars:\n{tail}")
+        (staging / _STAMP).write_text(self._pom_hash() + "\n")
+        shutil.rmtree(self.libs, ignore_errors=True)
+        staging.rename(self.libs)
+        return True
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def pid(self) -> int | None:
+        """The pid of this instance's broker if it is running."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _pid_alive(pid) else None
+
+    def status(self) -> BrokerStatus:
+        """Whether this instance runs, and where."""
+        pid = self.pid()
+        return BrokerStatus(
+            running=pid is not None and broker_answers(self.bootstrap),
+            pid=pid,
+            bootstrap=self.bootstrap,
+            log=self.log,
+            version=kafka_version(self.pom),
+        )
+
+    def up(self, *, timeout: float = 120.0) -> str:
+        """Start the broker (steps 1-5 of the module docstring); returns the bootstrap servers.
+
+        Idempotent: if this instance already runs and answers, it is left as it is.
+        """
+        java = self._check_java()
+        if self.pid() is not None and broker_answers(self.bootstrap):
+            return self.bootstrap
+        controller = self._controller_port()
+        for port, role in ((self.port, "broker"), (controller, "controller")):
+            if not _port_free(port):
+                raise PortInUseError(
+                    f"port {port} on 127.0.0.1 ({role} listener) is already in use by another "
+                    f"process; stop it, or choose another port (stream-app kafka up --port N)"
+                )
+        self.fetch()
+        self.instance.mkdir(parents=True, exist_ok=True)
+        self._write_config(controller)
+        classpath = f"{self.libs}/*"
+        if not (self.data / "meta.properties").is_file():
+            self._format(java, classpath)
+        with self.log.open("ab") as log:
+            log.write(f"\n=== stream-app kafka up {time.strftime('%FT%T')} ===\n".encode())
+            log.flush()
+            process = subprocess.Popen(
+                [
+                    java,
+                    "-Xms256m",
+                    "-Xmx1g",
+                    "-XX:+UseG1GC",
+                    "-Djava.awt.headless=true",
+                    f"-Dlog4j2.configurationFile={self.log4j}",
+                    "-cp",
+                    classpath,
+                    "kafka.Kafka",
+                    str(self.properties),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.pidfile.write_text(f"{process.pid}\n")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                self.pidfile.unlink(missing_ok=True)
+                raise BrokerStartError(
+                    f"the Kafka broker exited with code {process.returncode} during start; "
+                    f"last lines of {self.log}:\n{self.log_tail()}"
+                )
+            if broker_answers(self.bootstrap, timeout=1.0):
+                return self.bootstrap
+            time.sleep(0.25)
+        self.down()
+        raise BrokerStartError(
+            f"the Kafka broker did not answer on {self.bootstrap} within {timeout:.0f}s; "
+            f"last lines of {self.log}:\n{self.log_tail()}"
+        )
+
+    def down(self, *, timeout: float = 30.0, purge: bool = False) -> bool:
+        """Stop the broker by pid (SIGTERM, then SIGKILL after ``timeout``).
+
+        Args:
+            purge: Also delete this instance's data (topics, offsets, log).
+
+        Returns whether a running broker was stopped.
+        """
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                _reap(pid)
+                time.sleep(0.1)
+            if _pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                while _pid_alive(pid):
+                    _reap(pid)
+                    time.sleep(0.05)
+            _reap(pid)
+        self.pidfile.unlink(missing_ok=True)
+        if purge:
+            shutil.rmtree(self.instance, ignore_errors=True)
+        return pid is not None
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the broker log."""
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "<no log>"
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _check_java(self) -> str:
+        java = shutil.which("java")
+        if java is None:
+            raise ToolMissingError(
+                "java not found: the development Kafka broker needs Java 17 or newer "
+                "(e.g. apt-get install openjdk-17-jre-headless), or set KAFKA_BOOTSTRAP_SERVERS"
+            )
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+        match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+        if match:
+            major = int(match.group(1))
+            if major == 1 and match.group(2):
+                major = int(match.group(2))
+            if major < 17:
+                raise ToolMissingError(
+                    f"java at {java} is version {major}; Kafka {kafka_version(self.pom)} "
+                    "needs Java 17 or newer"
+                )
+        return java
+
+    def _controller_port(self) -> int:
+        saved = self.instance / "controller.port"
+        if saved.is_file():
+            return int(saved.read_text())
+        port = self.port + 1 if _port_free(self.port + 1) else find_free_port()
+        self.instance.mkdir(parents=True, exist_ok=True)
+        saved.write_text(str(port))
+        return port
+
+    def _write_config(self, controller: int) -> None:
+        self.properties.write_text(
+            "\n".join(
+                [
+                    "# Generated by stream-app kafka up; edits are overwritten.",
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{controller}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                    f"CONTROLLER://127.0.0.1:{controller}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    f"log.dirs={self.data}",
+                    # Topics are declared (stream-app topics apply), never created by accident.
+                    "auto.create.topics.enable=false",
+                    "num.partitions=1",
+                    "default.replication.factor=1",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=10",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "transaction.state.log.num.partitions=10",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "group.min.session.timeout.ms=1000",
+                    "log.cleaner.backoff.ms=1000",
+                    "",
+                ]
+            )
+        )
+        self.log4j.write_text(
+            "\n".join(
+                [
+                    "status = warn",
+                    "appender.file.type = File",
+                    "appender.file.name = file",
+                    f"appender.file.fileName = {self.instance / 'server.log'}",
+                    "appender.file.layout.type = PatternLayout",
+                    "appender.file.layout.pattern = [%d] %p %m (%c)%n",
+                    "appender.out.type = Console",
+                    "appender.out.name = out",
+                    "appender.out.layout.type = PatternLayout",
+                    "appender.out.layout.pattern = [%d] %p %m (%c)%n",
+                    "appender.out.filter.threshold.type = ThresholdFilter",
+                    "appender.out.filter.threshold.level = warn",
+                    "rootLogger.level = info",
+                    "rootLogger.appenderRef.file.ref = file",
+                    "rootLogger.appenderRef.out.ref = out",
+                    "logger.kafka.name = kafka",
+                    "logger.kafka.level = info",
+                    "logger.apache.name = org.apache.kafka",
+                    "logger.apache.level = info",
+                    "",
+                ]
+            )
+        )
+
+    def _format(self, java: str, classpath: str) -> None:
+        cluster_id = _cluster_id()
+        done = subprocess.run(
+            [
+                java,
+                "-cp",
+                classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(self.properties),
+                "--ignore-formatted",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise BrokerStartError(
+                f"kafka.tools.StorageTool could not format {self.data}:\n"
+                f"{(done.stdout + done.stderr)[-3000:]}"
+            )
+
+
+def _cluster_id() -> str:
+    # Kafka cluster ids are 16 random bytes in URL-safe base64 without padding (22 chars).
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _reap(pid: int) -> None:
+    # The broker is our child when this process started it; collect it so it is not a zombie.
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def docker_available(*, timeout: float = 3.0) -> bool:
+    """Whether a Docker engine answers (not just the ``docker`` client being installed)."""
+    try:
+        import docker
+    except ImportError:
+        return False
+    try:
+        client = docker.from_env(timeout=int(timeout))
+        client.ping()
+    except Exception:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class ProvidedBroker:
+    """A broker handed out by :func:`kafka_broker`.
+
+    Attributes:
+        bootstrap: ``host:port`` list to connect to.
+        source: ``env``, ``docker`` or ``local``.
+        started_s: Seconds it took to provide (0 for ``env``).
+    """
+
+    bootstrap: str
+    source: str
+    started_s: float
+
+
+@contextlib.contextmanager
+def kafka_broker(*, port: int | None = None, home: Path | None = None) -> Iterator[ProvidedBroker]:
+    """Provide a Kafka broker for the duration of the ``with`` block.
+
+    Uses ``KAFKA_BOOTSTRAP_SERVERS`` if set, else a testcontainers Kafka if Docker answers, else a
+    :class:`LocalBroker` on ``port`` (a free port when ``None``), which is stopped by pid and
+    purged afterwards. Whatever it started, it stops.
+    """
+    started = time.monotonic()
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if external:
+        yield ProvidedBroker(external, "env", 0.0)
+        return
+    if docker_available():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as container:
+            yield ProvidedBroker(
+                container.get_bootstrap_server(), "docker", time.monotonic() - started
+            )
+        return
+    broker = LocalBroker(port or find_free_port(), home=home)
+    try:
+        bootstrap = broker.up()
+        yield ProvidedBroker(bootstrap, "local", time.monotonic() - started)
+    finally:
+        broker.down(purge=True)

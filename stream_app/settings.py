@@ -1,0 +1,102 @@
+"""Typed, frozen settings, read once from the environment (``STREAM_APP_`` prefix).
+
+Sources, in order of precedence: keyword arguments to :class:`Settings`, then environment
+variables, then a ``.env`` file in the working directory, then the defaults below. The bootstrap
+servers also honour the conventional ``KAFKA_BOOTSTRAP_SERVERS`` when
+``STREAM_APP_BOOTSTRAP_SERVERS`` is not set, so one variable points tests, demo and workers at
+the same broker.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ProcessingGuarantee", "Settings", "get_settings"]
+
+ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
+
+
+class Settings(BaseSettings):
+    """Everything a stream_app process needs to know about its environment.
+
+    Attributes:
+        app_id: The application id: Kafka consumer group, and the prefix of every topic the app
+            owns (``<app_id>.<behaviour>.in``, ``<app_id>.dead-letters``, changelogs).
+        bootstrap_servers: Comma-separated ``host:port`` list of Kafka brokers.
+        store: Faust table store URL; ``rocksdb://`` keeps state in RocksDB (via rocksdict).
+        data_dir: Where the worker keeps its RocksDB files.
+        partitions: Partition count of every topic the app declares without an explicit count.
+            All topics that carry work for a cell must share it (co-partitioning).
+        replication_factor: Replication factor of topics declared without an explicit one.
+        processing_guarantee: ``at_least_once`` (default) or ``exactly_once`` (Kafka transactions).
+        web_host: Interface the worker's HTTP views bind to.
+        web_port: Port of the worker's HTTP views.
+        max_message_bytes: Largest record value a behaviour accepts; larger ones are dead letters.
+        session_timeout_s: Consumer group session timeout: how long a dead worker holds its
+            partitions before they move to another.
+        topics_dir: Folder of declarative topic definitions applied by ``stream-app topics apply``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAM_APP_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    app_id: str = Field(default="stream-app", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        validation_alias=AliasChoices("STREAM_APP_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
+        min_length=1,
+    )
+    store: str = "rocksdb://"
+    data_dir: Path = Path("data")
+    partitions: int = Field(default=8, ge=1, le=10_000)
+    replication_factor: int = Field(default=1, ge=1, le=32)
+    processing_guarantee: ProcessingGuarantee = "at_least_once"
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=1, le=65535)
+    max_message_bytes: int = Field(default=1_048_576, ge=64)
+    session_timeout_s: float = Field(default=30.0, ge=6.0, le=300.0)
+    topics_dir: Path = Path("topics")
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _strip_scheme(cls, value: str) -> str:
+        """Accept ``kafka://host:port`` as Faust users write it, and keep plain ``host:port``."""
+        servers = [s.strip().removeprefix("kafka://") for s in value.split(",") if s.strip()]
+        for server in servers:
+            host, sep, port = server.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port, got {server!r}")
+        return ",".join(servers)
+
+    @property
+    def faust_broker(self) -> str:
+        """The bootstrap servers as a Faust broker URL list (``kafka://h1:p1;h2:p2``)."""
+        return ";".join(f"kafka://{s}" for s in self.bootstrap_servers.split(","))
+
+    @property
+    def dead_letter_topic(self) -> str:
+        """Name of the app's dead-letter topic."""
+        return f"{self.app_id}.dead-letters"
+
+    def input_topic(self, behaviour: str) -> str:
+        """Name of the input topic of ``behaviour``: ``<app_id>.<behaviour>.in``."""
+        return f"{self.app_id}.{behaviour}.in"
+
+    def changelog_topic(self, table: str) -> str:
+        """Name Faust gives the changelog topic of table ``table``."""
+        return f"{self.app_id}-{table}-changelog"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process-wide settings, read from the environment on first use."""
+    return Settings()

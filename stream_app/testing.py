@@ -1,0 +1,262 @@
+"""A harness for running stream_app workers against a real broker: tests, demos, benchmarks.
+
+:class:`WorkerProcess` runs ``faust -A <module> worker`` as a subprocess with its own settings
+(app id, data dir, web port), waits for it to be ready, and stops it by pid (SIGTERM, or SIGKILL
+to simulate a crash). :func:`wait_for` polls a condition with a deadline and reports what it saw
+last when the deadline passes. :func:`read_topic` reads a topic from the beginning to its current
+end with a confluent-kafka consumer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = ["ConditionTimeout", "ProbeFailed", "Record", "WorkerProcess", "read_topic", "wait_for"]
+
+T = TypeVar("T")
+
+READY_MARKER = "[^Worker]: Ready"
+
+
+class ConditionTimeout(AssertionError):
+    """A condition awaited by :func:`wait_for` did not hold before the deadline."""
+
+
+class ProbeFailed(AssertionError):
+    """Raised by a probe when waiting longer cannot help (e.g. the worker died)."""
+
+
+def wait_for(
+    probe: Callable[[], T],
+    done: Callable[[T], bool],
+    *,
+    timeout: float,
+    interval: float = 0.2,
+    what: str = "condition",
+) -> T:
+    """Call ``probe`` until ``done(result)`` holds; return that result.
+
+    Raises:
+        ConditionTimeout: After ``timeout`` seconds, with the last value seen (or the last
+            exception the probe raised).
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = "<never probed>"
+    while True:
+        try:
+            value = probe()
+        except ProbeFailed:
+            raise
+        except Exception as exc:
+            last = f"probe raised {exc!r}"
+        else:
+            if done(value):
+                return value
+            last = value
+        if time.monotonic() >= deadline:
+            shown = repr(last)
+            if len(shown) > 2000:
+                shown = shown[:2000] + "..."
+            raise ConditionTimeout(f"{what} not reached within {timeout:.0f}s; last seen: {shown}")
+        time.sleep(interval)
+
+
+class WorkerProcess:
+    """A ``faust worker`` subprocess for one app module.
+
+    Args:
+        module: The app module, e.g. ``stream_app.examples.counter``.
+        env: Extra environment (``STREAM_APP_*`` settings); the rest is inherited.
+        log_path: File that receives the worker's stdout and stderr.
+        web_port: The worker's HTTP port (also set as ``STREAM_APP_WEB_PORT``).
+    """
+
+    def __init__(
+        self, module: str, *, env: Mapping[str, str], log_path: Path, web_port: int
+    ) -> None:
+        self.module = module
+        self.env = {**os.environ, **env, "STREAM_APP_WEB_PORT": str(web_port)}
+        self.log_path = log_path
+        self.web_port = web_port
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
+
+    @property
+    def pid(self) -> int:
+        """The worker's pid (it must be started)."""
+        assert self.process is not None, "worker not started"
+        return self.process.pid
+
+    def start(self) -> WorkerProcess:
+        """Start the worker process (does not wait; see :meth:`wait_ready`)."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        faust = Path(sys.executable).with_name("faust")
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(faust),
+                    "-A",
+                    self.module,
+                    "worker",
+                    "-l",
+                    "info",
+                    "--web-port",
+                    str(self.web_port),
+                    "--web-host",
+                    "127.0.0.1",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                start_new_session=True,
+            )
+        return self
+
+    def log_text(self, *, since_start: bool = True) -> str:
+        """The worker's log (by default only what this start wrote)."""
+        try:
+            with self.log_path.open("rb") as fh:
+                fh.seek(self._log_offset if since_start else 0)
+                return fh.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        return self.process is not None and self.process.poll() is None
+
+    def wait_ready(self, *, timeout: float = 120.0) -> None:
+        """Wait until Faust reports the worker ready (partitions assigned, tables recovered)."""
+
+        def probe() -> str:
+            if not self.alive():
+                raise ProbeFailed(
+                    f"worker exited with {self.process.returncode if self.process else None}:\n"
+                    + self.log_text()[-4000:]
+                )
+            return self.log_text()
+
+        try:
+            wait_for(probe, lambda log: READY_MARKER in log, timeout=timeout, what="worker ready")
+        except ConditionTimeout as exc:
+            tail = self.log_text()[-4000:]
+            raise ConditionTimeout(f"{exc}\n--- worker log tail ---\n{tail}") from None
+
+    def get_json(self, path: str, *, timeout: float = 5.0) -> Any:
+        """GET ``path`` from the worker's web server and decode the JSON body."""
+        url = f"http://127.0.0.1:{self.web_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            body = exc.read()
+            with contextlib.suppress(ValueError):
+                return json.loads(body)
+            raise
+
+    def kill(self) -> None:
+        """SIGKILL the worker (a crash: nothing is flushed or committed) and reap it."""
+        if self.alive():
+            assert self.process is not None
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self, *, timeout: float = 30.0) -> int | None:
+        """Stop the worker gracefully (SIGTERM), SIGKILL after ``timeout``; return exit code."""
+        if self.process is None:
+            return None
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record read back from a topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, str | bytes | None]]
+
+
+def read_topic(bootstrap: str, topic: str, *, timeout: float = 30.0) -> list[Record]:
+    """Every record of ``topic`` from the beginning to its end as of the call.
+
+    Raises:
+        ConditionTimeout: The end was not reached within ``timeout`` seconds.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"stream-app-reader-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout)
+        partitions = sorted(metadata.topics[topic].partitions)
+        starts: dict[int, int] = {}
+        ends: dict[int, int] = {}
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            if high > low:
+                starts[p], ends[p] = low, high
+        consumer.assign([TopicPartition(topic, p, starts[p]) for p in ends])
+        records: list[Record] = []
+        assigned = [TopicPartition(topic, p) for p in ends]
+        deadline = time.monotonic() + timeout
+        while True:
+            for message in consumer.consume(1000, timeout=0.2):
+                partition, offset = message.partition(), message.offset()
+                if message.error() or partition is None or offset is None:
+                    continue
+                if offset < ends[partition]:
+                    headers = message.headers() or []
+                    records.append(
+                        Record(
+                            topic,
+                            partition,
+                            offset,
+                            message.key(),
+                            message.value(),
+                            list(headers.items() if isinstance(headers, dict) else headers),
+                        )
+                    )
+            # Positions, not the offsets seen: compaction and transaction markers leave gaps.
+            position = {tp.partition: tp.offset for tp in consumer.position(assigned)}
+            if all(position[p] >= ends[p] for p in ends):
+                break
+            if time.monotonic() > deadline:
+                raise ConditionTimeout(
+                    f"reading {topic}: at {position} of {ends} after {timeout:.0f}s"
+                )
+        return records
+    finally:
+        consumer.close()
