@@ -46,7 +46,8 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
         "consumer_auto_offset_reset": "earliest",
         "producer_acks": -1,
         # A dead letter carries a full-size original value plus its reason headers.
-        "producer_max_request_size": max(1_000_000, 2 * settings.max_message_bytes + 65_536),
+        "producer_max_request_size": max(settings.max_message_bytes, settings.dead_letter_max_bytes)
+        + 65_536,
         "autodiscover": False,
         "version": 1,
     }
@@ -88,7 +89,7 @@ class DeadLetterSink:
             topic=message.topic,
             partition=message.partition,
             offset=message.offset,
-            max_bytes=self.settings.max_message_bytes,
+            max_bytes=self.settings.dead_letter_max_bytes,
         )
         pending = await self.topic.send(
             key=letter.key, value=letter.value, headers=letter.headers()

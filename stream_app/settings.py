@@ -37,6 +37,9 @@ class Settings(BaseSettings):
         web_host: Interface the worker's HTTP views bind to.
         web_port: Port of the worker's HTTP views.
         max_message_bytes: Largest record value a behaviour accepts; larger ones are dead letters.
+        dead_letter_max_bytes: Largest original value a dead letter keeps whole; a longer one is
+            truncated (and marked so). Keep it under the dead-letter topic's max.message.bytes
+            minus room for the headers.
         session_timeout_s: Consumer group session timeout: how long a dead worker holds its
             partitions before they move to another.
         topics_dir: Folder of declarative topic definitions applied by ``stream-app topics apply``.
@@ -63,6 +66,7 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)
     max_message_bytes: int = Field(default=1_048_576, ge=64)
+    dead_letter_max_bytes: int = Field(default=1_048_576, ge=64)
     session_timeout_s: float = Field(default=30.0, ge=6.0, le=300.0)
     topics_dir: Path = Path("topics")
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import faust
 from pydantic import BaseModel, ConfigDict, Field
 
 from stream_app.app import DeadLetterSink, create_app
@@ -118,8 +117,11 @@ input_topic = app.topic(
 )
 cells = app.Table(
     BEHAVIOUR,
-    schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
-    help="Counter cells: cell id -> {count, partition, offset}.",
+    # bytes in, bytes out: the changelog key is the cell id exactly as producers send it, and the
+    # value is CounterState as JSON, so any Kafka tool can read the state.
+    key_type=bytes,
+    value_type=bytes,
+    help="Counter cells: cell id -> CounterState JSON.",
 )
 
 
@@ -138,29 +140,33 @@ async def counter(stream: Any) -> None:
             )
             await dead_letters.publish(record, exc, behaviour=BEHAVIOUR)
             continue
-        raw = cells.get(message.cell_id)
-        state = CounterState.model_validate(raw) if raw is not None else None
+        key = record.key
+        raw = cells.get(key)
+        state = CounterState.model_validate_json(raw) if raw is not None else None
         outcome = apply_message(state, message, partition=record.partition, offset=record.offset)
         if outcome.state is None:
-            cells.pop(message.cell_id, None)
+            cells.pop(key, None)
         else:
-            cells[message.cell_id] = outcome.state.model_dump()
+            cells[key] = outcome.state.model_dump_json().encode()
 
 
 @app.page("/counter/")
 async def all_cells(web: Any, request: Any) -> Any:
     """Every live counter cell held by this worker: ``{cell_id: count}``."""
-    return web.json({key: value["count"] for key, value in cells.items()})
+    return web.json(
+        {key.decode(): CounterState.model_validate_json(raw).count for key, raw in cells.items()}
+    )
 
 
 @app.page("/counter/{cell_id}/")
 @app.table_route(table=cells, match_info="cell_id")
 async def one_cell(web: Any, request: Any, cell_id: str) -> Any:
     """One counter cell, answered by the worker that owns its partition."""
-    raw = cells.get(cell_id)
+    raw = cells.get(cell_id.encode())
     if raw is None:
         return web.json({"cell_id": cell_id, "alive": False, "count": None}, status=404)
-    return web.json({"cell_id": cell_id, "alive": True, "count": raw["count"]})
+    count = CounterState.model_validate_json(raw).count
+    return web.json({"cell_id": cell_id, "alive": True, "count": count})
 
 
 @app.page("/stream-app/dead-letters/")

@@ -157,6 +157,7 @@ class LocalBroker:
         self.log4j = self.instance / "log4j2.properties"
         self.log = self.instance / "broker.log"
         self.pidfile = self.instance / "broker.pid"
+        self._process = None
 
     @property
     def bootstrap(self) -> str:
@@ -269,6 +270,8 @@ class LocalBroker:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        # Kept so this process can reap the broker it started (see down()).
+        self._process: subprocess.Popen[bytes] | None = process
         self.pidfile.write_text(f"{process.pid}\n")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -310,6 +313,9 @@ class LocalBroker:
                     _reap(pid)
                     time.sleep(0.05)
             _reap(pid)
+        if self._process is not None:
+            self._process.wait()
+            self._process = None
         self.pidfile.unlink(missing_ok=True)
         if purge:
             shutil.rmtree(self.instance, ignore_errors=True)
@@ -453,17 +459,33 @@ def _reap(pid: int) -> None:
 
 
 def docker_available(*, timeout: float = 3.0) -> bool:
-    """Whether a Docker engine answers (not just the ``docker`` client being installed)."""
+    """Whether a Docker engine answers (not just the ``docker`` client being installed).
+
+    Asks the engine's ``/_ping`` endpoint on ``DOCKER_HOST`` (``unix://`` or ``tcp://``), or on
+    ``/var/run/docker.sock`` when it is unset.
+    """
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     try:
-        import docker
-    except ImportError:
+        if host.startswith("unix://"):
+            path = host.removeprefix("unix://")
+            if not Path(path).exists():
+                return False
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            address: str | tuple[str, int] = path
+        elif host.startswith("tcp://"):
+            hostname, _, port = host.removeprefix("tcp://").rpartition(":")
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            address = (hostname, int(port))
+        else:
+            return False
+        with sock:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            status_line = sock.recv(64).split(b"\r\n", 1)[0]
+            return status_line.startswith(b"HTTP/1.") and b" 200" in status_line
+    except (OSError, ValueError):
         return False
-    try:
-        client = docker.from_env(timeout=int(timeout))
-        client.ping()
-    except Exception:
-        return False
-    return True
 
 
 @dataclass(frozen=True)

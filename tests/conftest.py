@@ -1,0 +1,81 @@
+"""Shared fixtures: a real Kafka broker for the session, isolated apps, worker processes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from stream_app.kafka.dev_broker import ProvidedBroker, find_free_port, kafka_broker
+from stream_app.kafka.topics import apply_changes, load_definitions, plan_changes
+from stream_app.settings import Settings
+from stream_app.testing import WorkerProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[ProvidedBroker]:
+    """A real broker: KAFKA_BOOTSTRAP_SERVERS, else testcontainers, else the Maven-jar broker.
+
+    Never skips: if no broker can be provided the error says why and every test using it fails.
+    """
+    with kafka_broker() as broker:
+        print(f"\nkafka for tests: {broker.source} {broker.bootstrap} ({broker.started_s:.1f}s)")
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def bootstrap(kafka: ProvidedBroker) -> str:
+    """The session broker's bootstrap servers."""
+    return kafka.bootstrap
+
+
+@pytest.fixture
+def app_env(bootstrap: str, tmp_path: Path) -> dict[str, str]:
+    """Settings (as STREAM_APP_* variables) of a fresh counter app with its own topics."""
+    env = {
+        "STREAM_APP_BOOTSTRAP_SERVERS": bootstrap,
+        "STREAM_APP_APP_ID": f"t-{uuid.uuid4().hex[:10]}",
+        "STREAM_APP_DATA_DIR": str(tmp_path / "data"),
+        "STREAM_APP_PARTITIONS": "4",
+        "STREAM_APP_SESSION_TIMEOUT_S": "6",
+    }
+    settings = settings_from(env)
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    definitions = load_definitions([ROOT / "topics" / "counter.toml"], settings)
+    apply_changes(admin, plan_changes(admin, definitions))
+    return env
+
+
+def settings_from(env: dict[str, str]) -> Settings:
+    """The Settings a worker started with ``env`` reads."""
+    return Settings.model_validate(
+        {k.removeprefix("STREAM_APP_").lower(): v for k, v in env.items()}
+    )
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start counter workers; every one started is stopped (by pid) at teardown."""
+    started: list[WorkerProcess] = []
+
+    def start(env: dict[str, str], *, name: str = "worker") -> WorkerProcess:
+        worker = WorkerProcess(
+            "stream_app.examples.counter",
+            env=env,
+            log_path=tmp_path / f"{name}.log",
+            web_port=find_free_port(),
+        )
+        started.append(worker)
+        worker.start()
+        worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in started:
+        worker.kill()

@@ -1,0 +1,200 @@
+"""The counter app as a real `faust worker` process on a real broker."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+from confluent_kafka import Producer
+
+from stream_app.core.dead_letters import DeadLetter
+from stream_app.testing import WorkerProcess, read_topic, wait_for
+from tests.conftest import settings_from
+
+pytestmark = pytest.mark.integration
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
+    """Produce ``records`` with acks=all and fail unless every one is acknowledged."""
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5, "enable.idempotence": True}
+    )
+    failures: list[str] = []
+
+    def on_delivery(err: object, _msg: object) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    for key, value in records:
+        producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+        producer.poll(0)
+    remaining = producer.flush(60)
+    assert remaining == 0 and not failures, f"{remaining} unflushed, failures: {failures[:5]}"
+
+
+def increments(cells: int, count: int, seed: int) -> tuple[list[tuple[bytes, bytes]], Counter[str]]:
+    """``count`` increment records spread over ``cells`` cells, and the counts they must give."""
+    rng = random.Random(seed)
+    records = []
+    expected: Counter[str] = Counter()
+    for _ in range(count):
+        cell = f"cell-{rng.randrange(cells)}"
+        by = rng.randint(1, 3)
+        expected[cell] += by
+        records.append(
+            (cell.encode(), json.dumps({"type": "increment", "body": {"by": by}}).encode())
+        )
+    return records, expected
+
+
+def wait_counts(
+    worker: WorkerProcess, expected: Counter[str], *, timeout: float = 120
+) -> dict[str, int]:
+    """Wait until the worker's view of all cells equals ``expected``."""
+    return wait_for(
+        lambda: worker.get_json("/counter/"),
+        lambda seen: seen == dict(expected),
+        timeout=timeout,
+        what=f"counts of {len(expected)} cells totalling {sum(expected.values())}",
+    )
+
+
+def changelog_state(bootstrap: str, topic: str) -> dict[str, int]:
+    """The latest count per live cell as recorded in the changelog topic."""
+    latest: dict[str, int | None] = {}
+    for record in read_topic(bootstrap, topic):
+        assert record.key is not None
+        latest[record.key.decode()] = (
+            None if record.value is None else json.loads(record.value)["count"]
+        )
+    return {k: v for k, v in latest.items() if v is not None}
+
+
+def test_ten_thousand_messages_over_a_hundred_cells(
+    bootstrap: str, app_env: dict[str, str], workers: Callable[..., WorkerProcess]
+) -> None:
+    settings = settings_from(app_env)
+    worker = workers(app_env)
+    records, expected = increments(100, 10_000, seed=1)
+    produce(bootstrap, settings.input_topic("counter"), records)
+
+    seen = wait_counts(worker, expected)
+    assert len(seen) == 100
+    assert sum(seen.values()) == sum(expected.values())
+    # The state is in Kafka too, not only in the worker's RocksDB.
+    changelog = wait_for(
+        lambda: changelog_state(bootstrap, settings.changelog_topic("counter")),
+        lambda state: state == dict(expected),
+        timeout=60,
+        what="changelog state",
+    )
+    assert changelog == dict(expected)
+    assert worker.alive()
+
+
+def test_sigkill_and_restart_continue_from_restored_state(
+    bootstrap: str, app_env: dict[str, str], workers: Callable[..., WorkerProcess]
+) -> None:
+    settings = settings_from(app_env)
+    topic = settings.input_topic("counter")
+    first, expected = increments(100, 6_000, seed=2)
+
+    worker = workers(app_env, name="worker-1")
+    produce(bootstrap, topic, first)
+    # Kill mid-stream: some of the records applied, some not, offsets partly committed.
+    wait_for(
+        lambda: sum(worker.get_json("/counter/").values()),
+        lambda total: total >= sum(expected.values()) // 4,
+        timeout=120,
+        what="a quarter of the first batch applied",
+    )
+    worker.kill()
+    assert not worker.alive()
+
+    second, more = increments(100, 4_000, seed=3)
+    produce(bootstrap, topic, second)  # acknowledged while no worker runs
+    expected += more
+
+    restarted = workers(app_env, name="worker-2")
+    seen = wait_counts(restarted, expected)
+    assert seen == dict(expected), "at-least-once replay must not double-apply"
+
+    # A worker that lost its disk rebuilds every cell from the changelog alone.
+    restarted.kill()
+    third, more = increments(100, 1_000, seed=4)
+    produce(bootstrap, topic, third)
+    expected += more
+    fresh_env = {**app_env, "STREAM_APP_DATA_DIR": app_env["STREAM_APP_DATA_DIR"] + "-fresh"}
+    rebuilt = workers(fresh_env, name="worker-3")
+    assert wait_counts(rebuilt, expected) == dict(expected)
+
+
+BAD_RECORDS: list[tuple[str, bytes | None, bytes | None]] = [
+    ("malformed-json", b"bad-1", b"{not json"),
+    ("malformed-json", b"bad-2", b"\xff\xfe\x00garbage"),
+    ("malformed-json", b"bad-3", None),
+    ("schema", b"bad-4", b'{"type": "increment", "body": {"by": "lots"}}'),
+    ("schema", b"bad-5", b'{"type": "increment", "body": {"by": -3}}'),
+    ("schema", b"bad-6", b'{"body": {"by": 1}}'),
+    ("schema", b"bad-7", b"[1, 2, 3]"),
+    ("schema", b"bad-8", b'{"type": "increment", "surprise": true}'),
+    ("unknown-type", b"bad-9", b'{"type": "decrement"}'),
+    ("oversized", b"bad-10", b'{"type": "increment", "pad": "' + b"x" * 70_000 + b'"}'),
+    ("invalid-key", None, b'{"type": "increment"}'),
+    ("invalid-key", b"\xc3\x28", b'{"type": "increment"}'),
+]
+
+
+def test_bad_input_goes_to_dead_letters_and_valid_input_still_counts(
+    bootstrap: str, app_env: dict[str, str], workers: Callable[..., WorkerProcess]
+) -> None:
+    env = {**app_env, "STREAM_APP_MAX_MESSAGE_BYTES": "65536"}
+    settings = settings_from(env)
+    worker = workers(env)
+
+    good, expected = increments(10, 300, seed=5)
+    mixed: list[tuple[bytes | None, bytes | None]] = []
+    for i, (key, value) in enumerate(good):
+        mixed.append((key, value))
+        if i % 25 == 0 and i // 25 < len(BAD_RECORDS):
+            _, bad_key, bad_value = BAD_RECORDS[i // 25]
+            mixed.append((bad_key, bad_value))
+    produce(bootstrap, settings.input_topic("counter"), mixed)
+
+    assert wait_counts(worker, expected) == dict(expected)
+    letters = wait_for(
+        lambda: read_topic(bootstrap, settings.dead_letter_topic),
+        lambda records: len(records) >= len(BAD_RECORDS),
+        timeout=60,
+        what="all dead letters",
+    )
+    assert len(letters) == len(BAD_RECORDS)
+    by_original = {
+        (r.key, r.value): DeadLetter.from_record(r.key, r.value, r.headers) for r in letters
+    }
+    for reason, key, value in BAD_RECORDS:
+        letter = by_original.get((key, value))
+        assert letter is not None, f"no dead letter kept the original {key!r} {value!r:.80}"
+        assert letter.reason == reason, (key, letter.reason, letter.error)
+        assert not letter.truncated
+        assert letter.error, letter
+        assert letter.behaviour == "counter"
+        assert letter.app == settings.app_id
+        assert letter.source_topic == settings.input_topic("counter")
+        assert letter.source_offset >= 0
+    oversized = by_original[(b"bad-10", BAD_RECORDS[9][2])]
+    assert "70" in oversized.error and "65536" in oversized.error
+    # The dead letter points back at the very record that was rejected.
+    source = {
+        (r.partition, r.offset): (r.key, r.value)
+        for r in read_topic(bootstrap, settings.input_topic("counter"))
+    }
+    for (key, value), letter in by_original.items():
+        assert source[(letter.source_partition, letter.source_offset)] == (key, value)
+    assert worker.get_json("/stream-app/dead-letters/") == dict(
+        Counter(reason for reason, _, _ in BAD_RECORDS)
+    )
+    assert worker.alive()
