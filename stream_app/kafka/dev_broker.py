@@ -157,7 +157,7 @@ class LocalBroker:
         self.log4j = self.instance / "log4j2.properties"
         self.log = self.instance / "broker.log"
         self.pidfile = self.instance / "broker.pid"
-        self._process = None
+        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -271,7 +271,7 @@ class LocalBroker:
                 start_new_session=True,
             )
         # Kept so this process can reap the broker it started (see down()).
-        self._process: subprocess.Popen[bytes] | None = process
+        self._process = process
         self.pidfile.write_text(f"{process.pid}\n")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
