@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The README's test command (and CI's): install, lint, type-check, then the whole pytest suite.
+# The suite's session fixture provides a real Kafka broker (KAFKA_BOOTSTRAP_SERVERS, else a
+# testcontainers Kafka where Docker answers, else a KRaft broker from Maven-resolved Apache Kafka
+# jars) and stops whatever it started.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+# docker-compose (v1, from Debian) lets a test validate docker-compose.yml; best effort only.
+if ! command -v docker-compose >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &&
+   [ "$(id -u)" = 0 ]; then
+  echo "==> installing docker-compose (to validate docker-compose.yml)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose) \
+    >/dev/null 2>&1 || echo "    (not installed; the compose file gets structural checks only)"
+fi
+echo "==> ruff"
+.venv/bin/ruff check stream_app tests bench
+.venv/bin/ruff format --check stream_app tests bench
+echo "==> mypy (strict)"
+.venv/bin/mypy
+echo "==> pytest"
+exec .venv/bin/python -m pytest "$@"

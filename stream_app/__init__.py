@@ -1,0 +1,58 @@
+"""stream_app: durable, stateful cells on Apache Kafka.
+
+Users write plain Python behaviours; stream_app runs them as Faust agents with RocksDB-backed
+state tables and changelog topics, validates every record at the edge, and sends what it cannot
+process to a dead-letter topic with the reason. This module is the public contract: everything a
+user imports comes from here, and ``__all__`` is pinned by a test.
+"""
+
+from __future__ import annotations
+
+from stream_app.app import DeadLetterSink, create_app
+from stream_app.core.dead_letters import DeadLetter
+from stream_app.core.envelope import CellMessage, Envelope, MessageTypes
+from stream_app.errors import (
+    BrokerError,
+    BrokerStartError,
+    ConfigError,
+    InvalidKeyError,
+    InvalidMessageError,
+    MalformedJSONError,
+    OversizedMessageError,
+    PortInUseError,
+    SchemaViolationError,
+    StreamAppError,
+    ToolMissingError,
+    TopicDefinitionError,
+    TopicPlanError,
+    UnknownMessageTypeError,
+)
+from stream_app.settings import Settings, get_settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BrokerError",
+    "BrokerStartError",
+    "CellMessage",
+    "ConfigError",
+    "DeadLetter",
+    "DeadLetterSink",
+    "Envelope",
+    "InvalidKeyError",
+    "InvalidMessageError",
+    "MalformedJSONError",
+    "MessageTypes",
+    "OversizedMessageError",
+    "PortInUseError",
+    "SchemaViolationError",
+    "Settings",
+    "StreamAppError",
+    "ToolMissingError",
+    "TopicDefinitionError",
+    "TopicPlanError",
+    "UnknownMessageTypeError",
+    "__version__",
+    "create_app",
+    "get_settings",
+]
