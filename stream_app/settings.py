@@ -50,6 +50,8 @@ class Settings(BaseSettings):
         env_file=".env",
         extra="ignore",
         frozen=True,
+        # bootstrap_servers has env aliases; keyword arguments still use the field name.
+        populate_by_name=True,
     )
 
     app_id: str = Field(default="stream-app", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -75,7 +77,13 @@ class Settings(BaseSettings):
     def _strip_scheme(cls, value: str) -> str:
         """Accept ``kafka://host:port`` as Faust users write it, and keep plain ``host:port``."""
         servers = [s.strip().removeprefix("kafka://") for s in value.split(",") if s.strip()]
+        if not servers:
+            raise ValueError("no bootstrap servers given (expected host:port[,host:port...])")
         for server in servers:
+            if ";" in server:
+                raise ValueError(
+                    f"{server!r}: separate servers with ',' (not the ';' of Faust broker URLs)"
+                )
             host, sep, port = server.rpartition(":")
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"expected host:port, got {server!r}")

@@ -145,7 +145,7 @@ class MessageTypes:
         kinds = {e["type"] for e in errors}
         if "json_invalid" in kinds or "json_type" in kinds:
             return MalformedJSONError(f"value is not valid JSON: {errors[0]['msg']}")
-        if "union_tag_invalid" in kinds or ("literal_error" in kinds and len(self.types) == 1):
+        if "union_tag_invalid" in kinds:
             try:
                 given = json.loads(value).get("type")
             except (ValueError, AttributeError):

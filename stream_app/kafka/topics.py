@@ -139,7 +139,7 @@ def load_definitions(paths: Iterable[Path] | Path, settings: Settings) -> list[T
             where = f"topics[{index}]"
             try:
                 name = spec.name.format(app_id=settings.app_id)
-            except (KeyError, IndexError, ValueError) as exc:
+            except (KeyError, IndexError, ValueError, AttributeError) as exc:
                 raise TopicDefinitionError(
                     str(path), f"{where}.name", f"bad placeholder in {spec.name!r}: {exc}"
                 ) from exc

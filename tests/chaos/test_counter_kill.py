@@ -1,0 +1,101 @@
+"""SIGKILL the counter worker at random moments while records flow: nothing is lost or doubled."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+from confluent_kafka import Producer
+
+from stream_app.testing import WorkerProcess, wait_for
+from tests.conftest import settings_from
+
+pytestmark = pytest.mark.integration
+
+RECORDS = 20_000
+CELLS = 200
+
+
+class AckedProducer(threading.Thread):
+    """Produces increments in the background; counts only what the broker acknowledged."""
+
+    def __init__(self, bootstrap: str, topic: str, seed: int) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic, self.rng = bootstrap, topic, random.Random(seed)
+        self.acked: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        producer = Producer({"bootstrap.servers": self.bootstrap, "acks": "all", "linger.ms": 5})
+        for _batch in range(RECORDS // 500):
+            for _ in range(500):
+                cell = f"cell-{self.rng.randrange(CELLS)}"
+                by = self.rng.randint(1, 5)
+                value = json.dumps({"type": "increment", "body": {"by": by}}).encode()
+                producer.produce(
+                    self.topic,
+                    key=cell.encode(),
+                    value=value,
+                    on_delivery=lambda err, _m, cell=cell, by=by: self._ack(err, cell, by),
+                )
+            producer.flush(60)
+        producer.flush(60)
+
+    def _ack(self, err: object, cell: str, by: int) -> None:
+        with self.lock:
+            if err is None:
+                self.acked[cell] += by
+            else:
+                self.failures.append(str(err))
+
+
+def applied(worker: WorkerProcess) -> int:
+    return sum(worker.get_json("/counter/").values())
+
+
+def test_random_sigkills_lose_nothing_and_apply_nothing_twice(
+    bootstrap: str, app_env: dict[str, str], workers: Callable[..., WorkerProcess]
+) -> None:
+    seed = int(os.environ.get("CHAOS_SEED", random.randrange(1_000_000)))
+    print(f"\nchaos seed {seed} (rerun with CHAOS_SEED={seed})")
+    rng = random.Random(seed)
+    settings = settings_from(app_env)
+    producer = AckedProducer(bootstrap, settings.input_topic("counter"), seed)
+    producer.start()
+
+    kills = []
+    for round_ in range(4):
+        worker = workers(app_env, name=f"worker-{round_}")
+        if round_ == 1:
+            kills.append("right after ready (recovery just finished)")
+        else:
+            progress = applied(worker)
+            target = progress + rng.randint(200, 3_000)
+            reached = wait_for(
+                lambda worker=worker: applied(worker),
+                lambda total, target=target: total >= target or not producer.is_alive(),
+                timeout=180,
+                what=f"round {round_}: progress to {target}",
+            )
+            kills.append(f"after {reached} applied")
+        worker.kill()
+
+    producer.join(timeout=300)
+    assert not producer.is_alive(), "producer did not finish"
+    assert not producer.failures, producer.failures[:5]
+    assert sum(producer.acked.values()) > 0
+
+    final = workers(app_env, name="worker-final")
+    seen = wait_for(
+        lambda: final.get_json("/counter/"),
+        lambda state: state == dict(producer.acked),
+        timeout=180,
+        what=f"exact counts after kills {kills}",
+    )
+    assert seen == dict(producer.acked)

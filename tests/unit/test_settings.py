@@ -1,0 +1,196 @@
+"""Unit tests of stream_app.settings: sources, precedence, validation, topic names."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from stream_app.settings import Settings, get_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No STREAM_APP_* / KAFKA_BOOTSTRAP_SERVERS from outside, no .env, no cached settings."""
+    for name in list(os.environ):
+        if name.upper().startswith("STREAM_APP_") or name.upper() == "KAFKA_BOOTSTRAP_SERVERS":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_defaults() -> None:
+    s = Settings()
+    assert s.app_id == "stream-app"
+    assert s.bootstrap_servers == "127.0.0.1:9092"
+    assert s.store == "rocksdb://"
+    assert s.data_dir == Path("data")
+    assert s.partitions == 8
+    assert s.replication_factor == 1
+    assert s.processing_guarantee == "at_least_once"
+    assert s.web_host == "127.0.0.1"
+    assert s.web_port == 6066
+    assert s.max_message_bytes == 1_048_576
+    assert s.dead_letter_max_bytes == 1_048_576
+    assert s.session_timeout_s == 30.0
+    assert s.topics_dir == Path("topics")
+    assert s.faust_broker == "kafka://127.0.0.1:9092"
+
+
+def test_values_read_from_prefixed_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAM_APP_APP_ID", "orders")
+    monkeypatch.setenv("STREAM_APP_PARTITIONS", "3")
+    monkeypatch.setenv("STREAM_APP_PROCESSING_GUARANTEE", "exactly_once")
+    monkeypatch.setenv("STREAM_APP_DATA_DIR", "/var/lib/cells")
+    monkeypatch.setenv("STREAM_APP_SESSION_TIMEOUT_S", "6.5")
+    monkeypatch.setenv("STREAM_APP_WEB_PORT", "7000")
+    s = Settings()
+    assert s.app_id == "orders"
+    assert s.partitions == 3
+    assert s.processing_guarantee == "exactly_once"
+    assert s.data_dir == Path("/var/lib/cells")
+    assert s.session_timeout_s == 6.5
+    assert s.web_port == 7000
+
+
+def test_unprefixed_env_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_ID", "not-mine")
+    monkeypatch.setenv("PARTITIONS", "99")
+    s = Settings()
+    assert s.app_id == "stream-app"
+    assert s.partitions == 8
+
+
+def test_keyword_arguments_beat_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAM_APP_APP_ID", "from-env")
+    monkeypatch.setenv("STREAM_APP_PARTITIONS", "3")
+    s = Settings(app_id="from-kwargs", partitions=5)
+    assert s.app_id == "from-kwargs"
+    assert s.partitions == 5
+
+
+def test_dotenv_file_is_read_and_env_beats_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text("STREAM_APP_APP_ID=from-dotenv\nSTREAM_APP_PARTITIONS=2\n")
+    assert Settings().app_id == "from-dotenv"
+    monkeypatch.setenv("STREAM_APP_APP_ID", "from-env")
+    s = Settings()
+    assert s.app_id == "from-env"
+    assert s.partitions == 2
+
+
+def test_get_settings_is_cached_until_cleared(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAM_APP_APP_ID", "first")
+    first = get_settings()
+    assert first.app_id == "first"
+    monkeypatch.setenv("STREAM_APP_APP_ID", "second")
+    assert get_settings() is first
+    get_settings.cache_clear()
+    assert get_settings().app_id == "second"
+
+
+def test_kafka_bootstrap_servers_used_when_prefixed_unset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka-a:9093")
+    assert Settings().bootstrap_servers == "kafka-a:9093"
+    assert get_settings().bootstrap_servers == "kafka-a:9093"
+
+
+def test_prefixed_bootstrap_wins_over_kafka_bootstrap_servers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka-a:9093")
+    monkeypatch.setenv("STREAM_APP_BOOTSTRAP_SERVERS", "kafka-b:9094")
+    assert Settings().bootstrap_servers == "kafka-b:9094"
+
+
+def test_kafka_scheme_is_stripped_and_faust_broker_rebuilt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STREAM_APP_BOOTSTRAP_SERVERS", "kafka://h:1, h2:2")
+    s = Settings()
+    assert s.bootstrap_servers == "h:1,h2:2"
+    assert s.faust_broker == "kafka://h:1;kafka://h2:2"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("STREAM_APP_PROCESSING_GUARANTEE", "maybe"),
+        ("STREAM_APP_PARTITIONS", "0"),
+        ("STREAM_APP_PARTITIONS", "eight"),
+        ("STREAM_APP_BOOTSTRAP_SERVERS", "nohost"),
+        ("STREAM_APP_BOOTSTRAP_SERVERS", "host:port"),
+        ("STREAM_APP_BOOTSTRAP_SERVERS", ":9092"),
+        ("STREAM_APP_BOOTSTRAP_SERVERS", "h:1,nohost"),
+        ("KAFKA_BOOTSTRAP_SERVERS", "nohost"),
+        ("STREAM_APP_APP_ID", "my app"),
+        ("STREAM_APP_APP_ID", "-leading-dash"),
+        ("STREAM_APP_SESSION_TIMEOUT_S", "1"),
+        ("STREAM_APP_WEB_PORT", "70000"),
+        ("STREAM_APP_MAX_MESSAGE_BYTES", "10"),
+    ],
+)
+def test_bad_env_values_are_rejected(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_bad_bootstrap_error_names_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAM_APP_BOOTSTRAP_SERVERS", "good:1,nohost")
+    with pytest.raises(ValidationError, match="expected host:port, got 'nohost'"):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"processing_guarantee": "maybe"},
+        {"partitions": 0},
+        {"replication_factor": 0},
+        {"app_id": "has spaces"},
+        {"app_id": ""},
+    ],
+)
+def test_bad_keyword_values_are_rejected(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_bootstrap_servers_keyword_argument_is_used() -> None:
+    assert Settings(bootstrap_servers="10.1.2.3:9093").bootstrap_servers == "10.1.2.3:9093"
+
+
+@pytest.mark.parametrize("value", [",", " ", "kafka://h:1;kafka://h2:2"])
+def test_unusable_bootstrap_lists_are_rejected(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("STREAM_APP_BOOTSTRAP_SERVERS", value)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings(app_id="frozen")
+    with pytest.raises(ValidationError, match="frozen"):
+        s.app_id = "thawed"
+    with pytest.raises(ValidationError, match="frozen"):
+        s.partitions = 1
+    assert s.app_id == "frozen"
+    assert s.partitions == 8
+
+
+def test_topic_name_helpers() -> None:
+    s = Settings(app_id="shop")
+    assert s.input_topic("counter") == "shop.counter.in"
+    assert s.input_topic("orders") == "shop.orders.in"
+    assert s.dead_letter_topic == "shop.dead-letters"
+    assert s.changelog_topic("counter") == "shop-counter-changelog"
