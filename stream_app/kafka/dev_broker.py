@@ -23,6 +23,7 @@ Start protocol of :class:`LocalBroker` (``stream-app kafka up``):
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import logging
@@ -446,10 +447,14 @@ class LocalBroker:
 
 
 def _cluster_id() -> str:
-    # Kafka cluster ids are 16 random bytes in URL-safe base64 without padding (22 chars).
-    import base64
+    """16 random bytes in URL-safe base64 without padding, as Kafka's ``Uuid.randomUuid``.
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    Like Kafka, never one that starts with ``-``: the command line would read it as an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _reap(pid: int) -> None:

@@ -221,3 +221,18 @@ def test_docker_ping_over_unix_socket(
             thread.join(timeout=10)
     assert not thread.is_alive()
     assert requests and requests[0].startswith(b"GET /_ping HTTP/1.0\r\n")
+
+
+def test_cluster_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uuid
+
+    from stream_app.kafka import dev_broker
+
+    # 0xf8... encodes to "-" first in URL-safe base64; the generator must skip such ids.
+    dashed = uuid.UUID(bytes=b"\xf8" + b"\x00" * 15)
+    plain = uuid.UUID(bytes=b"\x00" * 16)
+    drawn = iter([dashed, dashed, plain])
+    monkeypatch.setattr(dev_broker.uuid, "uuid4", lambda: next(drawn))
+    cluster_id = dev_broker._cluster_id()
+    assert cluster_id == "AAAAAAAAAAAAAAAAAAAAAA"
+    assert len(cluster_id) == 22
