@@ -59,7 +59,12 @@ def demo(keep_data: bool) -> None:
         settings = Settings.model_validate(
             {k.removeprefix("STREAM_APP_").lower(): v for k, v in env.items()}
         )
-        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        # The demo stops the broker under its clients; their disconnect notices are noise.
+        quiet: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": broker.bootstrap,
+            "log.connection.close": False,
+        }
+        admin = AdminClient(quiet)
         definitions = load_definitions([project_root() / "topics" / "counter.toml"], settings)
         apply_changes(admin, plan_changes(admin, definitions))
         click.echo(f"[2/5] topics applied: {', '.join(d.name for d in definitions)}")
@@ -76,7 +81,7 @@ def demo(keep_data: bool) -> None:
             worker.wait_ready()
             click.echo(f"[3/5] worker pid {worker.pid} ready in {time.monotonic() - started:.1f}s")
 
-            producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+            producer = Producer({**quiet, "acks": "all"})
             for key, value in SAMPLE:
                 producer.produce(settings.input_topic("counter"), key=key, value=value)
             producer.flush(30)
