@@ -8,13 +8,14 @@ user imports comes from here, and ``__all__`` is pinned by a test.
 
 from __future__ import annotations
 
-from stream_app.app import DeadLetterSink, create_app
+from stream_app.app import DeadLetterSink, StreamApp, create_app
 from stream_app.core.dead_letters import DeadLetter
 from stream_app.core.envelope import CellMessage, Envelope, MessageTypes
 from stream_app.errors import (
     BrokerError,
     BrokerStartError,
     ConfigError,
+    FlushTimeoutError,
     InvalidKeyError,
     InvalidMessageError,
     MalformedJSONError,
@@ -39,6 +40,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetterSink",
     "Envelope",
+    "FlushTimeoutError",
     "InvalidKeyError",
     "InvalidMessageError",
     "MalformedJSONError",
@@ -47,6 +49,7 @@ __all__ = [
     "PortInUseError",
     "SchemaViolationError",
     "Settings",
+    "StreamApp",
     "StreamAppError",
     "ToolMissingError",
     "TopicDefinitionError",

@@ -8,19 +8,76 @@ partitions and guarantees.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import Counter
 from typing import Any
 
 import faust
+from faust.types import ProducerT
 
 from stream_app.core.dead_letters import DeadLetter
-from stream_app.errors import InvalidMessageError
+from stream_app.errors import FlushTimeoutError, InvalidMessageError
 from stream_app.settings import Settings
 
-__all__ = ["DeadLetterSink", "create_app"]
+__all__ = ["DeadLetterSink", "StreamApp", "create_app", "drain_send_buffer"]
+
+#: How long a commit waits for Faust's send buffer to drain before failing the worker.
+FLUSH_TIMEOUT_S = 300.0
 
 
-def create_app(settings: Settings, **overrides: Any) -> faust.App:
+async def drain_send_buffer(buffer: Any, *, timeout: float = FLUSH_TIMEOUT_S) -> None:
+    """Wait until Faust's producer send buffer is empty.
+
+    Faust's own ``ProducerBuffer.flush()`` gives up as soon as no message leaves the buffer for
+    100 ms, so the flush that precedes an offset commit can return with changelog records still
+    queued. The offset is then committed ahead of the state it covers; a crash before those
+    records are sent loses the update (recovery replays an older changelog value over RocksDB,
+    and the input is not replayed). This drains for real:
+
+    1. While messages are queued, wait for the buffer's ``message_sent`` signal (100 ms slices),
+       without giving up while the sender makes progress.
+    2. If the buffer stops running with messages queued, raise: they can never be sent.
+    3. If ``timeout`` passes, raise :class:`~stream_app.errors.FlushTimeoutError`; the commit
+       fails, the worker stops, and the uncommitted input is replayed (at least once).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while buffer.size:
+        if buffer.state != "running":
+            raise FlushTimeoutError(
+                f"producer buffer is {buffer.state!r} with {buffer.size} message(s) unsent"
+            )
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise FlushTimeoutError(
+                f"{buffer.size} message(s) still unsent after {timeout:.0f}s; refusing to "
+                "commit offsets ahead of them"
+            )
+        buffer.message_sent.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(buffer.message_sent.wait(), timeout=min(0.1, remaining))
+
+
+class StreamApp(faust.App):
+    """A :class:`faust.App` whose producer flush drains the send buffer before offsets commit.
+
+    See :func:`drain_send_buffer` for why. Everything else is Faust's.
+    """
+
+    def _new_producer(self) -> ProducerT:
+        producer = super()._new_producer()
+        buffer: Any = producer.buffer
+
+        async def flush() -> None:
+            await drain_send_buffer(buffer)
+
+        # An instance attribute shadows ProducerBuffer.flush for this buffer only.
+        buffer.flush = flush
+        return producer
+
+
+def create_app(settings: Settings, **overrides: Any) -> StreamApp:
     """Create the Faust app of a stream_app worker.
 
     Args:
@@ -52,7 +109,7 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
         "version": 1,
     }
     options.update(overrides)
-    return faust.App(settings.app_id, **options)
+    return StreamApp(settings.app_id, **options)
 
 
 class DeadLetterSink:

@@ -11,6 +11,7 @@ again (a malformed topic definition, a message that does not validate).
     ├── ConfigError                 settings or definitions that cannot be used
     │   └── TopicDefinitionError    a file under topics/ is malformed (names file and field)
     ├── TopicPlanError              topics apply refuses a change (e.g. shrinking partitions)
+    ├── FlushTimeoutError           produced records could not be sent before a commit (retriable)
     ├── BrokerError                 the development broker could not be provided
     │   ├── ToolMissingError        java or mvn is not installed
     │   ├── PortInUseError          the broker port is taken by another process
@@ -29,6 +30,7 @@ __all__ = [
     "BrokerError",
     "BrokerStartError",
     "ConfigError",
+    "FlushTimeoutError",
     "InvalidKeyError",
     "InvalidMessageError",
     "MalformedJSONError",
@@ -70,6 +72,16 @@ class TopicDefinitionError(ConfigError):
 
 class TopicPlanError(StreamAppError):
     """``topics apply`` refuses a change it cannot make safely (e.g. fewer partitions)."""
+
+
+class FlushTimeoutError(StreamAppError):
+    """Records a commit depends on could not be sent; the commit is refused.
+
+    The worker stops instead of committing offsets ahead of their output; on restart the
+    uncommitted input is processed again.
+    """
+
+    retriable = True
 
 
 class BrokerError(StreamAppError):

@@ -24,11 +24,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["ConditionTimeout", "ProbeFailed", "Record", "WorkerProcess", "read_topic", "wait_for"]
+from stream_app.settings import Settings
+
+__all__ = [
+    "ConditionTimeout",
+    "ProbeFailed",
+    "Record",
+    "WorkerProcess",
+    "read_topic",
+    "settings_from_env",
+    "wait_for",
+]
 
 T = TypeVar("T")
 
 READY_MARKER = "[^Worker]: Ready"
+
+
+def settings_from_env(env: Mapping[str, str]) -> Settings:
+    """The :class:`Settings` a worker reads when started with the ``STREAM_APP_*`` in ``env``.
+
+    Other variables are ignored; unset settings take their defaults, not the caller's environment.
+    """
+    prefix = "STREAM_APP_"
+    return Settings.model_validate(
+        {k.removeprefix(prefix).lower(): v for k, v in env.items() if k.startswith(prefix)}
+    )
 
 
 class ConditionTimeout(AssertionError):

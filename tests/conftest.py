@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,8 +11,7 @@ import pytest
 
 from stream_app.kafka.dev_broker import ProvidedBroker, find_free_port, kafka_broker
 from stream_app.kafka.topics import apply_changes, load_definitions, plan_changes
-from stream_app.settings import Settings
-from stream_app.testing import WorkerProcess
+from stream_app.testing import ConditionTimeout, WorkerProcess, settings_from_env, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,20 +43,13 @@ def app_env(bootstrap: str, tmp_path: Path) -> dict[str, str]:
         "STREAM_APP_PARTITIONS": "4",
         "STREAM_APP_SESSION_TIMEOUT_S": "6",
     }
-    settings = settings_from(env)
+    settings = settings_from_env(env)
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     definitions = load_definitions([ROOT / "topics" / "counter.toml"], settings)
     apply_changes(admin, plan_changes(admin, definitions))
     return env
-
-
-def settings_from(env: dict[str, str]) -> Settings:
-    """The Settings a worker started with ``env`` reads."""
-    return Settings.model_validate(
-        {k.removeprefix("STREAM_APP_").lower(): v for k, v in env.items()}
-    )
 
 
 @pytest.fixture
@@ -79,3 +72,29 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     yield start
     for worker in started:
         worker.kill()
+
+
+def wait_counts(
+    worker: WorkerProcess, expected: Counter[str], *, timeout: float = 120
+) -> dict[str, int]:
+    """Wait until the worker's view of all cells equals ``expected``; say which differ if not."""
+    try:
+        return wait_for(
+            lambda: worker.get_json("/counter/"),
+            lambda seen: seen == dict(expected),
+            timeout=timeout,
+            what=f"counts of {len(expected)} cells totalling {sum(expected.values())}",
+        )
+    except ConditionTimeout:
+        seen = worker.get_json("/counter/")
+        off = {
+            cell: (seen.get(cell), want)
+            for cell, want in expected.items()
+            if seen.get(cell) != want
+        }
+        raise ConditionTimeout(
+            f"{len(off)} of {len(expected)} cells differ (cell: (seen, expected)): "
+            f"{dict(list(off.items())[:20])}; total seen {sum(seen.values())} of "
+            f"{sum(expected.values())}; worker alive: {worker.alive()}\n--- worker log tail ---\n"
+            f"{worker.log_text()[-6000:]}"
+        ) from None

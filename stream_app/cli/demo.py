@@ -15,8 +15,7 @@ import click
 from stream_app.core.dead_letters import DeadLetter
 from stream_app.kafka.dev_broker import find_free_port, kafka_broker, project_root
 from stream_app.kafka.topics import apply_changes, load_definitions, plan_changes
-from stream_app.settings import Settings
-from stream_app.testing import WorkerProcess, read_topic, wait_for
+from stream_app.testing import WorkerProcess, read_topic, settings_from_env, wait_for
 
 __all__ = ["demo"]
 
@@ -56,9 +55,7 @@ def demo(keep_data: bool) -> None:
             "STREAM_APP_PARTITIONS": "4",
             "STREAM_APP_SESSION_TIMEOUT_S": "10",
         }
-        settings = Settings.model_validate(
-            {k.removeprefix("STREAM_APP_").lower(): v for k, v in env.items()}
-        )
+        settings = settings_from_env(env)
         # The demo stops the broker under its clients; their disconnect notices are noise.
         quiet: dict[str, str | int | float | bool] = {
             "bootstrap.servers": broker.bootstrap,

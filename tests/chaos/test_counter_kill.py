@@ -12,8 +12,8 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Producer
 
-from stream_app.testing import WorkerProcess, wait_for
-from tests.conftest import settings_from
+from stream_app.testing import WorkerProcess, settings_from_env, wait_for
+from tests.conftest import wait_counts
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,7 @@ def test_random_sigkills_lose_nothing_and_apply_nothing_twice(
     seed = int(os.environ.get("CHAOS_SEED", random.randrange(1_000_000)))
     print(f"\nchaos seed {seed} (rerun with CHAOS_SEED={seed})")
     rng = random.Random(seed)
-    settings = settings_from(app_env)
+    settings = settings_from_env(app_env)
     producer = AckedProducer(bootstrap, settings.input_topic("counter"), seed)
     producer.start()
 
@@ -92,10 +92,5 @@ def test_random_sigkills_lose_nothing_and_apply_nothing_twice(
     assert sum(producer.acked.values()) > 0
 
     final = workers(app_env, name="worker-final")
-    seen = wait_for(
-        lambda: final.get_json("/counter/"),
-        lambda state: state == dict(producer.acked),
-        timeout=180,
-        what=f"exact counts after kills {kills}",
-    )
-    assert seen == dict(producer.acked)
+    print(f"kills: {kills}")
+    assert wait_counts(final, producer.acked, timeout=180) == dict(producer.acked)

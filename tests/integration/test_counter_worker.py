@@ -11,8 +11,13 @@ import pytest
 from confluent_kafka import Producer
 
 from stream_app.core.dead_letters import DeadLetter
-from stream_app.testing import WorkerProcess, read_topic, wait_for
-from tests.conftest import settings_from
+from stream_app.testing import (
+    WorkerProcess,
+    read_topic,
+    settings_from_env,
+    wait_for,
+)
+from tests.conftest import wait_counts
 
 pytestmark = pytest.mark.integration
 
@@ -50,18 +55,6 @@ def increments(cells: int, count: int, seed: int) -> tuple[list[tuple[bytes, byt
     return records, expected
 
 
-def wait_counts(
-    worker: WorkerProcess, expected: Counter[str], *, timeout: float = 120
-) -> dict[str, int]:
-    """Wait until the worker's view of all cells equals ``expected``."""
-    return wait_for(
-        lambda: worker.get_json("/counter/"),
-        lambda seen: seen == dict(expected),
-        timeout=timeout,
-        what=f"counts of {len(expected)} cells totalling {sum(expected.values())}",
-    )
-
-
 def changelog_state(bootstrap: str, topic: str) -> dict[str, int]:
     """The latest count per live cell as recorded in the changelog topic."""
     latest: dict[str, int | None] = {}
@@ -76,7 +69,7 @@ def changelog_state(bootstrap: str, topic: str) -> dict[str, int]:
 def test_ten_thousand_messages_over_a_hundred_cells(
     bootstrap: str, app_env: dict[str, str], workers: Callable[..., WorkerProcess]
 ) -> None:
-    settings = settings_from(app_env)
+    settings = settings_from_env(app_env)
     worker = workers(app_env)
     records, expected = increments(100, 10_000, seed=1)
     produce(bootstrap, settings.input_topic("counter"), records)
@@ -98,7 +91,7 @@ def test_ten_thousand_messages_over_a_hundred_cells(
 def test_sigkill_and_restart_continue_from_restored_state(
     bootstrap: str, app_env: dict[str, str], workers: Callable[..., WorkerProcess]
 ) -> None:
-    settings = settings_from(app_env)
+    settings = settings_from_env(app_env)
     topic = settings.input_topic("counter")
     first, expected = increments(100, 6_000, seed=2)
 
@@ -152,7 +145,7 @@ def test_bad_input_goes_to_dead_letters_and_valid_input_still_counts(
     bootstrap: str, app_env: dict[str, str], workers: Callable[..., WorkerProcess]
 ) -> None:
     env = {**app_env, "STREAM_APP_MAX_MESSAGE_BYTES": "65536"}
-    settings = settings_from(env)
+    settings = settings_from_env(env)
     worker = workers(env)
 
     good, expected = increments(10, 300, seed=5)

@@ -15,6 +15,7 @@ PUBLIC_API = [
     "DeadLetter",
     "DeadLetterSink",
     "Envelope",
+    "FlushTimeoutError",
     "InvalidKeyError",
     "InvalidMessageError",
     "MalformedJSONError",
@@ -23,6 +24,7 @@ PUBLIC_API = [
     "PortInUseError",
     "SchemaViolationError",
     "Settings",
+    "StreamApp",
     "StreamAppError",
     "ToolMissingError",
     "TopicDefinitionError",
@@ -62,7 +64,7 @@ def test_version_is_a_release_string() -> None:
 
 def test_every_error_class_is_a_stream_app_error() -> None:
     error_names = [name for name in stream_app.__all__ if name.endswith("Error")]
-    assert len(error_names) == 14
+    assert len(error_names) == 15
     for name in error_names:
         cls = getattr(stream_app, name)
         assert inspect.isclass(cls), name
