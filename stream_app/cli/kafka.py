@@ -7,7 +7,13 @@ import time
 
 import click
 
-from stream_app.kafka.dev_broker import DEFAULT_PORT, LocalBroker, broker_answers
+from stream_app.kafka.dev_broker import (
+    DEFAULT_PORT,
+    DockerBroker,
+    LocalBroker,
+    broker_answers,
+    docker_available,
+)
 
 __all__ = ["kafka"]
 
@@ -44,8 +50,15 @@ def up(port: int, timeout: float) -> None:
         state = "answers" if broker_answers(external) else "does NOT answer"
         click.echo(f"KAFKA_BOOTSTRAP_SERVERS={external} is set and {state}; nothing started")
         return
-    broker = LocalBroker(port)
     started = time.monotonic()
+    if docker_available():
+        container = DockerBroker(port)
+        bootstrap = container.up(timeout=timeout)
+        click.echo(
+            f"kafka up on {bootstrap} (docker {container.image}, {time.monotonic() - started:.1f}s)"
+        )
+        return
+    broker = LocalBroker(port)
     bootstrap = broker.up(timeout=timeout)
     click.echo(
         f"kafka up on {bootstrap} (pid {broker.pid()}, {time.monotonic() - started:.1f}s); "
@@ -57,9 +70,9 @@ def up(port: int, timeout: float) -> None:
 @_port
 @click.option("--purge", is_flag=True, help="Also delete the broker's data and logs.")
 def down(port: int, purge: bool) -> None:
-    """Stop the broker started by `up` (by pid)."""
-    broker = LocalBroker(port)
-    stopped = broker.down(purge=purge)
+    """Stop the broker started by `up` (the local broker by pid, or its Docker container)."""
+    stopped = DockerBroker(port).down() if docker_available() else False
+    stopped = LocalBroker(port).down(purge=purge) or stopped
     click.echo("kafka stopped" if stopped else "kafka was not running")
 
 
@@ -71,6 +84,13 @@ def status(port: int) -> None:
     if external:
         ok = broker_answers(external)
         click.echo(f"{external} (KAFKA_BOOTSTRAP_SERVERS): {'up' if ok else 'down'}")
+        raise SystemExit(0 if ok else 1)
+    if docker_available() and DockerBroker(port).running():
+        container = DockerBroker(port)
+        ok = broker_answers(container.bootstrap)
+        click.echo(
+            f"kafka ({container.image}) {'up' if ok else 'starting'} on {container.bootstrap}"
+        )
         raise SystemExit(0 if ok else 1)
     state = LocalBroker(port).status()
     if state.running:

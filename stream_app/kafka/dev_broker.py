@@ -44,11 +44,13 @@ from stream_app.errors import BrokerStartError, PortInUseError, ToolMissingError
 
 __all__ = [
     "DEFAULT_PORT",
+    "DockerBroker",
     "LocalBroker",
     "docker_available",
     "find_free_port",
     "kafka_broker",
     "kafka_version",
+    "kraft_container_env",
     "project_root",
 ]
 
@@ -491,6 +493,112 @@ def docker_available(*, timeout: float = 3.0) -> bool:
             return status_line.startswith(b"HTTP/1.") and b" 200" in status_line
     except (OSError, ValueError):
         return False
+
+
+def kraft_container_env(port: int) -> dict[str, str]:
+    """Environment of a single-node KRaft ``apache/kafka`` container advertised on ``port``."""
+    return {
+        "KAFKA_NODE_ID": "1",
+        "KAFKA_PROCESS_ROLES": "broker,controller",
+        "KAFKA_LISTENERS": "PLAINTEXT://:9092,CONTROLLER://:9093",
+        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://127.0.0.1:{port}",
+        "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
+        "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+    }
+
+
+class DockerBroker:
+    """``stream-app kafka up`` where a Docker engine answers: an ``apache/kafka`` container.
+
+    The container outlives the command (it is not tied to a testcontainers reaper); its id is
+    kept in ``.kafka/docker-<port>.id`` so ``down`` and ``status`` find it. The image is the
+    Kafka version pinned in ``tools/kafka/pom.xml``.
+    """
+
+    def __init__(self, port: int = DEFAULT_PORT, *, home: Path | None = None) -> None:
+        root = project_root()
+        self.home = home or Path(os.environ.get("STREAM_APP_KAFKA_HOME", root / ".kafka"))
+        self.port = port
+        self.image = f"apache/kafka:{kafka_version(root / 'tools' / 'kafka' / 'pom.xml')}"
+        self.idfile = self.home / f"docker-{port}.id"
+
+    @property
+    def bootstrap(self) -> str:
+        """``127.0.0.1:<port>``."""
+        return f"127.0.0.1:{self.port}"
+
+    def _container(self) -> Any:
+        import docker
+
+        if not self.idfile.is_file():
+            return None
+        client = docker.from_env()
+        try:
+            return client.containers.get(self.idfile.read_text().strip())
+        except docker.errors.NotFound:
+            self.idfile.unlink(missing_ok=True)
+            return None
+        finally:
+            client.close()
+
+    def running(self) -> bool:
+        """Whether this port's container exists and runs."""
+        container = self._container()
+        return container is not None and container.status == "running"
+
+    def up(self, *, timeout: float = 120.0) -> str:
+        """Start (or reuse) the container and wait until the broker answers."""
+        import docker
+
+        if self.running() and broker_answers(self.bootstrap):
+            return self.bootstrap
+        if not _port_free(self.port):
+            raise PortInUseError(
+                f"port {self.port} on 127.0.0.1 is already in use by another process; "
+                "choose another port (stream-app kafka up --port N)"
+            )
+        client = docker.from_env()
+        try:
+            container = client.containers.run(
+                self.image,
+                detach=True,
+                name=f"stream-app-kafka-{self.port}",
+                ports={"9092/tcp": ("127.0.0.1", self.port)},
+                environment=kraft_container_env(self.port),
+            )
+        finally:
+            client.close()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.idfile.write_text(container.id)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            container.reload()
+            if container.status == "exited":
+                break
+            if broker_answers(self.bootstrap, timeout=1.0):
+                return self.bootstrap
+            time.sleep(0.5)
+        logs = container.logs(tail=40).decode(errors="replace")
+        self.down()
+        raise BrokerStartError(
+            f"the Kafka container ({self.image}) did not answer on {self.bootstrap}; "
+            f"last lines of its log:\n{logs}"
+        )
+
+    def down(self) -> bool:
+        """Remove the container; returns whether there was one."""
+        container = self._container()
+        if container is None:
+            return False
+        container.remove(force=True)
+        self.idfile.unlink(missing_ok=True)
+        return True
 
 
 @dataclass(frozen=True)

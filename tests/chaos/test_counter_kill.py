@@ -6,6 +6,7 @@ import json
 import os
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -19,6 +20,8 @@ pytestmark = pytest.mark.integration
 
 RECORDS = 20_000
 CELLS = 200
+BATCH = 200
+PAUSE_S = 0.1  # ~1,700 records/s offered: a little under what one worker applies
 
 
 class AckedProducer(threading.Thread):
@@ -33,8 +36,8 @@ class AckedProducer(threading.Thread):
 
     def run(self) -> None:
         producer = Producer({"bootstrap.servers": self.bootstrap, "acks": "all", "linger.ms": 5})
-        for _batch in range(RECORDS // 500):
-            for _ in range(500):
+        for _batch in range(RECORDS // BATCH):
+            for _ in range(BATCH):
                 cell = f"cell-{self.rng.randrange(CELLS)}"
                 by = self.rng.randint(1, 5)
                 value = json.dumps({"type": "increment", "body": {"by": by}}).encode()
@@ -45,6 +48,8 @@ class AckedProducer(threading.Thread):
                     on_delivery=lambda err, _m, cell=cell, by=by: self._ack(err, cell, by),
                 )
             producer.flush(60)
+            # Pacing, not synchronisation: keep records flowing across all kill rounds.
+            time.sleep(PAUSE_S)
         producer.flush(60)
 
     def _ack(self, err: object, cell: str, by: int) -> None:

@@ -53,3 +53,19 @@ def test_a_compose_tool_accepts_the_file_and_rejects_a_broken_one(tmp_path: Path
     broken.write_text(COMPOSE.read_text().replace("service_healthy", "service_bogus"))
     bad = subprocess.run([tool, "-f", str(broken), "config", "-q"], capture_output=True, text=True)
     assert bad.returncode != 0 and "service_bogus" in bad.stderr
+
+
+def test_compose_kafka_and_the_cli_container_share_their_kraft_settings() -> None:
+    from stream_app.kafka.dev_broker import kraft_container_env
+
+    compose = load()["services"]["kafka"]["environment"]
+    cli = kraft_container_env(9092)
+    for name in (
+        "KAFKA_PROCESS_ROLES",
+        "KAFKA_CONTROLLER_LISTENER_NAMES",
+        "KAFKA_AUTO_CREATE_TOPICS_ENABLE",
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+    ):
+        assert compose[name] == cli[name], name
+    assert cli["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://127.0.0.1:9092"
