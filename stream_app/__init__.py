@@ -9,18 +9,23 @@ user imports comes from here, and ``__all__`` is pinned by a test.
 from __future__ import annotations
 
 from stream_app.app import DeadLetterSink, StreamApp, create_app
+from stream_app.client import CellClient
+from stream_app.core.cell import CellState, Effect, FiredTimer
 from stream_app.core.dead_letters import DeadLetter
 from stream_app.core.envelope import CellMessage, Envelope, MessageTypes
+from stream_app.core.parking import ParkedCell, ParkedItem
 from stream_app.errors import (
     BrokerError,
     BrokerStartError,
     ConfigError,
+    DataVersionError,
     FlushTimeoutError,
     InvalidKeyError,
     InvalidMessageError,
     MalformedJSONError,
     OversizedMessageError,
     PortInUseError,
+    RejectMessage,
     SchemaViolationError,
     StreamAppError,
     ToolMissingError,
@@ -28,25 +33,45 @@ from stream_app.errors import (
     TopicPlanError,
     UnknownMessageTypeError,
 )
+from stream_app.layers.behaviour import Behaviour
+from stream_app.layers.culture import CellCulture, CellRun
+from stream_app.layers.reactor import ReactorRecord
+from stream_app.runtime import Runtime, RuntimeMetrics
 from stream_app.settings import Settings, get_settings
+from stream_app.timers.schedule import Misfire
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Behaviour",
     "BrokerError",
     "BrokerStartError",
+    "CellClient",
+    "CellCulture",
     "CellMessage",
+    "CellRun",
+    "CellState",
     "ConfigError",
+    "DataVersionError",
     "DeadLetter",
     "DeadLetterSink",
+    "Effect",
     "Envelope",
+    "FiredTimer",
     "FlushTimeoutError",
     "InvalidKeyError",
     "InvalidMessageError",
     "MalformedJSONError",
     "MessageTypes",
+    "Misfire",
     "OversizedMessageError",
+    "ParkedCell",
+    "ParkedItem",
     "PortInUseError",
+    "ReactorRecord",
+    "RejectMessage",
+    "Runtime",
+    "RuntimeMetrics",
     "SchemaViolationError",
     "Settings",
     "StreamApp",

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
 from faust.types import ProducerT
 
 from stream_app.core.dead_letters import DeadLetter
-from stream_app.errors import FlushTimeoutError, InvalidMessageError
+from stream_app.errors import FlushTimeoutError, StreamAppError
 from stream_app.settings import Settings
 
 __all__ = ["DeadLetterSink", "StreamApp", "create_app", "drain_send_buffer"]
@@ -62,8 +63,24 @@ async def drain_send_buffer(buffer: Any, *, timeout: float = FLUSH_TIMEOUT_S) ->
 class StreamApp(faust.App):
     """A :class:`faust.App` whose producer flush drains the send buffer before offsets commit.
 
-    See :func:`drain_send_buffer` for why. Everything else is Faust's.
+    See :func:`drain_send_buffer` for why. It also runs :meth:`before_start` hooks (creating
+    topics, checking partition counts) before the consumer subscribes. Everything else is
+    Faust's.
     """
+
+    _before_start_hooks: list[Callable[[], Awaitable[None]]]
+
+    def before_start(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` every time the app starts, before its consumer joins the group."""
+        if not hasattr(self, "_before_start_hooks"):
+            self._before_start_hooks = []
+        self._before_start_hooks.append(hook)
+
+    async def on_start(self) -> None:
+        """Faust's start, then the :meth:`before_start` hooks in registration order."""
+        await super().on_start()
+        for hook in getattr(self, "_before_start_hooks", []):
+            await hook()
 
     def _new_producer(self) -> ProducerT:
         producer = super()._new_producer()
@@ -134,18 +151,45 @@ class DeadLetterSink:
         )
         self.counts: Counter[str] = Counter()
 
-    async def publish(self, message: Any, error: InvalidMessageError, *, behaviour: str) -> None:
-        """Dead-letter the Faust ``message`` (an ``event.message``) rejected with ``error``."""
-        letter = DeadLetter.for_record(
+    async def publish(self, message: Any, error: StreamAppError, *, behaviour: str) -> None:
+        """Dead-letter the Faust ``message`` (an ``event.message``) rejected with ``error``.
+
+        The reason is the error's ``reason`` attribute (``invalid`` when it has none).
+        """
+        await self.publish_record(
             key=message.key,
             value=message.value,
-            reason=error.reason,
+            reason=getattr(error, "reason", "invalid"),
             error=str(error),
-            app=self.settings.app_id,
             behaviour=behaviour,
             topic=message.topic,
             partition=message.partition,
             offset=message.offset,
+        )
+
+    async def publish_record(
+        self,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        reason: str,
+        error: str,
+        behaviour: str,
+        topic: str,
+        partition: int,
+        offset: int,
+    ) -> None:
+        """Dead-letter a record given by its parts, and wait for the broker's acknowledgement."""
+        letter = DeadLetter.for_record(
+            key=key,
+            value=value,
+            reason=reason,
+            error=error,
+            app=self.settings.app_id,
+            behaviour=behaviour,
+            topic=topic,
+            partition=partition,
+            offset=offset,
             max_bytes=self.settings.dead_letter_max_bytes,
         )
         pending = await self.topic.send(

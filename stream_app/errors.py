@@ -16,6 +16,8 @@ again (a malformed topic definition, a message that does not validate).
     │   ├── ToolMissingError        java or mvn is not installed
     │   ├── PortInUseError          the broker port is taken by another process
     │   └── BrokerStartError        the broker process died or did not answer in time (retriable)
+    ├── RejectMessage               raised by a handler: this message can never apply (dead letter)
+    ├── DataVersionError            stored cell data the behaviour cannot read (parks the cell)
     └── InvalidMessageError         a record cannot become a cell message (goes to dead letters)
         ├── OversizedMessageError
         ├── MalformedJSONError
@@ -30,12 +32,14 @@ __all__ = [
     "BrokerError",
     "BrokerStartError",
     "ConfigError",
+    "DataVersionError",
     "FlushTimeoutError",
     "InvalidKeyError",
     "InvalidMessageError",
     "MalformedJSONError",
     "OversizedMessageError",
     "PortInUseError",
+    "RejectMessage",
     "SchemaViolationError",
     "StreamAppError",
     "ToolMissingError",
@@ -100,6 +104,23 @@ class BrokerStartError(BrokerError):
     """The broker process exited or did not answer before the deadline."""
 
     retriable = True
+
+
+class RejectMessage(StreamAppError):
+    """Raised by a behaviour to refuse the message it was given, for good.
+
+    Unlike any other exception (which is retried and then parks the cell), a rejected message
+    goes straight to the dead-letter topic with reason ``rejected`` and this error's text; the
+    cell's data, timers and outputs stay as they were before the message, and the cell keeps
+    being served.
+    """
+
+    reason = "rejected"
+
+
+class DataVersionError(StreamAppError):
+    """A cell's stored data cannot be read by the behaviour: written by a newer version, or
+    the behaviour's ``migrate`` hook failed. The cell is parked until the code is fixed."""
 
 
 class InvalidMessageError(StreamAppError):

@@ -99,6 +99,11 @@ class Settings(BaseSettings):
         """Name of the app's dead-letter topic."""
         return f"{self.app_id}.dead-letters"
 
+    @property
+    def effects_topic(self) -> str:
+        """Name of the app's effects topic."""
+        return f"{self.app_id}.effects"
+
     def input_topic(self, behaviour: str) -> str:
         """Name of the input topic of ``behaviour``: ``<app_id>.<behaviour>.in``."""
         return f"{self.app_id}.{behaviour}.in"

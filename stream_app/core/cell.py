@@ -1,0 +1,284 @@
+"""What a behaviour sees and asks for on behalf of one cell: :class:`CellState`.
+
+A callback (``handle_message``, ``on_boot``, ``on_timeout``) gets one :class:`CellState`. It reads
+the cell's id, data and the message or timer that woke it, changes :attr:`CellState.data`, and
+asks for outputs: timers, messages to other cells, effects. Nothing leaves the cell while the
+callback runs; the engine commits the new data and every output together when it returns, and
+discards them all if it raises (so a retried callback starts from the same state).
+
+Time and ids come from the state, never from the wall clock: :attr:`CellState.now_ms` is the
+timestamp of the Kafka record being processed, and effect ids are derived from where the
+invocation came from, so a replayed invocation makes the same decisions and the same ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stream_app.core.envelope import CellMessage
+from stream_app.timers.schedule import MAX_DUE_MS, Misfire, TimerEntry
+
+__all__ = [
+    "CellState",
+    "Effect",
+    "FiredTimer",
+    "OutgoingMessage",
+    "Trigger",
+    "effect_id",
+]
+
+DataT = TypeVar("DataT", bound=BaseModel)
+
+#: What woke the cell: a message, a timer, the boot of its partition, or the release of its
+#: parked messages.
+Trigger = Literal["message", "timeout", "boot"]
+
+
+@dataclass(frozen=True, slots=True)
+class FiredTimer:
+    """The timer that woke a cell, as given to ``on_timeout``.
+
+    Attributes:
+        name: The timer's name.
+        due_ms: When this occurrence was due (milliseconds since the epoch).
+        payload: The payload given to :meth:`CellState.set_timer`.
+        missed: Occurrences that came due and are not delivered (by the misfire policy, or
+            coalesced because the worker fell behind).
+        recurring: Whether the timer re-arms itself after this firing.
+    """
+
+    name: str
+    due_ms: int
+    payload: Any
+    missed: int = 0
+    recurring: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """A message for another cell, sent through Kafka when the invocation commits."""
+
+    behaviour: str
+    cell_id: str
+    type: str
+    body: dict[str, Any]
+    id: str
+
+
+class Effect(BaseModel):
+    """A side effect requested by a cell, as carried on ``<app_id>.effects`` (JSON).
+
+    Attributes:
+        id: Deterministic: the same invocation always emits the same ids, so a handler that
+            remembers the ids it has done is idempotent across retries and replays.
+        kind: Selects the effect handler.
+        payload: Any JSON value.
+        behaviour: The behaviour of the cell that emitted it.
+        cell_id: The cell that emitted it.
+        origin: Where the invocation came from (``topic/partition/offset``, ``timer/...``).
+        emitted_ms: The invocation's :attr:`CellState.now_ms`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    kind: str = Field(min_length=1)
+    payload: Any = None
+    behaviour: str
+    cell_id: str
+    origin: str
+    emitted_ms: int
+
+
+def effect_id(app_id: str, behaviour: str, cell_id: str, origin: str, index: int) -> str:
+    """The deterministic id of the ``index``-th effect of the invocation at ``origin``."""
+    digest = hashlib.sha256(f"{app_id}\0{behaviour}\0{cell_id}\0{origin}\0{index}".encode())
+    return digest.hexdigest()[:32]
+
+
+@dataclass(slots=True)
+class _Outputs:
+    timers: dict[str, TimerEntry | None] = field(default_factory=dict)
+    messages: list[OutgoingMessage] = field(default_factory=list)
+    effects: list[Effect] = field(default_factory=list)
+
+
+class CellState(Generic[DataT]):
+    """Everything a behaviour needs on behalf of one cell, for one invocation.
+
+    Attributes:
+        cell_id: The cell's id (the Kafka record key).
+        behaviour: The behaviour's name.
+        data: The cell's persistent data; ``None`` means the cell is dead. Assign to change it;
+            assign ``None`` (or call :meth:`clear`) to delete the cell and cancel its timers.
+        message: The message being handled (``handle_message`` only).
+        timer: The timer that fired (``on_timeout`` only).
+        trigger: What woke the cell: ``message``, ``timeout`` or ``boot``.
+        now_ms: The invocation's time (milliseconds since the epoch): the timestamp of the
+            record being processed, so a replay sees the same time.
+        origin: Where the invocation came from; the seed of its effect ids.
+    """
+
+    def __init__(
+        self,
+        *,
+        app_id: str,
+        behaviour: str,
+        cell_id: str,
+        data: DataT | None,
+        trigger: Trigger,
+        now_ms: int,
+        origin: str,
+        timers: dict[str, int],
+        message: CellMessage[Any] | None = None,
+        timer: FiredTimer | None = None,
+    ) -> None:
+        self.cell_id = cell_id
+        self.behaviour = behaviour
+        self.data = data
+        self.message = message
+        self.timer = timer
+        self.trigger = trigger
+        self.now_ms = now_ms
+        self.origin = origin
+        self._app_id = app_id
+        self._pending = dict(timers)
+        self._outputs = _Outputs()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the cell has data (is alive)."""
+        return self.data is not None
+
+    @property
+    def now(self) -> datetime:
+        """:attr:`now_ms` as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.now_ms / 1000, tz=UTC)
+
+    @property
+    def timers(self) -> dict[str, int]:
+        """Pending timers of the cell, ``name -> due_ms``, including this invocation's changes."""
+        return dict(self._pending)
+
+    def clear(self) -> None:
+        """Delete the cell: its data is removed (a tombstone) and its timers are cancelled."""
+        self.data = None
+
+    def set_timer(
+        self,
+        name: str = "timeout",
+        *,
+        after: float | timedelta | None = None,
+        at: datetime | int | None = None,
+        every: float | timedelta | None = None,
+        payload: Any = None,
+        misfire: Misfire = Misfire.FIRE_ONCE,
+        max_catch_up: int = 1,
+    ) -> int:
+        """Request ``on_timeout`` for this cell later; return the due time (ms since epoch).
+
+        Args:
+            name: Setting a name again replaces that timer; :meth:`cancel_timer` removes it.
+            after: Seconds (or a timedelta) from :attr:`now_ms`.
+            at: An absolute time: an aware datetime, or milliseconds since the epoch.
+            every: Re-arm with this period after each firing (a recurring timer). With
+                neither ``after`` nor ``at``, the first firing is one period from now.
+            payload: Any JSON value, given back in :attr:`FiredTimer.payload`.
+            misfire: What to do when it came due while no worker owned the cell's partition.
+            max_catch_up: The most missed occurrences fired under :attr:`Misfire.CATCH_UP`.
+
+        The timer is stored when the invocation commits, and survives restarts and partition
+        moves. A cell that is dead when the invocation ends gets no timers.
+        """
+        period = _ms(every) if every is not None else None
+        if at is not None and after is not None:
+            raise ValueError("set_timer: give either after= or at=, not both")
+        if at is not None:
+            due = at if isinstance(at, int) else int(at.timestamp() * 1000)
+        elif after is not None:
+            due = self.now_ms + _ms(after)
+        elif period is not None:
+            due = self.now_ms + period
+        else:
+            raise ValueError("set_timer: give after=, at= or every=")
+        if period is not None and period <= 0:
+            raise ValueError(f"set_timer: every must be positive, got {every!r}")
+        entry = TimerEntry(
+            cell=self.cell_id,
+            name=name,
+            due=max(0, min(due, MAX_DUE_MS)),
+            every=period,
+            payload=payload,
+            misfire=misfire,
+            max_catch_up=max_catch_up,
+        )
+        self._outputs.timers[name] = entry
+        self._pending[name] = entry.due
+        return entry.due
+
+    def cancel_timer(self, name: str = "timeout") -> bool:
+        """Cancel the timer called ``name``; return whether one was pending."""
+        pending = self._pending.pop(name, None) is not None
+        self._outputs.timers[name] = None
+        return pending
+
+    def send(
+        self,
+        behaviour: str,
+        cell_id: str,
+        type: str,
+        body: dict[str, Any] | BaseModel | None = None,
+    ) -> None:
+        """Send a message to cell ``cell_id`` of ``behaviour`` through its input topic.
+
+        It is produced when this invocation commits (at least once), keyed by ``cell_id``.
+        """
+        payload = (
+            body.model_dump(mode="json") if isinstance(body, BaseModel) else dict(body or {})
+        )
+        index = len(self._outputs.messages)
+        self._outputs.messages.append(
+            OutgoingMessage(
+                behaviour=behaviour,
+                cell_id=cell_id,
+                type=type,
+                body=payload,
+                id=effect_id(self._app_id, self.behaviour, self.cell_id, self.origin, -1 - index),
+            )
+        )
+
+    def emit_effect(self, kind: str, payload: Any = None) -> str:
+        """Emit a side effect, dispatched to the handler of ``kind`` after this commit.
+
+        Returns the effect's deterministic id.
+        """
+        index = len(self._outputs.effects)
+        ident = effect_id(self._app_id, self.behaviour, self.cell_id, self.origin, index)
+        self._outputs.effects.append(
+            Effect(
+                id=ident,
+                kind=kind,
+                payload=payload,
+                behaviour=self.behaviour,
+                cell_id=self.cell_id,
+                origin=self.origin,
+                emitted_ms=self.now_ms,
+            )
+        )
+        return ident
+
+    def __repr__(self) -> str:
+        return (
+            f"CellState({self.behaviour}/{self.cell_id}, trigger={self.trigger}, "
+            f"alive={self.alive}, origin={self.origin!r})"
+        )
+
+
+def _ms(value: float | timedelta) -> int:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    return round(seconds * 1000)

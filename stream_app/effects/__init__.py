@@ -1,0 +1,1 @@
+"""Effects: records on ``<app_id>.effects`` and the handlers that dispatch them."""

@@ -1,0 +1,1 @@
+"""The layers users write: behaviours and cell cultures, reactor handlers."""

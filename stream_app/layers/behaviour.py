@@ -1,0 +1,154 @@
+"""Behaviours: the functional API of cells.
+
+A :class:`Behaviour` owns the realm of its cells: every cell ``(behaviour, id)`` is handled by
+it, on the worker that owns the cell's partition. It declares the message types it accepts, the
+pydantic model of a live cell's data (and its version), and three callbacks, each given a
+:class:`~stream_app.core.cell.CellState`:
+
+- ``handle_message(state)``: a message arrived; the cell may be dead or alive before and after.
+- ``on_boot(state)``: once for every live cell after its partition is assigned to a worker and
+  its state recovered (after a restart or a partition move too), before its next message.
+- ``on_timeout(state)``: a timer the cell requested came due; the cell is alive.
+
+Write one by passing functions::
+
+    counter = Behaviour(
+        "counter",
+        messages={"increment": Increment},
+        data=Count,
+        handle_message=lambda s: ...,
+    )
+
+or by subclassing and overriding the methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from stream_app.core.cell import CellState
+from stream_app.core.envelope import MessageTypes
+from stream_app.errors import DataVersionError
+
+__all__ = ["Behaviour", "Callback", "Migration"]
+
+DataT = TypeVar("DataT", bound=BaseModel)
+
+#: A behaviour callback: changes ``state.data`` and requests outputs; returns nothing.
+Callback = Callable[[CellState[Any]], None]
+#: ``migrate(stored_version, stored_data) -> data as the current version expects it``.
+Migration = Callable[[int, dict[str, Any]], dict[str, Any]]
+
+
+class Behaviour(Generic[DataT]):
+    """The realm of one kind of cell: its messages, its data and its callbacks.
+
+    Args:
+        name: The behaviour's name: its input topic is ``<app_id>.<name>.in`` and its tables
+            are ``<name>``, ``<name>-timers`` and ``<name>-parked``.
+        messages: Message type name -> pydantic model of the body.
+        data: The pydantic model of a live cell's data.
+        version: The data version this code writes. Data stored by an older version goes
+            through :meth:`migrate` when it is read.
+        handle_message: Overrides :meth:`handle_message`.
+        on_boot: Overrides :meth:`on_boot`.
+        on_timeout: Overrides :meth:`on_timeout`.
+        migrate: Overrides :meth:`migrate`.
+        max_attempts: How many times a raising callback is tried on one message before the
+            cell is parked.
+        retry_backoff_s: Pause before the second attempt; doubled for each further one.
+
+    Callbacks are plain synchronous functions: they must not block, and should take time,
+    randomness and ids from the state so that a replay decides the same way.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        messages: Mapping[str, type[BaseModel]],
+        data: type[DataT],
+        version: int = 1,
+        handle_message: Callable[[CellState[DataT]], None] | None = None,
+        on_boot: Callable[[CellState[DataT]], None] | None = None,
+        on_timeout: Callable[[CellState[DataT]], None] | None = None,
+        migrate: Migration | None = None,
+        max_attempts: int = 3,
+        retry_backoff_s: float = 0.1,
+    ) -> None:
+        if not name or any(c in name for c in "/ \t\n") or name.startswith("."):
+            raise ValueError(f"behaviour name {name!r} must be a non-empty topic-safe word")
+        if version < 1:
+            raise ValueError(f"behaviour {name!r}: version must be >= 1, got {version}")
+        if max_attempts < 1:
+            raise ValueError(f"behaviour {name!r}: max_attempts must be >= 1")
+        self.name = name
+        self.message_types = MessageTypes(name, messages)
+        self.data_model = data
+        self.version = version
+        self.max_attempts = max_attempts
+        self.retry_backoff_s = retry_backoff_s
+        self._handle_message = handle_message
+        self._on_boot = on_boot
+        self._on_timeout = on_timeout
+        self._migrate = migrate
+
+    def handle_message(self, state: CellState[DataT]) -> None:
+        """Handle ``state.message`` (the cell may be dead). Override it, or pass
+        ``handle_message=``; without either, messages change nothing."""
+        if self._handle_message is not None:
+            self._handle_message(state)
+
+    def on_boot(self, state: CellState[DataT]) -> None:
+        """Called once per live cell after its partition is assigned; the default does nothing
+        (or calls the ``on_boot=`` function)."""
+        if self._on_boot is not None:
+            self._on_boot(state)
+
+    def on_timeout(self, state: CellState[DataT]) -> None:
+        """Called when a timer of the (live) cell fires; the default does nothing (or calls
+        the ``on_timeout=`` function)."""
+        if self._on_timeout is not None:
+            self._on_timeout(state)
+
+    def migrate(self, version: int, data: dict[str, Any]) -> dict[str, Any]:
+        """Turn data stored by ``version`` into what :attr:`data_model` of this version reads.
+
+        The default calls the ``migrate=`` function if one was given, else accepts older data
+        unchanged (fields added since must have defaults).
+
+        Raises:
+            DataVersionError: The data was written by a newer version than this code.
+        """
+        if self._migrate is not None and version < self.version:
+            return self._migrate(version, data)
+        if version > self.version:
+            raise DataVersionError(
+                f"{self.name}: stored data is version {version}, this code reads up to "
+                f"version {self.version}; deploy the newer code"
+            )
+        return data
+
+    def load(self, version: int, data: dict[str, Any]) -> DataT:
+        """Validate stored ``data`` of ``version`` into :attr:`data_model`, migrating if needed.
+
+        Raises:
+            DataVersionError: Migration failed or the migrated data does not validate.
+        """
+        try:
+            if version != self.version:
+                data = self.migrate(version, data)
+            return self.data_model.model_validate(data)
+        except DataVersionError:
+            raise
+        except Exception as exc:
+            raise DataVersionError(
+                f"{self.name}: cannot read stored data of version {version} as version "
+                f"{self.version}: {exc}"
+            ) from exc
+
+    def __repr__(self) -> str:
+        return f"<Behaviour {self.name} v{self.version} types={sorted(self.message_types.types)}>"

@@ -1,0 +1,158 @@
+"""Cell cultures and cell runs: the class-based way to write a behaviour.
+
+A :class:`CellCulture` is a :class:`~stream_app.layers.behaviour.Behaviour` described by
+class attributes, and it names a :class:`CellRun` class. For every invocation (a message, a
+timer, a boot) the culture makes one run object around the cell's state and calls it:
+
+- messages go to the run's ``on_<type>(body)`` method (``-`` and ``.`` in the type name become
+  ``_``), or to :meth:`CellRun.on_unhandled`;
+- timers go to ``on_timeout(timer)``, boots to ``on_boot()``;
+- every call goes through :meth:`CellRun.around`, the place to log with the cell id, translate
+  exceptions, or time calls.
+
+::
+
+    class Greeter(CellCulture[Greeting]):
+        name = "greeter"
+        messages = {"hello": Hello}
+        data = Greeting
+
+        class Run(CellRun[Greeting]):
+            def on_hello(self, body: Hello) -> None:
+                self.data = Greeting(last=body.who)
+
+    greeter = Greeter()
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from stream_app.core.cell import CellState, FiredTimer
+from stream_app.errors import RejectMessage
+from stream_app.layers.behaviour import Behaviour
+
+__all__ = ["CellCulture", "CellRun"]
+
+DataT = TypeVar("DataT", bound=BaseModel)
+
+
+class CellRun(Generic[DataT]):
+    """One invocation of a cell, as an object. Subclass it inside your culture as ``Run``.
+
+    Attributes:
+        state: The invocation's :class:`~stream_app.core.cell.CellState` (timers, sends,
+            effects, the message).
+        log: A logger adapter that prefixes every line with the behaviour and display id.
+    """
+
+    def __init__(self, state: CellState[DataT]) -> None:
+        self.state = state
+        self.log = logging.LoggerAdapter(
+            logging.getLogger(f"stream_app.cells.{state.behaviour}"),
+            {"cell_id": state.cell_id},
+        )
+
+    @property
+    def cell_id(self) -> str:
+        """The cell's id, as stored."""
+        return self.state.cell_id
+
+    @property
+    def display_id(self) -> str:
+        """The cell's id as people should read it; override to present it differently."""
+        return self.cell_id
+
+    @property
+    def data(self) -> DataT | None:
+        """The cell's data (``None`` = dead); assign to change it."""
+        return self.state.data
+
+    @data.setter
+    def data(self, value: DataT | None) -> None:
+        self.state.data = value
+
+    def around(self, call: Callable[[], None]) -> None:
+        """Wrap every call of this run; the default just makes it.
+
+        Override to log with :attr:`display_id`, turn exceptions into
+        :class:`~stream_app.errors.RejectMessage`, measure time, and so on.
+        """
+        call()
+
+    def on_boot(self) -> None:
+        """The cell's partition was assigned to this worker; the default does nothing."""
+
+    def on_timeout(self, timer: FiredTimer) -> None:
+        """A timer of the cell fired; the default does nothing."""
+
+    def on_unhandled(self, type: str, body: BaseModel) -> None:
+        """A message type with no ``on_<type>`` method; the default rejects it."""
+        raise RejectMessage(f"{type!r} is not handled by {self.state.behaviour}")
+
+
+class CellCulture(Behaviour[DataT]):
+    """A behaviour declared by class attributes, whose invocations are :class:`CellRun` objects.
+
+    Class attributes:
+        name: The behaviour's name.
+        messages: Message type name -> body model.
+        data: The model of a live cell's data.
+        version: The data version (see :meth:`Behaviour.migrate`).
+        max_attempts: Tries before a cell is parked.
+        retry_backoff_s: Pause before the second try, doubled for each further one.
+        Run: The :class:`CellRun` subclass made for each invocation.
+    """
+
+    name: str
+    messages: ClassVar[Mapping[str, type[BaseModel]]]
+    data: ClassVar[type[BaseModel]]
+    version = 1
+    max_attempts = 3
+    retry_backoff_s = 0.1
+    Run: ClassVar[type[CellRun[Any]]] = CellRun
+
+    def __init__(self) -> None:
+        cls = type(self)
+        for attribute in ("name", "messages", "data"):
+            if not hasattr(cls, attribute):
+                raise TypeError(f"{cls.__name__} must define the class attribute {attribute!r}")
+        super().__init__(
+            cls.name,
+            messages=cls.messages,
+            data=cls.data,  # type: ignore[arg-type]
+            version=cls.version,
+            max_attempts=cls.max_attempts,
+            retry_backoff_s=cls.retry_backoff_s,
+        )
+        self._methods = {
+            type_name: "on_" + type_name.replace("-", "_").replace(".", "_")
+            for type_name in self.message_types.types
+        }
+
+    def handle_message(self, state: CellState[DataT]) -> None:
+        """Make a run and call its ``on_<type>(body)`` (or ``on_unhandled``) through ``around``."""
+        message = state.message
+        assert message is not None
+        run = self.Run(state)
+        method = getattr(run, self._methods[message.type], None)
+        if method is None:
+            run.around(lambda: run.on_unhandled(message.type, message.body))
+        else:
+            run.around(lambda: method(message.body))
+
+    def on_boot(self, state: CellState[DataT]) -> None:
+        """Make a run and call its ``on_boot()`` through ``around``."""
+        run = self.Run(state)
+        run.around(run.on_boot)
+
+    def on_timeout(self, state: CellState[DataT]) -> None:
+        """Make a run and call its ``on_timeout(timer)`` through ``around``."""
+        timer = state.timer
+        assert timer is not None
+        run = self.Run(state)
+        run.around(lambda: run.on_timeout(timer))

@@ -1,0 +1,324 @@
+"""The runtime: behaviours, effect handlers and reactor handlers on one Faust app.
+
+A worker module makes one :class:`Runtime` and registers what it runs::
+
+    runtime = Runtime()                        # settings from STREAM_APP_* variables
+    app = runtime.app                          # what `faust -A module worker` finds
+
+    runtime.behaviour(counter)                 # cells: topic, tables, agent, timers
+    @runtime.effect_handler("email")           # effects emitted by cells
+    async def send_email(effect): ...
+    @runtime.handler("orders")                 # every record of a topic
+    def audit(record): ...
+
+At start, before the consumer joins the group, the runtime creates the topics it needs that do
+not exist (inputs, effects, dead letters, handler topics) and refuses to start if an input topic
+has another partition count than the settings (cells would not be co-partitioned). A periodic
+sweep (``app.timer``) sends wake records to partitions whose timers are due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from stream_app.app import DeadLetterSink, StreamApp, create_app
+from stream_app.effects.dispatcher import EffectDispatcher, EffectHandler
+from stream_app.errors import ConfigError
+from stream_app.kafka.topics import TopicDefinition
+from stream_app.layers.behaviour import Behaviour
+from stream_app.layers.cells import CellEngine
+from stream_app.layers.reactor import Reactor, ReactorHandler
+from stream_app.settings import Settings, get_settings
+
+__all__ = ["Runtime", "RuntimeMetrics"]
+
+logger = logging.getLogger(__name__)
+
+B = TypeVar("B", bound=Behaviour[Any])
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: How often the sweep looks for due timers (seconds).
+SWEEP_INTERVAL_S = 0.02
+_LAG_SAMPLES = 200_000
+
+
+@dataclass
+class RuntimeMetrics:
+    """Counters of one worker process, served at ``/stream-app/metrics/``.
+
+    Attributes:
+        timers_fired: Timer occurrences delivered to ``on_timeout``.
+        timers_skipped: Due timers retired without firing (misfire policy ``skip``).
+        effects_emitted: Effects produced by cells.
+        effects_done: Effects whose handler succeeded.
+        effect_failures: Failed effect handler attempts.
+        parked: Cells parked by this worker.
+        released: Parked cells released and fully replayed.
+        booted: ``on_boot`` calls.
+        misrouted: Records forwarded because they arrived on another partition than murmur2's.
+        lags_ms: Recent timer firing lags (ms after the due time), for percentiles.
+    """
+
+    timers_fired: int = 0
+    timers_skipped: int = 0
+    effects_emitted: int = 0
+    effects_done: int = 0
+    effect_failures: int = 0
+    parked: int = 0
+    released: int = 0
+    booted: int = 0
+    misrouted: int = 0
+    lags_ms: deque[int] = field(default_factory=lambda: deque(maxlen=_LAG_SAMPLES))
+
+    def record_lag(self, lag_ms: int) -> None:
+        """Note how late a timer fired."""
+        self.lags_ms.append(max(0, lag_ms))
+
+    def lag_percentiles(self) -> dict[str, float | None]:
+        """p50, p99 and max of the recorded firing lags (``None`` when there are none)."""
+        if not self.lags_ms:
+            return {"p50": None, "p99": None, "max": None, "count": 0}
+        ordered = sorted(self.lags_ms)
+
+        def pick(q: float) -> float:
+            return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+
+        return {
+            "p50": pick(0.5),
+            "p99": pick(0.99),
+            "max": float(ordered[-1]),
+            "count": len(ordered),
+        }
+
+
+class Runtime:
+    """Runs behaviours, effect handlers and reactor handlers in one Faust app.
+
+    Args:
+        settings: The settings; default: read from the environment.
+        app: The Faust app; default: :func:`~stream_app.app.create_app` of the settings.
+
+    Attributes:
+        app: The Faust app (``faust -A module worker`` finds it as ``module.app``).
+        settings: The settings in use.
+        dead_letters: The dead-letter sink (with counts by reason).
+        metrics: This process's counters.
+    """
+
+    def __init__(self, settings: Settings | None = None, *, app: StreamApp | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.app = app or create_app(self.settings)
+        self.dead_letters = DeadLetterSink(self.app, self.settings)
+        self.metrics = RuntimeMetrics()
+        self.effects_topic = self.app.topic(
+            self.settings.effects_topic,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self.engines: dict[str, CellEngine] = {}
+        self.effects = EffectDispatcher(self)
+        self.reactor = Reactor(self)
+        self._inputs: dict[str, Any] = {}
+        self.app.before_start(self._ensure_topics)
+        self.app.timer(SWEEP_INTERVAL_S, name="stream_app.sweep")(self._sweep)
+        from stream_app.web.views import install_views
+
+        install_views(self)
+
+    # -- registration ----------------------------------------------------------------------
+
+    def behaviour(self, behaviour: B) -> B:
+        """Run ``behaviour``'s cells on this app; returns it (usable as a decorator)."""
+        if behaviour.name in self.engines:
+            raise ValueError(f"behaviour {behaviour.name!r} is already registered")
+        engine = CellEngine(self, behaviour)
+        self.engines[behaviour.name] = engine
+        self._inputs[behaviour.name] = engine.input
+        from stream_app.web.views import install_behaviour_views
+
+        install_behaviour_views(self, engine)
+        return behaviour
+
+    def effect_handler(
+        self,
+        kind: str,
+        *,
+        max_attempts: int = 5,
+        backoff_s: float = 0.2,
+        max_backoff_s: float = 5.0,
+    ) -> Callable[[F], F]:
+        """Decorator: handle effects of ``kind`` (see :mod:`stream_app.effects.dispatcher`)."""
+
+        def register(fn: F) -> F:
+            handler: EffectHandler = fn
+            self.effects.register(
+                kind,
+                handler,
+                max_attempts=max_attempts,
+                backoff_s=backoff_s,
+                max_backoff_s=max_backoff_s,
+            )
+            return fn
+
+        return register
+
+    def handler(
+        self, topic: str, *, name: str | None = None, max_attempts: int = 5, backoff_s: float = 0.2
+    ) -> Callable[[F], F]:
+        """Decorator: call the function for every record of ``topic`` (a reactor handler)."""
+
+        def register(fn: F) -> F:
+            handler: ReactorHandler = fn
+            self.reactor.register(
+                topic, handler, name=name, max_attempts=max_attempts, backoff_s=backoff_s
+            )
+            return fn
+
+        return register
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _input_of(self, behaviour: str) -> Any:
+        topic = self._inputs.get(behaviour)
+        if topic is None:
+            topic = self._inputs[behaviour] = self.app.topic(
+                self.settings.input_topic(behaviour),
+                key_type=bytes,
+                value_type=bytes,
+                key_serializer="raw",
+                value_serializer="raw",
+            )
+        return topic
+
+    async def send(
+        self,
+        behaviour: str,
+        cell_id: str,
+        type: str,
+        body: dict[str, Any] | BaseModel | None = None,
+        *,
+        id: str | None = None,
+    ) -> None:
+        """Send a message to a cell through Kafka, from inside the worker (persistent).
+
+        Inside an agent the record is flushed before the agent's input offset is committed.
+        """
+        value = envelope_bytes(type, body, id=id)
+        await self._input_of(behaviour).send(key=cell_id.encode(), value=value)
+
+    def inject(
+        self, behaviour: str, cell_id: str, type: str, body: dict[str, Any] | None = None
+    ) -> bool:
+        """Hand a message to a cell of this worker without going through Kafka.
+
+        **No delivery guarantee**: the message lives only in this process's memory until the
+        cell's partition next wakes (within one sweep interval and a round trip). It is lost
+        if the worker stops first, and dropped (returning ``False``) when this worker does not
+        own the cell's partition. It is validated like any message; an invalid one is logged
+        and dropped, not dead-lettered. Use :meth:`send` when the message must arrive.
+        """
+        engine = self.engines.get(behaviour)
+        if engine is None:
+            raise ValueError(f"no behaviour {behaviour!r} on this runtime")
+        return engine.inject(cell_id, envelope_bytes(type, body))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def _sweep(self) -> None:
+        for engine in self.engines.values():
+            await engine.sweep()
+
+    def topic_definitions(self) -> list[TopicDefinition]:
+        """The topics this runtime needs, as ``topics apply`` would declare them."""
+        s = self.settings
+        source = Path("<runtime>")
+        inputs = [
+            TopicDefinition(
+                name=s.input_topic(name),
+                partitions=s.partitions,
+                replication_factor=s.replication_factor,
+                config={"cleanup.policy": "delete", "retention.ms": "604800000"},
+                source=source,
+            )
+            for name in sorted(self.engines)
+        ]
+        others = [
+            TopicDefinition(
+                name=name,
+                partitions=s.partitions,
+                replication_factor=s.replication_factor,
+                config=config,
+                source=source,
+            )
+            for name, config in [
+                (s.effects_topic, {"cleanup.policy": "delete", "retention.ms": "604800000"}),
+                (
+                    s.dead_letter_topic,
+                    {
+                        "cleanup.policy": "delete",
+                        "retention.ms": "2592000000",
+                        "max.message.bytes": str(s.dead_letter_max_bytes + 1_048_576),
+                    },
+                ),
+                *[(t, {"cleanup.policy": "delete"}) for t in self.reactor.topics],
+            ]
+        ]
+        return inputs + others
+
+    async def _ensure_topics(self) -> None:
+        await asyncio.to_thread(self.ensure_topics)
+
+    def ensure_topics(self) -> None:
+        """Create the missing topics of :meth:`topic_definitions`; check input partitions.
+
+        Existing topics are not altered (``stream-app topics apply`` does that on purpose).
+
+        Raises:
+            ConfigError: An input topic exists with another partition count than the settings.
+        """
+        from confluent_kafka.admin import AdminClient
+
+        from stream_app.kafka.topics import TopicChange, apply_changes
+
+        admin = AdminClient({"bootstrap.servers": self.settings.bootstrap_servers})
+        definitions = self.topic_definitions()
+        metadata = admin.list_topics(timeout=30)
+        missing = [d for d in definitions if d.name not in metadata.topics]
+        inputs = {self.settings.input_topic(name) for name in self.engines}
+        wrong = [
+            f"{d.name} has {len(metadata.topics[d.name].partitions)} partitions, settings say "
+            f"{d.partitions}"
+            for d in definitions
+            if d.name in inputs and d.name in metadata.topics
+            if len(metadata.topics[d.name].partitions) != d.partitions
+        ]
+        if wrong:
+            raise ConfigError(
+                "input topics must have STREAM_APP_PARTITIONS partitions so that cells, their "
+                "tables and timers are co-partitioned: " + "; ".join(wrong)
+            )
+        if missing:
+            logger.info("creating topics: %s", ", ".join(d.name for d in missing))
+            apply_changes(admin, [TopicChange(d, "create") for d in missing])
+
+
+def envelope_bytes(
+    type: str, body: dict[str, Any] | BaseModel | None = None, *, id: str | None = None
+) -> bytes:
+    """The JSON envelope of a cell message: ``{"type", "body", "id"}`` as UTF-8 bytes."""
+    payload = body.model_dump(mode="json") if isinstance(body, BaseModel) else dict(body or {})
+    return json.dumps(
+        {"type": type, "body": payload, "id": id or uuid.uuid4().hex}, separators=(",", ":")
+    ).encode()

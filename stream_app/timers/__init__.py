@@ -1,0 +1,1 @@
+"""Durable timers: due-ordered keys and the misfire policy (pure; the engine stores them)."""
