@@ -74,6 +74,44 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
         worker.kill()
 
 
+@pytest.fixture
+def cells_env(bootstrap: str, tmp_path: Path) -> dict[str, str]:
+    """Settings (as STREAM_APP_* variables) of a fresh app id; the runtime creates its topics."""
+    return {
+        "STREAM_APP_BOOTSTRAP_SERVERS": bootstrap,
+        "STREAM_APP_APP_ID": f"t-{uuid.uuid4().hex[:10]}",
+        "STREAM_APP_DATA_DIR": str(tmp_path / "data"),
+        "STREAM_APP_PARTITIONS": "4",
+        "STREAM_APP_SESSION_TIMEOUT_S": "6",
+    }
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start ``faust -A <module> worker`` processes; every one is killed (by pid) at teardown.
+
+    ``start_worker(module, env, name="worker", ready=True)`` returns the started worker, waiting
+    until Faust reports it ready unless ``ready=False``.
+    """
+    started: list[WorkerProcess] = []
+
+    def start(
+        module: str, env: dict[str, str], *, name: str = "worker", ready: bool = True
+    ) -> WorkerProcess:
+        worker = WorkerProcess(
+            module, env=env, log_path=tmp_path / f"{name}.log", web_port=find_free_port()
+        )
+        started.append(worker)
+        worker.start()
+        if ready:
+            worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in started:
+        worker.kill()
+
+
 def wait_counts(
     worker: WorkerProcess, expected: Counter[str], *, timeout: float = 120
 ) -> dict[str, int]:

@@ -65,7 +65,7 @@ class _Registration:
 
 
 class Reactor:
-    """The reactor handlers of one worker, by topic. Made by :class:`~stream_app.runtime.Runtime`."""
+    """The reactor handlers of one worker, by topic; made by :class:`~stream_app.Runtime`."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
