@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from stream_app.cli.cells import cells
+from stream_app.cli.dead_letters import dead_letters
 from stream_app.cli.demo import demo
 from stream_app.cli.kafka import kafka
 from stream_app.cli.schemas import schemas
@@ -25,6 +27,8 @@ cli.add_command(kafka)
 cli.add_command(topics)
 cli.add_command(schemas)
 cli.add_command(demo)
+cli.add_command(cells)
+cli.add_command(dead_letters)
 
 
 def main() -> None:

@@ -14,11 +14,13 @@ invocation came from, so a replayed invocation makes the same decisions and the 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticSerializationError, to_json
 
 from stream_app.core.envelope import CellMessage
 from stream_app.timers.schedule import MAX_DUE_MS, Misfire, TimerEntry
@@ -34,8 +36,11 @@ __all__ = [
 
 DataT = TypeVar("DataT", bound=BaseModel)
 
-#: What woke the cell: a message, a timer, the boot of its partition, or the release of its
-#: parked messages.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+
+#: What woke the cell: a message, a timer, or the boot of its partition. Work replayed from a
+#: parked cell keeps the trigger it had when it was parked.
 Trigger = Literal["message", "timeout", "boot"]
 
 
@@ -158,7 +163,9 @@ class CellState(Generic[DataT]):
     @property
     def now(self) -> datetime:
         """:attr:`now_ms` as an aware UTC datetime."""
-        return datetime.fromtimestamp(self.now_ms / 1000, tz=UTC)
+        # Integer arithmetic: ``fromtimestamp(now_ms / 1000)`` goes through a float and is off
+        # by microseconds for far-future times.
+        return _EPOCH + timedelta(milliseconds=self.now_ms)
 
     @property
     def timers(self) -> dict[str, int]:
@@ -166,8 +173,16 @@ class CellState(Generic[DataT]):
         return dict(self._pending)
 
     def clear(self) -> None:
-        """Delete the cell: its data is removed (a tombstone) and its timers are cancelled."""
+        """Delete the cell: its data is removed (a tombstone) and its timers are cancelled.
+
+        A callback that assigns new data after ``clear()`` starts a new life of the cell: it
+        has only the timers set after the ``clear()``.
+        """
         self.data = None
+        # Cancel by name, not just drop the data: the timers view must show none pending, and
+        # a cell revived later in the same callback must not inherit the old life's timers.
+        for name in list(self._pending):
+            self.cancel_timer(name)
 
     def set_timer(
         self,
@@ -185,7 +200,8 @@ class CellState(Generic[DataT]):
         Args:
             name: Setting a name again replaces that timer; :meth:`cancel_timer` removes it.
             after: Seconds (or a timedelta) from :attr:`now_ms`.
-            at: An absolute time: an aware datetime, or milliseconds since the epoch.
+            at: An absolute time: an aware datetime, or milliseconds since the epoch. A naive
+                datetime is refused: its meaning would depend on the worker's time zone.
             every: Re-arm with this period after each firing (a recurring timer). With
                 neither ``after`` nor ``at``, the first firing is one period from now.
             payload: Any JSON value, given back in :attr:`FiredTimer.payload`.
@@ -194,12 +210,17 @@ class CellState(Generic[DataT]):
 
         The timer is stored when the invocation commits, and survives restarts and partition
         moves. A cell that is dead when the invocation ends gets no timers.
+
+        Raises:
+            ValueError: Both ``after`` and ``at``, none of ``after``/``at``/``every``, a
+                period that is not positive, or a naive ``at`` datetime.
+            TypeError: ``payload`` cannot be serialised as JSON.
         """
         period = _ms(every) if every is not None else None
         if at is not None and after is not None:
             raise ValueError("set_timer: give either after= or at=, not both")
         if at is not None:
-            due = at if isinstance(at, int) else int(at.timestamp() * 1000)
+            due = at if isinstance(at, int) else _datetime_ms(at)
         elif after is not None:
             due = self.now_ms + _ms(after)
         elif period is not None:
@@ -208,6 +229,7 @@ class CellState(Generic[DataT]):
             raise ValueError("set_timer: give after=, at= or every=")
         if period is not None and period <= 0:
             raise ValueError(f"set_timer: every must be positive, got {every!r}")
+        _check_payload("set_timer", payload)
         entry = TimerEntry(
             cell=self.cell_id,
             name=name,
@@ -237,10 +259,16 @@ class CellState(Generic[DataT]):
         """Send a message to cell ``cell_id`` of ``behaviour`` through its input topic.
 
         It is produced when this invocation commits (at least once), keyed by ``cell_id``.
+
+        Raises:
+            TypeError: ``body`` cannot be serialised as JSON.
         """
-        payload = (
-            body.model_dump(mode="json") if isinstance(body, BaseModel) else dict(body or {})
-        )
+        payload = body.model_dump(mode="json") if isinstance(body, BaseModel) else dict(body or {})
+        try:
+            # The envelope is encoded with json.dumps at commit time: see _check_payload.
+            json.dumps(payload)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"send: body of {type!r} is not JSON-serialisable: {exc}") from exc
         index = len(self._outputs.messages)
         self._outputs.messages.append(
             OutgoingMessage(
@@ -256,7 +284,11 @@ class CellState(Generic[DataT]):
         """Emit a side effect, dispatched to the handler of ``kind`` after this commit.
 
         Returns the effect's deterministic id.
+
+        Raises:
+            TypeError: ``payload`` cannot be serialised as JSON.
         """
+        _check_payload("emit_effect", payload)
         index = len(self._outputs.effects)
         ident = effect_id(self._app_id, self.behaviour, self.cell_id, self.origin, index)
         self._outputs.effects.append(
@@ -277,6 +309,24 @@ class CellState(Generic[DataT]):
             f"CellState({self.behaviour}/{self.cell_id}, trigger={self.trigger}, "
             f"alive={self.alive}, origin={self.origin!r})"
         )
+
+
+def _check_payload(method: str, payload: Any) -> None:
+    # Timer entries and effects are serialised when the invocation commits, after the callback
+    # returned and outside its retries; a payload that cannot be serialised must fail now,
+    # inside the callback, where the failure is retried and then parks the cell.
+    try:
+        to_json(payload)
+    except PydanticSerializationError as exc:
+        raise TypeError(f"{method}: payload is not JSON-serialisable: {exc}") from exc
+
+
+def _datetime_ms(at: datetime) -> int:
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError(f"set_timer: at={at!r} is naive; give an aware datetime (e.g. UTC)")
+    # Integer arithmetic: ``int(at.timestamp() * 1000)`` goes through a float and lands one
+    # millisecond early for some times.
+    return (at - _EPOCH) // _ONE_MS
 
 
 def _ms(value: float | timedelta) -> int:

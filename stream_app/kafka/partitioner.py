@@ -16,5 +16,11 @@ __all__ = ["partition_for"]
 
 
 def partition_for(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner picks for ``key`` among ``partitions``."""
+    """The partition Kafka's default partitioner picks for ``key`` among ``partitions``.
+
+    Raises:
+        ValueError: ``partitions`` is below 1.
+    """
+    if partitions < 1:
+        raise ValueError(f"a topic has at least one partition, got partitions={partitions}")
     return int(murmur2(key) & 0x7FFFFFFF) % partitions

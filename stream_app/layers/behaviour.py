@@ -24,6 +24,7 @@ or by subclassing and overriding the methods.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -36,6 +37,10 @@ from stream_app.errors import DataVersionError
 __all__ = ["Behaviour", "Callback", "Migration"]
 
 DataT = TypeVar("DataT", bound=BaseModel)
+
+#: The name becomes part of topic names (``<app_id>.<name>.in``, changelogs), so it may only hold
+#: what Kafka allows there; checked here so a bad name fails at import, not at topic creation.
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 
 #: A behaviour callback: changes ``state.data`` and requests outputs; returns nothing.
 Callback = Callable[[CellState[Any]], None]
@@ -61,6 +66,10 @@ class Behaviour(Generic[DataT]):
             cell is parked.
         retry_backoff_s: Pause before the second attempt; doubled for each further one.
 
+    Raises:
+        ValueError: A name Kafka cannot use in a topic name, a version below 1, or
+            ``max_attempts`` below 1.
+
     Callbacks are plain synchronous functions: they must not block, and should take time,
     randomness and ids from the state so that a replay decides the same way.
     """
@@ -79,8 +88,11 @@ class Behaviour(Generic[DataT]):
         max_attempts: int = 3,
         retry_backoff_s: float = 0.1,
     ) -> None:
-        if not name or any(c in name for c in "/ \t\n") or name.startswith("."):
-            raise ValueError(f"behaviour name {name!r} must be a non-empty topic-safe word")
+        if not _NAME.fullmatch(name):
+            raise ValueError(
+                f"behaviour name {name!r} must be 1-200 of the characters Kafka allows in topic "
+                "names (letters, digits, '.', '_', '-'), not starting with '.'"
+            )
         if version < 1:
             raise ValueError(f"behaviour {name!r}: version must be >= 1, got {version}")
         if max_attempts < 1:

@@ -27,7 +27,7 @@ timer, a boot) the culture makes one run object around the cell's state and call
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -41,6 +41,25 @@ __all__ = ["CellCulture", "CellRun"]
 DataT = TypeVar("DataT", bound=BaseModel)
 
 
+class _RunLog(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes each line with ``<behaviour>/<display id>: `` and adds ``cell_id`` to records."""
+
+    def __init__(self, run: CellRun[Any]) -> None:
+        super().__init__(
+            logging.getLogger(f"stream_app.cells.{run.state.behaviour}"),
+            {"cell_id": run.state.cell_id},
+        )
+        self.run = run
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[str, MutableMapping[str, Any]]:
+        # display_id is read per line (not once) because a subclass may derive it from data
+        # that the run changes.
+        msg, kwargs = super().process(msg, kwargs)
+        return f"{self.run.state.behaviour}/{self.run.display_id}: {msg}", kwargs
+
+
 class CellRun(Generic[DataT]):
     """One invocation of a cell, as an object. Subclass it inside your culture as ``Run``.
 
@@ -52,10 +71,7 @@ class CellRun(Generic[DataT]):
 
     def __init__(self, state: CellState[DataT]) -> None:
         self.state = state
-        self.log = logging.LoggerAdapter(
-            logging.getLogger(f"stream_app.cells.{state.behaviour}"),
-            {"cell_id": state.cell_id},
-        )
+        self.log: logging.LoggerAdapter[logging.Logger] = _RunLog(self)
 
     @property
     def cell_id(self) -> str:
@@ -95,6 +111,10 @@ class CellRun(Generic[DataT]):
         raise RejectMessage(f"{type!r} is not handled by {self.state.behaviour}")
 
 
+#: CellRun methods that are not message handlers although their names start with ``on_``.
+_HOOKS = frozenset({"on_boot", "on_timeout", "on_unhandled"})
+
+
 class CellCulture(Behaviour[DataT]):
     """A behaviour declared by class attributes, whose invocations are :class:`CellRun` objects.
 
@@ -106,6 +126,11 @@ class CellCulture(Behaviour[DataT]):
         max_attempts: Tries before a cell is parked.
         retry_backoff_s: Pause before the second try, doubled for each further one.
         Run: The :class:`CellRun` subclass made for each invocation.
+
+    Raises:
+        TypeError: A class attribute ``name``, ``messages`` or ``data`` is missing, or a message
+            type would be dispatched to a hook of the run (``boot``, ``timeout``,
+            ``unhandled``).
     """
 
     name: str
@@ -133,6 +158,14 @@ class CellCulture(Behaviour[DataT]):
             type_name: "on_" + type_name.replace("-", "_").replace(".", "_")
             for type_name in self.message_types.types
         }
+        # A type whose method name is one of the run's own hooks would call that hook with a
+        # message body (a TypeError on every such message, parking the cell): refuse it here.
+        clashes = sorted(t for t, method in self._methods.items() if method in _HOOKS)
+        if clashes:
+            raise TypeError(
+                f"{cls.__name__}: message type(s) {clashes} would be handled by the CellRun "
+                f"hook(s) {sorted(self._methods[t] for t in clashes)}; rename the type(s)"
+            )
 
     def handle_message(self, state: CellState[DataT]) -> None:
         """Make a run and call its ``on_<type>(body)`` (or ``on_unhandled``) through ``around``."""

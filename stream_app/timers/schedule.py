@@ -91,7 +91,12 @@ def decode_due_key(key: bytes) -> tuple[int, str, str] | None:
     end = _DUE.size + length
     if len(key) <= end:
         return None
-    return due, key[_DUE.size : end].decode(), key[end:].decode()
+    try:
+        return due, key[_DUE.size : end].decode(), key[end:].decode()
+    except UnicodeDecodeError:
+        # Starts like a timer key but is not one; the caller skips it rather than crash the
+        # agent that fires the partition's timers.
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,20 +8,35 @@ import stream_app
 from stream_app import errors
 
 PUBLIC_API = [
+    "Behaviour",
     "BrokerError",
     "BrokerStartError",
+    "CellClient",
+    "CellCulture",
     "CellMessage",
+    "CellRun",
+    "CellState",
     "ConfigError",
+    "DataVersionError",
     "DeadLetter",
     "DeadLetterSink",
+    "Effect",
     "Envelope",
+    "FiredTimer",
     "FlushTimeoutError",
     "InvalidKeyError",
     "InvalidMessageError",
     "MalformedJSONError",
     "MessageTypes",
+    "Misfire",
     "OversizedMessageError",
+    "ParkedCell",
+    "ParkedItem",
     "PortInUseError",
+    "ReactorRecord",
+    "RejectMessage",
+    "Runtime",
+    "RuntimeMetrics",
     "SchemaViolationError",
     "Settings",
     "StreamApp",
@@ -64,7 +79,7 @@ def test_version_is_a_release_string() -> None:
 
 def test_every_error_class_is_a_stream_app_error() -> None:
     error_names = [name for name in stream_app.__all__ if name.endswith("Error")]
-    assert len(error_names) == 15
+    assert len(error_names) == 16
     for name in error_names:
         cls = getattr(stream_app, name)
         assert inspect.isclass(cls), name
@@ -95,3 +110,33 @@ def test_exported_names_are_defined_in_stream_app() -> None:
         and not getattr(stream_app, name).__module__.startswith("stream_app")
     ]
     assert foreign == []
+
+
+def test_every_public_member_of_an_exported_class_is_documented() -> None:
+    undocumented = [
+        f"{name}.{attribute}"
+        for name in stream_app.__all__
+        if inspect.isclass(cls := getattr(stream_app, name))
+        for attribute, member in vars(cls).items()
+        if not attribute.startswith("_")
+        and (callable(member) or isinstance(member, property | classmethod | staticmethod))
+        and not (inspect.getdoc(getattr(cls, attribute)) or "").strip()
+    ]
+    assert undocumented == []
+
+
+def test_the_cells_api_is_importable_from_the_root() -> None:
+    from stream_app.core.cell import CellState, Effect, FiredTimer
+    from stream_app.layers.behaviour import Behaviour
+    from stream_app.layers.culture import CellCulture, CellRun
+    from stream_app.timers.schedule import Misfire
+
+    assert stream_app.CellState is CellState
+    assert stream_app.Effect is Effect
+    assert stream_app.FiredTimer is FiredTimer
+    assert stream_app.Behaviour is Behaviour
+    assert stream_app.CellCulture is CellCulture
+    assert stream_app.CellRun is CellRun
+    assert stream_app.Misfire is Misfire
+    assert issubclass(stream_app.RejectMessage, stream_app.StreamAppError)
+    assert stream_app.RejectMessage.reason == "rejected"

@@ -1,0 +1,292 @@
+"""``stream-app cells get|list|parked|release|send``: inspect and repair cells.
+
+The read commands ask a worker's HTTP views (``GET /stream-app/...``); any worker will do, it
+routes a cell to the worker that owns its partition and gathers listings from every worker. The
+write commands produce to the behaviour's input topic with :class:`~stream_app.client.CellClient`,
+so they reach the owning worker through Kafka, in order with the cell's other messages.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from stream_app.errors import StreamAppError
+from stream_app.settings import Settings
+
+if TYPE_CHECKING:
+    from stream_app.client import CellClient
+
+__all__ = ["cells", "default_url", "format_cells", "format_parked", "worker_get"]
+
+_url = click.option(
+    "--url",
+    metavar="URL",
+    help="A worker's web address (default: http://<STREAM_APP_WEB_HOST>:<STREAM_APP_WEB_PORT>).",
+)
+_timeout = click.option(
+    "--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for an answer."
+)
+_as_json = click.option("--json", "as_json", is_flag=True, help="Print the worker's JSON answer.")
+
+
+def default_url(settings: Settings) -> str:
+    """The web address of the worker described by ``settings``."""
+    # A worker bound to every interface is reached on the loopback one.
+    host = "127.0.0.1" if settings.web_host in ("0.0.0.0", "::", "") else settings.web_host
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.web_port}"
+
+
+def worker_get(base_url: str, path: str, *, timeout: float) -> tuple[int, Any]:
+    """GET ``path`` from the worker at ``base_url``; return the status and the decoded body.
+
+    An HTTP error status is returned, not raised (its body decoded when it is JSON, else
+    ``None``), so callers can tell a dead cell from a missing view.
+
+    Raises:
+        click.ClickException: The worker could not be reached (the URL is in the message).
+    """
+    url = base_url.rstrip("/") + path
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise click.ClickException(
+            f"cannot reach the worker at {url}: {reason} "
+            "(is a worker running? pass its address with --url)"
+        ) from None
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        if 200 <= status < 300:
+            raise click.ClickException(
+                f"the worker at {url} answered {status} with a body that is not JSON: {raw[:200]!r}"
+            ) from None
+        return status, None
+
+
+def _expect_ok(status: int, body: Any, url: str, behaviour: str) -> Any:
+    if status == 404:
+        raise click.ClickException(
+            f"the worker at {url} has no view for behaviour {behaviour!r} (404): "
+            "is it a behaviour of that app?"
+        )
+    if not 200 <= status < 300:
+        raise click.ClickException(f"the worker at {url} answered {status}: {body!r}")
+    return body
+
+
+def format_cells(cells: dict[str, Any]) -> list[str]:
+    """One ``<id>  <data as compact JSON>`` line per cell, sorted by id."""
+    return [
+        f"{cell_id}  {json.dumps(data, sort_keys=True, separators=(',', ':'))}"
+        for cell_id, data in sorted(cells.items())
+    ]
+
+
+def format_parked(parked: dict[str, Any]) -> list[str]:
+    """One line per parked cell (id, waiting items, since when, attempts, error), by id."""
+    lines = []
+    for cell_id, entry in sorted(parked.items()):
+        since = _iso_ms(entry.get("since_ms"))
+        lines.append(
+            f"{cell_id}  waiting={entry.get('waiting')}  since={since}  "
+            f"attempts={entry.get('attempts')}  error={entry.get('error')}"
+        )
+    return lines
+
+
+def _iso_ms(ms: Any) -> str:
+    if not isinstance(ms, int):
+        return "?"
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _settings() -> Settings:
+    # Read on each call, not cached: one process (a test, a script) may run several apps.
+    return Settings()
+
+
+def _produce(settings: Settings, timeout: float, queue: Callable[[CellClient], None]) -> None:
+    """Queue records with a fresh client and wait until Kafka acknowledges them."""
+    from stream_app.client import CellClient
+
+    # Quiet: an unreachable broker is reported once below, not logged by librdkafka every 50 ms.
+    client = CellClient(settings, config={"log_level": 0})
+    queue(client)
+    try:
+        client.flush(timeout)
+    except StreamAppError as exc:
+        raise click.ClickException(
+            f"not acknowledged by Kafka at {settings.bootstrap_servers}: {exc}"
+        ) from None
+
+
+def _quote(part: str) -> str:
+    return urllib.parse.quote(part, safe="")
+
+
+@click.group()
+def cells() -> None:
+    """Inspect, message and release cells.
+
+    get, list and parked ask a worker's web views (--url); send and release produce to the
+    behaviour's input topic (STREAM_APP_* settings).
+    """
+
+
+@cells.command()
+@click.argument("behaviour")
+@click.argument("cell_id", metavar="ID")
+@_url
+@_timeout
+def get(behaviour: str, cell_id: str, url: str | None, timeout: float) -> None:
+    """Print a cell: data, version, pending timers, parked work.
+
+    Prints cell ID of BEHAVIOUR as JSON. Any worker answers: it asks the worker that owns the cell's
+    partition. Exits with status 1 when the cell is dead and not parked, or when the worker cannot
+    be reached.
+    """
+    base = url or default_url(_settings())
+    path = f"/stream-app/cells/{_quote(behaviour)}/{_quote(cell_id)}/"
+    status, body = worker_get(base, path, timeout=timeout)
+    if status == 404 and isinstance(body, dict) and "alive" in body:
+        raise click.ClickException(
+            f"cell {behaviour}/{cell_id} is dead (no data) and not parked ({base})"
+        )
+    described = _expect_ok(status, body, base + path, behaviour)
+    click.echo(json.dumps(described, indent=2, sort_keys=True))
+
+
+@cells.command(name="list")
+@click.argument("behaviour")
+@_url
+@_timeout
+@_as_json
+def list_cells(behaviour: str, url: str | None, timeout: float, as_json: bool) -> None:
+    """List the live cells of BEHAVIOUR.
+
+    Gathered from every worker; one ``id  data`` line per cell, or JSON with --json.
+    """
+    base = url or default_url(_settings())
+    path = f"/stream-app/cells/{_quote(behaviour)}/"
+    status, body = worker_get(base, path, timeout=timeout)
+    found: dict[str, Any] = _expect_ok(status, body, base + path, behaviour)
+    if as_json:
+        click.echo(json.dumps(found, indent=2, sort_keys=True))
+    elif not found:
+        click.echo(f"no live cells of {behaviour}")
+    else:
+        for line in format_cells(found):
+            click.echo(line)
+
+
+@cells.command()
+@click.argument("behaviour")
+@_url
+@_timeout
+@_as_json
+def parked(behaviour: str, url: str | None, timeout: float, as_json: bool) -> None:
+    """List the parked cells of BEHAVIOUR.
+
+    Prints each one's error, how much work waits and since when. A cell is parked when a callback
+    kept failing; its later work waits, in order, until ``stream-app cells release``.
+    """
+    base = url or default_url(_settings())
+    path = f"/stream-app/parked/{_quote(behaviour)}/"
+    status, body = worker_get(base, path, timeout=timeout)
+    found: dict[str, Any] = _expect_ok(status, body, base + path, behaviour)
+    if as_json:
+        click.echo(json.dumps(found, indent=2, sort_keys=True))
+    elif not found:
+        click.echo(f"no parked cells of {behaviour}")
+    else:
+        for line in format_parked(found):
+            click.echo(line)
+
+
+@cells.command()
+@click.argument("behaviour")
+@click.argument("cell_id", metavar="ID")
+@click.option(
+    "--skip",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Dead-letter the first N waiting items (reason 'discarded') instead of replaying them.",
+)
+@_timeout
+def release(behaviour: str, cell_id: str, skip: int, timeout: float) -> None:
+    """Replay a parked cell's waiting work, after a fix.
+
+    Releases cell ID of BEHAVIOUR: its waiting work is replayed in order. The request travels
+    through the input topic to the worker that owns the cell. If an item fails again, the cell is
+    parked again from that item on. A cell that is not parked ignores the request.
+    """
+    settings = _settings()
+    _produce(settings, timeout, lambda client: client.release(behaviour, cell_id, skip=skip))
+    skipped = f", dead-lettering the first {skip} item(s)" if skip else ""
+    click.echo(
+        f"asked to release {behaviour}/{cell_id}{skipped} "
+        f"(sent on {settings.input_topic(behaviour)})"
+    )
+
+
+def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        body = json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON ({exc}): {value!r}") from None
+    if not isinstance(body, dict):
+        raise click.BadParameter(
+            f"expected a JSON object like '{{\"by\": 2}}', got a {type(body).__name__}: {value!r}"
+        )
+    return body
+
+
+@cells.command()
+@click.argument("behaviour")
+@click.argument("cell_id", metavar="ID")
+@click.argument("message_type", metavar="TYPE")
+@click.option(
+    "--body", callback=_json_object, metavar="JSON", help="The message body, a JSON object."
+)
+@click.option("--id", "message_id", help="The message id (default: a random one).")
+@_timeout
+def send(
+    behaviour: str,
+    cell_id: str,
+    message_type: str,
+    body: dict[str, Any] | None,
+    message_id: str | None,
+    timeout: float,
+) -> None:
+    """Send a message to a cell.
+
+    Sends a TYPE message with --body to cell ID of BEHAVIOUR and waits until Kafka has it.
+    """
+    settings = _settings()
+    _produce(
+        settings,
+        timeout,
+        lambda client: client.send(behaviour, cell_id, message_type, body, id=message_id),
+    )
+    click.echo(
+        f"sent {message_type} {json.dumps(body or {}, sort_keys=True)} to {behaviour}/{cell_id} "
+        f"(on {settings.input_topic(behaviour)})"
+    )
