@@ -7,6 +7,8 @@ the tests cannot read from the state (firing order, effect attempts, handler cal
 - ``PROBE_EFFECT_LOG``: one line per effect handler attempt: ``<kind> <effect id> <attempt>``.
 - ``PROBE_HANDLER_LOG``: one line per reactor-handler call: ``<handler> <partition> <offset>``.
 - ``PROBE_FIX_FILE``: while this file does not exist, ``poison`` messages raise.
+
+``relay`` injects an ``add`` into another cell without Kafka (``Runtime.inject``).
 """
 
 from __future__ import annotations
@@ -77,6 +79,15 @@ class Reject(BaseModel):
     pass
 
 
+class Step(BaseModel):
+    seq: int
+
+
+class Relay(BaseModel):
+    to: str
+    by: int = 1
+
+
 def _append(variable: str, line: str) -> None:
     path = os.environ.get(variable)
     if path:
@@ -129,6 +140,11 @@ def handle(state: CellState[Data]) -> None:
         data.applied.append(body.tag)
     elif isinstance(body, Reject):
         raise RejectMessage("probe rejects this on purpose")
+    elif isinstance(body, Step):
+        data.value = body.seq
+        data.count += 1
+    elif isinstance(body, Relay):
+        runtime.inject("probe", body.to, "add", {"by": body.by})
     state.data = data
 
 
@@ -157,6 +173,8 @@ probe = Behaviour(
         "poison": Poison,
         "note": Note,
         "reject": Reject,
+        "step": Step,
+        "relay": Relay,
     },
     data=Data,
     handle_message=handle,
