@@ -89,7 +89,7 @@ class CellClient:
     def produce_raw(
         self,
         topic: str,
-        key: str | bytes,
+        key: str | bytes | None,
         value: bytes | None,
         *,
         headers: list[tuple[str, str | bytes | None]] | None = None,
@@ -99,7 +99,7 @@ class CellClient:
             try:
                 self._producer.produce(
                     topic,
-                    key=key.encode() if isinstance(key, str) else key,
+                    key=key.encode() if isinstance(key, str) else key,  # None: no key
                     value=value,
                     headers=headers,
                     on_delivery=self._on_delivery,
@@ -118,9 +118,10 @@ class CellClient:
         left = self._producer.flush(timeout)
         if self._errors or left:
             errors, self._errors = self._errors, []
+            detail = f": {'; '.join(errors[:5])}" if errors else ""
             raise StreamAppError(
-                f"{len(errors)} message(s) failed, {left} still queued after {timeout:.0f}s: "
-                + "; ".join(errors[:5])
+                f"{len(errors)} message(s) failed, {left} still queued after {timeout:.0f}s"
+                + detail
             )
 
     def __enter__(self) -> CellClient:

@@ -241,41 +241,44 @@ class Runtime:
             await engine.sweep()
 
     def topic_definitions(self) -> list[TopicDefinition]:
-        """The topics this runtime needs, as ``topics apply`` would declare them."""
+        """The topics this runtime needs, as ``topics apply`` would declare them.
+
+        The tables' changelog topics are among them: created before the consumer joins, they
+        are part of the first partition assignment (Faust would create them during start-up,
+        and a first rebalance that misses one leaves its table unable to write).
+        """
         s = self.settings
-        source = Path("<runtime>")
-        inputs = [
-            TopicDefinition(
-                name=s.input_topic(name),
-                partitions=s.partitions,
-                replication_factor=s.replication_factor,
-                config={"cleanup.policy": "delete", "retention.ms": "604800000"},
-                source=source,
+        week = {"cleanup.policy": "delete", "retention.ms": "604800000"}
+        compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+        wanted: list[tuple[str, dict[str, str]]] = []
+        for name in sorted(self.engines):
+            wanted.append((s.input_topic(name), week))
+            wanted.extend(
+                (s.changelog_topic(table), compacted)
+                for table in (name, f"{name}-timers", f"{name}-parked")
             )
-            for name in sorted(self.engines)
-        ]
-        others = [
+        wanted.append((s.effects_topic, week))
+        wanted.append(
+            (
+                s.dead_letter_topic,
+                {
+                    "cleanup.policy": "delete",
+                    "retention.ms": "2592000000",
+                    "max.message.bytes": str(s.dead_letter_max_bytes + 1_048_576),
+                },
+            )
+        )
+        wanted.extend((topic, {"cleanup.policy": "delete"}) for topic in self.reactor.topics)
+        return [
             TopicDefinition(
                 name=name,
                 partitions=s.partitions,
                 replication_factor=s.replication_factor,
-                config=config,
-                source=source,
+                config=dict(config),
+                source=Path("<runtime>"),
             )
-            for name, config in [
-                (s.effects_topic, {"cleanup.policy": "delete", "retention.ms": "604800000"}),
-                (
-                    s.dead_letter_topic,
-                    {
-                        "cleanup.policy": "delete",
-                        "retention.ms": "2592000000",
-                        "max.message.bytes": str(s.dead_letter_max_bytes + 1_048_576),
-                    },
-                ),
-                *[(t, {"cleanup.policy": "delete"}) for t in self.reactor.topics],
-            ]
+            for name, config in wanted
         ]
-        return inputs + others
 
     async def _ensure_topics(self) -> None:
         await asyncio.to_thread(self.ensure_topics)
@@ -296,7 +299,11 @@ class Runtime:
         definitions = self.topic_definitions()
         metadata = admin.list_topics(timeout=30)
         missing = [d for d in definitions if d.name not in metadata.topics]
-        inputs = {self.settings.input_topic(name) for name in self.engines}
+        inputs = {self.settings.input_topic(name) for name in self.engines} | {
+            self.settings.changelog_topic(table)
+            for name in self.engines
+            for table in (name, f"{name}-timers", f"{name}-parked")
+        }
         wrong = [
             f"{d.name} has {len(metadata.topics[d.name].partitions)} partitions, settings say "
             f"{d.partitions}"
@@ -306,8 +313,8 @@ class Runtime:
         ]
         if wrong:
             raise ConfigError(
-                "input topics must have STREAM_APP_PARTITIONS partitions so that cells, their "
-                "tables and timers are co-partitioned: " + "; ".join(wrong)
+                "input and changelog topics must have STREAM_APP_PARTITIONS partitions so that "
+                "cells, their tables and timers are co-partitioned: " + "; ".join(wrong)
             )
         if missing:
             logger.info("creating topics: %s", ", ".join(d.name for d in missing))

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from stream_app.core.envelope import MessageTypes
+from stream_app.layers.behaviour import Behaviour
 
 __all__ = ["schemas"]
 
@@ -21,9 +22,14 @@ def schemas() -> None:
 @click.argument("target", default="stream_app.examples.counter:MESSAGES")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("schemas"), show_default=True)
 def export(target: str, out: Path) -> None:
-    """Write the schema of TARGET (module:attribute, a MessageTypes) to OUT/<name>.schema.json."""
+    """Write the schema of TARGET (module:attribute, a Behaviour or a MessageTypes) to
+    OUT/<name>.schema.json."""
     module_name, _, attribute = target.partition(":")
     value = getattr(importlib.import_module(module_name), attribute or "MESSAGES")
+    if isinstance(value, Behaviour):
+        value = value.message_types
     if not isinstance(value, MessageTypes):
-        raise click.BadParameter(f"{target} is a {type(value).__name__}, not MessageTypes")
+        raise click.BadParameter(
+            f"{target} is a {type(value).__name__}, not a Behaviour or MessageTypes"
+        )
     click.echo(str(value.export_schema(out)))

@@ -124,8 +124,10 @@ class CellState(Generic[DataT]):
         message: The message being handled (``handle_message`` only).
         timer: The timer that fired (``on_timeout`` only).
         trigger: What woke the cell: ``message``, ``timeout`` or ``boot``.
-        now_ms: The invocation's time (milliseconds since the epoch): the timestamp of the
-            record being processed, so a replay sees the same time.
+        now_ms: The invocation's time (milliseconds since the epoch). For a message, the
+            record's timestamp, so a replay sees the same time; for a boot, the timestamp of the
+            record that triggered it; for a timeout, the worker's clock when it fired (at or
+            after :attr:`FiredTimer.due_ms`).
         origin: Where the invocation came from; the seed of its effect ids.
     """
 

@@ -321,6 +321,7 @@ class CellEngine:
                     timer=timer,
                 )
                 callback(state)
+                encoded = self._encode(state)
             except RejectMessage as exc:
                 logger.warning("%s/%s rejected %s: %s", self.name, cell_id, origin, exc)
                 await self._reject(key, exc, origin, source, rejected_value)
@@ -339,19 +340,31 @@ class CellEngine:
                     exc,
                 )
                 continue
-            await self._commit(key, record, raw, timers, state, retire)
+            await self._commit(key, raw, timers, state, encoded, retire)
             return None
         assert last is not None
         logger.error("%s/%s: parking after %d attempts: %r", self.name, cell_id, attempts, last)
         return last, attempts
 
+    def _encode(self, state: CellState[Any]) -> dict[str, Any] | None:
+        """The new data as JSON; raises (inside the retry loop) if it is not the data model."""
+        if state.data is None:
+            return None
+        if not isinstance(state.data, self.behaviour.data_model):
+            raise TypeError(
+                f"{self.name}: state.data must be a {self.behaviour.data_model.__name__} or "
+                f"None, got {type(state.data).__name__}"
+            )
+        dumped: dict[str, Any] = state.data.model_dump(mode="json")
+        return dumped
+
     async def _commit(
         self,
         key: bytes,
-        record: CellRecord | None,
         raw: bytes | None,
         timers: dict[str, int],
         state: CellState[Any],
+        data: dict[str, Any] | None,
         retire: tuple[TimerEntry, TimerEntry | None] | None,
     ) -> None:
         """Write what one successful callback did, as one unit of the partition's commit.
@@ -371,7 +384,7 @@ class CellEngine:
             self.timers.pop(fired.key(), None)
             if successor is not None and successor.name not in outputs.timers:
                 self._put_timer(successor)
-        if state.data is None:
+        if data is None:
             for name, due in timers.items():
                 self.timers.pop(TimerEntry(cell=cell_id, name=name, due=due).key(), None)
             if raw is not None:
@@ -384,11 +397,7 @@ class CellEngine:
                 if entry is not None:
                     self._put_timer(entry)
                     timers[name] = entry.due
-            new = CellRecord(
-                version=self.behaviour.version,
-                data=state.data.model_dump(mode="json"),
-                timers=timers,
-            ).encode()
+            new = CellRecord(version=self.behaviour.version, data=data, timers=timers).encode()
             if new != raw:
                 self.cells[key] = new
         for outgoing in outputs.messages:
@@ -400,7 +409,6 @@ class CellEngine:
                 key=cell_id.encode(), value=effect.model_dump_json().encode()
             )
         self.runtime.metrics.effects_emitted += len(outputs.effects)
-        del record
 
     def _put_timer(self, entry: TimerEntry) -> None:
         self.timers[entry.key()] = entry.model_dump_json().encode()
@@ -650,6 +658,8 @@ class CellEngine:
                 metrics.record_lag(now - due)
             metrics.timers_fired += 1
             retire = (entry, successor) if index == 0 else None
+            if index and not self._still_pending(cell_key, entry.name, successor):
+                break  # the callback cancelled or replaced the timer it was catching up on
             if self.parked.get(cell_key) is not None or self.cells.get(cell_key) is None:
                 if retire is not None:
                     raw = self.cells.get(cell_key)
@@ -667,6 +677,12 @@ class CellEngine:
                     record = CellRecord.decode(raw) if raw is not None else None
                     await self._retire_only(cell_key, record, raw, retire)
                 await self._park(cell_key, self._timeout_item(timer, origin, now), failure)
+
+    def _still_pending(self, cell_key: bytes, name: str, successor: TimerEntry | None) -> bool:
+        raw = self.cells.get(cell_key)
+        if raw is None or successor is None:
+            return False
+        return CellRecord.decode(raw).timers.get(name) == successor.due
 
     @staticmethod
     def _timeout_item(timer: FiredTimer, origin: str, now: int) -> ParkedItem:
@@ -760,6 +776,9 @@ class CellEngine:
 
 
 def _split_origin(origin: str) -> tuple[str, int, int]:
+    """``(topic, partition, offset)`` of a record origin; ``(origin, -1, -1)`` for other work."""
+    if origin.startswith(("boot/", "timer/", "inject/")):
+        return origin, -1, -1
     topic, _, rest = origin.partition("/")
     partition, _, offset = rest.partition("/")
     if partition.lstrip("-").isdigit() and offset.lstrip("-").isdigit():

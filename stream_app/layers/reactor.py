@@ -86,6 +86,8 @@ class Reactor:
         backoff_s: float = 0.2,
     ) -> None:
         """Call ``handler`` for every record of ``topic``."""
+        if max_attempts < 1:
+            raise ValueError(f"handler on {topic!r}: max_attempts must be >= 1")
         label = name or str(getattr(handler, "__qualname__", repr(handler)))
         registration = _Registration(label, handler, max_attempts, backoff_s)
         if topic not in self.handlers:
