@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -21,38 +22,59 @@ from stream_app.core.dead_letters import DeadLetter
 from stream_app.errors import FlushTimeoutError, StreamAppError
 from stream_app.settings import Settings
 
-__all__ = ["DeadLetterSink", "StreamApp", "create_app", "drain_send_buffer"]
+__all__ = ["DeadLetterSink", "SendCounts", "StreamApp", "create_app", "drain_send_buffer"]
 
 #: How long a commit waits for Faust's send buffer to drain before failing the worker.
 FLUSH_TIMEOUT_S = 300.0
 
 
-async def drain_send_buffer(buffer: Any, *, timeout: float = FLUSH_TIMEOUT_S) -> None:
-    """Wait until Faust's producer send buffer is empty.
+@dataclass(slots=True)
+class SendCounts:
+    """How many messages entered Faust's send buffer, and how many left it, in order.
+
+    Attributes:
+        queued: Messages put into the buffer so far.
+        sent: Messages the buffer has handed to the Kafka client so far (it sends in FIFO
+            order, so the first ``sent`` of the ``queued`` are gone).
+    """
+
+    queued: int = 0
+    sent: int = 0
+
+
+async def drain_send_buffer(
+    buffer: Any, counts: SendCounts, *, timeout: float = FLUSH_TIMEOUT_S
+) -> None:
+    """Wait until every message queued in Faust's send buffer before this call has left it.
 
     Faust's own ``ProducerBuffer.flush()`` gives up as soon as no message leaves the buffer for
     100 ms, so the flush that precedes an offset commit can return with changelog records still
     queued. The offset is then committed ahead of the state it covers; a crash before those
     records are sent loses the update (recovery replays an older changelog value over RocksDB,
-    and the input is not replayed). This drains for real:
+    and the input is not replayed). This drains for real, but only what the commit covers:
 
-    1. While messages are queued, wait for the buffer's ``message_sent`` signal (100 ms slices),
-       without giving up while the sender makes progress.
-    2. If the buffer stops running with messages queued, raise: they can never be sent.
-    3. If ``timeout`` passes, raise :class:`~stream_app.errors.FlushTimeoutError`; the commit
+    1. Note how many messages were queued when the flush started: the records of every event
+       whose offset is being committed. Records queued later belong to later events; waiting
+       for them too would hold the commit for as long as the agent keeps writing.
+    2. While fewer than that have left the buffer, wait for its ``message_sent`` signal (100 ms
+       slices), without giving up while the sender makes progress.
+    3. If the buffer stops running first, raise: those messages can never be sent.
+    4. If ``timeout`` passes, raise :class:`~stream_app.errors.FlushTimeoutError`; the commit
        fails, the worker stops, and the uncommitted input is replayed (at least once).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while buffer.size:
+    target = counts.queued
+    while counts.sent < target:
+        unsent = target - counts.sent
         if buffer.state != "running":
             raise FlushTimeoutError(
-                f"producer buffer is {buffer.state!r} with {buffer.size} message(s) unsent"
+                f"producer buffer is {buffer.state!r} with {unsent} message(s) unsent"
             )
         remaining = deadline - loop.time()
         if remaining <= 0:
             raise FlushTimeoutError(
-                f"{buffer.size} message(s) still unsent after {timeout:.0f}s; refusing to "
+                f"{unsent} message(s) still unsent after {timeout:.0f}s; refusing to "
                 "commit offsets ahead of them"
             )
         buffer.message_sent.clear()
@@ -85,11 +107,24 @@ class StreamApp(faust.App):
     def _new_producer(self) -> ProducerT:
         producer = super()._new_producer()
         buffer: Any = producer.buffer
+        counts = SendCounts()
+        put, send_pending = buffer.put, buffer._send_pending
+
+        def counted_put(fut: Any) -> None:
+            put(fut)
+            counts.queued += 1
+
+        async def counted_send(fut: Any) -> None:
+            await send_pending(fut)
+            counts.sent += 1
 
         async def flush() -> None:
-            await drain_send_buffer(buffer)
+            await drain_send_buffer(buffer, counts)
 
-        # An instance attribute shadows ProducerBuffer.flush for this buffer only.
+        # Instance attributes shadow ProducerBuffer's methods for this buffer only; the
+        # buffer's sender task looks up _send_pending when it starts, after this.
+        buffer.put = counted_put
+        buffer._send_pending = counted_send
         buffer.flush = flush
         return producer
 
@@ -119,6 +154,9 @@ def create_app(settings: Settings, **overrides: Any) -> StreamApp:
         "broker_heartbeat_interval": min(3.0, settings.session_timeout_s / 3),
         "consumer_auto_offset_reset": "earliest",
         "producer_acks": -1,
+        # A few ms of batching: aiokafka keeps one request in flight per broker, so without
+        # it every changelog record waits for a round trip of its own.
+        "producer_linger_ms": 5,
         # A dead letter carries a full-size original value plus its reason headers.
         "producer_max_request_size": max(settings.max_message_bytes, settings.dead_letter_max_bytes)
         + 65_536,
