@@ -29,11 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from faust import current_event
 from pydantic import BaseModel
 
 from stream_app.app import DeadLetterSink, StreamApp, create_app
 from stream_app.effects.dispatcher import EffectDispatcher, EffectHandler
 from stream_app.errors import ConfigError
+from stream_app.kafka.partitioner import partition_for
 from stream_app.kafka.topics import TopicDefinition
 from stream_app.layers.behaviour import Behaviour
 from stream_app.layers.cells import CellEngine
@@ -214,9 +216,36 @@ class Runtime:
         """Send a message to a cell through Kafka, from inside the worker (persistent).
 
         Inside an agent the record is flushed before the agent's input offset is committed.
+        Under ``exactly_once``, a message for a cell on the partition being processed joins that
+        partition's transaction; one for a cell on another partition is sent outside any
+        transaction and awaited (at least once): Faust's transactional producer would put it in
+        the *target* partition's transaction, which commits only when that partition is
+        processed, so on an idle partition it would wait for the transaction timeout and be
+        aborted.
         """
-        value = envelope_bytes(type, body, id=id)
-        await self._input_of(behaviour).send(key=cell_id.encode(), value=value)
+        key, value = cell_id.encode(), envelope_bytes(type, body, id=id)
+        if await self._sent_outside_transaction(self.settings.input_topic(behaviour), key, value):
+            return
+        await self._input_of(behaviour).send(key=key, value=value)
+
+    async def _sent_outside_transaction(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> bool:
+        """Under exactly_once, send a record bound for another partition with the plain
+        producer and wait for its acknowledgement; return whether it was sent that way."""
+        if not self.app.in_transaction:
+            return False
+        target = partition_for(key, self.settings.partitions)
+        event = current_event()
+        if event is not None and event.message.partition == target:
+            return False
+        pending = await self.app.producer.send(topic, key, value, target, None, headers)
+        await pending
+        return True
 
     def inject(
         self, behaviour: str, cell_id: str, type: str, body: dict[str, Any] | None = None

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from faust import current_event
 from faust.types import TP
 
 from stream_app.core.cell import CellState, FiredTimer, Trigger
@@ -176,8 +177,12 @@ class CellEngine:
             due = part.next_due is not None and part.next_due <= now
             if part.needs_boot or due or part.injected:
                 part.wake_sent = mono
-                await self.input.send(
-                    key=WAKE_KEY, value=b"", partition=p, headers=[(CONTROL_HEADER, b"wake")]
+                # The plain producer, never a partition's transaction: under exactly_once an
+                # open transaction holding a wake would hide the partition from read_committed
+                # consumers (the agent) until it commits, and it commits only when the agent
+                # has consumed something.
+                await self.runtime.app.producer.send(
+                    self.topic_name, WAKE_KEY, b"", p, None, [(CONTROL_HEADER, b"wake")]
                 )
 
     def inject(self, cell_id: str, value: bytes) -> bool:
@@ -242,7 +247,8 @@ class CellEngine:
                 record.partition,
                 home,
             )
-            await self.input.send(key=key, value=record.value, partition=home)
+            if not await self.runtime._sent_outside_transaction(self.topic_name, key, record.value):
+                await self.input.send(key=key, value=record.value, partition=home)
             return
         origin = f"{record.topic}/{record.partition}/{record.offset}"
         if self.parked.get(key) is not None:
@@ -412,8 +418,6 @@ class CellEngine:
 
     def _put_timer(self, entry: TimerEntry) -> None:
         self.timers[entry.key()] = entry.model_dump_json().encode()
-        from faust import current_event
-
         event = current_event()
         part = self._owned.get(event.message.partition) if event is not None else None
         if part is not None and (part.next_due is None or entry.due < part.next_due):

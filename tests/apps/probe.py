@@ -8,7 +8,8 @@ the tests cannot read from the state (firing order, effect attempts, handler cal
 - ``PROBE_HANDLER_LOG``: one line per reactor-handler call: ``<handler> <partition> <offset>``.
 - ``PROBE_FIX_FILE``: while this file does not exist, ``poison`` messages raise.
 
-``relay`` injects an ``add`` into another cell without Kafka (``Runtime.inject``).
+``relay`` injects an ``add`` into another cell without Kafka (``Runtime.inject``); ``forward``
+sends one through Kafka (``CellState.send``).
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ class Timer(BaseModel):
 
 class Timers(BaseModel):
     count: int
-    after_ms: int
+    after_ms: int = 0
     spread_ms: int = 0
+    at_ms: list[int] | None = None  # explicit due times, one per timer (count is ignored)
 
 
 class Cancel(BaseModel):
@@ -84,6 +86,11 @@ class Step(BaseModel):
 
 
 class Relay(BaseModel):
+    to: str
+    by: int = 1
+
+
+class Forward(BaseModel):
     to: str
     by: int = 1
 
@@ -124,6 +131,9 @@ def handle(state: CellState[Data]) -> None:
                 misfire=body.misfire,
                 max_catch_up=body.max_catch_up,
             )
+    elif isinstance(body, Timers) and body.at_ms is not None:
+        for i, due in enumerate(body.at_ms):
+            state.set_timer(f"t{i}", at=due, payload=i)
     elif isinstance(body, Timers):
         for i in range(body.count):
             spread = body.spread_ms * i // max(1, body.count)
@@ -145,6 +155,8 @@ def handle(state: CellState[Data]) -> None:
         data.count += 1
     elif isinstance(body, Relay):
         runtime.inject("probe", body.to, "add", {"by": body.by})
+    elif isinstance(body, Forward):
+        state.send("probe", body.to, "add", {"by": body.by})
     state.data = data
 
 
@@ -175,6 +187,7 @@ probe = Behaviour(
         "reject": Reject,
         "step": Step,
         "relay": Relay,
+        "forward": Forward,
     },
     data=Data,
     handle_message=handle,

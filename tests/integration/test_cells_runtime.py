@@ -447,3 +447,39 @@ def test_misrouted_records_are_forwarded_and_injected_messages_arrive(
         timeout=60,
         what="injected message applied",
     )
+
+
+def test_two_workers_share_the_partitions_and_route_inspection_to_the_owner(
+    probe_env: dict[str, str], start_worker: Callable[..., WorkerProcess]
+) -> None:
+    first = start_worker(MODULE, probe_env, name="first")
+    # Each worker keeps its RocksDB files on its own disk.
+    own_disk = {**probe_env, "STREAM_APP_DATA_DIR": probe_env["STREAM_APP_DATA_DIR"] + "-2"}
+    second = start_worker(MODULE, own_disk, name="second")
+    ids = [f"w{i}" for i in range(40)]
+    send(probe_env, *[(c, "add", {"by": 2}) for c in ids])
+
+    def owned(worker: WorkerProcess) -> list[int]:
+        parts: list[int] = worker.get_json("/stream-app/metrics/")["behaviours"]["probe"][
+            "partitions"
+        ]
+        return parts
+
+    split = wait_for(
+        lambda: (owned(first), owned(second)),
+        lambda pair: bool(pair[0]) and bool(pair[1]) and sorted(pair[0] + pair[1]) == [0, 1, 2, 3],
+        timeout=60,
+        what="the four partitions split between the two workers",
+    )
+    everything = wait_for(
+        lambda: first.get_json("/stream-app/cells/probe/"),
+        lambda cells: sorted(cells) == sorted(ids),
+        timeout=60,
+        what="the listing gathers the cells of both workers",
+    )
+    assert all(data["count"] == 2 for data in everything.values())
+    local = first.get_json("/stream-app/cells/probe/?local=1")
+    assert 0 < len(local) < len(ids), "each worker holds only its own partitions' cells"
+    remote = next(c for c in ids if c not in local)
+    assert partition_for(remote.encode(), PARTITIONS) in split[1]
+    assert cell(first, remote)["data"]["count"] == 2, "routed to the worker that owns it"
