@@ -1,0 +1,360 @@
+"""Pieces the benchmarks share: records, topics, the hand-written loop, workers, CPU, offsets.
+
+Every benchmark measures its subjects in one run, on one broker, over the same records and the
+same partition count, and reports ratios; these helpers keep the subjects' setup identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import resource
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from rocksdict import Rdict
+
+from stream_app.kafka.dev_broker import find_free_port, project_root
+from stream_app.kafka.topics import apply_changes, load_definitions, plan_changes
+from stream_app.settings import Settings
+from stream_app.testing import ConditionTimeout, WorkerProcess, wait_for
+
+__all__ = [
+    "INCREMENT",
+    "PARTITIONS",
+    "LoopStep",
+    "Measurement",
+    "WorkerOptions",
+    "add_worker_arguments",
+    "check_worker_arguments",
+    "committed_lag",
+    "cpu_seconds_self",
+    "make_records",
+    "median_of",
+    "process_cpu_seconds",
+    "produce_all",
+    "run_hand_written_loop",
+    "running_worker",
+    "setup_app",
+    "wait_committed",
+    "worker_env",
+]
+
+#: Partition count of every topic the benchmarks create (inputs, changelogs).
+PARTITIONS = 4
+#: The one record value every counter benchmark sends: an ``increment`` envelope.
+INCREMENT = b'{"type": "increment", "body": {"by": 1}}'
+
+#: ``step(key, value, partition, offset, stored) -> new stored value`` of the hand-written loop.
+LoopStep = Callable[[bytes, bytes, int, int, bytes | None], bytes]
+
+
+def make_records(count: int, cells: int, *, seed: int = 7) -> list[tuple[bytes, bytes]]:
+    """``count`` increments of 1 to cells ``cell-0`` .. ``cell-<cells-1>``, keys drawn at random
+    (seeded, so every subject of a run and every run gets the same records)."""
+    rng = random.Random(seed)
+    return [(f"cell-{rng.randrange(cells)}".encode(), INCREMENT) for _ in range(count)]
+
+
+def produce_all(
+    bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], *, murmur2: bool = True
+) -> None:
+    """Produce ``records`` to ``topic`` and wait until the broker has acknowledged all of them.
+
+    With ``murmur2`` (the default) keys are partitioned as Kafka's Java client and the stream_app
+    workers do, so a cell worker receives no misrouted records to forward; every subject gets
+    the same partitioning so that they see the same per-partition load.
+    """
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all"}
+    if murmur2:
+        config["partitioner"] = "murmur2_random"
+    producer = Producer(config)
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    left = producer.flush(120)
+    if left:
+        raise RuntimeError(f"{left} record(s) to {topic} not acknowledged after 120s")
+
+
+def setup_app(bootstrap: str, workdir: Path, name: str) -> Settings:
+    """Settings for a fresh app id (its own topics and consumer group) and its counter topics.
+
+    Creates ``<app>.counter.in``, ``<app>-counter-changelog`` and ``<app>.dead-letters`` from
+    ``topics/counter.toml``, all with :data:`PARTITIONS` partitions.
+    """
+    app_id = f"bench-{name}-{uuid.uuid4().hex[:6]}"
+    # A data dir per app id: Faust names its RocksDB files by table, not by app.
+    settings = Settings(
+        app_id=app_id, bootstrap_servers=bootstrap, partitions=PARTITIONS, data_dir=workdir / app_id
+    )
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    definitions = load_definitions([project_root() / "topics" / "counter.toml"], settings)
+    apply_changes(admin, plan_changes(admin, definitions))
+    return settings
+
+
+def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The ``STREAM_APP_*`` environment of a worker running with ``settings`` (plus ``extra``)."""
+    return {
+        "STREAM_APP_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "STREAM_APP_APP_ID": settings.app_id,
+        "STREAM_APP_DATA_DIR": str(settings.data_dir),
+        "STREAM_APP_PARTITIONS": str(settings.partitions),
+        **extra,
+    }
+
+
+@contextlib.contextmanager
+def running_worker(
+    module: str, env: Mapping[str, str], log_path: Path, *, ready_timeout: float = 180.0
+) -> Iterator[WorkerProcess]:
+    """A ``faust -A <module> worker`` subprocess, ready (partitions assigned, tables recovered),
+    stopped by pid when the block ends."""
+    worker = WorkerProcess(module, env=env, log_path=log_path, web_port=find_free_port())
+    worker.start()
+    try:
+        worker.wait_ready(timeout=ready_timeout)
+        yield worker
+    finally:
+        worker.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """How the benchmarks start their workers (from :func:`add_worker_arguments`).
+
+    Attributes:
+        faust_options: JSON object of extra :class:`faust.App` options for every worker.
+        keep: Folder that keeps each worker's log (``<app_id>.log``); ``None``: a temporary one.
+        profile: Run each worker under cProfile, its stats kept as ``<keep>/<app_id>.prof``.
+    """
+
+    faust_options: str = ""
+    keep: Path | None = None
+    profile: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> WorkerOptions:
+        """The options parsed by a parser set up with :func:`add_worker_arguments`."""
+        return cls(faust_options=args.faust_options, keep=args.keep, profile=args.profile)
+
+    def as_json(self) -> dict[str, Any]:
+        """The options as reported."""
+        return {
+            "faust_options": json.loads(self.faust_options) if self.faust_options else {},
+            "profiled": self.profile,
+        }
+
+    def files(self, app_id: str, workdir: Path) -> tuple[dict[str, str], Path]:
+        """The worker's extra environment and its log file."""
+        folder = self.keep or workdir
+        folder.mkdir(parents=True, exist_ok=True)
+        env = {"BENCH_FAUST_OPTIONS": self.faust_options}
+        if self.profile:
+            env["BENCH_PROFILE"] = str(folder / f"{app_id}.prof")
+        return env, folder / f"{app_id}.log"
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--faust-options``, ``--keep`` and ``--profile`` (see :class:`WorkerOptions`)."""
+    parser.add_argument(
+        "--faust-options",
+        default="",
+        metavar="JSON",
+        help="extra faust.App options for the workers, e.g. '{\"producer_linger\": 0.005}'",
+    )
+    parser.add_argument(
+        "--keep", type=Path, default=None, metavar="DIR", help="keep the worker logs in DIR"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run the workers under cProfile (stats kept with --keep; inflates timings)",
+    )
+
+
+def check_worker_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse option combinations that would lose what was asked for."""
+    if args.profile and args.keep is None:
+        parser.error("--profile needs --keep DIR to keep the stats in")
+    if args.faust_options:
+        try:
+            options = json.loads(args.faust_options)
+        except ValueError as exc:
+            parser.error(f"--faust-options is not JSON: {exc}")
+        if not isinstance(options, dict):
+            parser.error("--faust-options must be a JSON object")
+
+
+def cpu_seconds_self() -> float:
+    """User + system CPU seconds of this process so far (all its threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (from ``/proc/<pid>/stat``)."""
+    # The command name (field 2) may contain spaces: split after its closing parenthesis.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """One subject's processing of ``events`` records.
+
+    Attributes:
+        events: Records processed.
+        seconds: Wall time from the first record taken to the last one applied.
+        cpu_seconds: User + system CPU of the processing process over the same interval.
+    """
+
+    events: int
+    seconds: float
+    cpu_seconds: float
+
+    @property
+    def events_per_s(self) -> float:
+        """Throughput."""
+        return self.events / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def cpu_us_per_event(self) -> float:
+        """CPU microseconds per record."""
+        return self.cpu_seconds * 1e6 / self.events
+
+    def as_json(self) -> dict[str, Any]:
+        """The figures as printed (rounded)."""
+        return {
+            "events_per_s": round(self.events_per_s, 1),
+            "seconds": round(self.seconds, 3),
+            "cpu_us_per_event": round(self.cpu_us_per_event, 1),
+        }
+
+
+def median_of(measurements: list[Measurement]) -> Measurement:
+    """The median of several rounds of one subject (throughput and CPU taken separately)."""
+    events = measurements[0].events
+    return Measurement(
+        events=events,
+        seconds=statistics.median(m.seconds for m in measurements),
+        cpu_seconds=statistics.median(m.cpu_seconds for m in measurements),
+    )
+
+
+def run_hand_written_loop(
+    *,
+    bootstrap: str,
+    group: str,
+    topic: str,
+    changelog: str,
+    db_path: Path,
+    expected: int,
+    step: LoopStep,
+    batch: int = 500,
+) -> Measurement:
+    """The ideal hand-written worker, in this process: what a cell worker does, and no more.
+
+    1. Consume a batch of up to ``batch`` records (confluent-kafka, manual commits).
+    2. For each record: read the cell's stored value from RocksDB (rocksdict), ``step`` it
+       (decode the envelope and apply the update with pydantic), write it back, and produce it
+       to the changelog on the record's partition.
+    3. Wait for the changelog records to be acknowledged, then commit the batch's offsets
+       synchronously (at least once: state is durable before its input is marked done).
+
+    Timed from the first record taken to the last one applied (as the workers are); CPU is
+    this process's user + system time over that interval, librdkafka's threads included.
+    """
+    db = Rdict(str(db_path))
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"})
+    consumer.subscribe([topic])
+    done = 0
+    started: float | None = None
+    cpu_start = 0.0
+    finished = 0.0
+    cpu_end = 0.0
+    deadline = time.monotonic() + 900
+    try:
+        while done < expected:
+            if time.monotonic() > deadline:
+                raise ConditionTimeout(f"hand-written loop: {done} of {expected} after 900s")
+            messages = consumer.consume(batch, timeout=1.0)
+            if started is None and messages:
+                started, cpu_start = time.perf_counter(), cpu_seconds_self()
+            for message in messages:
+                if message.error():
+                    continue
+                key, value = message.key(), message.value()
+                partition, offset = message.partition(), message.offset()
+                assert key is not None and value is not None
+                assert partition is not None and offset is not None
+                stored = step(key, value, partition, offset, db.get(key))
+                db[key] = stored
+                producer.produce(changelog, key=key, value=stored, partition=partition)
+                done += 1
+                if done == expected:
+                    finished, cpu_end = time.perf_counter(), cpu_seconds_self()
+            if messages:
+                producer.flush(30)
+                consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
+        db.close()
+    assert started is not None
+    return Measurement(events=expected, seconds=finished - started, cpu_seconds=cpu_end - cpu_start)
+
+
+def committed_lag(consumer: Consumer, topic: str) -> int:
+    """Records of ``topic`` not yet covered by the committed offsets of ``consumer``'s group."""
+    metadata = consumer.list_topics(topic, timeout=10)
+    partitions = [TopicPartition(topic, p) for p in sorted(metadata.topics[topic].partitions)]
+    committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}
+    lag = 0
+    for tp in partitions:
+        low, high = consumer.get_watermark_offsets(tp, timeout=10)
+        position = committed[tp.partition]
+        lag += high - (position if position >= 0 else low)
+    return lag
+
+
+def wait_committed(bootstrap: str, group: str, topic: str, *, timeout: float = 300.0) -> float:
+    """Wait until group ``group`` has committed offsets up to the end of ``topic``; return when
+    that was seen (``time.time()``). Polls every 50 ms, without joining the group."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+    )
+    try:
+        wait_for(
+            lambda: committed_lag(consumer, topic),
+            lambda lag: lag == 0,
+            timeout=timeout,
+            interval=0.05,
+            what=f"group {group} committed to the end of {topic}",
+        )
+        return time.time()
+    finally:
+        consumer.close()
