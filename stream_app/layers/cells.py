@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import struct
 import time
 import uuid
 from collections import deque
@@ -52,7 +53,7 @@ WAKE_KEY = b"\x00stream_app.wake"
 #: Faust keeps the changelog offset of a partition in the partition's own database.
 _FAUST_OFFSET_KEY = b"__faust\0offset__"
 #: Timers fired per wake record; more due ones wait for the next wake (sent at once).
-FIRE_BATCH = 2000
+FIRE_BATCH = 256
 #: A wake not seen back within this many seconds is sent again (lost in a rebalance).
 WAKE_RESEND_S = 2.0
 
@@ -91,6 +92,13 @@ class _Partition:
     generation: str
     needs_boot: bool = True
     next_due: int | None = None
+    #: Every pending timer of the partition is due at or after this: scans seek here instead of
+    #: to the first key, which would walk over the deletion markers of every timer fired since
+    #: the last compaction (milliseconds per seek after some ten thousand firings).
+    low_due: int = 0
+    #: Ids of the partition's parked cells, loaded at boot: every record asks, and a RocksDB
+    #: lookup per record would cost about as much as reading the cell.
+    parked: set[bytes] = field(default_factory=set)
     wake_sent: float | None = None
     injected: deque[tuple[bytes, bytes]] = field(default_factory=deque)
 
@@ -208,6 +216,14 @@ class CellEngine:
         if part is not None and part.needs_boot:
             await self._boot(partition, part, now)
         control = _header(record.headers, CONTROL_HEADER)
+        if (
+            control is None
+            and part is not None
+            and part.next_due is not None
+            and part.next_due <= _now_ms()
+        ):
+            # Timers due on a busy partition fire with its traffic, without waiting for a wake.
+            await self._fire_due(partition, part)
         if control is None:
             await self._on_record(record, now)
         elif control == b"wake":
@@ -251,7 +267,7 @@ class CellEngine:
                 await self.input.send(key=key, value=record.value, partition=home)
             return
         origin = f"{record.topic}/{record.partition}/{record.offset}"
-        if self.parked.get(key) is not None:
+        if self._is_parked(key):
             item = ParkedItem(
                 kind="message", origin=origin, value=record.value.decode(), timestamp_ms=now
             )
@@ -420,8 +436,10 @@ class CellEngine:
         self.timers[entry.key()] = entry.model_dump_json().encode()
         event = current_event()
         part = self._owned.get(event.message.partition) if event is not None else None
-        if part is not None and (part.next_due is None or entry.due < part.next_due):
-            part.next_due = entry.due
+        if part is not None:
+            if part.next_due is None or entry.due < part.next_due:
+                part.next_due = entry.due
+            part.low_due = min(part.low_due, entry.due)
 
     async def _retire_only(
         self,
@@ -467,6 +485,20 @@ class CellEngine:
 
     # -- parking ---------------------------------------------------------------------------
 
+    def _is_parked(self, key: bytes) -> bool:
+        part = self._owned.get(partition_for(key, self.partitions))
+        if part is None or part.needs_boot:
+            return self.parked.get(key) is not None
+        return key in part.parked
+
+    def _mark_parked(self, key: bytes, parked: bool) -> None:
+        part = self._owned.get(partition_for(key, self.partitions))
+        if part is not None:
+            if parked:
+                part.parked.add(key)
+            else:
+                part.parked.discard(key)
+
     async def _park(
         self, key: bytes, item: ParkedItem, failure: tuple[BaseException, int] | None
     ) -> None:
@@ -486,6 +518,7 @@ class CellEngine:
             )
             self.runtime.metrics.parked += 1
         self.parked[key] = parked.model_dump_json().encode()
+        self._mark_parked(key, True)
 
     async def _on_release(self, record: Any) -> None:
         """Replay a parked cell's work in order; park it again from the first item that fails.
@@ -504,6 +537,7 @@ class CellEngine:
         except (ValueError, AttributeError, TypeError):
             skip = 0
         self.parked.pop(key, None)
+        self._mark_parked(key, False)
         for item in parked.items[:skip]:
             topic, partition, offset = _split_origin(item.origin)
             await self.runtime.dead_letters.publish_record(
@@ -530,6 +564,7 @@ class CellEngine:
                     items=items[index:],
                 )
                 self.parked[key] = again.model_dump_json().encode()
+                self._mark_parked(key, True)
                 return
         self.runtime.metrics.released += 1
 
@@ -571,9 +606,10 @@ class CellEngine:
     def _db(self, table: Any, partition: int) -> Any:
         return table.data._db_for_partition(partition)
 
-    def _live_cells(self, partition: int) -> Iterator[bytes]:
+    def _keys(self, table: Any, partition: int) -> Iterator[bytes]:
+        """Keys of one partition of ``table``, from its RocksDB database, in key order."""
         # A RocksDB database (rocksdict), not a dict: keys() iterates it in key order.
-        for key in self._db(self.cells, partition).keys():  # noqa: SIM118
+        for key in self._db(table, partition).keys():  # noqa: SIM118
             if key != _FAUST_OFFSET_KEY:
                 yield key
 
@@ -585,10 +621,11 @@ class CellEngine:
         booted before its next message. Parked cells are not booted.
         """
         part.needs_boot = False
+        part.parked = set(self._keys(self.parked, partition))
         origin = f"boot/{partition}/{part.generation}"
         booted = 0
-        for key in list(self._live_cells(partition)):
-            if self.parked.get(key) is not None:
+        for key in list(self._keys(self.cells, partition)):
+            if key in part.parked:
                 continue
             failure = await self._invoke(key, "boot", now, origin)
             booted += 1
@@ -596,43 +633,55 @@ class CellEngine:
                 await self._park(
                     key, ParkedItem(kind="boot", origin=origin, timestamp_ms=now), failure
                 )
-        part.next_due = self._first_due(partition)
+        part.next_due = self._scan(partition, part, 0, 0)[1]
         self.runtime.metrics.booted += booted
         logger.info("%s: partition %s booted %d live cell(s)", self.name, partition, booted)
 
-    def _first_due(self, partition: int) -> int | None:
-        it = self._db(self.timers, partition).iter()
-        it.seek_to_first()
-        if not it.valid():
-            return None
-        decoded = decode_due_key(it.key())
-        return decoded[0] if decoded is not None else None
-
-    def _due_timers(self, partition: int, now: int, limit: int) -> list[tuple[bytes, bytes]]:
+    def _scan(
+        self, partition: int, part: _Partition, now: int, limit: int
+    ) -> tuple[list[tuple[bytes, bytes]], int | None]:
+        """Up to ``limit`` timers due at or before ``now``, oldest first, and the due time of
+        the first one left (``None`` if none). Seeks to the partition's ``low_due``."""
         due: list[tuple[bytes, bytes]] = []
         it = self._db(self.timers, partition).iter()
-        it.seek_to_first()
-        while it.valid() and len(due) < limit:
+        it.seek(struct.pack(">Q", part.low_due))
+        while it.valid():
             key = it.key()
             decoded = decode_due_key(key)
-            if decoded is None or decoded[0] > now:
-                break
+            if decoded is None:
+                return due, None
+            if decoded[0] > now or len(due) >= limit:
+                return due, decoded[0]
             due.append((key, it.value()))
+            part.low_due = decoded[0]
             it.next()
-        return due
+        return due, None
+
+    async def _fire_due(self, partition: int, part: _Partition) -> None:
+        """Fire the partition's due timers, oldest first, at most :data:`FIRE_BATCH` of them.
+
+        1. Scan from ``low_due`` to the first timer not due; note its due time as the next.
+        2. Fire each (writes made while firing, such as recurring timers re-armed, lower the
+           next due time and ``low_due`` through :meth:`_put_timer`).
+        3. If the batch was full the next due time is in the past, so the sweep sends another
+           wake at once and the rest fire then, with other records in between.
+        """
+        now = _now_ms()
+        batch, next_due = self._scan(partition, part, now, FIRE_BATCH)
+        part.next_due = next_due
+        for key, raw in batch:
+            await self._fire(partition, part, key, TimerEntry.model_validate_json(raw), now)
 
     async def _on_wake(self, partition: int, part: _Partition | None) -> None:
         """Fire the partition's due timers (oldest first), then its injected messages."""
         if part is None:
             return  # a wake for a partition this worker no longer owns
         part.wake_sent = None
+        await self._fire_due(partition, part)
         now = _now_ms()
-        for key, raw in self._due_timers(partition, now, FIRE_BATCH):
-            await self._fire(partition, part, key, TimerEntry.model_validate_json(raw), now)
         while part.injected:
             cell_key, value = part.injected.popleft()
             await self._on_injected(cell_key, value, now)
-        part.next_due = self._first_due(partition)
 
     async def _fire(
         self, partition: int, part: _Partition, key: bytes, entry: TimerEntry, now: int
@@ -664,12 +713,13 @@ class CellEngine:
             retire = (entry, successor) if index == 0 else None
             if index and not self._still_pending(cell_key, entry.name, successor):
                 break  # the callback cancelled or replaced the timer it was catching up on
-            if self.parked.get(cell_key) is not None or self.cells.get(cell_key) is None:
+            parked = self._is_parked(cell_key)
+            if parked or self.cells.get(cell_key) is None:
                 if retire is not None:
                     raw = self.cells.get(cell_key)
                     record = CellRecord.decode(raw) if raw is not None else None
                     await self._retire_only(cell_key, record, raw, retire)
-                if self.parked.get(cell_key) is not None:
+                if parked:
                     await self._park(cell_key, self._timeout_item(timer, origin, now), None)
                 continue
             failure = await self._invoke(
@@ -712,7 +762,7 @@ class CellEngine:
             logger.warning("%s: dropping injected message for %r: %s", self.name, key, exc)
             return
         origin = f"inject/{uuid.uuid4().hex}"
-        if self.parked.get(key) is not None:
+        if self._is_parked(key):
             item = ParkedItem(kind="message", origin=origin, value=value.decode(), timestamp_ms=now)
             await self._park(key, item, None)
             return
