@@ -505,6 +505,8 @@ class CellEngine:
         raw = self.parked.get(key)
         if raw is not None:
             parked = ParkedCell.model_validate_json(raw)
+            if any(held.origin == item.origin for held in parked.items):
+                return  # the same record again (replayed after a crash): it already waits
             parked.items.append(item)
         else:
             assert failure is not None, "a cell is parked by a failure"

@@ -483,3 +483,32 @@ def test_two_workers_share_the_partitions_and_route_inspection_to_the_owner(
     remote = next(c for c in ids if c not in local)
     assert partition_for(remote.encode(), PARTITIONS) in split[1]
     assert cell(first, remote)["data"]["count"] == 2, "routed to the worker that owns it"
+
+
+def test_a_parked_cell_stays_parked_across_a_restart(
+    probe_env: dict[str, str], start_worker: Callable[..., WorkerProcess]
+) -> None:
+    worker = start_worker(MODULE, probe_env, name="first")
+    send(probe_env, ("stuck", "poison", {"tag": "p1"}), ("stuck", "note", {"tag": "n1"}))
+    wait_for(
+        lambda: worker.get_json("/stream-app/parked/probe/"),
+        lambda p: p.get("stuck", {}).get("waiting") == 2,
+        timeout=60,
+        what="cell parked with 2 waiting",
+    )
+    worker.kill()
+    worker = start_worker(MODULE, probe_env, name="second")
+    send(probe_env, ("stuck", "note", {"tag": "n2"}))
+    wait_for(
+        lambda: worker.get_json("/stream-app/parked/probe/"),
+        lambda p: p.get("stuck", {}).get("waiting") == 3,
+        timeout=60,
+        what="after the restart, the cell's next message waits behind the parked ones",
+    )
+    assert cell(worker, "stuck")["data"] is None, "nothing was applied while parked"
+    Path(probe_env["PROBE_FIX_FILE"]).touch()
+    with CellClient(settings_from_env(probe_env)) as client:
+        client.release("probe", "stuck")
+    released = wait_for(lambda: cell(worker, "stuck"), lambda c: c["parked"] is None, timeout=60)
+    # Records replayed after the SIGKILL are recognised by their origin and not queued twice.
+    assert released["data"]["applied"] == ["p1", "n1", "n2"]
