@@ -308,7 +308,7 @@ class CellEngine:
         the caller to park the work.
         """
         behaviour = self.behaviour
-        raw = self.cells.get(key)
+        raw = self._read(self.cells, key)
         record = CellRecord.decode(raw) if raw is not None else None
         timers = dict(record.timers) if record is not None else {}
         if retire is not None:
@@ -488,7 +488,7 @@ class CellEngine:
     def _is_parked(self, key: bytes) -> bool:
         part = self._owned.get(partition_for(key, self.partitions))
         if part is None or part.needs_boot:
-            return self.parked.get(key) is not None
+            return self._read(self.parked, key) is not None
         return key in part.parked
 
     def _mark_parked(self, key: bytes, parked: bool) -> None:
@@ -502,7 +502,7 @@ class CellEngine:
     async def _park(
         self, key: bytes, item: ParkedItem, failure: tuple[BaseException, int] | None
     ) -> None:
-        raw = self.parked.get(key)
+        raw = self._read(self.parked, key)
         if raw is not None:
             parked = ParkedCell.model_validate_json(raw)
             if any(held.origin == item.origin for held in parked.items):
@@ -529,7 +529,7 @@ class CellEngine:
         dead-letter topic (reason ``discarded``) instead of being replayed.
         """
         key: bytes = record.key
-        raw = self.parked.get(key)
+        raw = self._read(self.parked, key)
         if raw is None:
             logger.info("%s: release of %r: not parked", self.name, key)
             return
@@ -607,6 +607,22 @@ class CellEngine:
 
     def _db(self, table: Any, partition: int) -> Any:
         return table.data._db_for_partition(partition)
+
+    def _read(self, table: Any, key: bytes) -> bytes | None:
+        """``table.get(key)`` inside the agent, straight from the event partition's database.
+
+        Every key the agent reads lives on the partition of the event being processed (cells,
+        their timers and parked work are co-partitioned, and misrouted records are forwarded
+        first). Faust's ``Table.get`` asks RocksDB twice (contains, then get) through several
+        layers; this is one lookup. Faust writes straight to RocksDB, so nothing newer is cached
+        above it.
+        """
+        event = current_event()
+        if event is None:
+            value: bytes | None = table.get(key)
+            return value
+        found: bytes | None = self._db(table, event.message.partition).get(key)
+        return found
 
     def _keys(self, table: Any, partition: int) -> Iterator[bytes]:
         """Keys of one partition of ``table``, from its RocksDB database, in key order."""
@@ -696,7 +712,7 @@ class CellEngine:
         metrics = self.runtime.metrics
         if not plan.fire:
             metrics.timers_skipped += 1
-            raw = self.cells.get(cell_key)
+            raw = self._read(self.cells, cell_key)
             record = CellRecord.decode(raw) if raw is not None else None
             await self._retire_only(cell_key, record, raw, (entry, successor))
             return
@@ -716,9 +732,9 @@ class CellEngine:
             if index and not self._still_pending(cell_key, entry.name, successor):
                 break  # the callback cancelled or replaced the timer it was catching up on
             parked = self._is_parked(cell_key)
-            if parked or self.cells.get(cell_key) is None:
+            if parked or self._read(self.cells, cell_key) is None:
                 if retire is not None:
-                    raw = self.cells.get(cell_key)
+                    raw = self._read(self.cells, cell_key)
                     record = CellRecord.decode(raw) if raw is not None else None
                     await self._retire_only(cell_key, record, raw, retire)
                 if parked:
@@ -729,13 +745,13 @@ class CellEngine:
             )
             if failure is not None:
                 if retire is not None:
-                    raw = self.cells.get(cell_key)
+                    raw = self._read(self.cells, cell_key)
                     record = CellRecord.decode(raw) if raw is not None else None
                     await self._retire_only(cell_key, record, raw, retire)
                 await self._park(cell_key, self._timeout_item(timer, origin, now), failure)
 
     def _still_pending(self, cell_key: bytes, name: str, successor: TimerEntry | None) -> bool:
-        raw = self.cells.get(cell_key)
+        raw = self._read(self.cells, cell_key)
         if raw is None or successor is None:
             return False
         return CellRecord.decode(raw).timers.get(name) == successor.due
