@@ -27,8 +27,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from stream_app.core.envelope import envelope_bytes
 from stream_app.errors import StreamAppError
-from stream_app.runtime import envelope_bytes
 from stream_app.settings import Settings, get_settings
 
 __all__ = ["CellClient"]

@@ -20,9 +20,7 @@ sweep (``app.timer``) sends wake records to partitions whose timers are due.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +31,7 @@ from faust import current_event
 from pydantic import BaseModel
 
 from stream_app.app import DeadLetterSink, StreamApp, create_app
+from stream_app.core.envelope import envelope_bytes
 from stream_app.effects.dispatcher import EffectDispatcher, EffectHandler
 from stream_app.errors import ConfigError
 from stream_app.kafka.partitioner import partition_for
@@ -348,13 +347,3 @@ class Runtime:
         if missing:
             logger.info("creating topics: %s", ", ".join(d.name for d in missing))
             apply_changes(admin, [TopicChange(d, "create") for d in missing])
-
-
-def envelope_bytes(
-    type: str, body: dict[str, Any] | BaseModel | None = None, *, id: str | None = None
-) -> bytes:
-    """The JSON envelope of a cell message: ``{"type", "body", "id"}`` as UTF-8 bytes."""
-    payload = body.model_dump(mode="json") if isinstance(body, BaseModel) else dict(body or {})
-    return json.dumps(
-        {"type": type, "body": payload, "id": id or uuid.uuid4().hex}, separators=(",", ":")
-    ).encode()

@@ -22,7 +22,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import PydanticSerializationError, to_json
 
-from stream_app.core.envelope import CellMessage
+from stream_app.core.envelope import CellMessage, body_payload
 from stream_app.timers.schedule import MAX_DUE_MS, Misfire, TimerEntry
 
 __all__ = [
@@ -265,7 +265,7 @@ class CellState(Generic[DataT]):
         Raises:
             TypeError: ``body`` cannot be serialised as JSON.
         """
-        payload = body.model_dump(mode="json") if isinstance(body, BaseModel) else dict(body or {})
+        payload = body_payload(body)
         try:
             # The envelope is encoded with json.dumps at commit time: see _check_payload.
             json.dumps(payload)

@@ -14,6 +14,7 @@ that says what was wrong; the caller sends such records to the dead-letter topic
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from stream_app.errors import (
     UnknownMessageTypeError,
 )
 
-__all__ = ["CellMessage", "Envelope", "MessageTypes"]
+__all__ = ["CellMessage", "Envelope", "MessageTypes", "body_payload", "envelope_bytes"]
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
 
@@ -177,6 +178,21 @@ class MessageTypes:
         path = folder / f"{self.behaviour}.schema.json"
         path.write_text(json.dumps(self.json_schema(), indent=2, sort_keys=True) + "\n")
         return path
+
+
+def body_payload(body: Mapping[str, Any] | BaseModel | None) -> dict[str, Any]:
+    """A message body as the JSON object the envelope carries (a model is dumped as JSON)."""
+    return body.model_dump(mode="json") if isinstance(body, BaseModel) else dict(body or {})
+
+
+def envelope_bytes(
+    type: str, body: Mapping[str, Any] | BaseModel | None = None, *, id: str | None = None
+) -> bytes:
+    """The JSON envelope of a cell message: ``{"type", "body", "id"}`` as UTF-8 bytes."""
+    return json.dumps(
+        {"type": type, "body": body_payload(body), "id": id or uuid.uuid4().hex},
+        separators=(",", ":"),
+    ).encode()
 
 
 def _cell_id(key: bytes | None) -> str:
