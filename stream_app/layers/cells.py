@@ -273,7 +273,9 @@ class CellEngine:
             )
             await self._park(key, item, None)
             return
-        failure = await self._invoke(key, "message", now, origin, message=message, source=record)
+        failure = await self._invoke(
+            key, "message", now, origin, message=message, rejected_value=record.value
+        )
         if failure is not None:
             item = ParkedItem(
                 kind="message", origin=origin, value=record.value.decode(), timestamp_ms=now
@@ -292,7 +294,6 @@ class CellEngine:
         message: CellMessage[Any] | None = None,
         timer: FiredTimer | None = None,
         retire: tuple[TimerEntry, TimerEntry | None] | None = None,
-        source: Any = None,
         rejected_value: bytes | None = None,
     ) -> tuple[BaseException, int] | None:
         """Run one callback on one cell and commit what it did.
@@ -312,11 +313,7 @@ class CellEngine:
         record = CellRecord.decode(raw) if raw is not None else None
         timers = dict(record.timers) if record is not None else {}
         if retire is not None:
-            fired, successor = retire
-            if timers.get(fired.name) == fired.due:
-                del timers[fired.name]
-            if successor is not None:
-                timers[successor.name] = successor.due
+            timers = _retired(timers, retire)
         callback = {
             "message": behaviour.handle_message,
             "timeout": behaviour.on_timeout,
@@ -346,9 +343,9 @@ class CellEngine:
                 encoded = self._encode(state)
             except RejectMessage as exc:
                 logger.warning("%s/%s rejected %s: %s", self.name, cell_id, origin, exc)
-                await self._reject(key, exc, origin, source, rejected_value)
+                await self._reject(key, exc, origin, rejected_value)
                 if retire is not None:
-                    await self._retire_only(key, record, raw, retire)
+                    await self._retire_only(key, retire)
                 return None
             except Exception as exc:
                 last = exc
@@ -445,40 +442,29 @@ class CellEngine:
                 part.next_due = entry.due
             part.low_due = min(part.low_due, entry.due)
 
-    async def _retire_only(
-        self,
-        key: bytes,
-        record: CellRecord | None,
-        raw: bytes | None,
-        retire: tuple[TimerEntry, TimerEntry | None],
-    ) -> None:
-        """Take a fired timer out without running a callback (skipped, rejected, dead cell)."""
+    async def _retire_only(self, key: bytes, retire: tuple[TimerEntry, TimerEntry | None]) -> None:
+        """Take a fired timer out without running a callback (skipped, rejected, parked, failed
+        or dead cell): the timers table and the cell's record lose it, its successor enters."""
         fired, successor = retire
         await self._write(self.timers, fired.key(), None)
-        if record is None:
+        raw = self._read(self.cells, key)
+        if raw is None:
             return
-        timers = dict(record.timers)
-        if timers.get(fired.name) == fired.due:
-            del timers[fired.name]
+        record = CellRecord.decode(raw)
+        timers = _retired(record.timers, retire)
         if successor is not None:
             await self._put_timer(successor)
-            timers[successor.name] = successor.due
         if timers != record.timers:
             record.timers = timers
             await self._write(self.cells, key, record.encode())
 
     async def _reject(
-        self,
-        key: bytes,
-        exc: RejectMessage,
-        origin: str,
-        source: Any,
-        value: bytes | None,
+        self, key: bytes, exc: RejectMessage, origin: str, value: bytes | None
     ) -> None:
         topic, partition, offset = _split_origin(origin)
         await self.runtime.dead_letters.publish_record(
             key=key,
-            value=source.value if source is not None else value,
+            value=value,
             reason=exc.reason,
             error=str(exc),
             behaviour=self.name,
@@ -755,9 +741,7 @@ class CellEngine:
         metrics = self.runtime.metrics
         if not plan.fire:
             metrics.timers_skipped += 1
-            raw = self._read(self.cells, cell_key)
-            record = CellRecord.decode(raw) if raw is not None else None
-            await self._retire_only(cell_key, record, raw, (entry, successor))
+            await self._retire_only(cell_key, (entry, successor))
             return
         for index, due in enumerate(plan.fire):
             timer = FiredTimer(
@@ -767,19 +751,17 @@ class CellEngine:
                 missed=plan.missed if index == len(plan.fire) - 1 else 0,
                 recurring=successor is not None,
             )
+            if index and not self._still_pending(cell_key, entry.name, successor):
+                break  # the callback cancelled or replaced the timer it was catching up on
             origin = f"timer/{entry.name}/{due}"
             if due >= part.owned_since_ms:
                 metrics.record_lag(now - due)
             metrics.timers_fired += 1
             retire = (entry, successor) if index == 0 else None
-            if index and not self._still_pending(cell_key, entry.name, successor):
-                break  # the callback cancelled or replaced the timer it was catching up on
             parked = self._is_parked(cell_key)
             if parked or self._read(self.cells, cell_key) is None:
                 if retire is not None:
-                    raw = self._read(self.cells, cell_key)
-                    record = CellRecord.decode(raw) if raw is not None else None
-                    await self._retire_only(cell_key, record, raw, retire)
+                    await self._retire_only(cell_key, retire)
                 if parked:
                     await self._park(cell_key, self._timeout_item(timer, origin, now), None)
                 continue
@@ -788,9 +770,7 @@ class CellEngine:
             )
             if failure is not None:
                 if retire is not None:
-                    raw = self._read(self.cells, cell_key)
-                    record = CellRecord.decode(raw) if raw is not None else None
-                    await self._retire_only(cell_key, record, raw, retire)
+                    await self._retire_only(cell_key, retire)
                 await self._park(cell_key, self._timeout_item(timer, origin, now), failure)
 
     def _still_pending(self, cell_key: bytes, name: str, successor: TimerEntry | None) -> bool:
@@ -888,6 +868,20 @@ class CellEngine:
                 "waiting": len(parked.items),
             }
         return result
+
+
+def _retired(
+    timers: dict[str, int], retire: tuple[TimerEntry, TimerEntry | None]
+) -> dict[str, int]:
+    """A cell's pending timers once a fired timer is retired: it leaves the map (unless the name
+    was set again meanwhile), and its next occurrence, if any, enters it."""
+    fired, successor = retire
+    remaining = dict(timers)
+    if remaining.get(fired.name) == fired.due:
+        del remaining[fired.name]
+    if successor is not None:
+        remaining[successor.name] = successor.due
+    return remaining
 
 
 def _split_origin(origin: str) -> tuple[str, int, int]:
