@@ -12,7 +12,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -181,17 +181,7 @@ def list_cells(behaviour: str, url: str | None, timeout: float, as_json: bool) -
 
     Gathered from every worker; one ``id  data`` line per cell, or JSON with --json.
     """
-    base = url or default_url(_settings())
-    path = f"/stream-app/cells/{_quote(behaviour)}/"
-    status, body = worker_get(base, path, timeout=timeout)
-    found: dict[str, Any] = _expect_ok(status, body, base + path, behaviour)
-    if as_json:
-        click.echo(json.dumps(found, indent=2, sort_keys=True))
-    elif not found:
-        click.echo(f"no live cells of {behaviour}")
-    else:
-        for line in format_cells(found):
-            click.echo(line)
+    _print_listing("cells", "live", format_cells, behaviour, url, timeout, as_json)
 
 
 @cells.command()
@@ -205,16 +195,29 @@ def parked(behaviour: str, url: str | None, timeout: float, as_json: bool) -> No
     Prints each one's error, how much work waits and since when. A cell is parked when a callback
     kept failing; its later work waits, in order, until ``stream-app cells release``.
     """
+    _print_listing("parked", "parked", format_parked, behaviour, url, timeout, as_json)
+
+
+def _print_listing(
+    view: str,
+    kind: str,
+    format_lines: Callable[[dict[str, Any]], Iterable[str]],
+    behaviour: str,
+    url: str | None,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """GET ``/stream-app/<view>/<behaviour>/`` from a worker and print it, one line per cell."""
     base = url or default_url(_settings())
-    path = f"/stream-app/parked/{_quote(behaviour)}/"
+    path = f"/stream-app/{view}/{_quote(behaviour)}/"
     status, body = worker_get(base, path, timeout=timeout)
     found: dict[str, Any] = _expect_ok(status, body, base + path, behaviour)
     if as_json:
         click.echo(json.dumps(found, indent=2, sort_keys=True))
     elif not found:
-        click.echo(f"no parked cells of {behaviour}")
+        click.echo(f"no {kind} cells of {behaviour}")
     else:
-        for line in format_parked(found):
+        for line in format_lines(found):
             click.echo(line)
 
 
