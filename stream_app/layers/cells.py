@@ -343,7 +343,9 @@ class CellEngine:
                 encoded = self._encode(state)
             except RejectMessage as exc:
                 logger.warning("%s/%s rejected %s: %s", self.name, cell_id, origin, exc)
-                await self._reject(key, exc, origin, rejected_value)
+                await self._dead_letter(
+                    key, rejected_value, origin, reason=exc.reason, error=str(exc)
+                )
                 if retire is not None:
                     await self._retire_only(key, retire)
                 return None
@@ -458,15 +460,16 @@ class CellEngine:
             record.timers = timers
             await self._write(self.cells, key, record.encode())
 
-    async def _reject(
-        self, key: bytes, exc: RejectMessage, origin: str, value: bytes | None
+    async def _dead_letter(
+        self, key: bytes, value: bytes | None, origin: str, *, reason: str, error: str
     ) -> None:
+        """Dead-letter work of this behaviour, its source taken from the work's origin."""
         topic, partition, offset = _split_origin(origin)
         await self.runtime.dead_letters.publish_record(
             key=key,
             value=value,
-            reason=exc.reason,
-            error=str(exc),
+            reason=reason,
+            error=error,
             behaviour=self.name,
             topic=topic,
             partition=partition,
@@ -531,16 +534,12 @@ class CellEngine:
         await self._write(self.parked, key, None)
         self._mark_parked(key, False)
         for item in parked.items[:skip]:
-            topic, partition, offset = _split_origin(item.origin)
-            await self.runtime.dead_letters.publish_record(
-                key=key,
-                value=(item.value or json.dumps(item.model_dump(mode="json"))).encode(),
+            await self._dead_letter(
+                key,
+                (item.value or json.dumps(item.model_dump(mode="json"))).encode(),
+                item.origin,
                 reason="discarded",
                 error=f"discarded from parked cell (parked for: {parked.error})",
-                behaviour=self.name,
-                topic=topic,
-                partition=partition,
-                offset=offset,
             )
         items = parked.items[skip:]
         logger.info("%s: releasing %r: replaying %d item(s)", self.name, key, len(items))
@@ -568,17 +567,7 @@ class CellEngine:
                     key, value, max_bytes=self.runtime.settings.max_message_bytes
                 )
             except InvalidMessageError as exc:
-                topic, partition, offset = _split_origin(item.origin)
-                await self.runtime.dead_letters.publish_record(
-                    key=key,
-                    value=value,
-                    reason=exc.reason,
-                    error=str(exc),
-                    behaviour=self.name,
-                    topic=topic,
-                    partition=partition,
-                    offset=offset,
-                )
+                await self._dead_letter(key, value, item.origin, reason=exc.reason, error=str(exc))
                 return None
             return await self._invoke(
                 key,
