@@ -13,10 +13,10 @@ import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import faust
-from faust.types import ProducerT
+from faust.types import TP, ProducerT
 
 from stream_app.core.dead_letters import DeadLetter
 from stream_app.errors import FlushTimeoutError, StreamAppError
@@ -26,6 +26,23 @@ __all__ = ["DeadLetterSink", "SendCounts", "StreamApp", "create_app", "drain_sen
 
 #: How long a commit waits for Faust's send buffer to drain before failing the worker.
 FLUSH_TIMEOUT_S = 300.0
+
+
+class InputTaker(Protocol):
+    """What :meth:`StreamApp.take_input_topics` needs of a reader that takes topics over."""
+
+    @property
+    def topics(self) -> frozenset[str]:
+        """The topics it reads instead of the app's consumer."""
+        ...
+
+    def wanted(self, tps: frozenset[TP]) -> None:
+        """The partitions of its topics the consumer would fetch now."""
+        ...
+
+    async def drain(self) -> None:
+        """Finish, commit and let go of every partition it reads."""
+        ...
 
 
 @dataclass(slots=True)
@@ -86,11 +103,53 @@ class StreamApp(faust.App):
     """A :class:`faust.App` whose producer flush drains the send buffer before offsets commit.
 
     See :func:`drain_send_buffer` for why. It also runs :meth:`before_start` hooks (creating
-    topics, checking partition counts) before the consumer subscribes. Everything else is
-    Faust's.
+    topics, checking partition counts) before the consumer subscribes, and lets another reader
+    take some subscribed topics off its consumer (:meth:`take_input_topics`). Everything else
+    is Faust's.
     """
 
     _before_start_hooks: list[Callable[[], Awaitable[None]]]
+    _input_taker: InputTaker | None = None
+
+    def take_input_topics(self, taker: InputTaker) -> None:
+        """Let ``taker`` read ``taker.topics`` instead of this app's consumer.
+
+        The topics stay subscribed, so Faust still assigns their partitions, recovers the
+        tables co-partitioned with them and runs the rebalance hooks, but its consumer never
+        fetches them. On every fetch it tells ``taker.wanted(tps)`` which of their partitions
+        it would have fetched (assigned, recovered, not paused); whenever Faust waits for its
+        streams to empty (a rebalance revoking partitions, the worker stopping, both before
+        the tables close) it awaits ``taker.drain()`` first, so the taker finishes, commits and
+        lets go of them while the group still accepts its commits.
+        """
+        self._input_taker = taker
+
+    def _new_consumer(self) -> Any:
+        consumer: Any = super()._new_consumer()
+        taker = self._input_taker
+        if taker is None:
+            return consumer
+        getmany, wait_empty = consumer._getmany, consumer.wait_empty
+
+        async def own_getmany(active_partitions: Any, timeout: float) -> Any:
+            topics = taker.topics
+            if active_partitions:
+                taker.wanted(frozenset(tp for tp in active_partitions if tp.topic in topics))
+                active_partitions = {tp for tp in active_partitions if tp.topic not in topics}
+                if not active_partitions:
+                    # Nothing of Faust's own to fetch: wait a little, as an empty fetch would.
+                    await asyncio.sleep(min(timeout, 0.05))
+                    return {}
+            return await getmany(active_partitions=active_partitions, timeout=timeout)
+
+        async def own_wait_empty() -> None:
+            await taker.drain()
+            await wait_empty()
+
+        # Instance attributes shadow the consumer's methods for this consumer only.
+        consumer._getmany = own_getmany
+        consumer.wait_empty = own_wait_empty
+        return consumer
 
     def before_start(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run ``hook`` every time the app starts, before its consumer joins the group."""

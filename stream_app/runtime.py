@@ -36,6 +36,7 @@ from stream_app.effects.dispatcher import EffectDispatcher, EffectHandler
 from stream_app.errors import ConfigError
 from stream_app.kafka.partitioner import partition_for
 from stream_app.kafka.topics import TopicDefinition
+from stream_app.layers.batch_input import BatchInput
 from stream_app.layers.behaviour import Behaviour
 from stream_app.layers.cells import CellEngine
 from stream_app.layers.reactor import Reactor, ReactorHandler
@@ -128,6 +129,14 @@ class Runtime:
             key_serializer="raw",
             value_serializer="raw",
         )
+        #: Reads the cell input topics in batches (``at_least_once`` with ``batch_input``).
+        self.batch_input: BatchInput | None = None
+        if (
+            self.settings.processing_guarantee == "at_least_once"
+            and self.settings.batch_input
+            and isinstance(self.app, StreamApp)
+        ):
+            self.batch_input = BatchInput(self)
         self.engines: dict[str, CellEngine] = {}
         self.effects = EffectDispatcher(self)
         self.reactor = Reactor(self)

@@ -34,6 +34,10 @@ class Settings(BaseSettings):
             All topics that carry work for a cell must share it (co-partitioning).
         replication_factor: Replication factor of topics declared without an explicit one.
         processing_guarantee: ``at_least_once`` (default) or ``exactly_once`` (Kafka transactions).
+        batch_input: Under ``at_least_once``, read the cell input topics in batches with
+            confluent-kafka instead of through Faust's per-record stream (the default; see
+            :mod:`stream_app.layers.batch_input`). Off, or under ``exactly_once``, the engines'
+            Faust agents take every record.
         web_host: Interface the worker's HTTP views bind to.
         web_port: Port of the worker's HTTP views.
         max_message_bytes: Largest record value a behaviour accepts; larger ones are dead letters.
@@ -65,6 +69,7 @@ class Settings(BaseSettings):
     partitions: int = Field(default=8, ge=1, le=10_000)
     replication_factor: int = Field(default=1, ge=1, le=32)
     processing_guarantee: ProcessingGuarantee = "at_least_once"
+    batch_input: bool = True
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)
     max_message_bytes: int = Field(default=1_048_576, ge=64)

@@ -37,6 +37,7 @@ from stream_app.core.envelope import CellMessage
 from stream_app.core.parking import ParkedCell, ParkedItem
 from stream_app.errors import InvalidMessageError, RejectMessage
 from stream_app.kafka.partitioner import partition_for
+from stream_app.layers.batch_input import batch_partition
 from stream_app.layers.behaviour import Behaviour
 from stream_app.timers.schedule import TimerEntry, decode_due_key, plan_firing
 
@@ -113,6 +114,15 @@ def _header(headers: Any, name: str) -> bytes | None:
     return None
 
 
+def _event_partition() -> int | None:
+    """The partition of the input record being processed in this task, if any."""
+    partition = batch_partition()
+    if partition is not None:
+        return partition
+    event = current_event()
+    return event.message.partition if event is not None else None
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -152,6 +162,8 @@ class CellEngine:
         )
         self._owned: dict[int, _Partition] = {}
         app.agent(self.input, name=f"stream_app.cells.{self.name}")(self._agent)
+        if runtime.batch_input is not None:
+            runtime.batch_input.register(self.topic_name, self._on_event)
         receiver: Any = self._on_assigned
         app.on_partitions_assigned.connect(receiver, weak=False)
 
@@ -437,8 +449,8 @@ class CellEngine:
 
     async def _put_timer(self, entry: TimerEntry) -> None:
         await self._write(self.timers, entry.key(), entry.model_dump_json().encode())
-        event = current_event()
-        part = self._owned.get(event.message.partition) if event is not None else None
+        partition = _event_partition()
+        part = self._owned.get(partition) if partition is not None else None
         if part is not None:
             if part.next_due is None or entry.due < part.next_due:
                 part.next_due = entry.due
@@ -600,15 +612,14 @@ class CellEngine:
         Under ``exactly_once`` (or outside an event) it goes through the Faust table, whose
         changelog records join the partition's transaction.
         """
-        event = current_event()
         app = self.runtime.app
-        if event is None or app.in_transaction:
+        partition = _event_partition()
+        if partition is None or app.in_transaction:
             if value is None:
                 table.pop(key, None)
             else:
                 table[key] = value
             return
-        partition = event.message.partition
         db = self._db(table, partition)
         if value is None:
             if db.get(key) is None:
@@ -617,6 +628,10 @@ class CellEngine:
         else:
             db.put(key, value)
         topic = table.changelog_topic.get_topic_name()
+        batch = self.runtime.batch_input
+        if batch is not None and batch_partition() is not None:
+            batch.changelog(table.data, topic, partition, key, value)
+            return
         pending: Any = await app.producer.send(topic, key, value, partition, None, None)
         store = table.data
 
@@ -635,11 +650,11 @@ class CellEngine:
         layers; this is one lookup. Faust writes straight to RocksDB, so nothing newer is cached
         above it.
         """
-        event = current_event()
-        if event is None:
+        partition = _event_partition()
+        if partition is None:
             value: bytes | None = table.get(key)
             return value
-        found: bytes | None = self._db(table, event.message.partition).get(key)
+        found: bytes | None = self._db(table, partition).get(key)
         return found
 
     def _keys(self, table: Any, partition: int) -> Iterator[bytes]:
