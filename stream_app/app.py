@@ -210,6 +210,7 @@ def create_app(settings: Settings, **overrides: Any) -> StreamApp:
         "web_bind": settings.web_host,
         "web_port": settings.web_port,
         "broker_session_timeout": settings.session_timeout_s,
+        "broker_commit_interval": settings.commit_interval_s,
         "broker_heartbeat_interval": min(3.0, settings.session_timeout_s / 3),
         "consumer_auto_offset_reset": "earliest",
         "producer_acks": -1,

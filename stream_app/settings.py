@@ -38,6 +38,9 @@ class Settings(BaseSettings):
             confluent-kafka instead of through Faust's per-record stream (the default; see
             :mod:`stream_app.layers.batch_input`). Off, or under ``exactly_once``, the engines'
             Faust agents take every record.
+        commit_interval_s: How often input offsets are committed (Faust's
+            ``broker_commit_interval``). A crash replays at most about this much input under
+            ``at_least_once``; under ``exactly_once`` it is the transaction length.
         web_host: Interface the worker's HTTP views bind to.
         web_port: Port of the worker's HTTP views.
         max_message_bytes: Largest record value a behaviour accepts; larger ones are dead letters.
@@ -70,6 +73,7 @@ class Settings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1, le=32)
     processing_guarantee: ProcessingGuarantee = "at_least_once"
     batch_input: bool = True
+    commit_interval_s: float = Field(default=2.8, gt=0.0, le=3600.0)
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)
     max_message_bytes: int = Field(default=1_048_576, ge=64)

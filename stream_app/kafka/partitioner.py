@@ -10,6 +10,8 @@ partition forwards it to the right one.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 
 __all__ = ["partition_for"]
@@ -23,4 +25,10 @@ def partition_for(key: bytes, partitions: int) -> int:
     """
     if partitions < 1:
         raise ValueError(f"a topic has at least one partition, got partitions={partitions}")
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+    return _positive_hash(key) % partitions
+
+
+@lru_cache(maxsize=1 << 16)
+def _positive_hash(key: bytes) -> int:
+    # murmur2 is pure Python (about 4 µs a key); a worker sees the same cell ids again and again.
+    return int(murmur2(key) & 0x7FFFFFFF)

@@ -134,6 +134,15 @@ class BatchInput:
         self.app.take_input_topics(self)
         self.app.task(self._run)
 
+    def stats(self) -> dict[str, Any]:
+        """Records and batches processed, commits made, partitions read (for the metrics)."""
+        return {
+            "records": self.records,
+            "batches": self.batches,
+            "commits": self.commits,
+            "partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in self._assigned),
+        }
+
     # -- registration and Faust's side -----------------------------------------------------
 
     def register(self, topic: str, handler: Handler) -> None:

@@ -43,6 +43,7 @@ def install_views(runtime: Runtime) -> None:
                 "released": m.released,
                 "booted": m.booted,
                 "misrouted": m.misrouted,
+                "batch_input": runtime.batch_input.stats() if runtime.batch_input else None,
                 "behaviours": {
                     name: {"partitions": engine.owned_partitions}
                     for name, engine in runtime.engines.items()
