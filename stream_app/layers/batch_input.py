@@ -176,6 +176,14 @@ class BatchInput:
     async def _run(self) -> None:
         try:
             await self._loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Bad input never gets here (the engines dead-letter or park it); this is the
+            # infrastructure failing (a changelog record refused, RocksDB). Stop the worker, as
+            # Faust does when a commit fails: what was not committed is read again on restart.
+            logger.exception("batch input failed; stopping the worker")
+            await self.app.crash(exc)
         finally:
             await self.close()
 
@@ -197,8 +205,10 @@ class BatchInput:
                 if messages and consumer.flow_active and self._wanted == self._assigned:
                     await self._process(messages)
                 elif messages:
-                    # A rebalance began while the batch was fetched: drop it unprocessed. The
-                    # partitions are read again from their committed offsets when they return.
+                    # A rebalance began while the batch was fetched: drop it unprocessed, commit
+                    # what was processed before it, and let go. The partitions are read again
+                    # from their committed offsets when they return.
+                    await self._commit()
                     await self._assign(frozenset())
                     continue
                 if time.monotonic() - self._last_commit >= self.app.conf.broker_commit_interval:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from faust import current_event
 from faust.types import TP
+from pydantic_core import from_json
 
 from stream_app.core.cell import CellState, FiredTimer, Trigger
 from stream_app.core.envelope import CellMessage
@@ -76,15 +77,28 @@ class CellRecord:
     @classmethod
     def decode(cls, raw: bytes) -> CellRecord:
         """Read a stored record."""
-        doc = json.loads(raw)
+        doc = from_json(raw)
         return cls(version=int(doc["v"]), data=doc["data"], timers=dict(doc.get("timers") or {}))
 
     def encode(self) -> bytes:
         """The stored form (compact JSON)."""
-        doc: dict[str, Any] = {"v": self.version, "data": self.data}
-        if self.timers:
-            doc["timers"] = self.timers
-        return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+        return encode_record(
+            self.version,
+            json.dumps(self.data, separators=(",", ":"), sort_keys=True).encode(),
+            self.timers,
+        )
+
+
+def encode_record(version: int, data: bytes, timers: dict[str, int]) -> bytes:
+    """A stored cell record from its parts: ``data`` is the cell's data as JSON already.
+
+    Compact JSON with the keys in order (``data``, ``timers`` when there are any, ``v``), so
+    an unchanged cell encodes to the same bytes and is not written again.
+    """
+    if timers:
+        pending = json.dumps(timers, separators=(",", ":"), sort_keys=True).encode()
+        return b'{"data":%s,"timers":%s,"v":%d}' % (data, pending, version)
+    return b'{"data":%s,"v":%d}' % (data, version)
 
 
 @dataclass(slots=True)
@@ -161,6 +175,8 @@ class CellEngine:
             **table,
         )
         self._owned: dict[int, _Partition] = {}
+        #: Changelog topic name of each table, by table name.
+        self._changelogs: dict[str, str] = {}
         app.agent(self.input, name=f"stream_app.cells.{self.name}")(self._agent)
         if runtime.batch_input is not None:
             runtime.batch_input.register(self.topic_name, self._on_event)
@@ -379,7 +395,7 @@ class CellEngine:
         logger.error("%s/%s: parking after %d attempts: %r", self.name, cell_id, attempts, last)
         return last, attempts
 
-    def _encode(self, state: CellState[Any]) -> dict[str, Any] | None:
+    def _encode(self, state: CellState[Any]) -> bytes | None:
         """The new data as JSON; raises (inside the retry loop) if it is not the data model."""
         if state.data is None:
             return None
@@ -388,7 +404,7 @@ class CellEngine:
                 f"{self.name}: state.data must be a {self.behaviour.data_model.__name__} or "
                 f"None, got {type(state.data).__name__}"
             )
-        dumped: dict[str, Any] = state.data.model_dump(mode="json")
+        dumped: bytes = state.data.model_dump_json().encode()
         return dumped
 
     async def _commit(
@@ -397,7 +413,7 @@ class CellEngine:
         raw: bytes | None,
         timers: dict[str, int],
         state: CellState[Any],
-        data: dict[str, Any] | None,
+        data: bytes | None,
         retire: tuple[TimerEntry, TimerEntry | None] | None,
     ) -> None:
         """Write what one successful callback did, as one unit of the partition's commit.
@@ -434,9 +450,13 @@ class CellEngine:
                 if entry is not None:
                     await self._put_timer(entry)
                     timers[name] = entry.due
-            new = CellRecord(version=self.behaviour.version, data=data, timers=timers).encode()
+            new = encode_record(self.behaviour.version, data, timers)
             if new != raw:
                 await self._write(self.cells, key, new)
+        for topic, value in outputs.records:
+            await self.runtime.output_topic(topic).send(
+                key=key, value=value, partition=partition_for(key, self.partitions)
+            )
         for outgoing in outputs.messages:
             await self.runtime.send(
                 outgoing.behaviour, outgoing.cell_id, outgoing.type, outgoing.body, id=outgoing.id
@@ -603,23 +623,28 @@ class CellEngine:
         """``table[key] = value`` (or delete, for ``None``) inside the agent, with less overhead.
 
         1. Write the event partition's RocksDB database directly (what Faust's store does).
-        2. Produce the changelog record with the producer, skipping Faust's per-record
-           ``FutureMessage`` and send buffer; Faust's pre-commit flush waits for the producer,
-           so the record is acknowledged before the input offset is committed.
-        3. When it is acknowledged, persist its offset in the database (as Faust does), so
-           recovery replays the changelog only from there.
+        2. Produce the changelog record: with batched input, to its producer, which records
+           the offsets in the databases when it commits; otherwise with Faust's producer,
+           skipping Faust's per-record ``FutureMessage`` and send buffer (Faust's pre-commit
+           flush waits for the producer, so the record is acknowledged before the input offset
+           is committed).
+        3. Without batched input, persist the record's offset in the database when it is
+           acknowledged (as Faust does), so recovery replays the changelog only from there.
 
         Under ``exactly_once`` (or outside an event) it goes through the Faust table, whose
         changelog records join the partition's transaction.
         """
+        partition = batch_partition()
+        batched = partition is not None
         app = self.runtime.app
-        partition = _event_partition()
-        if partition is None or app.in_transaction:
-            if value is None:
-                table.pop(key, None)
-            else:
-                table[key] = value
-            return
+        if partition is None:
+            partition = _event_partition()
+            if partition is None or app.in_transaction:
+                if value is None:
+                    table.pop(key, None)
+                else:
+                    table[key] = value
+                return
         db = self._db(table, partition)
         if value is None:
             if db.get(key) is None:
@@ -627,10 +652,12 @@ class CellEngine:
             db.delete(key)
         else:
             db.put(key, value)
-        topic = table.changelog_topic.get_topic_name()
-        batch = self.runtime.batch_input
-        if batch is not None and batch_partition() is not None:
-            batch.changelog(table.data, topic, partition, key, value)
+        topic = self._changelogs.get(table.name)
+        if topic is None:
+            topic = self._changelogs[table.name] = table.changelog_topic.get_topic_name()
+        if batched:
+            assert self.runtime.batch_input is not None
+            self.runtime.batch_input.changelog(table.data, topic, partition, key, value)
             return
         pending: Any = await app.producer.send(topic, key, value, partition, None, None)
         store = table.data
