@@ -35,6 +35,7 @@ from stream_app.errors import (
 )
 from stream_app.layers.behaviour import Behaviour
 from stream_app.layers.culture import CellCulture, CellRun
+from stream_app.layers.entities import Entity, EntityEffect, EventRecord
 from stream_app.layers.reactor import ReactorRecord
 from stream_app.runtime import Runtime, RuntimeMetrics
 from stream_app.settings import Settings, get_settings
@@ -56,7 +57,10 @@ __all__ = [
     "DeadLetter",
     "DeadLetterSink",
     "Effect",
+    "Entity",
+    "EntityEffect",
     "Envelope",
+    "EventRecord",
     "FiredTimer",
     "FlushTimeoutError",
     "InvalidKeyError",

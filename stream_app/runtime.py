@@ -39,6 +39,7 @@ from stream_app.kafka.topics import TopicDefinition
 from stream_app.layers.batch_input import BatchInput
 from stream_app.layers.behaviour import Behaviour
 from stream_app.layers.cells import CellEngine
+from stream_app.layers.entities import Entity
 from stream_app.layers.reactor import Reactor, ReactorHandler
 from stream_app.settings import Settings, get_settings
 
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 B = TypeVar("B", bound=Behaviour[Any])
 F = TypeVar("F", bound=Callable[..., Any])
+E = TypeVar("E", bound=Entity[Any])
 
 #: How often the sweep looks for due timers (seconds).
 SWEEP_INTERVAL_S = 0.02
@@ -138,9 +140,13 @@ class Runtime:
         ):
             self.batch_input = BatchInput(self)
         self.engines: dict[str, CellEngine] = {}
+        self.entities: dict[str, Entity[Any]] = {}
         self.effects = EffectDispatcher(self)
         self.reactor = Reactor(self)
         self._inputs: dict[str, Any] = {}
+        self._outputs: dict[str, Any] = {}
+        #: Topics the layers publish to (``CellState.publish``), created with the others.
+        self.published_topics: dict[str, dict[str, str]] = {}
         self.app.before_start(self._ensure_topics)
         self.app.timer(SWEEP_INTERVAL_S, name="stream_app.sweep")(self._sweep)
         from stream_app.web.views import install_views
@@ -160,6 +166,22 @@ class Runtime:
 
         install_behaviour_views(self, engine)
         return behaviour
+
+    def entity(self, entity: E) -> E:
+        """Run the event-sourced ``entity`` type on this app; returns it.
+
+        Its messages, cached state and parking are those of the behaviour ``entity.name``; its
+        events go to ``<app_id>.<name>.events`` (created with the app's other topics, retained
+        and not compacted). See :mod:`stream_app.layers.entities`.
+        """
+        entity.events_topic = self.settings.events_topic(entity.name)
+        self.published_topics[entity.events_topic] = {
+            "cleanup.policy": "delete",
+            "retention.ms": "-1",
+        }
+        self.behaviour(entity.behaviour)
+        self.entities[entity.name] = entity
+        return entity
 
     def effect_handler(
         self,
@@ -199,6 +221,15 @@ class Runtime:
         return register
 
     # -- sending ---------------------------------------------------------------------------
+
+    def output_topic(self, name: str) -> Any:
+        """The Faust topic (raw bytes) a cell publishes to with ``CellState.publish``."""
+        topic = self._outputs.get(name)
+        if topic is None:
+            topic = self._outputs[name] = self.app.topic(
+                name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+            )
+        return topic
 
     def _input_of(self, behaviour: str) -> Any:
         topic = self._inputs.get(behaviour)
@@ -306,6 +337,7 @@ class Runtime:
             )
         )
         wanted.extend((topic, {"cleanup.policy": "delete"}) for topic in self.reactor.topics)
+        wanted.extend(sorted(self.published_topics.items()))
         return [
             TopicDefinition(
                 name=name,

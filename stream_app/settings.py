@@ -113,6 +113,10 @@ class Settings(BaseSettings):
         """Name of the app's effects topic."""
         return f"{self.app_id}.effects"
 
+    def events_topic(self, entity: str) -> str:
+        """Name of the event log of entity type ``entity``: ``<app_id>.<entity>.events``."""
+        return f"{self.app_id}.{entity}.events"
+
     def input_topic(self, behaviour: str) -> str:
         """Name of the input topic of ``behaviour``: ``<app_id>.<behaviour>.in``."""
         return f"{self.app_id}.{behaviour}.in"

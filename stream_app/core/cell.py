@@ -111,6 +111,7 @@ class _Outputs:
     timers: dict[str, TimerEntry | None] = field(default_factory=dict)
     messages: list[OutgoingMessage] = field(default_factory=list)
     effects: list[Effect] = field(default_factory=list)
+    records: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 class CellState(Generic[DataT]):
@@ -305,6 +306,15 @@ class CellState(Generic[DataT]):
             )
         )
         return ident
+
+    def publish(self, topic: str, value: bytes) -> None:
+        """Produce ``value`` to ``topic``, keyed by this cell's id, when this invocation commits.
+
+        It goes out with the cell's new data (in the same transaction under ``exactly_once``),
+        to the partition of ``topic`` numbered like the cell's: ``topic`` must be declared with
+        the app's partition count (the layers built on cells publish their logs this way).
+        """
+        self._outputs.records.append((topic, value))
 
     def __repr__(self) -> str:
         return (
