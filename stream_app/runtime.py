@@ -143,8 +143,8 @@ class Runtime:
         self.entities: dict[str, Entity[Any]] = {}
         self.effects = EffectDispatcher(self)
         self.reactor = Reactor(self)
-        self._inputs: dict[str, Any] = {}
-        self._outputs: dict[str, Any] = {}
+        #: Raw-bytes Faust topics the runtime sends to, by topic name.
+        self._topics: dict[str, Any] = {}
         #: Topics the layers publish to (``CellState.publish``), created with the others.
         self.published_topics: dict[str, dict[str, str]] = {}
         self.app.before_start(self._ensure_topics)
@@ -161,7 +161,7 @@ class Runtime:
             raise ValueError(f"behaviour {behaviour.name!r} is already registered")
         engine = CellEngine(self, behaviour)
         self.engines[behaviour.name] = engine
-        self._inputs[behaviour.name] = engine.input
+        self._topics[engine.topic_name] = engine.input
         from stream_app.web.views import install_behaviour_views
 
         install_behaviour_views(self, engine)
@@ -223,23 +223,12 @@ class Runtime:
     # -- sending ---------------------------------------------------------------------------
 
     def output_topic(self, name: str) -> Any:
-        """The Faust topic (raw bytes) a cell publishes to with ``CellState.publish``."""
-        topic = self._outputs.get(name)
+        """The Faust topic (raw bytes) named ``name``, for sending from the worker: a cell
+        input (``Runtime.send``) or a topic a cell publishes to (``CellState.publish``)."""
+        topic = self._topics.get(name)
         if topic is None:
-            topic = self._outputs[name] = self.app.topic(
+            topic = self._topics[name] = self.app.topic(
                 name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-            )
-        return topic
-
-    def _input_of(self, behaviour: str) -> Any:
-        topic = self._inputs.get(behaviour)
-        if topic is None:
-            topic = self._inputs[behaviour] = self.app.topic(
-                self.settings.input_topic(behaviour),
-                key_type=bytes,
-                value_type=bytes,
-                key_serializer="raw",
-                value_serializer="raw",
             )
         return topic
 
@@ -265,7 +254,7 @@ class Runtime:
         key, value = cell_id.encode(), envelope_bytes(type, body, id=id)
         if await self._sent_outside_transaction(self.settings.input_topic(behaviour), key, value):
             return
-        await self._input_of(behaviour).send(key=key, value=value)
+        await self.output_topic(self.settings.input_topic(behaviour)).send(key=key, value=value)
 
     async def _sent_outside_transaction(
         self,
