@@ -14,6 +14,8 @@ from stream_app.core.cell import CellState, Effect, FiredTimer
 from stream_app.core.dead_letters import DeadLetter
 from stream_app.core.envelope import CellMessage, Envelope, MessageTypes
 from stream_app.core.parking import ParkedCell, ParkedItem
+from stream_app.core.replies import Reply
+from stream_app.entity_client import AsyncEntityClient, EntityClient
 from stream_app.errors import (
     BrokerError,
     BrokerStartError,
@@ -26,6 +28,8 @@ from stream_app.errors import (
     OversizedMessageError,
     PortInUseError,
     RejectMessage,
+    ReplyTimeoutError,
+    RequestRejectedError,
     SchemaViolationError,
     StreamAppError,
     ToolMissingError,
@@ -44,6 +48,7 @@ from stream_app.timers.schedule import Misfire
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncEntityClient",
     "Behaviour",
     "BrokerError",
     "BrokerStartError",
@@ -58,6 +63,7 @@ __all__ = [
     "DeadLetterSink",
     "Effect",
     "Entity",
+    "EntityClient",
     "EntityEffect",
     "Envelope",
     "EventRecord",
@@ -74,6 +80,9 @@ __all__ = [
     "PortInUseError",
     "ReactorRecord",
     "RejectMessage",
+    "Reply",
+    "ReplyTimeoutError",
+    "RequestRejectedError",
     "Runtime",
     "RuntimeMetrics",
     "SchemaViolationError",

@@ -70,10 +70,16 @@ class CellClient:
         body: dict[str, Any] | BaseModel | None = None,
         *,
         id: str | None = None,
+        config: Any = None,
     ) -> None:
-        """Queue a message for cell ``cell_id`` of ``behaviour`` (sent in the background)."""
+        """Queue a message for cell ``cell_id`` of ``behaviour`` (sent in the background).
+
+        ``config`` is handed to the effect handlers of the effects the message causes.
+        """
         self.produce_raw(
-            self.settings.input_topic(behaviour), cell_id, envelope_bytes(type, body, id=id)
+            self.settings.input_topic(behaviour),
+            cell_id,
+            envelope_bytes(type, body, id=id, config=config),
         )
 
     def release(self, behaviour: str, cell_id: str, *, skip: int = 0) -> None:

@@ -18,6 +18,8 @@ again (a malformed topic definition, a message that does not validate).
     │   └── BrokerStartError        the broker process died or did not answer in time (retriable)
     ├── RejectMessage               raised by a handler: this message can never apply (dead letter)
     ├── DataVersionError            stored cell data the behaviour cannot read (parks the cell)
+    ├── ReplyTimeoutError           a request/reply send got no reply in time (retriable)
+    ├── RequestRejectedError        the entity refused a message sent with send
     └── InvalidMessageError         a record cannot become a cell message (goes to dead letters)
         ├── OversizedMessageError
         ├── MalformedJSONError
@@ -40,6 +42,8 @@ __all__ = [
     "OversizedMessageError",
     "PortInUseError",
     "RejectMessage",
+    "ReplyTimeoutError",
+    "RequestRejectedError",
     "SchemaViolationError",
     "StreamAppError",
     "ToolMissingError",
@@ -161,3 +165,25 @@ class InvalidKeyError(InvalidMessageError):
     """The record has no key, or a key that is not a UTF-8 cell id."""
 
     reason = "invalid-key"
+
+
+class ReplyTimeoutError(StreamAppError):
+    """A request/reply ``send`` got no reply in time.
+
+    The message may still be handled later (it is durable once sent): a timeout says only that
+    the answer did not arrive, not that the message was lost.
+    """
+
+    retriable = True
+
+
+class RequestRejectedError(StreamAppError):
+    """The entity refused the message sent with ``send`` (it is in the dead-letter topic).
+
+    Attributes:
+        reason: The dead letter's reason code (``rejected``, ...).
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -32,8 +32,9 @@ from pydantic import BaseModel
 
 from stream_app.app import DeadLetterSink, StreamApp, create_app
 from stream_app.core.envelope import envelope_bytes
+from stream_app.core.replies import parse_reply_to
 from stream_app.effects.dispatcher import EffectDispatcher, EffectHandler
-from stream_app.errors import ConfigError
+from stream_app.errors import ConfigError, SchemaViolationError
 from stream_app.kafka.partitioner import partition_for
 from stream_app.kafka.topics import TopicDefinition
 from stream_app.layers.batch_input import BatchInput
@@ -181,6 +182,9 @@ class Runtime:
         }
         self.behaviour(entity.behaviour)
         self.entities[entity.name] = entity
+        from stream_app.web.views import install_entity_views
+
+        install_entity_views(self, entity, self.engines[entity.name])
         return entity
 
     def effect_handler(
@@ -256,6 +260,26 @@ class Runtime:
             return
         await self.output_topic(self.settings.input_topic(behaviour)).send(key=key, value=value)
 
+    def reply_target(self, reply_to: str) -> tuple[str, int]:
+        """The topic and partition a ``reply_to`` address names, if this app may reply there.
+
+        Replies go only to the app's reply topic (``<app_id>.replies``), to one of its
+        partitions: a worker never produces to a topic or partition a sender made up.
+
+        Raises:
+            SchemaViolationError: The address is malformed or names another topic or partition.
+        """
+        try:
+            topic, partition = parse_reply_to(reply_to)
+        except ValueError as exc:
+            raise SchemaViolationError(str(exc)) from None
+        if topic != self.settings.replies_topic or partition >= self.settings.partitions:
+            raise SchemaViolationError(
+                f"reply_to {reply_to!r} is not a partition of {self.settings.replies_topic} "
+                f"(0..{self.settings.partitions - 1})"
+            )
+        return topic, partition
+
     async def _sent_outside_transaction(
         self,
         topic: str,
@@ -315,6 +339,8 @@ class Runtime:
                 for table in (name, f"{name}-timers", f"{name}-parked")
             )
         wanted.append((s.effects_topic, week))
+        # Replies to request/reply clients matter only while a client waits for them.
+        wanted.append((s.replies_topic, {"cleanup.policy": "delete", "retention.ms": "3600000"}))
         wanted.append(
             (
                 s.dead_letter_topic,

@@ -113,6 +113,11 @@ class Settings(BaseSettings):
         """Name of the app's effects topic."""
         return f"{self.app_id}.effects"
 
+    @property
+    def replies_topic(self) -> str:
+        """Name of the app's reply topic, read by request/reply clients: ``<app_id>.replies``."""
+        return f"{self.app_id}.replies"
+
     def events_topic(self, entity: str) -> str:
         """Name of the event log of entity type ``entity``: ``<app_id>.<entity>.events``."""
         return f"{self.app_id}.{entity}.events"

@@ -87,6 +87,8 @@ class Effect(BaseModel):
         cell_id: The cell that emitted it.
         origin: Where the invocation came from (``topic/partition/offset``, ``timer/...``).
         emitted_ms: The invocation's :attr:`CellState.now_ms`.
+        config: The ``config`` value of the message whose handling emitted it (``None`` if it
+            had none, or the trigger was a timer): a value the sender passes to the handler.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -98,6 +100,7 @@ class Effect(BaseModel):
     cell_id: str
     origin: str
     emitted_ms: int
+    config: Any = None
 
 
 def effect_id(app_id: str, behaviour: str, cell_id: str, origin: str, index: int) -> str:
@@ -111,7 +114,7 @@ class _Outputs:
     timers: dict[str, TimerEntry | None] = field(default_factory=dict)
     messages: list[OutgoingMessage] = field(default_factory=list)
     effects: list[Effect] = field(default_factory=list)
-    records: list[tuple[str, bytes]] = field(default_factory=list)
+    records: list[tuple[str, bytes, int | None]] = field(default_factory=list)
 
 
 class CellState(Generic[DataT]):
@@ -303,18 +306,20 @@ class CellState(Generic[DataT]):
                 cell_id=self.cell_id,
                 origin=self.origin,
                 emitted_ms=self.now_ms,
+                config=self.message.config if self.message is not None else None,
             )
         )
         return ident
 
-    def publish(self, topic: str, value: bytes) -> None:
+    def publish(self, topic: str, value: bytes, *, partition: int | None = None) -> None:
         """Produce ``value`` to ``topic``, keyed by this cell's id, when this invocation commits.
 
         It goes out with the cell's new data (in the same transaction under ``exactly_once``),
-        to the partition of ``topic`` numbered like the cell's: ``topic`` must be declared with
-        the app's partition count (the layers built on cells publish their logs this way).
+        to ``partition``, by default the partition of ``topic`` numbered like the cell's:
+        ``topic`` must then be declared with the app's partition count (the layers built on
+        cells publish their logs and replies this way).
         """
-        self._outputs.records.append((topic, value))
+        self._outputs.records.append((topic, value, partition))
 
     def __repr__(self) -> str:
         return (

@@ -5,6 +5,11 @@ envelope::
 
     {"type": "increment", "body": {"by": 2}, "id": "6f1c…", "reply_to": null}
 
+Request/reply clients add ``reply_to`` (``"<topic>:<partition>"``, where the worker sends the
+reply, correlated by ``id``) and optionally ``project`` (a projection of the reply's state that
+the entity declares). ``config`` is an opaque JSON value handed on to every effect the message
+causes (Pachyderm's config passed from the sender to the effect dispatcher).
+
 Each behaviour declares its message types with :class:`MessageTypes`, mapping a type name to the
 pydantic model of its body. :meth:`MessageTypes.decode` turns a raw record into a
 :class:`CellMessage` or raises a subclass of :class:`~stream_app.errors.InvalidMessageError`
@@ -42,7 +47,10 @@ class Envelope(BaseModel):
         type: The message type, one of the names the behaviour declares.
         body: The type's payload, validated against the type's body model.
         id: An id chosen by the producer (a UUID is recommended), kept for tracing and replies.
-        reply_to: Where a reply goes, for request/reply clients; ``None`` for fire-and-forget.
+        reply_to: Where a reply goes (``"<topic>:<partition>"``), for request/reply clients;
+            ``None`` for fire-and-forget.
+        project: The name of a projection of the state to reply with (entities).
+        config: Any JSON value, given to the effect handlers of the effects this message causes.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -51,6 +59,8 @@ class Envelope(BaseModel):
     body: dict[str, Any] = Field(default_factory=dict)
     id: str | None = None
     reply_to: str | None = None
+    project: str | None = None
+    config: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +72,9 @@ class CellMessage(Generic[BodyT]):
         type: The message type.
         body: The validated body model.
         id: The producer's message id, if it gave one.
-        reply_to: The reply address, if any.
+        reply_to: The reply address (``"<topic>:<partition>"``), if any.
+        project: The projection the sender wants in the reply, if any.
+        config: The sender's config value for the effects of this message.
     """
 
     cell_id: str
@@ -70,6 +82,8 @@ class CellMessage(Generic[BodyT]):
     body: BodyT
     id: str | None
     reply_to: str | None
+    project: str | None = None
+    config: Any = None
 
 
 class MessageTypes:
@@ -110,6 +124,8 @@ class MessageTypes:
             body=(body, Field(default_factory=body)) if _all_optional(body) else (body, ...),
             id=(str | None, None),
             reply_to=(str | None, None),
+            project=(str | None, None),
+            config=(Any, None),
         )
 
     def decode(self, key: bytes | None, value: bytes | None, *, max_bytes: int) -> CellMessage[Any]:
@@ -139,6 +155,8 @@ class MessageTypes:
             body=parsed.body,
             id=parsed.id,
             reply_to=parsed.reply_to,
+            project=parsed.project,
+            config=parsed.config,
         )
 
     def _classify(self, exc: ValidationError, value: bytes) -> Exception:
@@ -186,13 +204,28 @@ def body_payload(body: Mapping[str, Any] | BaseModel | None) -> dict[str, Any]:
 
 
 def envelope_bytes(
-    type: str, body: Mapping[str, Any] | BaseModel | None = None, *, id: str | None = None
+    type: str,
+    body: Mapping[str, Any] | BaseModel | None = None,
+    *,
+    id: str | None = None,
+    reply_to: str | None = None,
+    project: str | None = None,
+    config: Any = None,
 ) -> bytes:
-    """The JSON envelope of a cell message: ``{"type", "body", "id"}`` as UTF-8 bytes."""
-    return json.dumps(
-        {"type": type, "body": body_payload(body), "id": id or uuid.uuid4().hex},
-        separators=(",", ":"),
-    ).encode()
+    """The JSON envelope of a cell message as UTF-8 bytes: ``{"type", "body", "id"}``, plus
+    ``reply_to``, ``project`` and ``config`` when given."""
+    envelope: dict[str, Any] = {
+        "type": type,
+        "body": body_payload(body),
+        "id": id or uuid.uuid4().hex,
+    }
+    if reply_to is not None:
+        envelope["reply_to"] = reply_to
+    if project is not None:
+        envelope["project"] = project
+    if config is not None:
+        envelope["config"] = config
+    return json.dumps(envelope, separators=(",", ":")).encode()
 
 
 def _cell_id(key: bytes | None) -> str:

@@ -11,7 +11,11 @@ balance is rejected (a dead letter with reason ``rejected``; no event, nothing c
 
 Every event lands on ``<app_id>.counter.events`` / ``<app_id>.account.events`` with the
 entity's next sequence number. ``LEDGER_EFFECT_LOG``, if set, names a file that receives one
-line per dispatched effect: ``<effect id> <entity id> <payload as JSON>``.
+line per dispatched effect: ``<effect id> <entity id> <payload as JSON> <config as JSON>``
+(the config is the value the sender attached to the message, Pachyderm's dispatch config).
+
+``account`` declares the projection ``balance``: ``EntityClient.send(..., project="balance")``
+replies with the balance alone rather than the whole state.
 """
 
 from __future__ import annotations
@@ -168,6 +172,8 @@ account: Entity[Balance] = Entity(
     init=Balance,
     handle=handle_account,
     update=update_account,
+    # send(..., project="balance") replies with the balance alone.
+    projections={"balance": lambda state: state.balance},
 )
 
 # -- the app -------------------------------------------------------------------------------
@@ -185,4 +191,6 @@ async def reached_ten(effect: Effect) -> None:
     path = os.environ.get("LEDGER_EFFECT_LOG")
     if path:
         with Path(path).open("a") as log:
-            log.write(f"{effect.id} {effect.cell_id} {json.dumps(effect.payload)}\n")
+            payload = json.dumps(effect.payload, separators=(",", ":"))
+            config = json.dumps(effect.config, separators=(",", ":"))
+            log.write(f"{effect.id} {effect.cell_id} {payload} {config}\n")

@@ -36,6 +36,7 @@ from pydantic_core import from_json
 from stream_app.core.cell import CellState, FiredTimer, Trigger
 from stream_app.core.envelope import CellMessage
 from stream_app.core.parking import ParkedCell, ParkedItem
+from stream_app.core.replies import Reply
 from stream_app.errors import InvalidMessageError, RejectMessage
 from stream_app.kafka.partitioner import partition_for
 from stream_app.layers.batch_input import batch_partition
@@ -268,6 +269,8 @@ class CellEngine:
             message = self.behaviour.message_types.decode(
                 record.key, record.value, max_bytes=runtime.settings.max_message_bytes
             )
+            if message.reply_to is not None:
+                runtime.reply_target(message.reply_to)  # a reply address this app may use
         except InvalidMessageError as exc:
             logger.warning(
                 "dead letter from %s[%s]@%s: %s",
@@ -374,6 +377,19 @@ class CellEngine:
                 await self._dead_letter(
                     key, rejected_value, origin, reason=exc.reason, error=str(exc)
                 )
+                if message is not None and message.reply_to is not None and message.id:
+                    await self.reply(
+                        key,
+                        message,
+                        Reply(
+                            correlation_id=message.id,
+                            behaviour=self.name,
+                            cell_id=cell_id,
+                            ok=False,
+                            reason=exc.reason,
+                            error=str(exc),
+                        ),
+                    )
                 if retire is not None:
                     await self._retire_only(key, retire)
                 return None
@@ -453,9 +469,11 @@ class CellEngine:
             new = encode_record(self.behaviour.version, data, timers)
             if new != raw:
                 await self._write(self.cells, key, new)
-        for topic, value in outputs.records:
+        for topic, value, partition in outputs.records:
             await self.runtime.output_topic(topic).send(
-                key=key, value=value, partition=partition_for(key, self.partitions)
+                key=key,
+                value=value,
+                partition=partition_for(key, self.partitions) if partition is None else partition,
             )
         for outgoing in outputs.messages:
             await self.runtime.send(
@@ -466,6 +484,15 @@ class CellEngine:
                 key=cell_id.encode(), value=effect.model_dump_json().encode()
             )
         self.runtime.metrics.effects_emitted += len(outputs.effects)
+
+    async def reply(self, key: bytes, message: CellMessage[Any], reply: Reply) -> None:
+        """Produce ``reply`` to the ``reply_to`` address of ``message`` (already validated),
+        inside the partition's transaction under ``exactly_once``."""
+        assert message.reply_to is not None
+        topic, partition = self.runtime.reply_target(message.reply_to)
+        await self.runtime.output_topic(topic).send(
+            key=key, value=reply.model_dump_json().encode(), partition=partition
+        )
 
     async def _put_timer(self, entry: TimerEntry) -> None:
         await self._write(self.timers, entry.key(), entry.model_dump_json().encode())

@@ -46,6 +46,8 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, create_model
 
 from stream_app.core.cell import CellState
+from stream_app.core.replies import Reply, parse_reply_to
+from stream_app.errors import RejectMessage
 from stream_app.layers.behaviour import Behaviour
 
 __all__ = ["Entity", "EntityEffect", "EventRecord", "Handled"]
@@ -111,6 +113,9 @@ class Entity(Generic[S]):
         update: ``update(event, state) -> state``.
         max_attempts: Tries of a raising ``handle`` or ``update`` before the entity is parked
             (see the cells' parking); it is released with ``stream-app cells release``.
+        projections: Name -> function of the state, for requests that want a part of the new
+            state in their reply rather than all of it (``send(..., project="balance")``).
+            It must return a JSON value.
 
     Raises:
         ValueError: A bad name, no events, or two event names for one class.
@@ -127,6 +132,7 @@ class Entity(Generic[S]):
         handle: Callable[[Any, S], Handled],
         update: Callable[[Any, S], S],
         max_attempts: int = 3,
+        projections: Mapping[str, Callable[[S], Any]] | None = None,
     ) -> None:
         if not events:
             raise ValueError(f"entity {name!r} declares no event types")
@@ -140,6 +146,7 @@ class Entity(Generic[S]):
         self.init = init
         self.handle = handle
         self.update = update
+        self.projections: dict[str, Callable[[S], Any]] = dict(projections or {})
         #: The cell data: the cached state and the sequence number of its last event.
         self.cached_model: type[BaseModel] = create_model(
             f"{state.__name__}Cached", seq=(int, 0), state=(state, ...)
@@ -179,14 +186,31 @@ class Entity(Generic[S]):
                 f"one of its event types {sorted(self.event_types)}"
             ) from None
 
+    def project(self, state: S, projection: str | None) -> Any:
+        """``state`` as a reply carries it: the named projection of it, or all of it as JSON.
+
+        Raises:
+            RejectMessage: ``projection`` is not one of :attr:`projections`.
+        """
+        if projection is None:
+            return state.model_dump(mode="json")
+        try:
+            project = self.projections[projection]
+        except KeyError:
+            raise RejectMessage(
+                f"entity {self.name!r} has no projection {projection!r} "
+                f"(known: {sorted(self.projections)})"
+            ) from None
+        value = project(state)
+        return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
     def _on_message(self, cell: CellState[Any]) -> None:
         message = cell.message
         assert message is not None
+        if message.project is not None and message.project not in self.projections:
+            self.project(self.init(), message.project)  # raises RejectMessage
         seq, state = self.current(cell.data)
-        handled = self.handle(message.body, state)
-        events, effects = _split(handled)
-        if not events and not effects:
-            return
+        events, effects = _split(self.handle(message.body, state))
         records = []
         for event in events:
             seq += 1
@@ -209,6 +233,19 @@ class Entity(Generic[S]):
             cell.emit_effect(effect.kind, effect.payload)
         if records:
             cell.data = self.cached_model(seq=seq, state=state)
+        if message.reply_to is not None and message.id:
+            # The engine validated the address before the message reached the entity.
+            topic, partition = parse_reply_to(message.reply_to)
+            reply = Reply(
+                correlation_id=message.id,
+                behaviour=self.name,
+                cell_id=cell.cell_id,
+                ok=True,
+                seq=seq,
+                events=len(records),
+                state=self.project(state, message.project),
+            )
+            cell.publish(topic, reply.model_dump_json().encode(), partition=partition)
 
     def __repr__(self) -> str:
         return f"<Entity {self.name} events={sorted(self.event_types)}>"

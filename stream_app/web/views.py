@@ -4,6 +4,8 @@
   work), answered by the worker that owns the cell's partition (routed there if needed).
 - ``GET /stream-app/cells/<behaviour>/``: every live cell, gathered from every worker.
 - ``GET /stream-app/parked/<behaviour>/``: every parked cell, gathered from every worker.
+- ``GET /stream-app/entities/<type>/<id>/``: an entity's current state and the sequence
+  number of its last event (``init()`` and 0 for an entity without events), from its owner.
 - ``GET /stream-app/metrics/``: this worker's counters, dead letters by reason, timer lag.
 
 Listing views ask each worker that holds partitions of the behaviour's table for its own part
@@ -18,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from stream_app.layers.cells import CellEngine
+    from stream_app.layers.entities import Entity
     from stream_app.runtime import Runtime
 
-__all__ = ["install_behaviour_views", "install_views"]
+__all__ = ["install_behaviour_views", "install_entity_views", "install_views"]
 
 
 def install_views(runtime: Runtime) -> None:
@@ -75,6 +78,31 @@ def install_behaviour_views(runtime: Runtime, engine: CellEngine) -> None:
     @app.page(f"/stream-app/parked/{name}/", name=f"stream_app.parked.{name}")
     async def parked(web: Any, request: Any) -> Any:
         return web.json(await _gather(runtime, engine, request, engine.local_parked))
+
+
+def install_entity_views(runtime: Runtime, entity: Entity[Any], engine: CellEngine) -> None:
+    """Install the query view of one entity type (after its behaviour's views)."""
+    app = runtime.app
+    name = entity.name
+
+    @app.page(f"/stream-app/entities/{name}/{{entity_id}}/", name=f"stream_app.entity.{name}")
+    @app.table_route(table=engine.cells, match_info="entity_id")
+    async def one_entity(web: Any, request: Any, entity_id: str) -> Any:
+        described = engine.describe(entity_id)
+        data = described["data"]
+        if data is None:
+            seq, state = 0, entity.init().model_dump(mode="json")
+        else:
+            seq, state = data["seq"], data["state"]
+        return web.json(
+            {
+                "entity": name,
+                "id": entity_id,
+                "seq": seq,
+                "state": state,
+                "parked": described["parked"] is not None,
+            }
+        )
 
 
 async def _gather(

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -11,12 +15,15 @@ from typing import Any
 import pytest
 
 from stream_app import CellClient, DeadLetter, EventRecord
+from stream_app.entity_client import AsyncEntityClient, EntityClient
+from stream_app.errors import ReplyTimeoutError, RequestRejectedError
 from stream_app.examples.ledger import account, counter
 from stream_app.testing import WorkerProcess, read_topic, settings_from_env, wait_for
 
 pytestmark = pytest.mark.integration
 
 MODULE = "stream_app.examples.ledger"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def cached(worker: WorkerProcess, entity: str, entity_id: str) -> dict[str, Any] | None:
@@ -47,8 +54,10 @@ def test_counter_events_state_and_the_effect_at_ten(
     env = {**cells_env, "LEDGER_EFFECT_LOG": str(effects)}
     worker = start_worker(MODULE, env)
     with CellClient(settings_from_env(env)) as client:
-        for _ in range(12):
-            client.send("counter", "c1", "increment", {"by": 1})
+        for n in range(12):
+            # The tenth carries a config value for the effect it causes.
+            config = {"notify": "ops@example.com"} if n == 9 else None
+            client.send("counter", "c1", "increment", {"by": 1}, config=config)
         client.send("counter", "c2", "increment", {"by": 3})
     wait_for(
         lambda: cached(worker, "counter", "c1"),
@@ -75,8 +84,9 @@ def test_counter_events_state_and_the_effect_at_ten(
         what="the effect of reaching ten dispatched",
     )
     assert len(lines) == 1, lines
-    _, entity_id, payload = lines[0].split(" ", 2)
+    _, entity_id, payload, config = lines[0].split(" ", 3)
     assert entity_id == "c1" and json.loads(payload) == {"value": 10}
+    assert json.loads(config) == {"notify": "ops@example.com"}, "the sender's config value"
 
 
 def test_bank_account_rejects_an_overdraft_and_logs_only_what_it_accepted(
@@ -124,3 +134,165 @@ def test_bank_account_rejects_an_overdraft_and_logs_only_what_it_accepted(
     ]
     assert "acc-2" not in log
     assert account.name == "account"
+
+
+def test_send_waits_for_the_new_state_a_projection_or_the_rejection(
+    start_worker: Callable[..., WorkerProcess], cells_env: dict[str, str]
+) -> None:
+    worker = start_worker(MODULE, cells_env)
+    settings = settings_from_env(cells_env)
+    ref = ("account", "acc-rr")
+    with EntityClient(
+        settings, web_url=f"http://127.0.0.1:{worker.web_port}", timeout=60
+    ) as client:
+        assert client.query(ref) == {
+            "entity": "account",
+            "id": "acc-rr",
+            "seq": 0,
+            "state": {"owner": "", "balance": 0},
+            "parked": False,
+        }, "an entity without events is its init() state"
+        assert client.send(ref, "open", {"owner": "bob"}) == {"owner": "bob", "balance": 0}
+        reply = client.request(ref, "deposit", {"amount": 250})
+        assert (reply.ok, reply.seq, reply.events) == (True, 2, 1)
+        assert client.send(ref, "deposit", {"amount": 50}, project="balance") == 300
+
+        with pytest.raises(RequestRejectedError, match="overdraft: balance 300, withdrawal 900"):
+            client.send(ref, "withdraw", {"amount": 900})
+        with pytest.raises(RequestRejectedError, match="no projection 'colour'"):
+            client.send(ref, "deposit", {"amount": 1}, project="colour")
+        with pytest.raises(ReplyTimeoutError):
+            client.send(ref, "deposit", {"amount": 1}, timeout=0)
+
+        # tell returns once the message is durable; the state follows.
+        message_id = client.tell(ref, "withdraw", {"amount": 100})
+        assert message_id
+        current = wait_for(
+            lambda: client.query(ref),
+            lambda seen: seen["seq"] == 5,
+            timeout=60,
+            what="the told withdrawal and the timed-out deposit applied",
+        )
+        assert current["state"] == {"owner": "bob", "balance": 201}
+
+    async def concurrently() -> list[Any]:
+        async with AsyncEntityClient(settings, timeout=60) as client:
+            return list(
+                await asyncio.gather(
+                    *(client.request(ref, "deposit", {"amount": n}) for n in range(1, 21))
+                )
+            )
+
+    replies = asyncio.run(concurrently())
+    assert sorted(r.seq for r in replies) == list(range(6, 26)), "one event each, in some order"
+    last = max(replies, key=lambda r: r.seq)
+    assert last.state["balance"] == 201 + sum(range(1, 21))
+
+
+def test_request_reply_from_several_client_processes(
+    start_worker: Callable[..., WorkerProcess], cells_env: dict[str, str]
+) -> None:
+    worker = start_worker(MODULE, cells_env)
+    settings = settings_from_env(cells_env)
+    accounts = ["shared-1", "shared-2"]
+    with EntityClient(settings, timeout=60) as client:
+        for account_id in accounts:
+            client.send(("account", account_id), "open", {"owner": account_id})
+    env = {**os.environ, **cells_env, "STREAM_APP_WEB_PORT": str(worker.web_port)}
+    count = 40
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.integration.entity_sender",
+                f"p{i}",
+                str(count),
+                *accounts,
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
+    outputs = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=240)
+            assert proc.returncode == 0, f"client process failed: {err[-3000:]}"
+            outputs.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    by_account: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+    for output in outputs:
+        mine: dict[str, int] = {}
+        for account_id, amount, seq, balance in output["replies"]:
+            assert seq > mine.get(account_id, 0), "a client sees its account's log move forward"
+            mine[account_id] = seq
+            by_account[account_id].append((seq, amount, balance))
+    with EntityClient(settings, web_url=f"http://127.0.0.1:{worker.web_port}") as client:
+        for account_id, seen in by_account.items():
+            seqs = sorted(seq for seq, _, _ in seen)
+            assert seqs == list(range(2, 2 + len(seen))), "every deposit got its own seq, no gaps"
+            # Replay the replies in seq order: each balance is the previous one plus its amount.
+            balance = 0
+            for _seq, amount, after in sorted(seen):
+                balance += amount
+                assert after == balance, (account_id, _seq, amount, after, balance)
+            final = client.query(("account", account_id))
+            assert final["seq"] == 1 + len(seen) and final["state"]["balance"] == balance
+
+
+def test_bad_input_to_an_entity_is_dead_lettered_and_the_entity_keeps_going(
+    start_worker: Callable[..., WorkerProcess], cells_env: dict[str, str], bootstrap: str
+) -> None:
+    env = {**cells_env, "STREAM_APP_MAX_MESSAGE_BYTES": "65536"}
+    worker = start_worker(MODULE, env)
+    settings = settings_from_env(env)
+    app_id = settings.app_id
+    topic = settings.input_topic("account")
+    bad = [
+        ("malformed-json", b"{not json"),
+        ("unknown-type", b'{"type": "embezzle", "body": {}}'),
+        ("schema", b'{"type": "deposit", "body": {"amount": -5}}'),
+        ("schema", b'{"type": "open", "body": {"owner": "x"}, "reply_to": "elsewhere:0"}'),
+        (
+            "schema",
+            json.dumps(
+                {"type": "open", "body": {"owner": "x"}, "reply_to": f"{app_id}.replies:99"}
+            ).encode(),
+        ),
+        ("oversized", b'{"type": "open", "body": {"owner": "' + b"x" * 70_000 + b'"}}'),
+    ]
+    with CellClient(settings) as client:
+        for _, value in bad:
+            client.produce_raw(topic, "acc-bad", value)
+        client.send("account", "acc-bad", "open", {"owner": "carol"})
+    wait_for(
+        lambda: cached(worker, "account", "acc-bad"),
+        lambda data: data is not None and data["seq"] == 1,
+        timeout=60,
+        what="the good message after the bad ones handled",
+    )
+    letters = wait_for(
+        lambda: [
+            DeadLetter.from_record(r.key, r.value, r.headers)
+            for r in read_topic(bootstrap, f"{app_id}.dead-letters")
+        ],
+        lambda seen: len(seen) >= len(bad),
+        timeout=60,
+        what=f"{len(bad)} dead letters",
+    )
+    assert sorted(letter.reason for letter in letters) == sorted(reason for reason, _ in bad)
+    assert any("is not a partition of" in letter.error for letter in letters)
+    assert cached(worker, "account", "acc-bad") == {
+        "seq": 1,
+        "state": {"owner": "carol", "balance": 0},
+    }
+    assert worker.alive()

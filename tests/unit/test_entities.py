@@ -7,13 +7,20 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from stream_app import CellState, Entity, EventRecord
+from stream_app import CellState, Entity, EventRecord, RejectMessage
 from stream_app.core.envelope import CellMessage
-from stream_app.examples.ledger import Count, Deposit, Increase, account, counter
+from stream_app.core.replies import Reply
+from stream_app.examples.ledger import Balance, Count, Deposit, Increase, account, counter
 
 
 def invoke(
-    entity: Entity[BaseModel], body: BaseModel, data: BaseModel | None
+    entity: Entity[BaseModel],
+    body: BaseModel,
+    data: BaseModel | None,
+    *,
+    reply_to: str | None = None,
+    project: str | None = None,
+    config: Any = None,
 ) -> CellState[BaseModel]:
     """Run ``entity`` on one message as the engine would, returning the cell state after it."""
     state: CellState[BaseModel] = CellState(
@@ -25,7 +32,15 @@ def invoke(
         now_ms=1_000,
         origin="app.x.in/0/7",
         timers={},
-        message=CellMessage(cell_id="e1", type="t", body=body, id="m-1", reply_to=None),
+        message=CellMessage(
+            cell_id="e1",
+            type="t",
+            body=body,
+            id="m-1",
+            reply_to=reply_to,
+            project=project,
+            config=config,
+        ),
     )
     entity.behaviour.handle_message(state)
     return state
@@ -48,7 +63,8 @@ def test_first_message_folds_from_init_and_publishes_sequenced_events() -> None:
     counter.events_topic = "app.counter.events"
     state = invoke(counter, Increase(by=4), None)  # type: ignore[arg-type]
     assert state.data == counter.cached_model(seq=1, state=Count(value=4))
-    [(topic, value)] = state._outputs.records
+    [(topic, value, partition)] = state._outputs.records
+    assert partition is None, "the events topic is co-partitioned with the cell"
     assert topic == "app.counter.events"
     record = EventRecord.model_validate_json(value)
     assert (record.seq, record.type, record.body) == (1, "increased", {"by": 4})
@@ -102,3 +118,46 @@ def test_declarations_are_checked() -> None:
             update=lambda e, s: s,
         )
     assert sorted(account.event_types) == ["deposited", "opened", "withdrawn"]
+
+
+def test_a_request_gets_a_reply_with_the_new_state_after_the_events() -> None:
+    account.events_topic = "app.account.events"
+    opened = account.cached_model(seq=1, state=Balance(owner="bob", balance=10))
+    state = invoke(account, Deposit(amount=5), opened, reply_to="app.replies:3")  # type: ignore[arg-type]
+    (event_topic, _, _), (topic, value, partition) = state._outputs.records
+    assert (event_topic, topic, partition) == ("app.account.events", "app.replies", 3)
+    reply = Reply.model_validate_json(value)
+    assert (reply.correlation_id, reply.ok, reply.seq, reply.events) == ("m-1", True, 2, 1)
+    assert reply.state == {"owner": "bob", "balance": 15}
+
+
+def test_a_request_can_ask_for_a_declared_projection_only() -> None:
+    opened = account.cached_model(seq=1, state=Balance(owner="bob", balance=10))
+    state = invoke(
+        account,
+        Deposit(amount=5),
+        opened,
+        reply_to="app.replies:0",
+        project="balance",  # type: ignore[arg-type]
+    )
+    assert Reply.model_validate_json(state._outputs.records[-1][1]).state == 15
+    with pytest.raises(RejectMessage, match="no projection 'colour'"):
+        invoke(account, Deposit(amount=5), opened, reply_to="app.replies:0", project="colour")  # type: ignore[arg-type]
+
+
+def test_a_handle_without_events_still_answers_with_the_current_state() -> None:
+    quiet = entity_handling(lambda message, state: [])
+    quiet.events_topic = "app.probe.events"
+    state = invoke(quiet, Increase(by=1), None, reply_to="app.replies:1")  # type: ignore[arg-type]
+    [(_, value, _)] = state._outputs.records
+    reply = Reply.model_validate_json(value)
+    assert (reply.seq, reply.events, reply.state) == (0, 0, {"value": 0})
+    assert state.data is None, "no events: nothing cached"
+
+
+def test_the_senders_config_travels_with_the_effects_of_its_message() -> None:
+    counter.events_topic = "app.counter.events"
+    nine = counter.cached_model(seq=9, state=Count(value=9))
+    state = invoke(counter, Increase(by=1), nine, config={"notify": "ops"})  # type: ignore[arg-type]
+    [effect] = state._outputs.effects
+    assert effect.kind == "counter-reached-ten" and effect.config == {"notify": "ops"}

@@ -296,7 +296,7 @@ def test_json_schema_describes_every_type() -> None:
         variant = defs[name]
         assert variant["additionalProperties"] is False
         assert variant["required"] == ["type"]  # bodies here are all-optional
-        assert set(variant["properties"]) == {"type", "body", "id", "reply_to"}
+        assert set(variant["properties"]) == {"type", "body", "id", "reply_to", "project", "config"}
         consts.add(variant["properties"]["type"]["const"])
     assert consts == {"increment", "reset"}
     assert defs["Increment"]["properties"]["by"]["minimum"] == 1

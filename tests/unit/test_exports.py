@@ -8,6 +8,7 @@ import stream_app
 from stream_app import errors
 
 PUBLIC_API = [
+    "AsyncEntityClient",
     "Behaviour",
     "BrokerError",
     "BrokerStartError",
@@ -22,6 +23,7 @@ PUBLIC_API = [
     "DeadLetterSink",
     "Effect",
     "Entity",
+    "EntityClient",
     "EntityEffect",
     "Envelope",
     "EventRecord",
@@ -38,6 +40,9 @@ PUBLIC_API = [
     "PortInUseError",
     "ReactorRecord",
     "RejectMessage",
+    "Reply",
+    "ReplyTimeoutError",
+    "RequestRejectedError",
     "Runtime",
     "RuntimeMetrics",
     "SchemaViolationError",
@@ -82,7 +87,7 @@ def test_version_is_a_release_string() -> None:
 
 def test_every_error_class_is_a_stream_app_error() -> None:
     error_names = [name for name in stream_app.__all__ if name.endswith("Error")]
-    assert len(error_names) == 16
+    assert len(error_names) == 18
     for name in error_names:
         cls = getattr(stream_app, name)
         assert inspect.isclass(cls), name
