@@ -9,6 +9,7 @@ import click
 from stream_app.cli.cells import cells
 from stream_app.cli.dead_letters import dead_letters
 from stream_app.cli.demo import demo
+from stream_app.cli.entities import entities
 from stream_app.cli.kafka import kafka
 from stream_app.cli.schemas import schemas
 from stream_app.cli.topics import topics
@@ -29,6 +30,7 @@ cli.add_command(schemas)
 cli.add_command(demo)
 cli.add_command(cells)
 cli.add_command(dead_letters)
+cli.add_command(entities)
 
 
 def main() -> None:

@@ -296,3 +296,66 @@ def test_bad_input_to_an_entity_is_dead_lettered_and_the_entity_keeps_going(
         "state": {"owner": "carol", "balance": 0},
     }
     assert worker.alive()
+
+
+def test_replay_rebuilds_from_the_log_and_finds_what_differs_from_the_cache(
+    start_worker: Callable[..., WorkerProcess], cells_env: dict[str, str]
+) -> None:
+    from click.testing import CliRunner
+
+    from stream_app.cli.main import cli
+
+    worker = start_worker(MODULE, cells_env)
+    settings = settings_from_env(cells_env)
+    with EntityClient(settings, timeout=60) as client:
+        for n in range(30):
+            client.tell(("counter", f"r{n % 6}"), "increment", {"by": n + 1})
+        client.send(("counter", "r0"), "increment", {"by": 1})  # the last of r0's, awaited
+    wait_for(
+        lambda: [cached(worker, "counter", f"r{n}") for n in range(6)],
+        lambda data: [d["seq"] if d else None for d in data] == [6, 5, 5, 5, 5, 5],
+        timeout=60,
+        what="six counters handled",
+    )
+    env = dict(cells_env)
+    runner = CliRunner()
+    args = ["entities", "replay", "counter", "--app", MODULE, "--json"]
+    result = runner.invoke(cli, args, env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["ok"], report["events"], report["entities"]) == (True, 31, 6)
+
+    one = runner.invoke(cli, [*args[:3], "r3", *args[3:]], env=env, catch_exceptions=False)
+    assert one.exit_code == 0 and json.loads(one.stdout)["entities"] == 1
+    url = f"http://127.0.0.1:{worker.web_port}"
+    got = runner.invoke(cli, ["entities", "get", "counter", "r0", "--url", url], env=env)
+    assert got.exit_code == 0, got.output
+    assert json.loads(got.stdout)["seq"] == 6
+    assert json.loads(got.stdout)["state"] == {"value": sum(range(1, 31, 6)) + 1}
+
+    # An event the cache never saw (appended behind the runtime's back), and a duplicate.
+    forged = EventRecord(
+        entity="counter",
+        id="r3",
+        seq=6,
+        type="increased",
+        body={"by": 100},
+        message_id="forged",
+        origin="test",
+        at_ms=0,
+    )
+    with CellClient(settings) as producer:
+        producer.produce_raw(
+            settings.events_topic("counter"), "r3", forged.model_dump_json().encode()
+        )
+        first_r1 = events_of(settings.bootstrap_servers, settings.events_topic("counter"))["r1"][0]
+        producer.produce_raw(
+            settings.events_topic("counter"), "r1", first_r1.model_dump_json().encode()
+        )
+    bad = runner.invoke(cli, args, env=env, catch_exceptions=False)
+    assert bad.exit_code == 1, bad.output
+    found = json.loads(bad.stdout)
+    assert found["ok"] is False
+    assert list(found["mismatched"]) == ["r3"]
+    assert found["mismatched"]["r3"]["folded"][0] == 6
+    assert found["duplicates"] == {"r1": [1]}
