@@ -260,6 +260,28 @@ class Runtime:
             return
         await self.output_topic(self.settings.input_topic(behaviour)).send(key=key, value=value)
 
+    async def produce(self, topic: str, key: bytes, value: bytes, partition: int) -> None:
+        """Produce one output of the record being handled (an event, a reply, an effect).
+
+        Under ``exactly_once`` it joins the transaction of the handled record's partition, the
+        one that commits its offset and its changelog records. (Faust's own ``Topic.send``
+        picks the transaction from the *target* partition and topic group, and sends a record
+        for a topic no agent reads with no transaction at all: an event or a reply would be
+        visible before, or without, the state change it belongs to.) Otherwise it is a plain
+        send, flushed before the input offset is committed.
+        """
+        app = self.app
+        event = current_event() if app.in_transaction else None
+        if event is None:
+            await self.output_topic(topic).send(key=key, value=value, partition=partition)
+            return
+        source = event.message.tp
+        group = app.assignor.group_for_topic(source.topic)
+        transactional_id = f"{app.conf.id}-{group}-{source.partition}"
+        await app.consumer.transactions.producer.send(
+            topic, key, value, partition, None, None, transactional_id=transactional_id
+        )
+
     def reply_target(self, reply_to: str) -> tuple[str, int]:
         """The topic and partition a ``reply_to`` address names, if this app may reply there.
 

@@ -235,8 +235,19 @@ class CellEngine:
     # -- the agent -------------------------------------------------------------------------
 
     async def _agent(self, stream: Any) -> None:
+        app = self.runtime.app
+        if not app.in_transaction:
+            async for event in stream.events():
+                await self._on_event(event.message)
+            return
+        # exactly_once: a commit must not fall inside a record (see StreamApp.processing_lock),
+        # and the record is acknowledged before the lock is released, so the commit that
+        # carries its outputs carries its offset too.
+        lock = app.processing_lock
         async for event in stream.events():
-            await self._on_event(event.message)
+            async with lock:
+                await self._on_event(event.message)
+                event.ack()
 
     async def _on_event(self, record: Any) -> None:
         partition = record.partition
@@ -470,18 +481,22 @@ class CellEngine:
             if new != raw:
                 await self._write(self.cells, key, new)
         for topic, value, partition in outputs.records:
-            await self.runtime.output_topic(topic).send(
-                key=key,
-                value=value,
-                partition=partition_for(key, self.partitions) if partition is None else partition,
+            await self.runtime.produce(
+                topic,
+                key,
+                value,
+                partition_for(key, self.partitions) if partition is None else partition,
             )
         for outgoing in outputs.messages:
             await self.runtime.send(
                 outgoing.behaviour, outgoing.cell_id, outgoing.type, outgoing.body, id=outgoing.id
             )
         for effect in outputs.effects:
-            await self.runtime.effects_topic.send(
-                key=cell_id.encode(), value=effect.model_dump_json().encode()
+            await self.runtime.produce(
+                self.runtime.settings.effects_topic,
+                key,
+                effect.model_dump_json().encode(),
+                partition_for(key, self.partitions),
             )
         self.runtime.metrics.effects_emitted += len(outputs.effects)
 
@@ -490,9 +505,7 @@ class CellEngine:
         inside the partition's transaction under ``exactly_once``."""
         assert message.reply_to is not None
         topic, partition = self.runtime.reply_target(message.reply_to)
-        await self.runtime.output_topic(topic).send(
-            key=key, value=reply.model_dump_json().encode(), partition=partition
-        )
+        await self.runtime.produce(topic, key, reply.model_dump_json().encode(), partition)
 
     async def _put_timer(self, entry: TimerEntry) -> None:
         await self._write(self.timers, entry.key(), entry.model_dump_json().encode())
