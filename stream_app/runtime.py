@@ -37,7 +37,7 @@ from stream_app.effects.dispatcher import EffectDispatcher, EffectHandler
 from stream_app.errors import ConfigError, SchemaViolationError
 from stream_app.kafka.partitioner import partition_for
 from stream_app.kafka.topics import TopicDefinition
-from stream_app.layers.batch_input import BatchInput
+from stream_app.layers.batch_input import BatchInput, batch_partition
 from stream_app.layers.behaviour import Behaviour
 from stream_app.layers.cells import CellEngine
 from stream_app.layers.entities import Entity
@@ -271,6 +271,10 @@ class Runtime:
         send, flushed before the input offset is committed.
         """
         app = self.app
+        if self.batch_input is not None and batch_partition() is not None:
+            # Batched input: with the changelog records, flushed before the offset commit.
+            self.batch_input.produce(topic, key, value, partition)
+            return
         event = current_event() if app.in_transaction else None
         if event is None:
             await self.output_topic(topic).send(key=key, value=value, partition=partition)

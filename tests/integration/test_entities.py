@@ -69,7 +69,14 @@ def test_counter_events_state_and_the_effect_at_ten(
     assert cached(worker, "counter", "c2") == {"seq": 1, "state": {"value": 3}}
 
     topic = f"{env['STREAM_APP_APP_ID']}.counter.events"
-    log = events_of(bootstrap, topic)
+    # The cached state is readable as soon as it is written; its events are acknowledged by
+    # the next commit at the latest.
+    log = wait_for(
+        lambda: events_of(bootstrap, topic),
+        lambda found: len(found["c1"]) >= 12 and len(found["c2"]) >= 1,
+        timeout=60,
+        what="the events of c1 and c2 in the log",
+    )
     assert [e.seq for e in log["c1"]] == list(range(1, 13)), "one event per message, no gaps"
     assert {e.type for e in log["c1"]} == {"increased"}
     folded = counter.init()
@@ -126,7 +133,12 @@ def test_bank_account_rejects_an_overdraft_and_logs_only_what_it_accepted(
     assert any("overdraft: balance 500, withdrawal 800" in error for _, error in reasons)
     assert any("not open" in error for _, error in reasons)
 
-    log = events_of(bootstrap, f"{app_id}.account.events")
+    log = wait_for(
+        lambda: events_of(bootstrap, f"{app_id}.account.events"),
+        lambda found: len(found["acc-1"]) >= 3,
+        timeout=60,
+        what="the three events of acc-1 in the log",
+    )
     assert [(e.seq, e.type, e.body) for e in log["acc-1"]] == [
         (1, "opened", {"owner": "alice"}),
         (2, "deposited", {"amount": 500}),
@@ -318,6 +330,12 @@ def test_replay_rebuilds_from_the_log_and_finds_what_differs_from_the_cache(
         what="six counters handled",
     )
     env = dict(cells_env)
+    wait_for(
+        lambda: events_of(settings.bootstrap_servers, settings.events_topic("counter")),
+        lambda found: sum(map(len, found.values())) >= 31,
+        timeout=60,
+        what="the 31 events in the log",
+    )
     runner = CliRunner()
     args = ["entities", "replay", "counter", "--app", MODULE, "--json"]
     result = runner.invoke(cli, args, env=env, catch_exceptions=False)
