@@ -291,27 +291,29 @@ class BatchInput:
         self, store: Any, topic: str, partition: int, key: bytes, value: bytes | None
     ) -> None:
         """Produce a changelog record for a write made straight to ``store``'s database."""
-        producer = self._producer
-        if producer is None:
-            producer = self._producer = Producer(self._producer_config())
         self._stores[topic] = store
-        while True:
-            try:
-                producer.produce(topic, value, key, partition, on_delivery=self._on_delivery)
-                return
-            except BufferError:
-                producer.poll(0.05)
+        self._send(topic, key, value, partition, self._on_delivery)
 
     def produce(self, topic: str, key: bytes, value: bytes, partition: int) -> None:
         """Produce an output of the record being processed (an event, a reply, an effect) with
         the changelog producer: acknowledged before the input offset is committed, like the
         changelog records, without Faust's per-record send path."""
+        self._send(topic, key, value, partition, self._on_output)
+
+    def _send(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        partition: int,
+        on_delivery: Callable[[KafkaError | None, Message], None],
+    ) -> None:
         producer = self._producer
         if producer is None:
             producer = self._producer = Producer(self._producer_config())
         while True:
             try:
-                producer.produce(topic, value, key, partition, on_delivery=self._on_output)
+                producer.produce(topic, value, key, partition, on_delivery=on_delivery)
                 return
             except BufferError:
                 producer.poll(0.05)
