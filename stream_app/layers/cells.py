@@ -235,19 +235,37 @@ class CellEngine:
     # -- the agent -------------------------------------------------------------------------
 
     async def _agent(self, stream: Any) -> None:
+        """Faust's path for the input topic (``exactly_once``, or batched input off).
+
+        When recovery completes, Faust resumes the input partitions before it seeks them to
+        their committed offsets, so records fetched in between reach the agent twice. Within
+        one consumer generation a record at or below the highest offset already handled on
+        its partition is such a repeat: its writes are in the tables and its outputs in the
+        open transaction, so it is acknowledged and not handled again (under
+        ``exactly_once`` it would otherwise be applied twice).
+        """
         app = self.runtime.app
-        if not app.in_transaction:
-            async for event in stream.events():
-                await self._on_event(event.message)
-            return
-        # exactly_once: a commit must not fall inside a record (see StreamApp.processing_lock),
-        # and the record is acknowledged before the lock is released, so the commit that
-        # carries its outputs carries its offset too.
-        lock = app.processing_lock
+        handled: dict[int, int] = {}
+        generation: int | None = None
+        lock = app.processing_lock if app.in_transaction else None
         async for event in stream.events():
-            async with lock:
-                await self._on_event(event.message)
-                event.ack()
+            message = event.message
+            if app.consumer_generation_id != generation:
+                generation = app.consumer_generation_id
+                handled.clear()
+            last = handled.get(message.partition)
+            if last is not None and message.offset <= last:
+                continue
+            if lock is None:
+                await self._on_event(message)
+            else:
+                # exactly_once: a commit must not fall inside a record (see
+                # StreamApp.processing_lock), and the record is acknowledged before the lock
+                # is released, so the commit that carries its outputs carries its offset too.
+                async with lock:
+                    await self._on_event(message)
+                    event.ack()
+            handled[message.partition] = message.offset
 
     async def _on_event(self, record: Any) -> None:
         partition = record.partition
