@@ -193,12 +193,18 @@ class EntityClient:
         try:
             reply = future.result(wait)
         except TimeoutError:
-            self.forget(future.correlation_id)  # type: ignore[attr-defined]
-            raise ReplyTimeoutError(
-                f"no reply from {ref[0]}/{ref[1]} to {type!r} within {wait:g}s "
-                f"(reading {self.reply_to})"
-            ) from None
+            raise self._gave_up(future, ref, type, wait) from None
         return _checked(reply, ref, type)
+
+    def _gave_up(
+        self, future: Future[Reply], ref: Ref, type: str, wait: float
+    ) -> ReplyTimeoutError:
+        """Stop waiting for ``future``'s reply; the error to raise for it."""
+        self.forget(future.correlation_id)  # type: ignore[attr-defined]
+        return ReplyTimeoutError(
+            f"no reply from {ref[0]}/{ref[1]} to {type!r} within {wait:g}s "
+            f"(reading {self.reply_to})"
+        )
 
     def request_future(
         self,
@@ -401,11 +407,7 @@ class AsyncEntityClient:
         try:
             reply = await asyncio.wait_for(asyncio.wrap_future(future), wait)
         except TimeoutError:
-            self._client.forget(future.correlation_id)  # type: ignore[attr-defined]
-            raise ReplyTimeoutError(
-                f"no reply from {ref[0]}/{ref[1]} to {type!r} within {wait:g}s "
-                f"(reading {self._client.reply_to})"
-            ) from None
+            raise self._client._gave_up(future, ref, type, wait) from None
         return _checked(reply, ref, type)
 
     async def query(self, ref: Ref, *, timeout: float = 10.0) -> dict[str, Any]:

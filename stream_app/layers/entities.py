@@ -194,21 +194,23 @@ class Entity(Generic[S]):
         """
         if projection is None:
             return state.model_dump(mode="json")
+        value = self._projection(projection)(state)
+        return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+    def _projection(self, name: str) -> Callable[[S], Any]:
         try:
-            project = self.projections[projection]
+            return self.projections[name]
         except KeyError:
             raise RejectMessage(
-                f"entity {self.name!r} has no projection {projection!r} "
+                f"entity {self.name!r} has no projection {name!r} "
                 f"(known: {sorted(self.projections)})"
             ) from None
-        value = project(state)
-        return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
     def _on_message(self, cell: CellState[Any]) -> None:
         message = cell.message
         assert message is not None
-        if message.project is not None and message.project not in self.projections:
-            self.project(self.init(), message.project)  # raises RejectMessage
+        if message.project is not None:
+            self._projection(message.project)  # an unknown one rejects before any event
         seq, state = self.current(cell.data)
         events, effects = _split(self.handle(message.body, state))
         records = []
