@@ -18,7 +18,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,55 +228,22 @@ def read_topic(bootstrap: str, topic: str, *, timeout: float = 30.0) -> list[Rec
     Raises:
         ConditionTimeout: The end was not reached within ``timeout`` seconds.
     """
-    from confluent_kafka import Consumer, TopicPartition
+    from stream_app.kafka.reading import read_to_end
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"stream-app-reader-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-        }
-    )
+    records: list[Record] = []
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout)
-        partitions = sorted(metadata.topics[topic].partitions)
-        starts: dict[int, int] = {}
-        ends: dict[int, int] = {}
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-            if high > low:
-                starts[p], ends[p] = low, high
-        consumer.assign([TopicPartition(topic, p, starts[p]) for p in ends])
-        records: list[Record] = []
-        assigned = [TopicPartition(topic, p) for p in ends]
-        deadline = time.monotonic() + timeout
-        while True:
-            for message in consumer.consume(1000, timeout=0.2):
-                partition, offset = message.partition(), message.offset()
-                if message.error() or partition is None or offset is None:
-                    continue
-                if offset < ends[partition]:
-                    headers = message.headers() or []
-                    records.append(
-                        Record(
-                            topic,
-                            partition,
-                            offset,
-                            message.key(),
-                            message.value(),
-                            list(headers.items() if isinstance(headers, dict) else headers),
-                        )
-                    )
-            # Positions, not the offsets seen: compaction and transaction markers leave gaps.
-            position = {tp.partition: tp.offset for tp in consumer.position(assigned)}
-            if all(position[p] >= ends[p] for p in ends):
-                break
-            if time.monotonic() > deadline:
-                raise ConditionTimeout(
-                    f"reading {topic}: at {position} of {ends} after {timeout:.0f}s"
+        for message in read_to_end(bootstrap, topic, timeout=timeout):
+            headers = message.headers() or []
+            records.append(
+                Record(
+                    topic,
+                    message.partition() or 0,
+                    message.offset() or 0,
+                    message.key(),
+                    message.value(),
+                    list(headers.items() if isinstance(headers, dict) else headers),
                 )
-        return records
-    finally:
-        consumer.close()
+            )
+    except TimeoutError as exc:
+        raise ConditionTimeout(str(exc)) from None
+    return records

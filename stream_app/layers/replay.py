@@ -11,15 +11,19 @@ prints the report; see :class:`ReplayReport`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from stream_app.kafka.partitioner import partition_for
+from stream_app.kafka.reading import read_to_end
 from stream_app.layers.entities import Entity, EventRecord
 from stream_app.settings import Settings
 
-__all__ = ["ReplayReport", "read_log", "replay"]
+__all__ = ["ReplayReport", "replay"]
+
+#: Longest a replay may take to read a topic to its end.
+READ_TIMEOUT_S = 3600.0
 
 
 @dataclass
@@ -53,71 +57,6 @@ class ReplayReport:
         return not (self.duplicates or self.gaps or self.mismatched)
 
 
-def read_log(
-    settings: Settings,
-    topic: str,
-    *,
-    partitions: list[int] | None = None,
-    on_total: Callable[[int], None] | None = None,
-    timeout: float = 60.0,
-) -> Iterator[tuple[bytes | None, bytes | None]]:
-    """Yield ``(key, value)`` of every committed record of ``topic`` (or of ``partitions``),
-    from the beginning to its end as of the call, partition by partition in offset order.
-
-    ``on_total`` is told how many records (at most) will come, before the first.
-
-    Raises:
-        TimeoutError: The end was not reached within ``timeout`` seconds of silence.
-    """
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
-
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": f"{settings.app_id}.replay",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-        }
-    )
-    try:
-        metadata = consumer.list_topics(topic, timeout=timeout)
-        if topic not in metadata.topics or metadata.topics[topic].error is not None:
-            raise LookupError(f"topic {topic} does not exist")
-        wanted = sorted(metadata.topics[topic].partitions) if partitions is None else partitions
-        ranges = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-            for p in wanted
-        }
-        open_ = {p for p, (low, high) in ranges.items() if high > low}
-        if on_total is not None:
-            on_total(sum(high - low for low, high in ranges.values()))
-        if not open_:
-            return
-        consumer.assign([TopicPartition(topic, p, ranges[p][0]) for p in sorted(open_)])
-        silent = 0.0
-        while open_:
-            record = consumer.poll(0.5)
-            if record is None:
-                silent += 0.5
-                if silent >= timeout:
-                    raise TimeoutError(f"{topic}: no record for {timeout:g}s before its end")
-                continue
-            silent = 0.0
-            error = record.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    open_.discard(record.partition())
-                    continue
-                raise RuntimeError(f"{topic}: {error}")
-            offset = record.offset()
-            if offset is not None and offset >= ranges[record.partition()][1] - 1:
-                open_.discard(record.partition())
-            yield record.key(), record.value()
-    finally:
-        consumer.close()
-
-
 def replay(
     entity: Entity[Any],
     settings: Settings,
@@ -141,9 +80,14 @@ def replay(
     )
     states: dict[str, tuple[int, Any]] = {}
     seen: dict[str, set[int]] = {}
-    for key, value in read_log(
-        settings, settings.events_topic(entity.name), partitions=partitions, on_total=on_total
+    for message in read_to_end(
+        settings.bootstrap_servers,
+        settings.events_topic(entity.name),
+        partitions=partitions,
+        on_total=on_total,
+        timeout=READ_TIMEOUT_S,
     ):
+        key, value = message.key(), message.value()
         if progress is not None:
             progress(1)
         if value is None or key is None:
@@ -164,9 +108,13 @@ def replay(
         states[ident] = (record.seq, entity.update(event, state))
     report.folded = {i: (seq, s.model_dump(mode="json")) for i, (seq, s) in states.items()}
     report.entities = len(report.folded)
-    for key, value in read_log(
-        settings, settings.changelog_topic(entity.name), partitions=partitions
+    for message in read_to_end(
+        settings.bootstrap_servers,
+        settings.changelog_topic(entity.name),
+        partitions=partitions,
+        timeout=READ_TIMEOUT_S,
     ):
+        key, value = message.key(), message.value()
         if key is None:
             continue
         ident = key.decode()

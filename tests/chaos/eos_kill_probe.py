@@ -26,7 +26,7 @@ import pytest
 from confluent_kafka import Producer
 
 from stream_app.examples.ledger import counter
-from stream_app.layers.replay import replay
+from stream_app.layers.replay import ReplayReport, replay
 from stream_app.testing import (
     ConditionTimeout,
     ProbeFailed,
@@ -100,6 +100,27 @@ def group_members(bootstrap: str, group: str) -> int:
     return len(described.members)
 
 
+def wait_group_empty(bootstrap: str, group: str, what: str) -> None:
+    """Wait until the coordinator counts no member in ``group`` (sessions timed out)."""
+    wait_for(
+        lambda: group_members(bootstrap, group),
+        lambda members: members == 0,
+        timeout=60,
+        what=what,
+    )
+
+
+def committed_replay(settings: Any) -> ReplayReport:
+    """The replay of the counters once the log holds all :data:`MESSAGES` committed events."""
+    report: ReplayReport = wait_for(
+        lambda: replay(counter, settings),
+        lambda found: found.events >= MESSAGES,
+        timeout=60,
+        what=f"{MESSAGES} committed events",
+    )
+    return report
+
+
 def start_restarting(
     start_worker: Callable[..., WorkerProcess], env: dict[str, str], name: str, restarts: list[str]
 ) -> WorkerProcess:
@@ -160,12 +181,7 @@ def test_random_sigkills_under_exactly_once_leave_a_clean_log_and_cache(
         # timed out), so it joins alone. A worker that joins while the dead member is still
         # counted goes through a second rebalance during its start; under exactly_once,
         # Faust's recovery can then stop the worker (see docs/entities.md, Known limits).
-        wait_for(
-            lambda: group_members(bootstrap, settings.app_id),
-            lambda members: members == 0,
-            timeout=60,
-            what="the killed worker gone from the group",
-        )
+        wait_group_empty(bootstrap, settings.app_id, "the killed worker gone from the group")
 
     producer.join(timeout=300)
     assert not producer.is_alive(), "producer did not finish"
@@ -187,12 +203,7 @@ def test_random_sigkills_under_exactly_once_leave_a_clean_log_and_cache(
 
     # The event log, read committed, folded with the entity's own update. The worker's view
     # above includes its open transaction; wait until the last one is committed.
-    report = wait_for(
-        lambda: replay(counter, settings),
-        lambda found: found.events >= MESSAGES,
-        timeout=60,
-        what=f"{MESSAGES} committed events",
-    )
+    report = committed_replay(settings)
     assert not report.duplicates, (
         f"events in the log twice: {dict(list(report.duplicates.items())[:10])}"
     )
@@ -225,12 +236,7 @@ def test_a_paused_worker_that_lost_its_partitions_cannot_commit_events(
     assert zombie.process is not None
     os.kill(zombie.process.pid, signal.SIGSTOP)  # frozen mid-stream, transactions open
     try:
-        wait_for(
-            lambda: group_members(bootstrap, settings.app_id),
-            lambda members: members == 0,
-            timeout=60,
-            what="the frozen worker dropped from the group",
-        )
+        wait_group_empty(bootstrap, settings.app_id, "the frozen worker dropped from the group")
         # Another machine: its own data directory (the zombie still holds its databases).
         elsewhere = {**env, "STREAM_APP_DATA_DIR": env["STREAM_APP_DATA_DIR"] + "-successor"}
         restarts: list[str] = []
@@ -243,12 +249,7 @@ def test_a_paused_worker_that_lost_its_partitions_cannot_commit_events(
             timeout=240,
             what="the successor handling every increment",
         )
-        wait_for(
-            lambda: replay(counter, settings).events,
-            lambda events: events >= MESSAGES,
-            timeout=60,
-            what="the successor's transactions committed",
-        )
+        committed_replay(settings)  # the successor's transactions committed
     finally:
         os.kill(zombie.process.pid, signal.SIGCONT)  # the zombie wakes up
     # It has two commit intervals to try to commit what it had in hand; nothing observable
@@ -256,18 +257,8 @@ def test_a_paused_worker_that_lost_its_partitions_cannot_commit_events(
     time.sleep(5)
     zombie.kill()
     successor.kill()
-    wait_for(
-        lambda: group_members(bootstrap, settings.app_id),
-        lambda members: members == 0,
-        timeout=60,
-        what="both workers gone from the group",
-    )
-    report = wait_for(
-        lambda: replay(counter, settings),
-        lambda found: found.events >= MESSAGES,
-        timeout=60,
-        what=f"{MESSAGES} committed events",
-    )
+    wait_group_empty(bootstrap, settings.app_id, "both workers gone from the group")
+    report = committed_replay(settings)
     assert not report.duplicates, (
         f"the zombie committed events: {list(report.duplicates.items())[:5]}"
     )

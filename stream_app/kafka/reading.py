@@ -1,0 +1,74 @@
+"""Read a topic from its beginning to its end as of now (committed records only)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+from confluent_kafka import Consumer, Message, TopicPartition
+
+__all__ = ["read_to_end"]
+
+
+def read_to_end(
+    bootstrap: str,
+    topic: str,
+    *,
+    partitions: list[int] | None = None,
+    on_total: Callable[[int], None] | None = None,
+    timeout: float = 30.0,
+) -> Iterator[Message]:
+    """Yield every committed record of ``topic`` (or of its ``partitions``), from the
+    beginning to the end each partition had when the call started.
+
+    Reads ``read_committed`` with a consumer that joins no group and commits nothing. The end
+    is reached when the consumer's position passes the end offset, not when a record with
+    that offset is seen: compaction and transaction markers leave gaps. ``on_total`` is told,
+    before the first record, how many offsets (at most that many records) lie ahead.
+
+    Raises:
+        LookupError: The topic does not exist.
+        TimeoutError: The end was not reached within ``timeout`` seconds.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"stream-app-reader-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout)
+        if topic not in metadata.topics or metadata.topics[topic].error is not None:
+            raise LookupError(f"topic {topic} does not exist")
+        wanted = sorted(metadata.topics[topic].partitions) if partitions is None else partitions
+        starts: dict[int, int] = {}
+        ends: dict[int, int] = {}
+        for p in wanted:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            if high > low:
+                starts[p], ends[p] = low, high
+        if on_total is not None:
+            on_total(sum(ends[p] - starts[p] for p in ends))
+        if not ends:
+            return
+        consumer.assign([TopicPartition(topic, p, starts[p]) for p in ends])
+        assigned = [TopicPartition(topic, p) for p in ends]
+        deadline = time.monotonic() + timeout
+        while True:
+            for message in consumer.consume(1000, timeout=0.2):
+                partition, offset = message.partition(), message.offset()
+                if message.error() or partition is None or offset is None:
+                    continue
+                if offset < ends[partition]:
+                    yield message
+            position = {tp.partition: tp.offset for tp in consumer.position(assigned)}
+            if all(position[p] >= ends[p] for p in ends):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic}: at {position} of {ends} after {timeout:.0f}s")
+    finally:
+        consumer.close()
