@@ -25,6 +25,7 @@ from mode.utils.queues import FlowControlEvent
 
 from stream_app.core.dead_letters import DeadLetter
 from stream_app.errors import FlushTimeoutError, StreamAppError
+from stream_app.kafka.reading import last_record_offsets
 from stream_app.settings import Settings
 
 __all__ = [
@@ -146,8 +147,9 @@ def discard_unclean_tables(tabledir: Path) -> list[Path]:
     waits for the transaction: a worker killed mid-transaction leaves writes in RocksDB whose
     transaction is aborted, so the database is ahead of everything committed (and the input
     that made those writes is read again). As Kafka Streams does after an unclean shutdown
-    under exactly-once, the databases are then rebuilt from the changelog, which Faust reads
-    ``read_committed``. A clean shutdown leaves :data:`CLEAN_MARKER`, which this consumes.
+    under exactly-once, the databases are then rebuilt from the changelog, which the app's
+    consumer reads ``read_committed``. A clean shutdown leaves :data:`CLEAN_MARKER`, which this
+    consumes.
 
     Returns the databases deleted.
     """
@@ -176,10 +178,22 @@ class StreamApp(faust.App):
     topics, checking partition counts) before the consumer subscribes, and lets another reader
     take some subscribed topics off its consumer (:meth:`take_input_topics`). Everything else
     is Faust's.
+
+    Faust itself always runs ``at_least_once`` here: stream_app's ``exactly_once`` is made by
+    the reader of the cell input topics (:mod:`stream_app.layers.batch_input`), with a Kafka
+    transaction per input partition. With :attr:`exactly_once` set the app's consumer reads
+    ``read_committed`` (table recovery, effects), and table databases left by a worker that did
+    not stop cleanly are rebuilt from their changelogs.
+
+    Attributes:
+        exactly_once: stream_app's ``exactly_once`` is in force (set by :func:`create_app`).
+        bootstrap_servers: The brokers as ``host:port,...`` (set by :func:`create_app`).
     """
 
     _before_start_hooks: list[Callable[[], Awaitable[None]]]
     _input_taker: InputTaker | None = None
+    exactly_once: bool = False
+    bootstrap_servers: str = ""
 
     @cached_property
     def flow_control(self) -> FlowControlEvent:
@@ -199,35 +213,10 @@ class StreamApp(faust.App):
         """
         self._input_taker = taker
 
-    @property
-    def processing_lock(self) -> asyncio.Lock:
-        """Held while an agent handles one record and acknowledges it, and, under
-        ``exactly_once``, while the consumer commits.
-
-        Faust commits a partition's transaction on a timer, whatever its agents are doing. A
-        record half handled at that moment has some of its outputs (events, effects) in the
-        committed transaction but not its offset, nor its changelog records (still in the send
-        buffer): after a crash it is handled again and its outputs appear twice. With this
-        lock a commit falls between two records, after the send buffer is drained into the
-        transaction, and sees the offset of every record whose outputs it carries.
-        """
-        lock: asyncio.Lock | None = getattr(self, "_processing_lock", None)
-        if lock is None:
-            lock = self._processing_lock = asyncio.Lock()
-        return lock
-
     def _new_consumer(self) -> Any:
         consumer: Any = super()._new_consumer()
-        if self.in_transaction:
-            commit = consumer.commit
-
-            async def commit_between_records(*args: Any, **kwargs: Any) -> bool:
-                async with self.processing_lock:
-                    await self.producer.flush()
-                    result: bool = await commit(*args, **kwargs)
-                    return result
-
-            consumer.commit = commit_between_records
+        if self.exactly_once:
+            _read_committed(consumer._thread, self.bootstrap_servers)
         taker = self._input_taker
         if taker is None:
             return consumer
@@ -266,7 +255,7 @@ class StreamApp(faust.App):
         discarded first (see :func:`discard_unclean_tables`).
         """
         await super().on_start()
-        if self.in_transaction:
+        if self.exactly_once:
             discard_unclean_tables(Path(self.conf.tabledir))
         for hook in getattr(self, "_before_start_hooks", []):
             await hook()
@@ -275,7 +264,7 @@ class StreamApp(faust.App):
         """After Faust has stopped (tables closed, transactions committed): mark the table
         databases clean, so the next start under ``exactly_once`` keeps them."""
         await super().on_shutdown()
-        if self.in_transaction and not self.crashed:
+        if self.exactly_once and not self.crashed:
             tables = Path(self.conf.tabledir)
             if tables.is_dir():
                 (tables / CLEAN_MARKER).touch()
@@ -305,6 +294,47 @@ class StreamApp(faust.App):
         return producer
 
 
+def _read_committed(thread: Any, bootstrap: str) -> None:
+    """Make Faust's aiokafka consumer thread read ``read_committed``, while Faust commits
+    offsets the ``at_least_once`` way, and give table recovery ends it can reach.
+
+    Recovery counts a changelog partition done when the last record it received has the
+    partition's end offset minus one. Under ``exactly_once`` every changelog partition ends with
+    a transaction marker, which is never received, so that never happens (Faust's own
+    ``exactly_once`` gives up waiting after 10 s without records, and by then may have skipped
+    records still queued). Here the end of each partition is the offset after its last
+    committed record before the last stable offset (:func:`last_record_offsets`).
+    """
+    create = thread._create_worker_consumer
+    end_offsets = thread._highwaters
+
+    def create_read_committed(transport: Any) -> Any:
+        consumer = create(transport)
+        # Read by the fetcher aiokafka makes when the consumer starts, after this.
+        consumer._isolation_level = "read_committed"
+        return consumer
+
+    async def record_ends(partitions: list[TP]) -> dict[TP, int]:
+        # Under read_committed the broker answers with the last stable offsets.
+        stable: dict[TP, int] = dict(await end_offsets(partitions))
+        loop = asyncio.get_running_loop()
+        last = await loop.run_in_executor(
+            None,
+            last_record_offsets,
+            bootstrap,
+            {(tp.topic, tp.partition): offset or 0 for tp, offset in stable.items()},
+        )
+        ends = {}
+        for tp in stable:
+            offset = last.get((tp.topic, tp.partition))
+            ends[tp] = 0 if offset is None else offset + 1
+        return ends
+
+    # Instance attributes shadow the thread's methods for this thread only.
+    thread._create_worker_consumer = create_read_committed
+    thread._highwaters = record_ends
+
+
 def create_app(settings: Settings, **overrides: Any) -> StreamApp:
     """Create the Faust app of a stream_app worker.
 
@@ -322,7 +352,8 @@ def create_app(settings: Settings, **overrides: Any) -> StreamApp:
         "datadir": str(settings.data_dir),
         "topic_partitions": settings.partitions,
         "topic_replication_factor": settings.replication_factor,
-        "processing_guarantee": settings.processing_guarantee,
+        # stream_app makes exactly_once itself (see StreamApp); Faust commits at least once.
+        "processing_guarantee": "at_least_once",
         "web_host": settings.web_host,
         "web_bind": settings.web_host,
         "web_port": settings.web_port,
@@ -341,7 +372,10 @@ def create_app(settings: Settings, **overrides: Any) -> StreamApp:
         "version": 1,
     }
     options.update(overrides)
-    return StreamApp(settings.app_id, **options)
+    app = StreamApp(settings.app_id, **options)
+    app.exactly_once = settings.processing_guarantee == "exactly_once"
+    app.bootstrap_servers = settings.bootstrap_servers
+    return app
 
 
 class DeadLetterSink:
@@ -349,7 +383,10 @@ class DeadLetterSink:
 
     The send is awaited until the broker acknowledges it, so the source offset is never
     committed ahead of its dead letter: a crash in between replays the record and dead-letters
-    it again (at least once), it is never lost.
+    it again (at least once), it is never lost. While the batched input processes a record the
+    dead letter goes out with that record's other outputs instead (:attr:`alongside`): flushed
+    before the offset commit, or, under ``exactly_once``, in the partition's transaction, so a
+    replayed record is not dead-lettered twice.
 
     Attributes:
         counts: Dead letters published by this process, by reason.
@@ -365,6 +402,12 @@ class DeadLetterSink:
             value_serializer="raw",
         )
         self.counts: Counter[str] = Counter()
+        #: Set by the runtime: produces a dead letter ``(topic, key, value, headers)`` with the
+        #: outputs of the input record being processed (in its transaction under
+        #: ``exactly_once``) and returns ``True``; ``False`` when no record is being processed.
+        self.alongside: (
+            Callable[[str, bytes | None, bytes | None, list[tuple[str, bytes]]], bool] | None
+        ) = None
 
     async def publish(self, message: Any, error: StreamAppError, *, behaviour: str) -> None:
         """Dead-letter the Faust ``message`` (an ``event.message``) rejected with ``error``.
@@ -407,8 +450,11 @@ class DeadLetterSink:
             offset=offset,
             max_bytes=self.settings.dead_letter_max_bytes,
         )
-        pending = await self.topic.send(
-            key=letter.key, value=letter.value, headers=letter.headers()
-        )
-        await pending
+        headers = letter.headers()
+        alongside = self.alongside
+        if alongside is None or not alongside(
+            self.settings.dead_letter_topic, letter.key, letter.value, headers
+        ):
+            pending = await self.topic.send(key=letter.key, value=letter.value, headers=headers)
+            await pending
         self.counts[letter.reason] += 1

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from faust import current_event
+from faust.types.enums import ProcessingGuarantee
 from pydantic import BaseModel
 
 from stream_app.app import DeadLetterSink, StreamApp, create_app
@@ -132,14 +132,27 @@ class Runtime:
             key_serializer="raw",
             value_serializer="raw",
         )
-        #: Reads the cell input topics in batches (``at_least_once`` with ``batch_input``).
+        guarantee: Any = self.app.conf.processing_guarantee
+        if guarantee != ProcessingGuarantee.AT_LEAST_ONCE:
+            raise ConfigError(
+                "give the Runtime an app made with processing_guarantee=at_least_once: stream_app "
+                "makes exactly_once itself (Settings.processing_guarantee), not with Faust's "
+                "transactions"
+            )
+        exactly_once = self.settings.processing_guarantee == "exactly_once"
+        #: Reads the cell input topics in batches: always under ``exactly_once`` (whose
+        #: transactions it runs), under ``at_least_once`` when ``batch_input`` is on.
         self.batch_input: BatchInput | None = None
-        if (
-            self.settings.processing_guarantee == "at_least_once"
-            and self.settings.batch_input
-            and isinstance(self.app, StreamApp)
-        ):
-            self.batch_input = BatchInput(self)
+        if exactly_once or self.settings.batch_input:
+            if not isinstance(self.app, StreamApp) or self.app.exactly_once != exactly_once:
+                if exactly_once:
+                    raise ConfigError(
+                        "exactly_once needs the app of create_app(settings) (a StreamApp that "
+                        "reads read_committed and rebuilds tables after an unclean stop)"
+                    )
+            else:
+                self.batch_input = BatchInput(self)
+                self.dead_letters.alongside = self._dead_letter_alongside
         self.engines: dict[str, CellEngine] = {}
         self.entities: dict[str, Entity[Any]] = {}
         self.effects = EffectDispatcher(self)
@@ -247,44 +260,43 @@ class Runtime:
     ) -> None:
         """Send a message to a cell through Kafka, from inside the worker (persistent).
 
-        Inside an agent the record is flushed before the agent's input offset is committed.
-        Under ``exactly_once``, a message for a cell on the partition being processed joins that
-        partition's transaction; one for a cell on another partition is sent outside any
-        transaction and awaited (at least once): Faust's transactional producer would put it in
-        the *target* partition's transaction, which commits only when that partition is
-        processed, so on an idle partition it would wait for the transaction timeout and be
-        aborted.
+        While a record is processed the message is one of its outputs (see :meth:`produce`):
+        under ``exactly_once`` it joins the transaction of the processed record's partition,
+        whichever partition the target cell is on, and the target sees it only once that
+        transaction commits. Elsewhere (an effect handler, a web view) it is a plain send.
         """
         key, value = cell_id.encode(), envelope_bytes(type, body, id=id)
-        if await self._sent_outside_transaction(self.settings.input_topic(behaviour), key, value):
+        topic = self.settings.input_topic(behaviour)
+        if self.batch_input is not None and batch_partition() is not None:
+            partition = partition_for(key, self.settings.partitions)
+            self.batch_input.produce(topic, key, value, partition)
             return
-        await self.output_topic(self.settings.input_topic(behaviour)).send(key=key, value=value)
+        await self.output_topic(topic).send(key=key, value=value)
 
     async def produce(self, topic: str, key: bytes, value: bytes, partition: int) -> None:
         """Produce one output of the record being handled (an event, a reply, an effect).
 
-        Under ``exactly_once`` it joins the transaction of the handled record's partition, the
-        one that commits its offset and its changelog records. (Faust's own ``Topic.send``
-        picks the transaction from the *target* partition and topic group, and sends a record
-        for a topic no agent reads with no transaction at all: an event or a reply would be
-        visible before, or without, the state change it belongs to.) Otherwise it is a plain
-        send, flushed before the input offset is committed.
+        While the batched input processes a record it goes out with that record's changelog
+        records: under ``exactly_once`` in the transaction of the record's partition, the one
+        that commits its offset; under ``at_least_once`` acknowledged before the offset is
+        committed. On Faust's path (``batch_input`` off) it is a plain send, flushed before the
+        input offset is committed.
         """
-        app = self.app
         if self.batch_input is not None and batch_partition() is not None:
-            # Batched input: with the changelog records, flushed before the offset commit.
             self.batch_input.produce(topic, key, value, partition)
             return
-        event = current_event() if app.in_transaction else None
-        if event is None:
-            await self.output_topic(topic).send(key=key, value=value, partition=partition)
-            return
-        source = event.message.tp
-        group = app.assignor.group_for_topic(source.topic)
-        transactional_id = f"{app.conf.id}-{group}-{source.partition}"
-        await app.consumer.transactions.producer.send(
-            topic, key, value, partition, None, None, transactional_id=transactional_id
-        )
+        await self.output_topic(topic).send(key=key, value=value, partition=partition)
+
+    def _dead_letter_alongside(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> bool:
+        """Produce a dead letter with the outputs of the record being processed (in its
+        transaction under ``exactly_once``); ``False`` when no record is being processed."""
+        partition = batch_partition()
+        if self.batch_input is None or partition is None:
+            return False
+        self.batch_input.produce(topic, key, value, partition, list(headers))
+        return True
 
     def reply_target(self, reply_to: str) -> tuple[str, int]:
         """The topic and partition a ``reply_to`` address names, if this app may reply there.
@@ -305,25 +317,6 @@ class Runtime:
                 f"(0..{self.settings.partitions - 1})"
             )
         return topic, partition
-
-    async def _sent_outside_transaction(
-        self,
-        topic: str,
-        key: bytes,
-        value: bytes,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> bool:
-        """Under exactly_once, send a record bound for another partition with the plain
-        producer and wait for its acknowledgement; return whether it was sent that way."""
-        if not self.app.in_transaction:
-            return False
-        target = partition_for(key, self.settings.partitions)
-        event = current_event()
-        if event is not None and event.message.partition == target:
-            return False
-        pending = await self.app.producer.send(topic, key, value, target, None, headers)
-        await pending
-        return True
 
     def inject(
         self, behaviour: str, cell_id: str, type: str, body: dict[str, Any] | None = None

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ProcessingGuarantee", "Settings", "get_settings"]
@@ -33,14 +33,16 @@ class Settings(BaseSettings):
         partitions: Partition count of every topic the app declares without an explicit count.
             All topics that carry work for a cell must share it (co-partitioning).
         replication_factor: Replication factor of topics declared without an explicit one.
-        processing_guarantee: ``at_least_once`` (default) or ``exactly_once`` (Kafka transactions).
-        batch_input: Under ``at_least_once``, read the cell input topics in batches with
-            confluent-kafka instead of through Faust's per-record stream (the default; see
-            :mod:`stream_app.layers.batch_input`). Off, or under ``exactly_once``, the engines'
-            Faust agents take every record.
+        processing_guarantee: ``at_least_once`` (default) or ``exactly_once`` (a Kafka
+            transaction per input partition; see :mod:`stream_app.layers.batch_input`).
+        batch_input: Read the cell input topics in batches with confluent-kafka instead of
+            through Faust's per-record stream (the default; see
+            :mod:`stream_app.layers.batch_input`). Off, the engines' Faust agents take every
+            record; only under ``at_least_once`` (``exactly_once`` runs on the batched input).
         commit_interval_s: How often input offsets are committed (Faust's
             ``broker_commit_interval``). A crash replays at most about this much input under
-            ``at_least_once``; under ``exactly_once`` it is the transaction length.
+            ``at_least_once``; under ``exactly_once`` it is the transaction length, and so how
+            long outputs (replies included) wait to become visible.
         web_host: Interface the worker's HTTP views bind to.
         web_port: Port of the worker's HTTP views.
         max_message_bytes: Largest record value a behaviour accepts; larger ones are dead letters.
@@ -97,6 +99,15 @@ class Settings(BaseSettings):
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"expected host:port, got {server!r}")
         return ",".join(servers)
+
+    @model_validator(mode="after")
+    def _exactly_once_batches(self) -> Settings:
+        """``exactly_once`` is made by the batched input; refuse it with ``batch_input`` off."""
+        if self.processing_guarantee == "exactly_once" and not self.batch_input:
+            raise ValueError(
+                "processing_guarantee=exactly_once runs on the batched input: leave batch_input on"
+            )
+        return self
 
     @property
     def faust_broker(self) -> str:

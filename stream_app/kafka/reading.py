@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
-__all__ = ["read_to_end"]
+__all__ = ["last_record_offsets", "read_to_end"]
+
+#: Offsets before a partition's end read first by :func:`last_record_offsets` (then 8x more).
+TAIL_WINDOW = 64
 
 
 def read_to_end(
@@ -70,5 +73,64 @@ def read_to_end(
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading {topic}: at {position} of {ends} after {timeout:.0f}s")
+    finally:
+        consumer.close()
+
+
+def last_record_offsets(
+    bootstrap: str, ends: Mapping[tuple[str, int], int], *, timeout: float = 30.0
+) -> dict[tuple[str, int], int | None]:
+    """The offset of the last committed record before each partition's end.
+
+    ``ends`` maps ``(topic, partition)`` to an end offset, normally the last stable offset.
+    A partition written in transactions ends with a commit (or abort) marker, which takes an
+    offset but is never delivered, so "the end minus one" is not a record. This reads each
+    partition ``read_committed`` backwards from its end in growing windows until it finds a
+    record (``None`` when the partition has none before its end).
+
+    Raises:
+        TimeoutError: A window was not read within ``timeout`` seconds.
+    """
+    found: dict[tuple[str, int], int | None] = {tp: None for tp, end in ends.items() if end <= 0}
+    pending = {tp: end for tp, end in ends.items() if end > 0}
+    window = TAIL_WINDOW
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"stream-app-reader-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    try:
+        while pending:
+            starts = {tp: max(0, end - window) for tp, end in pending.items()}
+            consumer.assign([TopicPartition(t, p, starts[t, p]) for t, p in pending])
+            assigned = [TopicPartition(t, p) for t, p in pending]
+            last: dict[tuple[str, int], int] = {}
+            deadline = time.monotonic() + timeout
+            while True:
+                for message in consumer.consume(1000, timeout=0.1):
+                    offset = message.offset()
+                    tp = (message.topic() or "", message.partition() or 0)
+                    if message.error() or offset is None:
+                        continue
+                    if tp in pending and offset < pending[tp]:
+                        last[tp] = max(offset, last.get(tp, -1))
+                positions = {(t.topic, t.partition): t.offset for t in consumer.position(assigned)}
+                if all(positions[tp] >= end for tp, end in pending.items()):
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"reading the last records: at {positions} of {dict(pending)} after "
+                        f"{timeout:.0f}s"
+                    )
+            for tp in list(pending):
+                if tp in last or starts[tp] == 0:
+                    found[tp] = last.get(tp)
+                    del pending[tp]
+            window *= 8
+        return found
     finally:
         consumer.close()

@@ -21,8 +21,25 @@ of the way for the cell input topics, keeping everything else Faust does:
   same time, so recovery replays the changelog from there.
 
 A crash loses nothing acknowledged: input whose offset was not committed is read again (at
-least once), exactly as with Faust's own commit. ``exactly_once`` keeps Faust's path, whose
-transactions cover the input offsets.
+least once), exactly as with Faust's own commit.
+
+**Under** ``exactly_once`` the same loop runs one Kafka transaction per input partition, as
+Kafka Streams' per-task producers did (``exactly_once`` before KIP-447):
+
+- Each input partition this worker reads has its own transactional producer, with the
+  transactional id ``stream_app.<app_id>.<topic>.<partition>``. Taking a partition calls
+  ``init_transactions()`` *before* its committed offset is read: the broker completes or aborts
+  whatever the previous owner left open and fences that owner, so a zombie (a worker that lost
+  the partition in a rebalance it did not see) can no longer commit anything for it.
+- Everything a record causes goes into its partition's transaction: table changelog records,
+  events, effects, replies, messages to other cells (on any partition) and dead letters.
+- A commit sends each partition's next offset with ``send_offsets_to_transaction`` and commits
+  the transactions, in parallel, between two batches. Outputs and offsets become visible
+  together (consumers read ``read_committed``), or not at all.
+- The RocksDB databases take writes at once, ahead of the commit. A worker that stops without
+  committing (killed, fenced, or a transaction that fails) leaves them ahead of the changelog,
+  so a worker that did not stop cleanly rebuilds its tables from the changelog on its next start
+  (:func:`stream_app.app.discard_unclean_tables`), as Kafka Streams does under exactly-once.
 """
 
 from __future__ import annotations
@@ -36,7 +53,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_STORED,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from faust.types import TP
 
 from stream_app.errors import StreamAppError
@@ -44,7 +69,7 @@ from stream_app.errors import StreamAppError
 if TYPE_CHECKING:
     from stream_app.runtime import Runtime
 
-__all__ = ["BATCH_MAX", "BatchInput", "InputRecord", "batch_partition"]
+__all__ = ["BATCH_MAX", "BatchInput", "InputRecord", "TransactionError", "batch_partition"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +79,14 @@ BATCH_MAX = 500
 POLL_TIMEOUT_S = 0.02
 #: Longest a flush of the changelog producer may take before the commit fails.
 FLUSH_TIMEOUT_S = 60.0
+#: Longest one transaction call (init, send offsets, commit) may take, in seconds.
+TXN_TIMEOUT_S = 60.0
+#: Threads that initialise and commit the partitions' transactions side by side.
+TXN_THREADS = 8
+#: Times a commit is tried again after a retriable error before the worker stops.
+TXN_RETRIES = 3
+
+Headers = list[tuple[str, str | bytes | None]] | None
 
 #: The partition whose record the batch loop is processing, in the loop's own task (an engine
 #: reads and writes the tables of that partition). Other tasks (web views, sweeps) see ``None``.
@@ -71,6 +104,16 @@ class ChangelogError(StreamAppError):
     """A changelog record was not acknowledged; the input it covers is not committed."""
 
     reason = "changelog"
+
+
+class TransactionError(StreamAppError):
+    """A partition's transaction could not be started or committed (``exactly_once``).
+
+    The worker stops; nothing of the transaction is visible, and its input is read again by the
+    next owner of the partition (which rebuilds the tables from the changelog first).
+    """
+
+    reason = "transaction"
 
 
 @dataclass(slots=True)
@@ -107,13 +150,26 @@ Handler = Callable[[InputRecord], Awaitable[None]]
 class BatchInput:
     """Reads the cell input topics this worker owns and hands their records to the engines.
 
-    Made by the :class:`~stream_app.runtime.Runtime` when the guarantee is ``at_least_once``
-    and ``Settings.batch_input`` is on. See the module documentation for how it fits Faust.
+    Made by the :class:`~stream_app.runtime.Runtime` under ``exactly_once``, and under
+    ``at_least_once`` when ``Settings.batch_input`` is on. See the module documentation for how
+    it fits Faust and how its transactions work.
+
+    Attributes:
+        exactly_once: Whether each input partition's outputs and offsets commit in a Kafka
+            transaction of its own.
     """
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.app: Any = runtime.app
+        self.exactly_once = runtime.settings.processing_guarantee == "exactly_once"
+        #: exactly_once: the transactional producer of each input partition read here.
+        self._transactions: dict[TP, Producer] = {}
+        #: exactly_once: partitions whose transaction has begun and not yet committed.
+        self._open: set[TP] = set()
+        #: The input partition of the record being processed (whose transaction outputs join).
+        self._current: TP | None = None
+        self._txn_pool = ThreadPoolExecutor(TXN_THREADS, thread_name_prefix="stream_app-txn")
         self._handlers: dict[str, Handler] = {}
         self._stores: dict[str, Any] = {}
         self._consumer: Consumer | None = None
@@ -137,6 +193,7 @@ class BatchInput:
     def stats(self) -> dict[str, Any]:
         """Records and batches processed, commits made, partitions read (for the metrics)."""
         return {
+            "exactly_once": self.exactly_once,
             "records": self.records,
             "batches": self.batches,
             "commits": self.commits,
@@ -168,7 +225,14 @@ class BatchInput:
         async with self._lock:
             self._wanted = frozenset()
             if self._assigned:
-                await self._commit()
+                try:
+                    await self._commit()
+                except TransactionError as exc:
+                    # Fenced by a newer owner while this worker was away (a zombie), or a
+                    # transaction that had to be aborted: nothing of it is visible. Stop.
+                    logger.error("batch input: %s; stopping the worker", exc)
+                    await self.app.crash(exc)
+                    return
                 await self._assign(frozenset())
 
     # -- the loop --------------------------------------------------------------------------
@@ -242,21 +306,33 @@ class BatchInput:
                     token = _partition.set(record.partition)
                 else:
                     _partition.set(record.partition)
+                tp = self._current = TP(record.topic, record.partition)
                 await handler(record)
-                processed[TP(record.topic, record.partition)] = record.offset + 1
+                processed[tp] = record.offset + 1
                 self.records += 1
         finally:
+            self._current = None
             if token is not None:
                 _partition.reset(token)
         self.batches += 1
         if self._producer is not None:
             self._producer.poll(0)
+        for producer in self._transactions.values():
+            producer.poll(0)
 
     # -- assignment ------------------------------------------------------------------------
 
     async def _assign(self, tps: frozenset[TP]) -> None:
-        """Read exactly ``tps``, each from its committed offset (the group's)."""
+        """Read exactly ``tps``, each from its committed offset (the group's).
+
+        Under ``exactly_once`` the transactions of partitions given up are closed (the caller
+        has committed them) and those of new partitions initialised *before* their committed
+        offsets are read, which fences the previous owner and settles its open transaction.
+        """
         loop = asyncio.get_running_loop()
+        if self.exactly_once:
+            self._close_transactions(keep=tps)
+            await self._init_transactions(tps)
         if self._consumer is None and tps:
             self._consumer = Consumer(self._consumer_config())
         if self._consumer is not None:
@@ -281,6 +357,9 @@ class BatchInput:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": 100,
+            # Only what committed transactions wrote (other stream_app apps, or producers
+            # upstream, may write the input topics transactionally).
+            "isolation.level": "read_committed",
             "queued.max.messages.kbytes": 16384,
             "client.id": f"{self.app.conf.id}-batch-input",
         }
@@ -294,26 +373,41 @@ class BatchInput:
         self._stores[topic] = store
         self._send(topic, key, value, partition, self._on_delivery)
 
-    def produce(self, topic: str, key: bytes, value: bytes, partition: int) -> None:
-        """Produce an output of the record being processed (an event, a reply, an effect) with
-        the changelog producer: acknowledged before the input offset is committed, like the
-        changelog records, without Faust's per-record send path."""
-        self._send(topic, key, value, partition, self._on_output)
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int,
+        headers: Headers = None,
+    ) -> None:
+        """Produce an output of the record being processed (an event, a reply, an effect, a
+        message to a cell, a dead letter) with the changelog records: acknowledged before the
+        input offset is committed (``at_least_once``), or in the input partition's transaction
+        (``exactly_once``), without Faust's per-record send path."""
+        self._send(topic, key, value, partition, self._on_output, headers)
 
     def _send(
         self,
         topic: str,
-        key: bytes,
+        key: bytes | None,
         value: bytes | None,
         partition: int,
         on_delivery: Callable[[KafkaError | None, Message], None],
+        headers: Headers = None,
     ) -> None:
-        producer = self._producer
-        if producer is None:
+        producer: Producer
+        if self.exactly_once:
+            producer = self._transaction()
+        elif self._producer is None:
             producer = self._producer = Producer(self._producer_config())
+        else:
+            producer = self._producer
         while True:
             try:
-                producer.produce(topic, value, key, partition, on_delivery=on_delivery)
+                producer.produce(
+                    topic, value, key, partition, on_delivery=on_delivery, headers=headers
+                )
                 return
             except BufferError:
                 producer.poll(0.05)
@@ -342,29 +436,125 @@ class BatchInput:
             "client.id": f"{self.app.conf.id}-changelog",
         }
 
+    # -- transactions (exactly_once) --------------------------------------------------------
+
+    def _transaction(self) -> Producer:
+        """The producer of the open transaction of the input partition being processed."""
+        tp = self._current
+        if tp is None:
+            raise TransactionError(
+                "exactly_once: an output was produced outside the processing of an input record"
+            )
+        producer = self._transactions[tp]
+        if tp not in self._open:
+            producer.begin_transaction()
+            self._open.add(tp)
+        return producer
+
+    def transactional_id(self, tp: TP) -> str:
+        """The transactional id of input partition ``tp``: every worker that ever reads the
+        partition uses it, so the broker fences all but the newest."""
+        return f"stream_app.{self.app.conf.id}.{tp.topic}.{tp.partition}"
+
+    def _transaction_config(self, tp: TP) -> dict[str, Any]:
+        interval_ms = int(self.app.conf.broker_commit_interval * 1000)
+        return {
+            **self._producer_config(),
+            "transactional.id": self.transactional_id(tp),
+            # Room for a few commit intervals, within the broker's default maximum (15 min).
+            "transaction.timeout.ms": min(900_000, max(60_000, 10 * interval_ms)),
+            "client.id": f"{self.app.conf.id}-txn-{tp.topic}-{tp.partition}",
+        }
+
+    async def _init_transactions(self, tps: frozenset[TP]) -> None:
+        """Make and initialise the transactional producers of the partitions in ``tps`` that
+        have none, side by side."""
+        new = {tp: Producer(self._transaction_config(tp)) for tp in tps - self._transactions.keys()}
+        await self._each(
+            "could not initialise", list(new), lambda tp: new[tp].init_transactions(TXN_TIMEOUT_S)
+        )
+        self._transactions.update(new)
+
+    async def _each(self, failure: str, tps: list[TP], call: Callable[[TP], None]) -> None:
+        """Run a blocking transaction ``call`` for each partition of ``tps``, side by side;
+        raise :class:`TransactionError` naming every partition where it failed."""
+        loop = asyncio.get_running_loop()
+        results = await asyncio.gather(
+            *(loop.run_in_executor(self._txn_pool, call, tp) for tp in tps),
+            return_exceptions=True,
+        )
+        failed = [
+            f"{tp.topic}[{tp.partition}]: {result}"
+            for tp, result in zip(tps, results, strict=True)
+            if isinstance(result, BaseException)
+        ]
+        if failed:
+            raise TransactionError(f"exactly_once: {failure}: " + "; ".join(failed))
+
+    def _close_transactions(self, keep: frozenset[TP]) -> None:
+        """Drop the transactional producers of partitions not in ``keep``. Their transactions
+        are committed (or, after a failure, left for the next owner to abort)."""
+        for tp in [tp for tp in self._transactions if tp not in keep]:
+            del self._transactions[tp]
+            self._open.discard(tp)
+
+    async def _commit_transactions(self, offsets: dict[TP, int]) -> None:
+        """Commit every open transaction, and one for each partition with processed input,
+        each with its partition's next offset; side by side."""
+        consumer = self._consumer
+        tps = [tp for tp in self._transactions if tp in self._open or tp in offsets]
+        if not tps or consumer is None:
+            return
+        metadata = consumer.consumer_group_metadata()
+
+        def commit(tp: TP) -> None:
+            producer = self._transactions[tp]
+            if tp not in self._open:
+                producer.begin_transaction()
+            if tp in offsets:
+                position = [TopicPartition(tp.topic, tp.partition, offsets[tp])]
+                _retrying(
+                    lambda: producer.send_offsets_to_transaction(position, metadata, TXN_TIMEOUT_S)
+                )
+            _retrying(lambda: producer.commit_transaction(TXN_TIMEOUT_S))
+
+        # A failure is a fence (a newer owner took the partition) or a transaction that had to
+        # be aborted: the worker stops. The tables hold writes no committed transaction has;
+        # the next start rebuilds them from the changelog.
+        await self._each("commit failed", tps, commit)
+        self._open.difference_update(tps)
+
     # -- commit ----------------------------------------------------------------------------
 
     async def _commit(self) -> None:
-        """Commit the input processed so far, once everything it produced is acknowledged."""
+        """Commit the input processed so far: once everything it produced is acknowledged
+        (``at_least_once``), or with everything it produced, in one transaction per partition
+        (``exactly_once``)."""
         self._last_commit = time.monotonic()
         offsets = dict(self._processed)
-        loop = asyncio.get_running_loop()
-        producer = self._producer
-        if producer is not None:
-            left = await loop.run_in_executor(self._pool, producer.flush, FLUSH_TIMEOUT_S)
-            if left:
-                raise ChangelogError(f"{left} changelog records not acknowledged in time")
+        if self.exactly_once:
+            await self._commit_transactions(offsets)
+            failure: type[StreamAppError] = TransactionError
+        else:
+            failure = ChangelogError
+            producer = self._producer
+            if producer is not None:
+                loop = asyncio.get_running_loop()
+                left = await loop.run_in_executor(self._pool, producer.flush, FLUSH_TIMEOUT_S)
+                if left:
+                    raise ChangelogError(f"{left} changelog records not acknowledged in time")
         if self._failed:
             errors, self._failed = self._failed, []
-            raise ChangelogError(f"changelog records failed: {errors[:3]}")
-        # Effects, sends to other cells, wake records and dead letters of the same input.
+            raise failure(f"changelog or output records failed: {errors[:3]}")
+        # What went through Faust's producer: wake records, and under at_least_once dead
+        # letters of records processed outside the batch loop.
         await self.app.producer.flush()
         for (topic, partition), offset in self._delivered.items():
             self._stores[topic].set_persisted_offset(TP(topic, partition), offset)
         self._delivered.clear()
         if not offsets:
             return
-        if await self.app.consumer._commit(offsets):
+        if self.exactly_once or await self.app.consumer._commit(offsets):
             self.commits += 1
             for tp, offset in offsets.items():
                 if self._processed.get(tp) == offset:
@@ -372,6 +562,7 @@ class BatchInput:
 
     async def close(self) -> None:
         """Close the Kafka clients (after :meth:`drain`)."""
+        self._close_transactions(keep=frozenset())
         loop = asyncio.get_running_loop()
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
@@ -379,3 +570,16 @@ class BatchInput:
         producer, self._producer = self._producer, None
         if producer is not None:
             await loop.run_in_executor(self._pool, producer.flush, FLUSH_TIMEOUT_S)
+
+
+def _retrying(call: Callable[[], None]) -> None:
+    """Run a transaction call, again after a retriable error (at most :data:`TXN_RETRIES`)."""
+    for attempt in range(TXN_RETRIES + 1):
+        try:
+            call()
+            return
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if attempt == TXN_RETRIES or not (isinstance(error, KafkaError) and error.retriable()):
+                raise
+            logger.warning("exactly_once: retrying a transaction call after %s", error)

@@ -214,10 +214,8 @@ class CellEngine:
             due = part.next_due is not None and part.next_due <= now
             if part.needs_boot or due or part.injected:
                 part.wake_sent = mono
-                # The plain producer, never a partition's transaction: under exactly_once an
-                # open transaction holding a wake would hide the partition from read_committed
-                # consumers (the agent) until it commits, and it commits only when the agent
-                # has consumed something.
+                # The plain producer: a wake is a hint from the sweep, not an output of a
+                # record, and never waits for a transaction.
                 await self.runtime.app.producer.send(
                     self.topic_name, WAKE_KEY, b"", p, None, [(CONTROL_HEADER, b"wake")]
                 )
@@ -235,19 +233,17 @@ class CellEngine:
     # -- the agent -------------------------------------------------------------------------
 
     async def _agent(self, stream: Any) -> None:
-        """Faust's path for the input topic (``exactly_once``, or batched input off).
+        """Faust's path for the input topic (``at_least_once`` with batched input off).
 
         When recovery completes, Faust resumes the input partitions before it seeks them to
         their committed offsets, so records fetched in between reach the agent twice. Within
         one consumer generation a record at or below the highest offset already handled on
-        its partition is such a repeat: its writes are in the tables and its outputs in the
-        open transaction, so it is acknowledged and not handled again (under
-        ``exactly_once`` it would otherwise be applied twice).
+        its partition is such a repeat: its writes are in the tables and its outputs sent, so
+        it is acknowledged and not handled again.
         """
         app = self.runtime.app
         handled: dict[int, int] = {}
         generation: int | None = None
-        lock = app.processing_lock if app.in_transaction else None
         async for event in stream.events():
             message = event.message
             if app.consumer_generation_id != generation:
@@ -256,15 +252,7 @@ class CellEngine:
             last = handled.get(message.partition)
             if last is not None and message.offset <= last:
                 continue
-            if lock is None:
-                await self._on_event(message)
-            else:
-                # exactly_once: a commit must not fall inside a record (see
-                # StreamApp.processing_lock), and the record is acknowledged before the lock
-                # is released, so the commit that carries its outputs carries its offset too.
-                async with lock:
-                    await self._on_event(message)
-                    event.ack()
+            await self._on_event(message)
             handled[message.partition] = message.offset
 
     async def _on_event(self, record: Any) -> None:
@@ -323,8 +311,7 @@ class CellEngine:
                 record.partition,
                 home,
             )
-            if not await self.runtime._sent_outside_transaction(self.topic_name, key, record.value):
-                await self.input.send(key=key, value=record.value, partition=home)
+            await self.runtime.produce(self.topic_name, key, record.value, home)
             return
         origin = f"{record.topic}/{record.partition}/{record.offset}"
         if self._is_parked(key):
@@ -689,15 +676,15 @@ class CellEngine:
         3. Without batched input, persist the record's offset in the database when it is
            acknowledged (as Faust does), so recovery replays the changelog only from there.
 
-        Under ``exactly_once`` (or outside an event) it goes through the Faust table, whose
-        changelog records join the partition's transaction.
+        With batched input under ``exactly_once`` the changelog record joins the transaction
+        of the input partition. Outside an event it goes through the Faust table.
         """
         partition = batch_partition()
         batched = partition is not None
         app = self.runtime.app
         if partition is None:
             partition = _event_partition()
-            if partition is None or app.in_transaction:
+            if partition is None:
                 if value is None:
                     table.pop(key, None)
                 else:

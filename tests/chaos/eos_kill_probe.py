@@ -42,6 +42,8 @@ MESSAGES = 4_000
 ENTITIES = 100
 BATCH = 100
 PAUSE_S = 0.1
+#: Most increments an open-ended producer sends (about 10 minutes of them).
+MAX_MESSAGES = 600_000
 #: The zombie test's workers: under exactly_once a worker's assignment (tables opened, a
 #: transactional producer initialised per partition) took ~5 s there, without heartbeats; with
 #: the suites' 6 s session timeout the successor was dropped from the group and went through a
@@ -50,11 +52,24 @@ EOS_ENV = {"STREAM_APP_PROCESSING_GUARANTEE": "exactly_once", "STREAM_APP_SESSIO
 
 
 class IncrementProducer(threading.Thread):
-    """Sends ``increment`` (by 1) to random counters in paced batches; counts acknowledgements."""
+    """Sends ``increment`` (by 1) to random counters in paced batches; counts acknowledgements.
 
-    def __init__(self, bootstrap: str, topic: str, seed: int) -> None:
+    It sends ``messages`` increments, or keeps sending (up to :data:`MAX_MESSAGES`) until
+    :meth:`finish` when ``messages`` is ``None``, so that every kill falls under load.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        seed: int,
+        messages: int | None = MESSAGES,
+        pause_s: float = PAUSE_S,
+    ) -> None:
         super().__init__(daemon=True)
         self.bootstrap, self.topic, self.rng = bootstrap, topic, random.Random(seed)
+        self.messages, self.pause_s = messages, pause_s
+        self.finished = threading.Event()
         self.acked: Counter[str] = Counter()
         self.failures: list[str] = []
         self.lock = threading.Lock()
@@ -70,7 +85,10 @@ class IncrementProducer(threading.Thread):
             }
         )
         value = json.dumps({"type": "increment", "body": {"by": 1}}).encode()
-        for _ in range(MESSAGES // BATCH):
+        limit = MAX_MESSAGES if self.messages is None else self.messages
+        for _ in range(limit // BATCH):
+            if self.finished.is_set():
+                break
             for _ in range(BATCH):
                 entity = f"e{self.rng.randrange(ENTITIES)}"
                 producer.produce(
@@ -80,8 +98,18 @@ class IncrementProducer(threading.Thread):
                     on_delivery=lambda err, _m, entity=entity: self._ack(err, entity),
                 )
             producer.flush(60)
-            time.sleep(PAUSE_S)
+            time.sleep(self.pause_s)
         producer.flush(60)
+
+    def finish(self) -> None:
+        """Stop after the batch in flight (an open-ended producer)."""
+        self.finished.set()
+
+    @property
+    def total(self) -> int:
+        """Increments acknowledged so far."""
+        with self.lock:
+            return sum(self.acked.values())
 
     def _ack(self, err: object, entity: str) -> None:
         with self.lock:
@@ -110,13 +138,13 @@ def wait_group_empty(bootstrap: str, group: str, what: str) -> None:
     )
 
 
-def committed_replay(settings: Any) -> ReplayReport:
-    """The replay of the counters once the log holds all :data:`MESSAGES` committed events."""
+def committed_replay(settings: Any, events: int = MESSAGES) -> ReplayReport:
+    """The replay of the counters once the log holds ``events`` committed events."""
     report: ReplayReport = wait_for(
         lambda: replay(counter, settings),
-        lambda found: found.events >= MESSAGES,
+        lambda found: found.events >= events,
         timeout=60,
-        what=f"{MESSAGES} committed events",
+        what=f"{events} committed events",
     )
     return report
 
@@ -157,7 +185,9 @@ def test_random_sigkills_under_exactly_once_leave_a_clean_log_and_cache(
     }
     settings = settings_from_env(env)
     worker = start_worker(MODULE, env, name="worker-0")
-    producer = IncrementProducer(bootstrap, settings.input_topic("counter"), seed)
+    producer = IncrementProducer(
+        bootstrap, settings.input_topic("counter"), seed, messages=None, pause_s=0.4
+    )
     producer.start()
 
     kills: list[str] = []
@@ -171,11 +201,12 @@ def test_random_sigkills_under_exactly_once_leave_a_clean_log_and_cache(
             target = sum(values(worker).values()) + rng.randint(100, 800)
             reached = wait_for(
                 lambda worker=worker: sum(values(worker).values()),
-                lambda total, target=target: total >= target or not producer.is_alive(),
+                lambda total, target=target: total >= target,
                 timeout=180,
                 what=f"round {round_}: progress to {target}",
             )
             kills.append(f"after {reached} applied")
+        assert producer.is_alive(), "every kill falls while increments are sent"
         worker.kill()
         # The next worker starts once the coordinator has dropped the killed one (its session
         # timed out), so it joins alone. A worker that joins while the dead member is still
@@ -183,11 +214,12 @@ def test_random_sigkills_under_exactly_once_leave_a_clean_log_and_cache(
         # Faust's recovery can then stop the worker (see docs/entities.md, Known limits).
         wait_group_empty(bootstrap, settings.app_id, "the killed worker gone from the group")
 
-    producer.join(timeout=300)
+    final = start_restarting(start_worker, env, "worker-final", restarts)
+    producer.finish()
+    producer.join(timeout=60)
     assert not producer.is_alive(), "producer did not finish"
     assert not producer.failures, producer.failures[:5]
-    assert sum(producer.acked.values()) == MESSAGES
-    final = start_restarting(start_worker, env, "worker-final", restarts)
+    sent = producer.total
     print(f"kills: {kills}; restarts while starting: {restarts}")
     expected = dict(producer.acked)
     try:
@@ -197,18 +229,18 @@ def test_random_sigkills_under_exactly_once_leave_a_clean_log_and_cache(
         off = {e: (seen.get(e), n) for e, n in expected.items() if seen.get(e) != n}
         raise ConditionTimeout(
             f"{len(off)} of {len(expected)} counters differ (id: (cached, acked)): "
-            f"{dict(list(off.items())[:20])}; total {sum(seen.values())} of {MESSAGES}\n"
+            f"{dict(list(off.items())[:20])}; total {sum(seen.values())} of {sent}\n"
             f"--- worker log tail ---\n{final.log_text()[-4000:]}"
         ) from None
 
     # The event log, read committed, folded with the entity's own update. The worker's view
     # above includes its open transaction; wait until the last one is committed.
-    report = committed_replay(settings)
+    report = committed_replay(settings, sent)
     assert not report.duplicates, (
         f"events in the log twice: {dict(list(report.duplicates.items())[:10])}"
     )
     assert not report.gaps, f"sequence gaps: {dict(list(report.gaps.items())[:10])}"
-    assert report.events == MESSAGES, "one event per acknowledged increment"
+    assert report.events == sent, "one event per acknowledged increment"
     assert not report.mismatched, [
         (i, report.folded.get(i), report.cached.get(i)) for i in report.mismatched[:10]
     ]
@@ -252,10 +284,15 @@ def test_a_paused_worker_that_lost_its_partitions_cannot_commit_events(
         committed_replay(settings)  # the successor's transactions committed
     finally:
         os.kill(zombie.process.pid, signal.SIGCONT)  # the zombie wakes up
-    # It has two commit intervals to try to commit what it had in hand; nothing observable
-    # marks the attempt (a fenced commit may only be logged), so this waits on time.
-    time.sleep(5)
-    zombie.kill()
+    # Its next transaction call meets the successor's producers (same transactional ids, newer
+    # epoch): fenced, it stops itself without committing anything.
+    wait_for(
+        zombie.alive,
+        lambda alive: not alive,
+        timeout=120,
+        what="the fenced zombie stopping",
+    )
+    assert "exactly_once: commit failed" in zombie.log_text(), zombie.log_text()[-3000:]
     successor.kill()
     wait_group_empty(bootstrap, settings.app_id, "both workers gone from the group")
     report = committed_replay(settings)

@@ -58,6 +58,32 @@ def test_values_read_from_prefixed_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.web_port == 7000
 
 
+def test_exactly_once_needs_the_batched_input() -> None:
+    with pytest.raises(ValidationError, match="exactly_once runs on the batched input"):
+        Settings(processing_guarantee="exactly_once", batch_input=False)
+    assert Settings(processing_guarantee="exactly_once").batch_input
+
+
+def test_create_app_runs_faust_at_least_once_and_marks_exactly_once() -> None:
+    from stream_app.app import create_app
+
+    app = create_app(Settings(app_id="eos", processing_guarantee="exactly_once"))
+    assert app.exactly_once and not app.in_transaction, "stream_app, not Faust, runs the txns"
+    assert app.bootstrap_servers == "127.0.0.1:9092"
+    assert not create_app(Settings(app_id="alos")).exactly_once
+
+
+def test_a_runtime_refuses_an_app_that_runs_faust_transactions() -> None:
+    import faust
+
+    from stream_app.errors import ConfigError
+    from stream_app.runtime import Runtime
+
+    app = faust.App("faust-eos", processing_guarantee="exactly_once", autodiscover=False)
+    with pytest.raises(ConfigError, match="processing_guarantee=at_least_once"):
+        Runtime(Settings(app_id="faust-eos"), app=app)
+
+
 def test_unprefixed_env_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("APP_ID", "not-mine")
     monkeypatch.setenv("PARTITIONS", "99")
