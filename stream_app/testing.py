@@ -30,6 +30,7 @@ __all__ = [
     "ProbeFailed",
     "Record",
     "WorkerProcess",
+    "keyed_producer",
     "read_topic",
     "settings_from_env",
     "wait_for",
@@ -38,6 +39,22 @@ __all__ = [
 T = TypeVar("T")
 
 READY_MARKER = "[^Worker]: Ready"
+
+
+def keyed_producer(bootstrap: str) -> Any:
+    """A confluent-kafka producer as a careful client of a stream_app app would make one:
+    ``acks=all``, idempotent, and keys partitioned with murmur2 like the runtime (and Java)."""
+    from confluent_kafka import Producer
+
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "partitioner": "murmur2_random",
+            "linger.ms": 5,
+        }
+    )
 
 
 def settings_from_env(env: Mapping[str, str]) -> Settings:

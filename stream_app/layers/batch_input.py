@@ -411,6 +411,14 @@ class BatchInput:
                 return
             except BufferError:
                 producer.poll(0.05)
+            except KafkaException as exc:
+                if not self.exactly_once:
+                    raise
+                # A fatal transactional error, most often a fence: a newer owner of the
+                # partition initialised its transactional id.
+                raise TransactionError(
+                    f"exactly_once: producing to {topic}[{partition}] failed: {exc}"
+                ) from exc
 
     def _on_output(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:

@@ -13,9 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
 
-from stream_app.testing import ConditionTimeout, WorkerProcess, settings_from_env, wait_for
+from stream_app.testing import (
+    ConditionTimeout,
+    WorkerProcess,
+    keyed_producer,
+    settings_from_env,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -40,15 +45,7 @@ class StepProducer(threading.Thread):
         self.lock = threading.Lock()
 
     def run(self) -> None:
-        producer = Producer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "acks": "all",
-                "enable.idempotence": True,
-                "partitioner": "murmur2_random",
-                "linger.ms": 5,
-            }
-        )
+        producer = keyed_producer(self.bootstrap)
         for _batch in range(MESSAGES // BATCH):
             for _ in range(BATCH):
                 cell = f"cell-{self.rng.randrange(CELLS)}"
