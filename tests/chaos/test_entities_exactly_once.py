@@ -234,6 +234,13 @@ def test_random_sigkills_under_exactly_once_leave_a_clean_log_and_cache(
     ]
     assert {i: state["value"] for i, (_, state) in report.folded.items()} == expected
 
+    # A clean stop keeps the table databases: the next start reuses them (no rebuild) and
+    # finds the same counters.
+    assert final.stop() == 0, final.log_text()[-3000:]
+    again = start_worker(MODULE, env, name="worker-again")
+    assert "rebuilding" not in again.log_text(), again.log_text()[-3000:]
+    assert values(again) == expected
+
 
 def test_a_paused_worker_that_lost_its_partitions_cannot_commit_events(
     bootstrap: str, cells_env: dict[str, str], start_worker: Callable[..., WorkerProcess]
