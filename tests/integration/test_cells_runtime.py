@@ -348,10 +348,20 @@ def test_parked_cell_holds_its_messages_while_its_partition_flows(
     assert worker.get_json("/stream-app/parked/probe/") == {}
 
 
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_bad_input_goes_to_dead_letters_with_its_reason(
-    probe_env: dict[str, str], start_worker: Callable[..., WorkerProcess], bootstrap: str
+    probe_env: dict[str, str],
+    start_worker: Callable[..., WorkerProcess],
+    bootstrap: str,
+    guarantee: str,
 ) -> None:
-    probe_env = {**probe_env, "STREAM_APP_MAX_MESSAGE_BYTES": "100000"}
+    """Under exactly_once the dead letters go out in the input partition's transaction, and
+    are read back read_committed like the others."""
+    probe_env = {
+        **probe_env,
+        "STREAM_APP_MAX_MESSAGE_BYTES": "100000",
+        "STREAM_APP_PROCESSING_GUARANTEE": guarantee,
+    }
     worker = start_worker(MODULE, probe_env)
     app_id = probe_env["STREAM_APP_APP_ID"]
     topic = f"{app_id}.probe.in"
