@@ -142,17 +142,19 @@ class Runtime:
         exactly_once = self.settings.processing_guarantee == "exactly_once"
         #: Reads the cell input topics in batches: always under ``exactly_once`` (whose
         #: transactions it runs), under ``at_least_once`` when ``batch_input`` is on.
+        #: (Settings refuse exactly_once with batch_input off.)
         self.batch_input: BatchInput | None = None
-        if exactly_once or self.settings.batch_input:
-            if not isinstance(self.app, StreamApp) or self.app.exactly_once != exactly_once:
-                if exactly_once:
-                    raise ConfigError(
-                        "exactly_once needs the app of create_app(settings) (a StreamApp that "
-                        "reads read_committed and rebuilds tables after an unclean stop)"
-                    )
-            else:
-                self.batch_input = BatchInput(self)
-                self.dead_letters.alongside = self._dead_letter_alongside
+        made_for_settings = (
+            isinstance(self.app, StreamApp) and self.app.exactly_once == exactly_once
+        )
+        if exactly_once and not made_for_settings:
+            raise ConfigError(
+                "exactly_once needs the app of create_app(settings) (a StreamApp that "
+                "reads read_committed and rebuilds tables after an unclean stop)"
+            )
+        if self.settings.batch_input and made_for_settings:
+            self.batch_input = BatchInput(self)
+            self.dead_letters.alongside = self._dead_letter_alongside
         self.engines: dict[str, CellEngine] = {}
         self.entities: dict[str, Entity[Any]] = {}
         self.effects = EffectDispatcher(self)
@@ -265,16 +267,17 @@ class Runtime:
         whichever partition the target cell is on, and the target sees it only once that
         transaction commits. Elsewhere (an effect handler, a web view) it is a plain send.
         """
-        key, value = cell_id.encode(), envelope_bytes(type, body, id=id)
-        topic = self.settings.input_topic(behaviour)
-        if self.batch_input is not None and batch_partition() is not None:
-            partition = partition_for(key, self.settings.partitions)
-            self.batch_input.produce(topic, key, value, partition)
-            return
-        await self.output_topic(topic).send(key=key, value=value)
+        key = cell_id.encode()
+        await self.produce(
+            self.settings.input_topic(behaviour),
+            key,
+            envelope_bytes(type, body, id=id),
+            partition_for(key, self.settings.partitions),
+        )
 
     async def produce(self, topic: str, key: bytes, value: bytes, partition: int) -> None:
-        """Produce one output of the record being handled (an event, a reply, an effect).
+        """Produce one output of the record being handled (an event, a reply, an effect, a
+        message to a cell), or, outside one, a plain send.
 
         While the batched input processes a record it goes out with that record's changelog
         records: under ``exactly_once`` in the transaction of the record's partition, the one
