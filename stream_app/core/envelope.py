@@ -14,6 +14,14 @@ Each behaviour declares its message types with :class:`MessageTypes`, mapping a 
 pydantic model of its body. :meth:`MessageTypes.decode` turns a raw record into a
 :class:`CellMessage` or raises a subclass of :class:`~stream_app.errors.InvalidMessageError`
 that says what was wrong; the caller sends such records to the dead-letter topic.
+
+Validation is strict: what the exported JSON Schema rejects, :meth:`MessageTypes.decode` rejects.
+Records are validated as JSON in pydantic's strict mode, so ``"2"``, ``true`` and ``2.0`` are not
+integers, but the types JSON has no literal for still read their usual JSON form (ISO 8601
+strings for datetimes, strings for UUIDs and decimals, values for enums, arrays for tuples and
+sets). A body model that wants pydantic's coercion says so explicitly with
+``model_config = ConfigDict(strict=False)``; its messages are then validated by the model's own
+configuration (``Field(strict=True)`` still holds for a field), the envelope's fields stay strict.
 """
 
 from __future__ import annotations
@@ -93,6 +101,10 @@ class MessageTypes:
         behaviour: The behaviour's name, used in error messages and schema titles.
         types: Message type name -> pydantic model of its body.
 
+    Attributes:
+        coercing: The message types whose body model opts in to pydantic's coercion with
+            ``model_config = ConfigDict(strict=False)``; every other body is validated strictly.
+
     Example::
 
         class Increment(BaseModel):
@@ -108,6 +120,9 @@ class MessageTypes:
             raise ValueError(f"behaviour {behaviour!r} declares no message types")
         self.behaviour = behaviour
         self.types: dict[str, type[BaseModel]] = dict(types)
+        self.coercing = frozenset(
+            name for name, model in self.types.items() if model.model_config.get("strict") is False
+        )
         variants = [self._variant(name, model) for name, model in self.types.items()]
         union: Any = variants[0] if len(variants) == 1 else Union[tuple(variants)]  # noqa: UP007
         discriminated: Any = Annotated[union, Field(discriminator="type")]
@@ -119,7 +134,9 @@ class MessageTypes:
         )
         return create_model(
             f"{title}Envelope",
-            __config__=ConfigDict(extra="forbid", frozen=True),
+            # strict: the envelope's own fields stay strict when a coercing body is validated
+            # without the strict flag (see _validate).
+            __config__=ConfigDict(extra="forbid", frozen=True, strict=True),
             type=(_literal(name), ...),
             body=(body, Field(default_factory=body)) if _all_optional(body) else (body, ...),
             id=(str | None, None),
@@ -146,7 +163,7 @@ class MessageTypes:
                 f"value is {len(value)} bytes, more than the {max_bytes} bytes allowed"
             )
         try:
-            parsed = self._adapter.validate_json(value)
+            parsed = self._validate(value)
         except ValidationError as exc:
             raise self._classify(exc, value) from exc
         return CellMessage(
@@ -159,17 +176,25 @@ class MessageTypes:
             config=parsed.config,
         )
 
+    def _validate(self, value: bytes) -> Any:
+        """The envelope in ``value``, validated as JSON in strict mode; a message whose body
+        model opts in to coercion is validated again by its models' own configuration."""
+        try:
+            # strict=True at validation time overrides every model's and field's setting.
+            return self._adapter.validate_json(value, strict=True)
+        except ValidationError:
+            given = _given_type(value) if self.coercing else None
+            if not (isinstance(given, str) and given in self.coercing):
+                raise
+        return self._adapter.validate_json(value)
+
     def _classify(self, exc: ValidationError, value: bytes) -> Exception:
         errors = exc.errors(include_url=False)
         kinds = {e["type"] for e in errors}
         if "json_invalid" in kinds or "json_type" in kinds:
             return MalformedJSONError(f"value is not valid JSON: {errors[0]['msg']}")
         if "union_tag_invalid" in kinds:
-            try:
-                given = json.loads(value).get("type")
-            except (ValueError, AttributeError):
-                given = None
-            known = ", ".join(sorted(self.types))
+            given, known = _given_type(value), ", ".join(sorted(self.types))
             return UnknownMessageTypeError(
                 f"unknown message type {given!r} for behaviour {self.behaviour!r} (known: {known})"
             )
@@ -235,6 +260,14 @@ def _cell_id(key: bytes | None) -> str:
         return key.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidKeyError(f"key {key[:64]!r} is not UTF-8: {exc.reason}") from exc
+
+
+def _given_type(value: bytes) -> Any:
+    """The ``type`` field of a JSON object (any JSON value), or ``None`` if there is none."""
+    try:
+        return json.loads(value).get("type")
+    except (ValueError, AttributeError):
+        return None
 
 
 def _literal(value: str) -> Any:

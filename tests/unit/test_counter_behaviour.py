@@ -157,3 +157,11 @@ def test_replayed_increments_are_all_skipped_as_duplicates() -> None:
     replayed, duplicates = run(stored, records, start=1, stop=len(records))
     assert duplicates == [True, True, True, False]
     assert replayed == CounterState(count=15, partition=PARTITION, offset=4)
+
+
+@pytest.mark.parametrize("by", ['"2"', "true", "2.0"])
+def test_increment_by_what_the_published_schema_rejects_is_rejected(by: str) -> None:
+    # schemas/counter.schema.json says "by" is an integer: no strings, booleans or floats.
+    with pytest.raises(SchemaViolationError, match=r"increment\.body\.by") as info:
+        msg(f'{{"type": "increment", "body": {{"by": {by}}}}}')
+    assert info.value.reason == "schema"

@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from stream_app import Behaviour, CellCulture, CellRun, CellState, FiredTimer, RejectMessage
+from stream_app.errors import SchemaViolationError
 
 CALLS: list[tuple[Any, ...]] = []
 
@@ -310,3 +311,12 @@ def test_message_types_that_would_call_run_hooks_are_refused(type_name: str) -> 
     )
     with pytest.raises(TypeError, match=f"on_{type_name}"):
         clashing()
+
+
+@pytest.mark.parametrize("by", ['"2"', "true", "2.0"])
+def test_a_cultures_messages_are_validated_strictly(by: str) -> None:
+    culture = TallyCulture()
+    value = f'{{"type": "add", "body": {{"by": {by}}}}}'.encode()
+    with pytest.raises(SchemaViolationError, match=r"tally: add\.body\.by") as info:
+        culture.message_types.decode(b"cell-1", value, max_bytes=10_000)
+    assert info.value.reason == "schema"

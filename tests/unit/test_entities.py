@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from stream_app import CellState, Entity, EventRecord, RejectMessage
 from stream_app.core.envelope import CellMessage
 from stream_app.core.replies import Reply
+from stream_app.errors import SchemaViolationError
 from stream_app.examples.ledger import Balance, Count, Deposit, Increase, account, counter
 
 
@@ -161,3 +162,15 @@ def test_the_senders_config_travels_with_the_effects_of_its_message() -> None:
     state = invoke(counter, Increase(by=1), nine, config={"notify": "ops"})  # type: ignore[arg-type]
     [effect] = state._outputs.effects
     assert effect.kind == "counter-reached-ten" and effect.config == {"notify": "ops"}
+
+
+@pytest.mark.parametrize("amount", ['"5"', "true", "5.0"])
+def test_commands_are_validated_strictly(amount: str) -> None:
+    value = f'{{"type": "deposit", "body": {{"amount": {amount}}}}}'.encode()
+    with pytest.raises(SchemaViolationError, match=r"account: deposit\.body\.amount") as info:
+        account.behaviour.message_types.decode(b"e1", value, max_bytes=10_000)
+    assert info.value.reason == "schema"
+    good = b'{"type": "deposit", "body": {"amount": 5}}'
+    assert account.behaviour.message_types.decode(b"e1", good, max_bytes=10_000).body == Deposit(
+        amount=5
+    )

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import enum
 import json
+import uuid
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from stream_app.core.envelope import CellMessage, MessageTypes
+from stream_app.core.envelope import CellMessage, MessageTypes, envelope_bytes
 from stream_app.errors import (
     InvalidKeyError,
     InvalidMessageError,
@@ -328,3 +332,126 @@ def test_export_schema_writes_behaviour_file(tmp_path: Path) -> None:
     before = path.read_bytes()
     COUNTER.export_schema(folder)
     assert path.read_bytes() == before
+
+
+# -- strict validation at the edge -----------------------------------------------------------
+
+#: JSON values the exported JSON Schema rejects for an integer, which pydantic's lax mode would
+#: coerce to one: a string of digits, a boolean, a float with no fraction.
+LAX_INTEGERS = ['"2"', "true", "2.0"]
+
+
+@pytest.mark.parametrize("by", LAX_INTEGERS)
+@pytest.mark.parametrize("types", [COUNTER, SOLO], ids=["multi", "single"])
+def test_what_the_json_schema_rejects_is_a_schema_violation(by: str, types: MessageTypes) -> None:
+    with pytest.raises(SchemaViolationError) as info:
+        decode(f'{{"type": "increment", "body": {{"by": {by}}}}}'.encode(), types=types)
+    assert info.value.reason == "schema"
+    assert "increment.body.by: Input should be a valid integer" in str(info.value)
+
+
+def test_strict_envelope_fields() -> None:
+    with pytest.raises(SchemaViolationError, match=r"increment\.reply_to"):
+        decode(b'{"type": "increment", "reply_to": 7}')
+
+
+class Coerced(BaseModel):
+    """A body that opts in to pydantic's lax mode: ``"2"`` becomes ``2``."""
+
+    model_config = ConfigDict(strict=False)
+
+    by: int = Field(default=1, ge=1)
+    exact: int = Field(default=0, strict=True)
+
+
+LAX = MessageTypes("lax", {"increment": Coerced, "reset": Reset})
+
+
+@pytest.mark.parametrize("by", LAX_INTEGERS)
+def test_a_body_model_with_strict_false_opts_in_to_coercion(by: str) -> None:
+    message = decode(f'{{"type": "increment", "body": {{"by": {by}}}}}'.encode(), types=LAX)
+    assert isinstance(message.body, Coerced)
+    assert message.body.by == (1 if by == "true" else 2)
+
+
+def test_an_opted_in_body_still_rejects_what_it_cannot_coerce() -> None:
+    with pytest.raises(SchemaViolationError, match=r"lax: increment\.body\.by"):
+        decode(b'{"type": "increment", "body": {"by": "two"}}', types=LAX)
+    with pytest.raises(SchemaViolationError, match=r"increment\.body\.exact"):
+        decode(b'{"type": "increment", "body": {"exact": "3"}}', types=LAX)
+
+
+def test_opting_in_is_per_body_model() -> None:
+    assert LAX.coercing == frozenset({"increment"})
+    with pytest.raises(SchemaViolationError, match=r"reset\.id"):
+        decode(b'{"type": "reset", "id": 42}', types=LAX)
+    with pytest.raises(SchemaViolationError, match=r"increment\.id"):
+        decode(b'{"type": "increment", "body": {"by": "2"}, "id": 42}', types=LAX)
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class Inner(BaseModel):
+    n: int
+
+
+class Rich(BaseModel):
+    """A body with the types JSON has no literal for, and a nested model."""
+
+    at: AwareDatetime
+    day: datetime.date
+    ident: uuid.UUID
+    colour: Colour
+    amount: decimal.Decimal
+    ratio: float
+    pair: tuple[int, str]
+    tags: frozenset[str]
+    inner: Inner
+
+
+RICH = MessageTypes("rich", {"rich": Rich})
+RICH_BODY = Rich(
+    at=datetime.datetime(2024, 5, 1, 12, 30, tzinfo=datetime.UTC),
+    day=datetime.date(2024, 5, 1),
+    ident=uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    colour=Colour.RED,
+    amount=decimal.Decimal("1.50"),
+    ratio=2.0,
+    pair=(1, "a"),
+    tags=frozenset({"x"}),
+    inner=Inner(n=3),
+)
+
+
+def test_strict_json_still_reads_times_uuids_enums_and_integral_floats() -> None:
+    value = json.dumps(
+        {
+            "type": "rich",
+            "body": {
+                "at": "2024-05-01T12:30:00Z",
+                "day": "2024-05-01",
+                "ident": "12345678-1234-5678-1234-567812345678",
+                "colour": "red",
+                "amount": "1.50",
+                "ratio": 2,
+                "pair": [1, "a"],
+                "tags": ["x"],
+                "inner": {"n": 3},
+            },
+        }
+    ).encode()
+    assert RICH.decode(b"k", value, max_bytes=MAX).body == RICH_BODY
+
+
+def test_a_dumped_body_decodes_to_itself() -> None:
+    # What state.send, runtime.send and the clients produce from a model must pass the edge.
+    message = RICH.decode(b"k", envelope_bytes("rich", RICH_BODY), max_bytes=MAX)
+    assert message.body == RICH_BODY
+
+
+def test_nested_models_are_strict_too() -> None:
+    value = envelope_bytes("rich", {**RICH_BODY.model_dump(mode="json"), "inner": {"n": "3"}})
+    with pytest.raises(SchemaViolationError, match=r"rich\.body\.inner\.n"):
+        RICH.decode(b"k", value, max_bytes=MAX)
