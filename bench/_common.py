@@ -98,9 +98,9 @@ def setup_app(bootstrap: str, workdir: Path, name: str) -> Settings:
     ``topics/counter.toml``, all with :data:`PARTITIONS` partitions.
     """
     app_id = f"bench-{name}-{uuid.uuid4().hex[:6]}"
-    # A data dir per app id: Faust names its RocksDB files by table, not by app.
+    # One data dir for every app of the run: each app id keeps its state in its own subfolder.
     settings = Settings(
-        app_id=app_id, bootstrap_servers=bootstrap, partitions=PARTITIONS, data_dir=workdir / app_id
+        app_id=app_id, bootstrap_servers=bootstrap, partitions=PARTITIONS, data_dir=workdir / "data"
     )
     admin = AdminClient({"bootstrap.servers": bootstrap})
     definitions = load_definitions([project_root() / "topics" / "counter.toml"], settings)

@@ -61,7 +61,7 @@ def _settings(
         app_id=app_id,
         bootstrap_servers=bootstrap,
         partitions=PARTITIONS,
-        data_dir=workdir / app_id,
+        data_dir=workdir / "data",
         processing_guarantee=guarantee,
         commit_interval_s=interval,
     )

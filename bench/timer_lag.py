@@ -74,7 +74,7 @@ def run(
     total = messages * per_message
     app_id = f"bench-timers-{uuid.uuid4().hex[:6]}"
     settings = Settings(
-        app_id=app_id, bootstrap_servers=bootstrap, partitions=PARTITIONS, data_dir=workdir / app_id
+        app_id=app_id, bootstrap_servers=bootstrap, partitions=PARTITIONS, data_dir=workdir / "data"
     )
     extra, log = options.files(settings.app_id, workdir)
     env = worker_env(settings, **extra)

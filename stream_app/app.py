@@ -248,6 +248,12 @@ class StreamApp(faust.App):
             self._before_start_hooks = []
         self._before_start_hooks.append(hook)
 
+    async def on_first_start(self) -> None:
+        """Create the app's data folder with its parents (the data dir itself, first time),
+        then Faust's first start, which creates only the last level of each."""
+        Path(self.conf.datadir).mkdir(parents=True, exist_ok=True)
+        await super().on_first_start()
+
     async def on_start(self) -> None:
         """Faust's start, then the :meth:`before_start` hooks in registration order.
 
@@ -349,7 +355,8 @@ def create_app(settings: Settings, **overrides: Any) -> StreamApp:
     options: dict[str, Any] = {
         "broker": settings.faust_broker,
         "store": settings.store,
-        "datadir": str(settings.data_dir),
+        # Per app id: RocksDB files are named by table, not by app (Settings.app_data_dir).
+        "datadir": str(settings.app_data_dir),
         "topic_partitions": settings.partitions,
         "topic_replication_factor": settings.replication_factor,
         # stream_app makes exactly_once itself (see StreamApp); Faust commits at least once.

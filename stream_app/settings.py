@@ -29,7 +29,8 @@ class Settings(BaseSettings):
             owns (``<app_id>.<behaviour>.in``, ``<app_id>.dead-letters``, changelogs).
         bootstrap_servers: Comma-separated ``host:port`` list of Kafka brokers.
         store: Faust table store URL; ``rocksdb://`` keeps state in RocksDB (via rocksdict).
-        data_dir: Where the worker keeps its RocksDB files.
+        data_dir: The folder of the workers' local state. Each app id keeps its own in a
+            subfolder, :attr:`app_data_dir`, so apps started from one folder never share it.
         partitions: Partition count of every topic the app declares without an explicit count.
             All topics that carry work for a cell must share it (co-partitioning).
         replication_factor: Replication factor of topics declared without an explicit one.
@@ -113,6 +114,16 @@ class Settings(BaseSettings):
     def faust_broker(self) -> str:
         """The bootstrap servers as a Faust broker URL list (``kafka://h1:p1;h2:p2``)."""
         return ";".join(f"kafka://{s}" for s in self.bootstrap_servers.split(","))
+
+    @property
+    def app_data_dir(self) -> Path:
+        """This app's local state, Faust's ``datadir``: ``<data_dir>/<app_id>``.
+
+        Faust keeps the RocksDB files of the tables in ``v<version>/tables/`` under it, named by
+        table and partition only, so two app ids sharing one folder would open each other's
+        databases (another app's cells, its applied offsets, its changelog positions).
+        """
+        return self.data_dir / self.app_id
 
     @property
     def dead_letter_topic(self) -> str:

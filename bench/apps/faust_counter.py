@@ -29,7 +29,7 @@ app = faust.App(
     settings.app_id,
     broker=settings.faust_broker,
     store=settings.store,
-    datadir=str(settings.data_dir),
+    datadir=str(settings.app_data_dir),
     topic_partitions=settings.partitions,
     topic_replication_factor=settings.replication_factor,
     processing_guarantee=settings.processing_guarantee,

@@ -73,6 +73,30 @@ def test_create_app_runs_faust_at_least_once_and_marks_exactly_once() -> None:
     assert not create_app(Settings(app_id="alos")).exactly_once
 
 
+def test_each_app_id_keeps_its_state_in_its_own_folder_of_the_data_dir() -> None:
+    from stream_app.app import create_app
+
+    shared = Path("/var/lib/cells")
+    orders = create_app(Settings(app_id="orders", data_dir=shared))
+    billing = create_app(Settings(app_id="billing", data_dir=shared))
+    assert Path(orders.conf.datadir) == shared / "orders"
+    assert Path(orders.conf.tabledir) == shared / "orders" / "v1" / "tables"
+    assert Path(billing.conf.tabledir) == shared / "billing" / "v1" / "tables"
+    # The default data dir is relative to the working directory, and still split by app id.
+    assert Path(create_app(Settings(app_id="tour")).conf.tabledir) == Path("data/tour/v1/tables")
+    assert Settings(app_id="tour").app_data_dir == Path("data") / "tour"
+
+
+def test_a_first_start_creates_the_data_dir_and_the_app_folder_in_it(tmp_path: Path) -> None:
+    import asyncio
+
+    from stream_app.app import create_app
+
+    app = create_app(Settings(app_id="orders", data_dir=tmp_path / "fresh" / "data"))
+    asyncio.run(app.on_first_start())
+    assert (tmp_path / "fresh" / "data" / "orders" / "v1" / "tables").is_dir()
+
+
 def test_a_runtime_refuses_an_app_that_runs_faust_transactions() -> None:
     import faust
 
