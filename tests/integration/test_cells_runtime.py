@@ -379,6 +379,7 @@ def test_bad_input_goes_to_dead_letters_with_its_reason(
     bad: list[tuple[bytes | None, bytes, str]] = [
         (b"k1", b"{not json", "malformed-json"),
         (b"k2", b'{"type": "add", "body": {"by": "many"}}', "schema"),
+        (b"k2", b'{"type": "add", "body": {"by": "2"}}', "schema"),  # strict: not coerced
         (b"k3", b'{"type": "explode"}', "unknown-type"),
         (b"k4", b'{"type": "add", "body": {}, "pad": "' + b"x" * 150_000 + b'"}', "oversized"),
         (None, b'{"type": "add"}', "invalid-key"),
@@ -415,7 +416,8 @@ def test_bad_input_goes_to_dead_letters_with_its_reason(
     assert len({d.source_offset for d in letters}) == len(bad)
     assert all(d.source_partition == 0 for d in letters)
     assert worker.alive()
-    assert worker.get_json("/stream-app/metrics/")["dead_letters"]["schema"] == 1
+    assert worker.get_json("/stream-app/metrics/")["dead_letters"]["schema"] == 2
+    assert data_of(worker, "k2") is None, "no body of k2 was applied"
 
 
 def test_reactor_handlers_each_get_every_record(

@@ -191,3 +191,32 @@ def test_bad_input_goes_to_dead_letters_and_valid_input_still_counts(
         Counter(reason for reason, _, _ in BAD_RECORDS)
     )
     assert worker.alive()
+
+
+#: Bodies the published JSON Schema rejects ("by" is an integer) that lax pydantic would coerce.
+LAX_BODIES = [b'{"by": "2"}', b'{"by": true}', b'{"by": 2.0}']
+
+
+def test_what_the_published_schema_rejects_is_a_schema_dead_letter(
+    bootstrap: str, app_env: dict[str, str], workers: Callable[..., WorkerProcess]
+) -> None:
+    settings = settings_from_env(app_env)
+    worker = workers(app_env)
+    lax = [b'{"type": "increment", "body": ' + body + b"}" for body in LAX_BODIES]
+    valid = b'{"type": "increment", "body": {"by": 3}}'
+    # One cell, so one partition: the valid increment is read after the three others.
+    produce(bootstrap, settings.input_topic("counter"), [(b"strict", v) for v in [*lax, valid]])
+
+    letters = wait_for(
+        lambda: read_topic(bootstrap, settings.dead_letter_topic),
+        lambda records: len(records) >= len(lax),
+        timeout=60,
+        what="a dead letter per body the schema rejects",
+    )
+    found = [DeadLetter.from_record(r.key, r.value, r.headers) for r in letters]
+    assert sorted(r.value or b"" for r in letters) == sorted(lax), "originals kept byte for byte"
+    assert [d.reason for d in found] == ["schema"] * len(lax)
+    assert all("increment.body.by: Input should be a valid integer" in d.error for d in found)
+    # Only the valid increment counted (lax validation would have made it 2 + 1 + 2 + 3 = 8).
+    assert wait_counts(worker, Counter({"strict": 3})) == {"strict": 3}
+    assert worker.get_json("/stream-app/dead-letters/") == {"schema": len(lax)}
