@@ -11,8 +11,9 @@
 Start protocol of :class:`LocalBroker` (``stream-app kafka up``):
 
 1. Check ``java`` (17+) is installed and the broker and controller ports are free.
-2. Fetch the jars unless ``.kafka/libs`` already holds the set resolved from this exact pom
-   (a stamp file records the pom's hash, so a second start downloads nothing).
+2. Fetch the jars unless ``.kafka/jars/<pom hash>/`` already holds the set resolved from this
+   exact pom (:class:`KafkaJars`: a second start downloads nothing, and a changed pom resolves
+   into a new folder beside the one a running broker uses).
 3. Write ``server.properties`` (KRaft, broker+controller, 127.0.0.1, auto topic creation off,
    replication factors of internal topics 1) and a log4j2 config that logs to a file.
 4. Format the log directory with ``kafka.tools.StorageTool`` once.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -35,7 +37,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,10 +47,13 @@ from stream_app.errors import BrokerStartError, PortInUseError, ToolMissingError
 __all__ = [
     "DEFAULT_PORT",
     "DockerBroker",
+    "KafkaJars",
     "LocalBroker",
     "docker_available",
     "find_free_port",
+    "find_java",
     "kafka_broker",
+    "kafka_home",
     "kafka_version",
     "kraft_container_env",
     "project_root",
@@ -56,6 +61,7 @@ __all__ = [
 
 DEFAULT_PORT = 9092
 _STAMP = ".resolved-from"
+_USERS = ".users"
 
 
 def project_root() -> Path:
@@ -68,6 +74,11 @@ def project_root() -> Path:
         "cannot find tools/kafka/pom.xml: run stream-app from a stream_app checkout, "
         "or set KAFKA_BOOTSTRAP_SERVERS to use an existing broker"
     )
+
+
+def kafka_home() -> Path:
+    """Where the jars and local brokers live: ``$STREAM_APP_KAFKA_HOME``, else ``.kafka/``."""
+    return Path(os.environ.get("STREAM_APP_KAFKA_HOME", project_root() / ".kafka"))
 
 
 def kafka_version(pom: Path | None = None) -> str:
@@ -128,6 +139,179 @@ def broker_answers(bootstrap: str, *, timeout: float = 2.0) -> bool:
     return True
 
 
+def find_java(purpose: str = "Apache Kafka") -> str:
+    """The ``java`` on PATH, checked to be version 17 or newer (what Kafka 4 needs).
+
+    Raises:
+        ToolMissingError: No java, or an older one; ``purpose`` says what needed it.
+    """
+    java = shutil.which("java")
+    if java is None:
+        raise ToolMissingError(
+            f"java not found: {purpose} needs Java 17 or newer "
+            "(e.g. apt-get install openjdk-17-jre-headless), or set KAFKA_BOOTSTRAP_SERVERS"
+        )
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if match:
+        major = int(match.group(1))
+        if major == 1 and match.group(2):
+            major = int(match.group(2))
+        if major < 17:
+            raise ToolMissingError(
+                f"java at {java} is version {major}; {purpose} needs Java 17 or newer"
+            )
+    return java
+
+
+class KafkaJars:
+    """The Apache Kafka jars Maven resolves from ``tools/kafka/pom.xml``: one folder per pom.
+
+    The jars of a pom go to ``home/jars/<first 16 hex digits of the pom's sha256>/``, written
+    under a temporary name and renamed when complete, then never changed. A changed pom
+    therefore resolves into a new folder beside the old one, and a broker or tool that runs
+    keeps the jars it was started with (a JVM opens a classpath jar only when it first looks
+    a class up in it, so deleting the jars under a running one breaks it later).
+
+    Every java process started from a folder leaves its pid in the folder's ``.users/``;
+    :meth:`fetch` deletes a folder of another pom only when none of those pids is alive.
+    ``home/libs`` (the single folder of earlier versions) goes the same way once no local
+    broker whose pid file is under ``home`` is alive.
+
+    Fetching and deleting happen under an exclusive lock on ``home/jars/.lock``, so two
+    processes never resolve into or delete the same folder at once.
+
+    Args:
+        home: The ``.kafka`` folder.
+        pom: The pom to resolve; ``tools/kafka/pom.xml`` of the checkout by default.
+    """
+
+    def __init__(self, home: Path, pom: Path | None = None) -> None:
+        self.home = home
+        self.pom = pom or project_root() / "tools" / "kafka" / "pom.xml"
+        self.root = home / "jars"
+
+    @property
+    def dir(self) -> Path:
+        """The folder of the jars resolved from the pom as it is now."""
+        return self.root / self._pom_hash()[:16]
+
+    @property
+    def classpath(self) -> str:
+        """The ``-cp`` argument for java: every jar of :attr:`dir`."""
+        return f"{self.dir}/*"
+
+    def ready(self) -> bool:
+        """Whether :attr:`dir` is complete (its stamp holds the pom's full hash)."""
+        stamp = self.dir / _STAMP
+        return stamp.is_file() and stamp.read_text().strip() == self._pom_hash()
+
+    def _pom_hash(self) -> str:
+        return hashlib.sha256(self.pom.read_bytes()).hexdigest()
+
+    def fetch(self) -> bool:
+        """Resolve the jars with Maven unless already there, then delete unused old folders.
+
+        Returns whether it downloaded.
+
+        Raises:
+            ToolMissingError: The jars are not there and ``mvn`` is not installed.
+            BrokerStartError: Maven failed (its output's tail is in the message).
+        """
+        if self.ready():
+            if self._stale():
+                with self._lock():
+                    self._prune()
+            return False
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise ToolMissingError(
+                "Maven (mvn) is needed once to download the Apache Kafka jars from Maven "
+                "Central; install it (e.g. apt-get install maven) or set "
+                "KAFKA_BOOTSTRAP_SERVERS to use an existing broker"
+            )
+        with self._lock():
+            downloaded = not self.ready()  # another process may have resolved it meanwhile
+            if downloaded:
+                self._resolve(mvn)
+            self._prune()
+        return downloaded
+
+    def use(self, pid: int) -> None:
+        """Record that process ``pid`` runs from :attr:`dir`, so no fetch deletes it meanwhile."""
+        users = self.dir / _USERS
+        users.mkdir(exist_ok=True)
+        for mark in users.iterdir():
+            if not any(_pid_alive(alive) for alive in _pids([mark])):
+                mark.unlink(missing_ok=True)
+        (users / str(pid)).write_text(f"{pid}\n")
+
+    def in_use(self, folder: Path) -> bool:
+        """Whether a process recorded by :meth:`use` in ``folder`` is alive."""
+        users = folder / _USERS
+        return users.is_dir() and any(_pid_alive(pid) for pid in _pids(users.iterdir()))
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _resolve(self, mvn: str) -> None:
+        staging = self.dir.with_name(self.dir.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        cmd = [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(self.pom),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={staging}",
+            "-DincludeScope=runtime",
+        ]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            shutil.rmtree(staging, ignore_errors=True)
+            tail = (done.stdout + done.stderr)[-3000:]
+            raise BrokerStartError(f"mvn could not resolve the Kafka jars:\n{tail}")
+        (staging / _STAMP).write_text(self._pom_hash() + "\n")
+        shutil.rmtree(self.dir, ignore_errors=True)  # an incomplete one (no stamp)
+        staging.rename(self.dir)
+
+    def _stale(self) -> list[Path]:
+        """Folders of other poms (and leftovers) that no live process uses."""
+        stale = []
+        if self.root.is_dir():
+            for folder in self.root.iterdir():
+                if folder.is_dir() and folder != self.dir and not self.in_use(folder):
+                    stale.append(folder)
+        legacy = self.home / "libs"
+        if legacy.is_dir() and not any(
+            _pid_alive(pid) for pid in _pids(self.home.glob("broker-*/broker.pid"))
+        ):
+            stale.append(legacy)
+        return stale
+
+    def _prune(self) -> None:
+        for folder in self._stale():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _pids(pidfiles: Iterable[Path]) -> list[int]:
+    """The pids written in ``pidfiles``; unreadable ones are skipped."""
+    pids = []
+    for pidfile in pidfiles:
+        with contextlib.suppress(OSError, ValueError):
+            pids.append(int(pidfile.read_text().strip()))
+    return pids
+
+
 @dataclass(frozen=True)
 class BrokerStatus:
     """What ``stream-app kafka status`` reports about a local broker."""
@@ -150,10 +334,10 @@ class LocalBroker:
 
     def __init__(self, port: int = DEFAULT_PORT, *, home: Path | None = None) -> None:
         self.root = project_root()
-        self.home = home or Path(os.environ.get("STREAM_APP_KAFKA_HOME", self.root / ".kafka"))
+        self.home = home or kafka_home()
         self.port = port
         self.pom = self.root / "tools" / "kafka" / "pom.xml"
-        self.libs = self.home / "libs"
+        self.jars = KafkaJars(self.home, self.pom)
         self.instance = self.home / f"broker-{port}"
         self.data = self.instance / "data"
         self.properties = self.instance / "server.properties"
@@ -169,46 +353,18 @@ class LocalBroker:
 
     # -- jars --------------------------------------------------------------------------------
 
-    def jars_ready(self) -> bool:
-        """Whether ``libs/`` holds the jars resolved from the current pom."""
-        stamp = self.libs / _STAMP
-        return stamp.is_file() and stamp.read_text().strip() == self._pom_hash()
+    @property
+    def libs(self) -> Path:
+        """The folder of the jars this broker starts from (:attr:`KafkaJars.dir`)."""
+        return self.jars.dir
 
-    def _pom_hash(self) -> str:
-        return hashlib.sha256(self.pom.read_bytes()).hexdigest()
+    def jars_ready(self) -> bool:
+        """Whether the jars resolved from the current pom are there."""
+        return self.jars.ready()
 
     def fetch(self) -> bool:
         """Resolve the Kafka jars with Maven unless already there. Returns whether it downloaded."""
-        if self.jars_ready():
-            return False
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise ToolMissingError(
-                "Maven (mvn) is needed once to download the Apache Kafka jars from Maven "
-                "Central; install it (e.g. apt-get install maven) or set "
-                "KAFKA_BOOTSTRAP_SERVERS to use an existing broker"
-            )
-        staging = self.home / "libs.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        cmd = [
-            mvn,
-            "-q",
-            "-B",
-            "-f",
-            str(self.pom),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={staging}",
-            "-DincludeScope=runtime",
-        ]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            tail = (done.stdout + done.stderr)[-3000:]
-            raise BrokerStartError(f"mvn could not resolve the Kafka jars:\n{tail}")
-        (staging / _STAMP).write_text(self._pom_hash() + "\n")
-        shutil.rmtree(self.libs, ignore_errors=True)
-        staging.rename(self.libs)
-        return True
+        return self.jars.fetch()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -236,7 +392,7 @@ class LocalBroker:
 
         Idempotent: if this instance already runs and answers, it is left as it is.
         """
-        java = self._check_java()
+        java = find_java("the development Kafka broker")
         if self.pid() is not None and broker_answers(self.bootstrap):
             return self.bootstrap
         controller = self._controller_port()
@@ -249,7 +405,7 @@ class LocalBroker:
         self.fetch()
         self.instance.mkdir(parents=True, exist_ok=True)
         self._write_config(controller)
-        classpath = f"{self.libs}/*"
+        classpath = self.jars.classpath
         if not (self.data / "meta.properties").is_file():
             self._format(java, classpath)
         with self.log.open("ab") as log:
@@ -275,6 +431,7 @@ class LocalBroker:
             )
         # Kept so this process can reap the broker it started (see down()).
         self._process = process
+        self.jars.use(process.pid)
         self.pidfile.write_text(f"{process.pid}\n")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -332,26 +489,6 @@ class LocalBroker:
             return "<no log>"
 
     # -- internals ---------------------------------------------------------------------------
-
-    def _check_java(self) -> str:
-        java = shutil.which("java")
-        if java is None:
-            raise ToolMissingError(
-                "java not found: the development Kafka broker needs Java 17 or newer "
-                "(e.g. apt-get install openjdk-17-jre-headless), or set KAFKA_BOOTSTRAP_SERVERS"
-            )
-        out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
-        match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
-        if match:
-            major = int(match.group(1))
-            if major == 1 and match.group(2):
-                major = int(match.group(2))
-            if major < 17:
-                raise ToolMissingError(
-                    f"java at {java} is version {major}; Kafka {kafka_version(self.pom)} "
-                    "needs Java 17 or newer"
-                )
-        return java
 
     def _controller_port(self) -> int:
         saved = self.instance / "controller.port"
@@ -523,7 +660,7 @@ class DockerBroker:
 
     def __init__(self, port: int = DEFAULT_PORT, *, home: Path | None = None) -> None:
         root = project_root()
-        self.home = home or Path(os.environ.get("STREAM_APP_KAFKA_HOME", root / ".kafka"))
+        self.home = home or kafka_home()
         self.port = port
         self.image = f"apache/kafka:{kafka_version(root / 'tools' / 'kafka' / 'pom.xml')}"
         self.idfile = self.home / f"docker-{port}.id"

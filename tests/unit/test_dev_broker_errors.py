@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -12,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.errors import BrokerError, PortInUseError, ToolMissingError
+from stream_app.errors import BrokerError, BrokerStartError, PortInUseError, ToolMissingError
 from stream_app.kafka.dev_broker import (
+    KafkaJars,
     LocalBroker,
     docker_available,
     find_free_port,
@@ -79,11 +82,12 @@ def test_fetch_is_a_no_op_when_jars_match_the_pom(java_only_path: Path, tmp_path
     import hashlib
 
     home = tmp_path / "home"
-    libs = home / "libs"
-    libs.mkdir(parents=True)
     pom_hash = hashlib.sha256((ROOT / "tools" / "kafka" / "pom.xml").read_bytes()).hexdigest()
+    libs = home / "jars" / pom_hash[:16]
+    libs.mkdir(parents=True)
     (libs / ".resolved-from").write_text(pom_hash + "\n")
     broker = LocalBroker(find_free_port(), home=home)
+    assert broker.libs == libs
     assert broker.jars_ready() is True
     assert broker.fetch() is False  # no mvn on PATH, and none needed
 
@@ -91,6 +95,109 @@ def test_fetch_is_a_no_op_when_jars_match_the_pom(java_only_path: Path, tmp_path
     assert broker.jars_ready() is False
     with pytest.raises(ToolMissingError, match="mvn"):
         broker.fetch()
+
+
+FAKE_MVN = """#!{python}
+# Stands in for Maven: "resolves" one jar named after the pom into -DoutputDirectory.
+import pathlib, sys
+args = dict(a.split("=", 1) for a in sys.argv if a.startswith("-D"))
+pom = pathlib.Path(sys.argv[sys.argv.index("-f") + 1])
+if "FAIL" in pom.read_text():
+    sys.exit("[ERROR] Could not resolve dependencies")
+out = pathlib.Path(args["-DoutputDirectory"])
+(out / (pom.stem + ".jar")).write_text(pom.read_text())
+"""
+
+
+@pytest.fixture
+def fake_mvn(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """PATH with only a stand-in ``mvn`` that writes one jar and never reaches the network."""
+    bin_dir = tmp_path / "mvn-bin"
+    bin_dir.mkdir()
+    mvn = bin_dir / "mvn"
+    mvn.write_text(FAKE_MVN.format(python=sys.executable))
+    mvn.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    return mvn
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout)
+
+
+def test_changed_pom_resolves_beside_jars_in_use(fake_mvn: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    pom = tmp_path / "pom.xml"
+    pom.write_text("<project>first</project>")
+    jars = KafkaJars(home, pom)
+    assert jars.fetch() is True
+    first = jars.dir
+    assert (first / "pom.jar").read_text() == "<project>first</project>"
+    jars.use(os.getpid())  # a live process (this one) runs from the first set
+
+    pom.write_text("<project>second</project>")
+    assert jars.ready() is False
+    assert jars.fetch() is True
+    assert jars.dir != first
+    assert (jars.dir / "pom.jar").read_text() == "<project>second</project>"
+    assert (first / "pom.jar").is_file(), "a set in use is never deleted"
+
+    (first / ".users" / str(os.getpid())).unlink()
+    (first / ".users" / "x").write_text(f"{dead_pid()}\n")  # only a dead user left
+    assert jars.in_use(first) is False
+    assert jars.fetch() is False, "the second set is there: nothing to download"
+    assert not first.exists(), "a set of another pom that nobody uses is deleted"
+    assert sorted(p.name for p in jars.root.iterdir()) == [".lock", jars.dir.name]
+
+
+def test_use_forgets_dead_users(fake_mvn: Path, tmp_path: Path) -> None:
+    pom = tmp_path / "pom.xml"
+    pom.write_text("<project/>")
+    jars = KafkaJars(tmp_path / "home", pom)
+    jars.fetch()
+    gone = dead_pid()
+    jars.use(gone)
+    jars.use(os.getpid())
+    assert sorted(p.name for p in (jars.dir / ".users").iterdir()) == [str(os.getpid())]
+    assert jars.in_use(jars.dir) is True
+
+
+def test_the_old_libs_folder_stays_while_a_local_broker_lives(
+    fake_mvn: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    legacy = home / "libs"
+    legacy.mkdir(parents=True)
+    (legacy / "kafka_2.13-4.1.0.jar").write_text("in use by a broker started before jars/")
+    pidfile = home / "broker-9092" / "broker.pid"
+    pidfile.parent.mkdir()
+    pidfile.write_text(f"{os.getpid()}\n")
+    pom = tmp_path / "pom.xml"
+    pom.write_text("<project/>")
+    jars = KafkaJars(home, pom)
+
+    assert jars.fetch() is True
+    assert legacy.is_dir()
+    pidfile.write_text(f"{dead_pid()}\n")
+    assert jars.fetch() is False
+    assert not legacy.exists()
+
+
+def test_a_failed_resolve_leaves_nothing(fake_mvn: Path, tmp_path: Path) -> None:
+    pom = tmp_path / "pom.xml"
+    pom.write_text("<project>FAIL</project>")
+    jars = KafkaJars(tmp_path / "home", pom)
+    with pytest.raises(BrokerStartError, match="Could not resolve dependencies"):
+        jars.fetch()
+    assert jars.ready() is False
+    assert sorted(p.name for p in jars.root.iterdir()) == [".lock"]
 
 
 def test_up_on_taken_broker_port(
@@ -105,7 +212,7 @@ def test_up_on_taken_broker_port(
     assert f"port {port} " in text
     assert "broker listener" in text
     assert not broker.pidfile.exists()
-    assert not (home / "libs").exists()
+    assert not (home / "jars").exists()
 
 
 def test_up_on_taken_controller_port(
