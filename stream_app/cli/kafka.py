@@ -1,18 +1,22 @@
-"""``stream-app kafka up|down|status|fetch``: the development broker."""
+"""``stream-app kafka up|down|status|fetch|tool``: the development broker and Kafka's tools."""
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import click
 
+from stream_app.kafka.console_tools import TOOLS, main_class, tool_command
 from stream_app.kafka.dev_broker import (
     DEFAULT_PORT,
     DockerBroker,
+    KafkaJars,
     LocalBroker,
     broker_answers,
     docker_available,
+    kafka_home,
 )
 
 __all__ = ["kafka"]
@@ -26,13 +30,15 @@ _port = click.option(
 def kafka() -> None:
     """Run a real Apache Kafka broker (KRaft) on 127.0.0.1 for development.
 
-    With KAFKA_BOOTSTRAP_SERVERS set, these commands only report on that broker.
+    With KAFKA_BOOTSTRAP_SERVERS set, up and status only report on that broker; `tool` runs
+    Kafka's own command-line tools (console producer and consumer, topics, consumer groups...)
+    against any broker.
     """
 
 
 @kafka.command()
 def fetch() -> None:
-    """Download the Apache Kafka jars with Maven into .kafka/libs (once)."""
+    """Download the Apache Kafka jars (broker and tools) with Maven into .kafka/jars (once)."""
     broker = LocalBroker()
     started = time.monotonic()
     downloaded = broker.fetch()
@@ -100,3 +106,35 @@ def status(port: int) -> None:
     else:
         click.echo(f"kafka {state.version} down on {state.bootstrap}")
         raise SystemExit(1)
+
+
+@kafka.command(context_settings={"ignore_unknown_options": True})
+@click.argument("name", required=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def tool(name: str | None, args: tuple[str, ...]) -> None:
+    """Run Kafka's tool NAME (a bin/ script name) with ARGS; without NAME, list the tools.
+
+    \b
+    stream-app kafka tool kafka-console-producer -- --bootstrap-server 127.0.0.1:9092 \\
+        --topic T --property parse.key=true --property key.separator=:
+
+    The same Java and jars as the development broker (downloaded on first use), whether or
+    not that broker runs. stdin, stdout and stderr are the tool's; the exit status is its.
+    """
+    if name is None:
+        width = max(map(len, TOOLS))
+        for script, main in sorted(TOOLS.items()):
+            click.echo(f"{script:<{width}}  {main}")
+        return
+    try:
+        main_class(name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from None
+    jars = KafkaJars(kafka_home())
+    if not jars.ready():
+        click.echo(f"resolving the Kafka jars with Maven into {jars.dir} (once)...", err=True)
+    command = tool_command(name, args, jars)
+    jars.use(os.getpid())  # the pid stays the tool's across exec
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(command[0], command)
