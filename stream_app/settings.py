@@ -41,8 +41,13 @@ class Settings(BaseSettings):
             :mod:`stream_app.layers.batch_input`). Off, the engines' Faust agents take every
             record; only under ``at_least_once`` (``exactly_once`` runs on the batched input).
         commit_interval_s: How often input offsets are committed (Faust's
-            ``broker_commit_interval``). A crash replays at most about this much input under
-            ``at_least_once``; under ``exactly_once`` it is the transaction length, and so how
+            ``broker_commit_interval``; also when a rebalance or a stop takes the partitions).
+            A crash replays everything read since the last commit: every record processed in
+            up to one commit interval. That is counted in records, not seconds: with a backlog
+            it is as many records as the worker processes in that time (thousands; a restart
+            with a backlog replayed about 5,000). Under ``at_least_once`` they are handled
+            again; under ``exactly_once`` the transaction since the last commit is aborted and
+            its records are read again, and the interval is also the transaction length, so how
             long outputs (replies included) wait to become visible.
         web_host: Interface the worker's HTTP views bind to.
         web_port: Port of the worker's HTTP views.
