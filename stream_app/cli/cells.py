@@ -3,28 +3,43 @@
 The read commands ask a worker's HTTP views (``GET /stream-app/...``); any worker will do, it
 routes a cell to the worker that owns its partition and gathers listings from every worker. The
 write commands produce to the behaviour's input topic with :class:`~stream_app.client.CellClient`,
-so they reach the owning worker through Kafka, in order with the cell's other messages.
+so they reach the owning worker through Kafka, in order with the cell's other messages. ``send``
+given the app module (``--app``) first checks the message as a worker of that app decodes it, and
+refuses, producing nothing, what the worker would dead-letter.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from stream_app.errors import StreamAppError
+from stream_app.errors import InvalidMessageError, StreamAppError
 from stream_app.settings import Settings
 
 if TYPE_CHECKING:
     from stream_app.client import CellClient
+    from stream_app.core.envelope import MessageTypes
 
-__all__ = ["cells", "default_url", "format_cells", "format_parked", "worker_get"]
+__all__ = [
+    "cells",
+    "check_message",
+    "default_url",
+    "find_message_types",
+    "format_cells",
+    "format_parked",
+    "import_app",
+    "worker_get",
+]
 
 _url = click.option(
     "--url",
@@ -35,6 +50,14 @@ _timeout = click.option(
     "--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for an answer."
 )
 _as_json = click.option("--json", "as_json", is_flag=True, help="Print the worker's JSON answer.")
+_app = click.option(
+    "--app",
+    "module",
+    metavar="MODULE",
+    help="The app module the workers run (faust -A MODULE, e.g. stream_app.examples.counter). "
+    "The message is first checked against the behaviour's message types, as a worker of that app "
+    "checks it, and refused if invalid. Without --app it is sent unvalidated.",
+)
 
 
 def default_url(settings: Settings) -> str:
@@ -133,6 +156,79 @@ def _produce(settings: Settings, timeout: float, queue: Callable[[CellClient], N
         raise click.ClickException(
             f"not acknowledged by Kafka at {settings.bootstrap_servers}: {exc}"
         ) from None
+
+
+def import_app(module_name: str) -> ModuleType:
+    """Import the app module ``module_name`` (what ``faust -A`` is given).
+
+    Raises:
+        click.ClickException: The module cannot be imported.
+    """
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.ClickException(f"cannot import {module_name}: {exc}") from None
+
+
+def find_message_types(module_name: str, behaviour: str) -> MessageTypes:
+    """The message types of ``behaviour`` as the app module ``module_name`` declares them.
+
+    Looks at the module's Behaviours, cultures and Entities, at those registered on its
+    Runtime, and at its MessageTypes (an app that decodes records itself, like the counter).
+
+    Raises:
+        click.ClickException: The module cannot be imported or declares no such behaviour.
+    """
+    declared: dict[str, MessageTypes] = {}
+    for value in vars(import_app(module_name)).values():
+        for types in _message_types_in(value):
+            declared.setdefault(types.behaviour, types)
+    if behaviour not in declared:
+        raise click.ClickException(
+            f"{module_name} declares no behaviour {behaviour!r} (it declares {sorted(declared)})"
+        )
+    return declared[behaviour]
+
+
+def _message_types_in(value: Any) -> list[MessageTypes]:
+    from stream_app.core.envelope import MessageTypes
+    from stream_app.layers.behaviour import Behaviour
+    from stream_app.layers.entities import Entity
+    from stream_app.runtime import Runtime
+
+    if isinstance(value, Runtime):
+        return [engine.behaviour.message_types for engine in value.engines.values()]
+    if isinstance(value, Entity):
+        value = value.behaviour
+    if isinstance(value, Behaviour):
+        value = value.message_types
+    return [value] if isinstance(value, MessageTypes) else []
+
+
+def check_message(
+    module: str | None, behaviour: str, cell_id: str, value: bytes, settings: Settings
+) -> str:
+    """Check the record ``cell_id`` -> ``value`` as a worker of the app ``module`` decodes it.
+
+    Returns:
+        How it was checked, for the output: ``validated against <module>``, or ``unvalidated``
+        and why when ``module`` is ``None``.
+
+    Raises:
+        click.ClickException: A worker would dead-letter it; the message names the field and
+            the problem (the dead letter's error) and its reason.
+    """
+    if module is None:
+        return "unvalidated: pass --app MODULE to check it against the behaviour's messages first"
+    types = find_message_types(module, behaviour)
+    try:
+        types.decode(cell_id.encode(), value, max_bytes=settings.max_message_bytes)
+    except InvalidMessageError as exc:
+        raise click.ClickException(
+            f"refused, nothing sent: {exc} (a worker of {module} would dead-letter it with "
+            f"reason {exc.reason!r})"
+        ) from None
+    return f"validated against {module}"
 
 
 def _quote(part: str) -> str:
@@ -270,6 +366,7 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
     "--body", callback=_json_object, metavar="JSON", help="The message body, a JSON object."
 )
 @click.option("--id", "message_id", help="The message id (default: a random one).")
+@_app
 @_timeout
 def send(
     behaviour: str,
@@ -277,19 +374,25 @@ def send(
     message_type: str,
     body: dict[str, Any] | None,
     message_id: str | None,
+    module: str | None,
     timeout: float,
 ) -> None:
     """Send a message to a cell.
 
     Sends a TYPE message with --body to cell ID of BEHAVIOUR and waits until Kafka has it.
+    With --app, a message a worker would dead-letter (unknown type, a body that does not match,
+    like "2" for an integer) is refused with exit status 1 and nothing is produced; without it
+    the message is sent unvalidated. The output says which.
     """
+    from stream_app.core.envelope import envelope_bytes
+
     settings = _settings()
-    _produce(
-        settings,
-        timeout,
-        lambda client: client.send(behaviour, cell_id, message_type, body, id=message_id),
-    )
+    value = envelope_bytes(message_type, body, id=message_id or uuid.uuid4().hex)
+    checked = check_message(module, behaviour, cell_id, value, settings)
+    topic = settings.input_topic(behaviour)
+    # The bytes checked are the bytes sent.
+    _produce(settings, timeout, lambda client: client.produce_raw(topic, cell_id, value))
     click.echo(
         f"sent {message_type} {json.dumps(body or {}, sort_keys=True)} to {behaviour}/{cell_id} "
-        f"(on {settings.input_topic(behaviour)})"
+        f"(on {topic}), {checked}"
     )

@@ -8,7 +8,6 @@ log and the table's changelog from Kafka, folds the events with the entity's own
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from typing import Any
@@ -16,12 +15,16 @@ from typing import Any
 import click
 
 from stream_app.cli.cells import (
+    _app,
     _expect_ok,
+    _json_object,
     _quote,
     _settings,
     _timeout,
     _url,
+    check_message,
     default_url,
+    import_app,
     worker_get,
 )
 
@@ -36,10 +39,7 @@ def find_entity(module_name: str, entity_type: str) -> Any:
     """
     from stream_app.layers.entities import Entity
 
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise click.ClickException(f"cannot import {module_name}: {exc}") from None
+    module = import_app(module_name)
     found = {value.name: value for value in vars(module).values() if isinstance(value, Entity)}
     if entity_type not in found:
         raise click.ClickException(
@@ -73,31 +73,35 @@ def get(entity_type: str, entity_id: str, url: str | None, timeout: float) -> No
 @click.argument("entity_type", metavar="TYPE")
 @click.argument("entity_id", metavar="ID")
 @click.argument("message_type", metavar="MESSAGE")
-@click.argument("body", default="{}")
+@click.argument("body", default="{}", callback=_json_object)
 @click.option("--project", help="Reply with this projection of the state instead of all of it.")
+@_app
 @_timeout
 def send(
     entity_type: str,
     entity_id: str,
     message_type: str,
-    body: str,
+    body: dict[str, Any],
     project: str | None,
+    module: str | None,
     timeout: float,
 ) -> None:
-    """Send MESSAGE (with BODY, JSON) to entity ID of TYPE and print the reply.
+    """Send MESSAGE (with BODY, a JSON object) to entity ID of TYPE and print the reply.
 
-    Exits with status 1 when the entity rejects the message or no reply comes in time.
+    Exits with status 1 when the entity rejects the message or no reply comes in time. With
+    --app, a message a worker would dead-letter is refused first (status 1, nothing sent);
+    whether it was validated is said on stderr.
     """
+    from stream_app.core.envelope import envelope_bytes
     from stream_app.entity_client import EntityClient
     from stream_app.errors import ReplyTimeoutError, RequestRejectedError
 
-    try:
-        payload = json.loads(body)
-    except ValueError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="BODY") from None
-    with EntityClient(_settings(), timeout=timeout) as client:
+    settings = _settings()
+    value = envelope_bytes(message_type, body, project=project)
+    click.echo(check_message(module, entity_type, entity_id, value, settings), err=True)
+    with EntityClient(settings, timeout=timeout) as client:
         try:
-            reply = client.request((entity_type, entity_id), message_type, payload, project=project)
+            reply = client.request((entity_type, entity_id), message_type, body, project=project)
         except (RequestRejectedError, ReplyTimeoutError) as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(reply.model_dump_json(indent=2))

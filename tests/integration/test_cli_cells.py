@@ -198,3 +198,34 @@ def test_inspect_park_release_and_replay_dead_letters(
     # An offset that holds nothing is reported, with exit status 1.
     missing = run("dead-letters", "replay", "--offset", "0:999999", code=1)
     assert "missing 0:999999: no record at that position" in missing.output
+
+
+def test_send_with_app_refuses_what_the_worker_would_dead_letter(
+    cells_env: dict[str, str], start_worker: Callable[..., WorkerProcess]
+) -> None:
+    settings = settings_from_env(cells_env)
+    worker = start_worker(PROBE, cells_env)
+    run = Cli(cells_env, worker)
+    app = ("--app", PROBE)
+
+    for by in ('"2"', "true", "2.0"):
+        refused = run(
+            "cells", "send", "probe", "c1", "add", "--body", f'{{"by": {by}}}', *app, code=1
+        )
+        assert "refused, nothing sent: probe: add.body.by: Input should be a valid integer" in (
+            refused.output
+        )
+    sent = run("cells", "send", "probe", "c1", "add", "--body", '{"by": 3}', *app)
+    assert sent.output.startswith('sent add {"by": 3} to probe/c1')
+    assert "validated against tests.apps.probe" in sent.output
+
+    run.wait(
+        lambda: run.cell("c1"),
+        lambda c: c is not None and c["data"]["count"] == 3,
+        what="c1 counted the valid 3",
+    )
+    # The refused bodies never reached Kafka: the input topic holds c1's valid message only,
+    # and the worker dead-lettered nothing.
+    records = read_topic(settings.bootstrap_servers, settings.input_topic("probe"))
+    assert [json.loads(r.value or b"")["body"] for r in records if r.key == b"c1"] == [{"by": 3}]
+    assert run.dead_letters("schema") == []

@@ -27,7 +27,9 @@ from stream_app.cli.dead_letters import (
     value_preview,
 )
 from stream_app.cli.main import cli
+from stream_app.client import CellClient
 from stream_app.core.dead_letters import DeadLetter
+from stream_app.settings import Settings, get_settings
 from stream_app.testing import Record
 
 DLQ = "shop.dead-letters"
@@ -322,3 +324,101 @@ def test_unreachable_kafka_exits_1_and_names_the_bootstrap_servers() -> None:
     listed = run("dead-letters", "list", "--timeout", "0.5", env=env)
     assert listed.exit_code == 1
     assert f"cannot reach Kafka at {bootstrap}" in listed.output
+
+
+# -- send: checked against the app's message types before anything is produced -----------------
+
+COUNTER_APP = ("--app", "stream_app.examples.counter")
+
+
+@pytest.fixture
+def produced(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bytes | str | None, Any]]:
+    """What ``cells send`` produces, recorded by a CellClient that needs no broker."""
+    records: list[tuple[str, bytes | str | None, Any]] = []
+
+    class RecordingClient(CellClient):
+        def __init__(self, settings: Settings | None = None, **_: Any) -> None:
+            self.settings = settings or get_settings()
+
+        def produce_raw(
+            self, topic: str, key: str | bytes | None, value: bytes | None, **_: Any
+        ) -> None:
+            records.append((topic, key, json.loads(value or b"null")))
+
+        def flush(self, timeout: float = 60.0) -> None:
+            pass
+
+    monkeypatch.setattr("stream_app.client.CellClient", RecordingClient)
+    return records
+
+
+@pytest.mark.parametrize("by", ['"2"', "true", "2.0"])
+def test_send_refuses_what_the_worker_would_dead_letter(by: str, produced: list[Any]) -> None:
+    body = f'{{"by": {by}}}'
+    result = run("cells", "send", "counter", "c1", "increment", "--body", body, *COUNTER_APP)
+    assert result.exit_code == 1, result.output
+    assert "counter: increment.body.by: Input should be a valid integer" in result.output
+    assert "nothing sent" in result.output
+    assert produced == []
+
+
+def test_send_refuses_an_unknown_type_or_a_missing_field(produced: list[Any]) -> None:
+    unknown = run("cells", "send", "counter", "c1", "decrement", *COUNTER_APP)
+    assert unknown.exit_code == 1
+    assert "unknown message type 'decrement' for behaviour 'counter'" in unknown.output
+    # A behaviour registered on the module's Runtime (a culture made inline) is found too.
+    tickets = ("--app", "stream_app.examples.tickets")
+    missing = run("cells", "send", "ticket", "00001042", "open", "--body", "{}", *tickets)
+    assert missing.exit_code == 1
+    assert "ticket: open.body.title: Field required" in missing.output
+    assert produced == []
+
+
+def test_send_with_app_sends_a_valid_message_and_says_it_was_validated(
+    produced: list[Any],
+) -> None:
+    env = {"STREAM_APP_APP_ID": "shop"}
+    args = ("cells", "send", "counter", "c1", "increment", "--body", '{"by": 2}', "--id", "m-1")
+    result = run(*args, *COUNTER_APP, env=env)
+    assert result.exit_code == 0, result.output
+    assert produced == [
+        ("shop.counter.in", "c1", {"type": "increment", "body": {"by": 2}, "id": "m-1"})
+    ]
+    assert "validated against stream_app.examples.counter" in result.output
+
+
+def test_send_without_app_sends_unvalidated_and_says_so(produced: list[Any]) -> None:
+    result = run("cells", "send", "counter", "c1", "increment", "--body", '{"by": "2"}')
+    assert result.exit_code == 0, result.output
+    assert [value["body"] for _, _, value in produced] == [{"by": "2"}]
+    assert "unvalidated" in result.output
+    assert "--app" in result.output
+
+
+def test_send_names_what_the_app_module_lacks(produced: list[Any]) -> None:
+    nope = run("cells", "send", "nope", "c1", "increment", *COUNTER_APP)
+    assert nope.exit_code == 1
+    assert "stream_app.examples.counter declares no behaviour 'nope'" in nope.output
+    assert "['counter']" in nope.output
+    missing = run("cells", "send", "counter", "c1", "increment", "--app", "no_such_module_x")
+    assert missing.exit_code == 1
+    assert "cannot import no_such_module_x" in missing.output
+    assert produced == []
+
+
+def test_send_help_says_what_app_is_for() -> None:
+    shown = run("cells", "send", "--help")
+    assert "--app MODULE" in shown.output
+    assert "unvalidated" in shown.output
+
+
+def test_entities_send_refuses_an_invalid_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_client(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("an invalid command must not reach a client")
+
+    monkeypatch.setattr("stream_app.entity_client.EntityClient", no_client)
+    args = ("entities", "send", "account", "alice", "deposit", '{"amount": "5"}')
+    result = run(*args, "--app", "stream_app.examples.ledger")
+    assert result.exit_code == 1, result.output
+    assert "account: deposit.body.amount: Input should be a valid integer" in result.output
+    assert "nothing sent" in result.output
