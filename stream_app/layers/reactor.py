@@ -7,9 +7,16 @@ is delivered to every handler registered for it, in registration order:
    already succeeded on the record are not called again.
 2. A record a handler still fails on goes to the dead-letter topic (reason ``handler-failed``,
    behaviour ``handler:<name>``) and the other handlers still get it.
-3. The record's offset is committed only after every handler has finished with it, so a worker
-   that crashes resumes with the first record not completely processed (handlers that had
-   succeeded on it see it again: make them idempotent).
+3. The record is acknowledged only after every handler has finished with it (succeeded, or
+   dead-lettered), and Faust commits acknowledged offsets every ``commit_interval_s``, on a
+   rebalance and on a clean stop.
+
+One agent per topic runs the handlers, one record at a time, so the resume point after a crash
+is per partition and shared by the topic's handlers: the partition's last committed offset.
+The next owner handles again, by every handler, the record that was in progress (also in the
+handlers that had finished it) and every record finished since the last commit; nothing
+before that commit, and nothing is skipped. Make handlers idempotent: a record's
+``topic/partition/offset`` identifies it.
 """
 
 from __future__ import annotations
