@@ -275,20 +275,36 @@ class Runtime:
             partition_for(key, self.settings.partitions),
         )
 
-    async def produce(self, topic: str, key: bytes, value: bytes, partition: int) -> None:
+    async def produce(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        partition: int,
+        *,
+        headers: list[tuple[str, bytes]] | None = None,
+        acknowledged: bool = False,
+    ) -> None:
         """Produce one output of the record being handled (an event, a reply, an effect, a
         message to a cell), or, outside one, a plain send.
 
         While the batched input processes a record it goes out with that record's changelog
         records: under ``exactly_once`` in the transaction of the record's partition, the one
         that commits its offset; under ``at_least_once`` acknowledged before the offset is
-        committed. On Faust's path (``batch_input`` off) it is a plain send, flushed before the
-        input offset is committed.
+        committed. On Faust's path (``batch_input`` off, and in Faust's agents: effect and
+        reactor handlers) it is a plain send, flushed before the input offset is committed;
+        with ``acknowledged``, a plain send returns only once the broker has acknowledged it.
         """
         if self.batch_input is not None and batch_partition() is not None:
-            self.batch_input.produce(topic, key, value, partition)
+            self.batch_input.produce(
+                topic, key, value, partition, list(headers) if headers else None
+            )
             return
-        await self.output_topic(topic).send(key=key, value=value, partition=partition)
+        pending = await self.output_topic(topic).send(
+            key=key, value=value, partition=partition, headers=headers
+        )
+        if acknowledged:
+            await pending
 
     def _dead_letter_alongside(
         self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
@@ -330,12 +346,41 @@ class Runtime:
         cell's partition next wakes (within one sweep interval and a round trip). It is lost
         if the worker stops first, and dropped (returning ``False``) when this worker does not
         own the cell's partition. It is validated like any message; an invalid one is logged
-        and dropped, not dead-lettered. Use :meth:`send` when the message must arrive.
+        and dropped, not dead-lettered. Use :meth:`send` when the message must arrive, and
+        :meth:`inject_record` to give a record to reactor handlers (through Kafka).
         """
         engine = self.engines.get(behaviour)
         if engine is None:
             raise ValueError(f"no behaviour {behaviour!r} on this runtime")
         return engine.inject(cell_id, envelope_bytes(type, body))
+
+    async def inject_record(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        *,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Give a record to the reactor handlers of ``topic``, through Kafka, from inside the
+        worker (a reactor or effect handler, an ``app.timer``, a web view).
+
+        The record is produced to ``topic``, to the partition its ``key`` hashes to (murmur2
+        over ``STREAM_APP_PARTITIONS``, as :func:`~stream_app.testing.keyed_producer` places
+        it), and reaches the handlers like any record of the topic, on whichever worker owns
+        that partition: at least once, resumed after a crash from the last committed offset.
+        The call returns once the broker has acknowledged the record, so it survives a crash
+        that follows; called from a handler, it is in Kafka before that handler's own record
+        can be committed. (From a cell callback, use ``state.publish(topic, value)``: it goes
+        out with the cell's new data.)
+
+        Raises:
+            ValueError: No reactor handler of this runtime reads ``topic``.
+        """
+        if topic not in self.reactor.handlers:
+            raise ValueError(f"no reactor handler reads {topic!r} on this runtime")
+        partition = partition_for(key, self.settings.partitions)
+        await self.produce(topic, key, value, partition, headers=headers, acknowledged=True)
 
     # -- lifecycle -------------------------------------------------------------------------
 

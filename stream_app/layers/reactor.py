@@ -16,7 +16,8 @@ is per partition and shared by the topic's handlers: the partition's last commit
 The next owner handles again, by every handler, the record that was in progress (also in the
 handlers that had finished it) and every record finished since the last commit; nothing
 before that commit, and nothing is skipped. Make handlers idempotent: a record's
-``topic/partition/offset`` identifies it.
+``topic/partition/offset`` identifies it. :meth:`~stream_app.runtime.Runtime.inject_record`
+gives the handlers a record from inside the worker, through their topic.
 """
 
 from __future__ import annotations

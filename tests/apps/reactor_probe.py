@@ -8,6 +8,13 @@ that order) read ``<app_id>.work``. For each record, each handler:
    handler inside a record by creating that file, and lets it go by removing it);
 3. appends ``<handler> done <partition> <offset> <value>``.
 
+Records are injected from inside the worker with ``Runtime.inject_record``, from two places:
+
+- ``first``, on a record ``relay:<value>``, injects ``<value>`` (same key) after its hold and
+  before its ``done`` line;
+- a timer injects the content of the file ``REACTOR_INJECT_FILE`` (key ``timer``) when the
+  file appears, then removes the file.
+
 ``GET /reactor-probe/partitions/`` lists the partitions of the topic this worker is assigned.
 
 Each line is written and closed before the handler goes on, so a SIGKILL loses none of them: a
@@ -23,7 +30,7 @@ from typing import Any
 
 from stream_app import ReactorRecord, Runtime
 
-__all__ = ["TOPIC", "app", "first", "partitions", "runtime", "second"]
+__all__ = ["TOPIC", "app", "first", "inject_on_request", "partitions", "runtime", "second"]
 
 runtime = Runtime()
 app = runtime.app
@@ -31,7 +38,7 @@ app = runtime.app
 #: The topic both handlers read.
 TOPIC = f"{runtime.settings.app_id}.work"
 
-#: How often a held handler looks at its hold file (seconds).
+#: How often a held handler looks at its hold file, and the timer for its file (seconds).
 _POLL_S = 0.02
 
 
@@ -51,6 +58,8 @@ async def _handle(name: str, record: ReactorRecord) -> None:
         hold = Path(hold_dir) / f"{name}-{value}"
         while hold.exists():
             await asyncio.sleep(_POLL_S)
+    if name == "first" and value.startswith("relay:"):
+        await runtime.inject_record(TOPIC, record.key or b"", value.removeprefix("relay:").encode())
     _log(f"{name} done {where}")
 
 
@@ -64,6 +73,15 @@ async def first(record: ReactorRecord) -> None:
 async def second(record: ReactorRecord) -> None:
     """Log the record (start, possibly held, done), after ``first`` is done with it."""
     await _handle("second", record)
+
+
+@app.timer(_POLL_S)
+async def inject_on_request() -> None:
+    """Inject the content of ``REACTOR_INJECT_FILE`` when the file appears, then remove it."""
+    path = os.environ.get("REACTOR_INJECT_FILE")
+    if path and Path(path).exists():
+        await runtime.inject_record(TOPIC, b"timer", Path(path).read_text().strip().encode())
+        Path(path).unlink()
 
 
 @app.page("/reactor-probe/partitions/")

@@ -1,4 +1,4 @@
-"""Reactor handlers across a real broker: where each handler resumes after a crash.
+"""Reactor handlers across a real broker: where each resumes after a crash; injected records.
 
 The guarantee (``stream_app/layers/reactor.py``): the handlers of a topic run one record at a
 time, in registration order, in one Faust agent, and a record's offset is acknowledged only
@@ -10,6 +10,9 @@ SIGKILL the next worker starts at the partition's last committed offset, for *ev
   (also by those that had finished it: the commit covers a record, not a handler);
 - so is every record after the last commit, even one every handler had finished;
 - no record before the last commit is handled again, and none is skipped.
+
+Records injected from inside the worker (``Runtime.inject_record``, from a handler and from a
+timer) are produced to the handlers' topic and reach them like any record, also after a crash.
 
 The worker runs ``tests.apps.reactor_probe``: two handlers logging ``start``/``done`` lines to a
 file per worker run, holding a chosen record while a file the test controls exists.
@@ -25,7 +28,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from stream_app.kafka.partitioner import partition_for
-from stream_app.testing import WorkerProcess, wait_for
+from stream_app.testing import WorkerProcess, read_topic, wait_for
 
 MODULE = "tests.apps.reactor_probe"
 HANDLERS = ("first", "second")
@@ -52,7 +55,7 @@ class ReactorProbe:
 
     Attributes:
         env: The workers' settings and the probe's variables (tests may add to it).
-        tmp_path: Where the hold files and the run logs are.
+        tmp_path: Where the hold files, the injection file and the run logs are.
     """
 
     env: dict[str, str]
@@ -134,7 +137,11 @@ def probe(
     """A :class:`ReactorProbe` on ``cells_env``, its files under ``tmp_path``."""
     hold_dir = tmp_path / "hold"
     hold_dir.mkdir()
-    env = {**cells_env, "REACTOR_HOLD_DIR": str(hold_dir)}
+    env = {
+        **cells_env,
+        "REACTOR_HOLD_DIR": str(hold_dir),
+        "REACTOR_INJECT_FILE": str(tmp_path / "inject"),
+    }
     return ReactorProbe(env, tmp_path, bootstrap, start_worker)
 
 
@@ -270,6 +277,55 @@ def test_kill_inside_the_first_handler_redoes_everything_after_the_last_commit(
     after = wait_logged(after_log, all_done(range(committed, end)), "m5..m10 done again")
     assert_resumed_at(after, committed, end)
     assert_every_record_done([entries(stopped_log), killed, after], end)
+
+
+def test_records_injected_in_the_worker_reach_the_handlers_and_survive_a_kill(
+    probe: ReactorProbe,
+) -> None:
+    """``first`` injects ``x1`` while handling ``relay:x1``; the worker is killed while
+    ``second`` is inside ``relay:x1``, before anyone handled ``x1``. The injected record is in
+    the topic (acknowledged before ``first`` finished), the next worker handles it with both
+    handlers, and redoing ``relay:x1`` injects a second ``x1`` (at least once). A timer of the
+    worker injects ``t1``, outside any record: both handlers get it too."""
+    key = b"relay-key"
+    partition = partition_for(key, PARTITIONS)
+    held = probe.hold("second", "relay:x1")
+
+    worker, killed_log = probe.start("killed")
+    relay = probe.produce(["relay:x1"], key=key)["relay:x1"]
+    wait_logged(killed_log, has("second", "start", relay, partition), "second inside relay:x1")
+    worker.kill()
+    killed = entries(killed_log)
+    assert offsets(killed, "first", "done", partition) == [relay], "first injected x1"
+    assert [e.value for e in killed if e.phase == "done"] == ["relay:x1"], "nobody handled x1"
+    injected = [r for r in read_topic(probe.bootstrap, probe.topic) if r.value == b"x1"]
+    assert [(r.key, r.partition, r.offset) for r in injected] == [(key, partition, relay + 1)]
+
+    held.unlink()
+    _, after_log = probe.start("after")
+    # The relay is redone (it was not committed), so x1 is injected again after it.
+    after = wait_logged(
+        after_log, all_done(range(relay, relay + 3), partition), "relay:x1, x1, x1 again done"
+    )
+    for handler in HANDLERS:
+        done = [(e.offset, e.value) for e in after if e.handler == handler and e.phase == "done"]
+        assert done == [(relay, "relay:x1"), (relay + 1, "x1"), (relay + 2, "x1")], handler
+
+    staged = probe.tmp_path / "inject.tmp"
+    staged.write_text("t1")
+    staged.rename(probe.env["REACTOR_INJECT_FILE"])  # the timer never sees a half-written file
+    (t1,) = wait_for(
+        lambda: [r for r in read_topic(probe.bootstrap, probe.topic) if r.value == b"t1"],
+        bool,
+        timeout=60,
+        what="the timer's t1 in the topic",
+    )
+    assert (t1.key, t1.partition) == (b"timer", partition_for(b"timer", PARTITIONS))
+    wait_logged(
+        after_log,
+        lambda log: all(Entry(h, "done", t1.partition, t1.offset, "t1") in log for h in HANDLERS),
+        "both handlers done with t1",
+    )
 
 
 def contiguous_done(log: list[Entry], partition: int) -> int:
