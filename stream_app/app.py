@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
+import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,10 +28,12 @@ from mode.utils.queues import FlowControlEvent
 from stream_app.core.dead_letters import DeadLetter
 from stream_app.errors import FlushTimeoutError, StreamAppError
 from stream_app.kafka.reading import last_record_offsets
+from stream_app.logs import quiet_transient_errors
 from stream_app.settings import Settings
 
 __all__ = [
     "CLEAN_MARKER",
+    "STOP_OVERRUN_EXIT",
     "DeadLetterSink",
     "KeepingFlowControl",
     "SendCounts",
@@ -37,6 +41,7 @@ __all__ = [
     "create_app",
     "discard_unclean_tables",
     "drain_send_buffer",
+    "exit_after",
 ]
 
 logger = logging.getLogger(__name__)
@@ -188,12 +193,16 @@ class StreamApp(faust.App):
     Attributes:
         exactly_once: stream_app's ``exactly_once`` is in force (set by :func:`create_app`).
         bootstrap_servers: The brokers as ``host:port,...`` (set by :func:`create_app`).
+        shutdown_timeout_s: Longest a stop may take before the process exits anyway (set by
+            :func:`create_app` from ``Settings.shutdown_timeout_s``; see :func:`exit_after`).
     """
 
     _before_start_hooks: list[Callable[[], Awaitable[None]]]
     _input_taker: InputTaker | None = None
     exactly_once: bool = False
     bootstrap_servers: str = ""
+    shutdown_timeout_s: float = 60.0
+    _stop_deadline: threading.Timer | None = None
 
     @cached_property
     def flow_control(self) -> FlowControlEvent:
@@ -237,10 +246,26 @@ class StreamApp(faust.App):
             await taker.drain()
             await wait_empty()
 
+        verify_event_path = consumer.verify_event_path
+
+        def own_verify_event_path(now: float, tp: TP) -> None:
+            # Faust's stream watchdog knows only Faust's fetches and streams: on the partitions
+            # the taker reads it saw no fetch and no stream, and logged an ERROR ("Stream has
+            # not started processing") about 70 times a minute on a healthy worker.
+            if tp.topic not in taker.topics:
+                verify_event_path(now, tp)
+
         # Instance attributes shadow the consumer's methods for this consumer only.
         consumer._getmany = own_getmany
         consumer.wait_empty = own_wait_empty
+        consumer.verify_event_path = own_verify_event_path
         return consumer
+
+    async def on_stop(self) -> None:
+        """Arm the shutdown deadline (:func:`exit_after`), then Faust's stop."""
+        if self._stop_deadline is None:
+            self._stop_deadline = exit_after(self.shutdown_timeout_s)
+        await super().on_stop()
 
     def before_start(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run ``hook`` every time the app starts, before its consumer joins the group."""
@@ -298,6 +323,41 @@ class StreamApp(faust.App):
         buffer._send_pending = counted_send
         buffer.flush = flush
         return producer
+
+
+#: Exit status of a worker whose stop overran ``Settings.shutdown_timeout_s`` (EX_SOFTWARE).
+STOP_OVERRUN_EXIT = 70
+
+
+def exit_after(seconds: float) -> threading.Timer:
+    """End the process with :data:`STOP_OVERRUN_EXIT` if it is still running in ``seconds``.
+
+    Armed when a worker starts to stop. A stop normally takes a second or two (drain, commit,
+    close); one that hangs — a commit or a transaction waiting on a broker that does not answer,
+    a client thread that does not return — would keep the process alive with nothing processed,
+    and a supervisor waiting. Exiting without the rest of the stop is what a SIGKILL does, which
+    every guarantee survives: what was not committed is read again by the next owner, and under
+    ``exactly_once`` the tables are rebuilt from the changelog. The timer thread is a daemon, so
+    a process that finishes its stop in time exits as usual.
+    """
+
+    def overrun() -> None:
+        logger.error(
+            "stopping took longer than %.0fs (shutdown_timeout_s); exiting now with status %d "
+            "(what was not committed is read again by the next owner of its partitions)",
+            seconds,
+            STOP_OVERRUN_EXIT,
+        )
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        os._exit(STOP_OVERRUN_EXIT)
+
+    timer = threading.Timer(seconds, overrun)
+    timer.name = "stream_app-stop-deadline"
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def _read_committed(thread: Any, bootstrap: str) -> None:
@@ -379,9 +439,11 @@ def create_app(settings: Settings, **overrides: Any) -> StreamApp:
         "version": 1,
     }
     options.update(overrides)
+    quiet_transient_errors()
     app = StreamApp(settings.app_id, **options)
     app.exactly_once = settings.processing_guarantee == "exactly_once"
     app.bootstrap_servers = settings.bootstrap_servers
+    app.shutdown_timeout_s = settings.shutdown_timeout_s
     return app
 
 

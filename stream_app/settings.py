@@ -57,6 +57,16 @@ class Settings(BaseSettings):
             minus room for the headers.
         session_timeout_s: Consumer group session timeout: how long a dead worker holds its
             partitions before they move to another.
+        kafka_call_timeout_s: Longest one blocking Kafka call of a commit may take (a flush of
+            the outputs before an offset commit; a transaction's init, offsets or commit) before
+            the worker gives up and stops with an ERROR (status 1), for its supervisor to start
+            it again. A broker outage shorter than this is ridden out under ``at_least_once``;
+            under ``exactly_once`` a transaction the outage caught cannot be completed (the
+            client stays wedged on it), so the worker stops after at most this long.
+        shutdown_timeout_s: Longest a stopping worker (SIGTERM, or a crash) may take to drain,
+            commit and close before it exits anyway, with status 70 and an ERROR saying so: a
+            stop that hangs (a broker that does not answer) must not keep a supervisor waiting.
+            What it did not commit is read again by the next owner, as after a SIGKILL.
         topics_dir: Folder of declarative topic definitions applied by ``stream-app topics apply``.
     """
 
@@ -87,6 +97,8 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=1_048_576, ge=64)
     dead_letter_max_bytes: int = Field(default=1_048_576, ge=64)
     session_timeout_s: float = Field(default=30.0, ge=6.0, le=300.0)
+    kafka_call_timeout_s: float = Field(default=60.0, ge=1.0, le=3600.0)
+    shutdown_timeout_s: float = Field(default=60.0, ge=1.0, le=3600.0)
     topics_dir: Path = Path("topics")
 
     @field_validator("bootstrap_servers")

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator, Mapping
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from stream_app.logs import rdkafka_logger
+
 __all__ = ["last_record_offsets", "read_to_end"]
 
 #: Offsets before a partition's end read first by :func:`last_record_offsets` (then 8x more).
@@ -41,6 +43,7 @@ def read_to_end(
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
+            "logger": rdkafka_logger(),
         }
     )
     try:
@@ -101,6 +104,7 @@ def last_record_offsets(
             "enable.auto.commit": False,
             "enable.partition.eof": False,
             "isolation.level": "read_committed",
+            "logger": rdkafka_logger(),
         }
     )
     try:

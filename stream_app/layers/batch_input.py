@@ -51,7 +51,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from confluent_kafka import (
     OFFSET_STORED,
@@ -65,6 +65,7 @@ from confluent_kafka import (
 from faust.types import TP
 
 from stream_app.errors import StreamAppError
+from stream_app.logs import rdkafka_logger
 
 if TYPE_CHECKING:
     from stream_app.runtime import Runtime
@@ -77,16 +78,17 @@ logger = logging.getLogger(__name__)
 BATCH_MAX = 500
 #: Longest a fetch waits for the first record of a batch, in seconds.
 POLL_TIMEOUT_S = 0.02
-#: Longest a flush of the changelog producer may take before the commit fails.
-FLUSH_TIMEOUT_S = 60.0
-#: Longest one transaction call (init, send offsets, commit) may take, in seconds.
-TXN_TIMEOUT_S = 60.0
 #: Threads that initialise and commit the partitions' transactions side by side.
 TXN_THREADS = 8
-#: Times a commit is tried again after a retriable error before the worker stops.
+#: Times a transaction call is tried again after a retriable error (not a time-out) before the
+#: worker stops.
 TXN_RETRIES = 3
+#: Seconds a blocking call is given beyond its own time-out before the loop stops waiting for
+#: it (librdkafka does not always honour the time-out of ``send_offsets_to_transaction``).
+CALL_GRACE_S = 5.0
 
 Headers = list[tuple[str, str | bytes | None]] | None
+T = TypeVar("T")
 
 #: The partition whose record the batch loop is processing, in the loop's own task (an engine
 #: reads and writes the tables of that partition). Other tasks (web views, sweeps) see ``None``.
@@ -184,6 +186,8 @@ class BatchInput:
         self._lock = asyncio.Lock()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="stream_app-input")
         self._last_commit = time.monotonic()
+        #: Longest one blocking Kafka call of a commit may take (``Settings.kafka_call_timeout_s``).
+        self.call_timeout = runtime.settings.kafka_call_timeout_s
         self.records = 0
         self.batches = 0
         self.commits = 0
@@ -227,9 +231,10 @@ class BatchInput:
             if self._assigned:
                 try:
                     await self._commit()
-                except TransactionError as exc:
-                    # Fenced by a newer owner while this worker was away (a zombie), or a
-                    # transaction that had to be aborted: nothing of it is visible. Stop.
+                except (TransactionError, ChangelogError) as exc:
+                    # Fenced by a newer owner while this worker was away (a zombie), a
+                    # transaction that had to be aborted, or outputs the broker did not take in
+                    # time: nothing uncommitted is lost (it is read again). Stop.
                     logger.error("batch input: %s; stopping the worker", exc)
                     await self.app.crash(exc)
                     return
@@ -242,6 +247,13 @@ class BatchInput:
             await self._loop()
         except asyncio.CancelledError:
             raise
+        except (TransactionError, ChangelogError) as exc:
+            # A commit that could not be made (a broker outage longer than the call time-out,
+            # a fence, an aborted transaction). Stop loudly, so a supervisor starts the worker
+            # again: what was not committed is read again, and under exactly_once the tables
+            # are rebuilt from the changelog first.
+            logger.error("batch input: %s; stopping the worker", exc)
+            await self.app.crash(exc)
         except Exception as exc:
             # Bad input never gets here (the engines dead-letter or park it); this is the
             # infrastructure failing (a changelog record refused, RocksDB). Stop the worker, as
@@ -362,6 +374,7 @@ class BatchInput:
             "isolation.level": "read_committed",
             "queued.max.messages.kbytes": 16384,
             "client.id": f"{self.app.conf.id}-batch-input",
+            "logger": rdkafka_logger(),
         }
 
     # -- changelog -------------------------------------------------------------------------
@@ -442,6 +455,7 @@ class BatchInput:
             "linger.ms": 5,
             "message.max.bytes": self.app.conf.producer_max_request_size,
             "client.id": f"{self.app.conf.id}-changelog",
+            "logger": rdkafka_logger(),
         }
 
     # -- transactions (exactly_once) --------------------------------------------------------
@@ -478,8 +492,9 @@ class BatchInput:
         """Make and initialise the transactional producers of the partitions in ``tps`` that
         have none, side by side."""
         new = {tp: Producer(self._transaction_config(tp)) for tp in tps - self._transactions.keys()}
+        timeout = self.call_timeout
         await self._each(
-            "could not initialise", list(new), lambda tp: new[tp].init_transactions(TXN_TIMEOUT_S)
+            "could not initialise", list(new), lambda tp: new[tp].init_transactions(timeout)
         )
         self._transactions.update(new)
 
@@ -487,10 +502,11 @@ class BatchInput:
         """Run a blocking transaction ``call`` for each partition of ``tps``, side by side;
         raise :class:`TransactionError` naming every partition where it failed."""
         loop = asyncio.get_running_loop()
-        results = await asyncio.gather(
+        calls = asyncio.gather(
             *(loop.run_in_executor(self._txn_pool, call, tp) for tp in tps),
             return_exceptions=True,
         )
+        results = await self._bounded(calls, failure)
         failed = [
             f"{tp.topic}[{tp.partition}]: {result}"
             for tp, result in zip(tps, results, strict=True)
@@ -498,6 +514,25 @@ class BatchInput:
         ]
         if failed:
             raise TransactionError(f"exactly_once: {failure}: " + "; ".join(failed))
+
+    async def _bounded(self, calls: Awaitable[T], what: str) -> T:
+        """Await blocking calls made in a thread, for at most the call time-out and a grace.
+
+        Each call has the time-out itself; this is for one that does not return by then
+        (librdkafka's ``send_offsets_to_transaction`` has been seen to wait forever for a
+        coordinator that came back from an outage). The thread is left to its fate: the
+        worker stops, and its stop deadline ends the process if the thread holds it up.
+        """
+        # A commit is two calls (offsets, then commit), each with the time-out.
+        limit = 2 * self.call_timeout + CALL_GRACE_S
+        try:
+            return await asyncio.wait_for(calls, limit)
+        except TimeoutError:
+            failure = TransactionError if self.exactly_once else ChangelogError
+            raise failure(
+                f"{what}: no answer from the Kafka client within {limit:.0f}s (a broker "
+                "outage, or a client wedged by one)"
+            ) from None
 
     def _close_transactions(self, keep: frozenset[TP]) -> None:
         """Drop the transactional producers of partitions not in ``keep``. Their transactions
@@ -514,6 +549,7 @@ class BatchInput:
         if not tps or consumer is None:
             return
         metadata = consumer.consumer_group_metadata()
+        timeout = self.call_timeout
 
         def commit(tp: TP) -> None:
             producer = self._transactions[tp]
@@ -521,10 +557,8 @@ class BatchInput:
                 producer.begin_transaction()
             if tp in offsets:
                 position = [TopicPartition(tp.topic, tp.partition, offsets[tp])]
-                _retrying(
-                    lambda: producer.send_offsets_to_transaction(position, metadata, TXN_TIMEOUT_S)
-                )
-            _retrying(lambda: producer.commit_transaction(TXN_TIMEOUT_S))
+                _retrying(lambda: producer.send_offsets_to_transaction(position, metadata, timeout))
+            _retrying(lambda: producer.commit_transaction(timeout))
 
         # A failure is a fence (a newer owner took the partition) or a transaction that had to
         # be aborted: the worker stops. The tables hold writes no committed transaction has;
@@ -548,7 +582,8 @@ class BatchInput:
             producer = self._producer
             if producer is not None:
                 loop = asyncio.get_running_loop()
-                left = await loop.run_in_executor(self._pool, producer.flush, FLUSH_TIMEOUT_S)
+                flushed = loop.run_in_executor(self._pool, producer.flush, self.call_timeout)
+                left = await self._bounded(flushed, "flushing the outputs")
                 if left:
                     raise ChangelogError(f"{left} changelog records not acknowledged in time")
         if self._failed:
@@ -577,17 +612,27 @@ class BatchInput:
             await loop.run_in_executor(self._pool, consumer.close)
         producer, self._producer = self._producer, None
         if producer is not None:
-            await loop.run_in_executor(self._pool, producer.flush, FLUSH_TIMEOUT_S)
+            await loop.run_in_executor(self._pool, producer.flush, self.call_timeout)
 
 
 def _retrying(call: Callable[[], None]) -> None:
-    """Run a transaction call, again after a retriable error (at most :data:`TXN_RETRIES`)."""
+    """Run a transaction call, again after a retriable error (at most :data:`TXN_RETRIES`).
+
+    A time-out is not tried again: a transaction call that timed out is one a broker outage
+    caught, and librdkafka does not complete it after the broker is back (each try waits out
+    the whole time-out again; seen as a worker that stopped processing for minutes).
+    """
     for attempt in range(TXN_RETRIES + 1):
         try:
             call()
             return
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
-            if attempt == TXN_RETRIES or not (isinstance(error, KafkaError) and error.retriable()):
+            if (
+                attempt == TXN_RETRIES
+                or not isinstance(error, KafkaError)
+                or not error.retriable()
+                or error.code() == KafkaError._TIMED_OUT
+            ):
                 raise
             logger.warning("exactly_once: retrying a transaction call after %s", error)

@@ -1,0 +1,207 @@
+"""A broker outage under steady load: the worker resumes, loses nothing, logs no ERROR, and stops
+within a bounded time — under both guarantees, whether the broker stops cleanly or is killed.
+
+Each case runs its own single-node broker (the session's is shared by other tests) and stops it
+for :data:`OUTAGE_S` seconds, on the same data, while a producer keeps sending ``add`` messages
+to cells of the probe behaviour. The producer's client buffers and retries across the outage, as
+a careful client does; every message it has acknowledged must be applied: at least once under
+``at_least_once`` and exactly once under ``exactly_once``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from stream_app.kafka.dev_broker import LocalBroker, find_free_port
+from stream_app.testing import (
+    ConditionTimeout,
+    WorkerProcess,
+    keyed_producer,
+    settings_from_env,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+MODULE = "tests.apps.probe"
+CELLS = 40
+#: How long the broker stays down.
+OUTAGE_S = 15.0
+#: Longest one blocking Kafka call of a commit may take (Settings.kafka_call_timeout_s).
+CALL_TIMEOUT_S = 30
+#: Longest SIGTERM may take to stop the worker (its shutdown_timeout_s, plus the exit).
+SHUTDOWN_TIMEOUT_S = 20
+ERROR_LINE = re.compile(r"\[ERROR\]|^%[0-3]\|", re.MULTILINE)
+
+
+class Load(threading.Thread):
+    """Sends ``add`` messages to :data:`CELLS` cells at a steady pace until stopped; counts
+    what the broker acknowledged, per cell."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic = bootstrap, topic
+        self.acked: Counter[str] = Counter()
+        self.failed = 0
+        self.halt = threading.Event()
+        self.lock = threading.Lock()
+
+    def _ack(self, error: object, cell: str) -> None:
+        with self.lock:
+            if error is None:
+                self.acked[cell] += 1
+            else:
+                self.failed += 1
+
+    def run(self) -> None:
+        producer = keyed_producer(self.bootstrap)
+        value = json.dumps({"type": "add", "body": {"by": 1}}).encode()
+        i = 0
+        while not self.halt.is_set():
+            for _ in range(20):
+                cell = f"cell-{i % CELLS}"
+                i += 1
+                with contextlib.suppress(BufferError):
+                    producer.produce(
+                        self.topic,
+                        key=cell.encode(),
+                        value=value,
+                        on_delivery=lambda err, _m, cell=cell: self._ack(err, cell),
+                    )
+            producer.poll(0.02)
+        # Acknowledged or failed, nothing left in between (the broker is back by now).
+        producer.flush(120)
+
+    def total(self) -> int:
+        with self.lock:
+            return sum(self.acked.values())
+
+
+@pytest.fixture
+def own_broker() -> Iterator[LocalBroker]:
+    """A broker of this test's own, stopped (by pid) and purged at the end."""
+    broker = LocalBroker(find_free_port())
+    try:
+        broker.up()
+        yield broker
+    finally:
+        broker.down(purge=True)
+
+
+def _stop_broker(broker: LocalBroker, how: str) -> None:
+    if how == "kill":
+        pid = broker.pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+    broker.down()
+
+
+def _counts(worker: WorkerProcess) -> dict[str, int]:
+    cells = worker.get_json("/stream-app/cells/probe/", timeout=10)
+    return {cell: data["count"] for cell, data in cells.items()}
+
+
+@pytest.mark.parametrize("how", ["stop", "kill"])
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_a_broker_outage_is_ridden_out(
+    guarantee: str,
+    how: str,
+    own_broker: LocalBroker,
+    start_worker: Callable[..., WorkerProcess],
+    cells_env: dict[str, str],
+) -> None:
+    env = {
+        **cells_env,
+        "STREAM_APP_BOOTSTRAP_SERVERS": own_broker.bootstrap,
+        "STREAM_APP_PROCESSING_GUARANTEE": guarantee,
+        "STREAM_APP_SESSION_TIMEOUT_S": "10",
+        "STREAM_APP_COMMIT_INTERVAL_S": "1",
+        "STREAM_APP_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_TIMEOUT_S),
+        "STREAM_APP_KAFKA_CALL_TIMEOUT_S": str(CALL_TIMEOUT_S),
+    }
+    worker = start_worker(MODULE, env)
+    settings = settings_from_env(env)
+    load = Load(own_broker.bootstrap, settings.input_topic("probe"))
+    load.start()
+    try:
+        wait_for(
+            lambda: sum(_counts(worker).values()),
+            lambda applied: applied >= 500,
+            timeout=60,
+            what="the first 500 messages applied",
+        )
+        _stop_broker(own_broker, how)
+        down = time.monotonic()
+        while time.monotonic() - down < OUTAGE_S:
+            assert worker.alive(), worker.log_text()[-4000:]
+            time.sleep(0.5)  # the outage itself: nothing to wait for but time
+        own_broker.up()
+        back = time.monotonic()
+        wait_for(
+            load.total,
+            lambda acked: acked > 0,
+            timeout=30,
+            what="acknowledgements after the outage",
+        )
+    finally:
+        load.halt.set()
+        load.join(timeout=150)
+    assert not load.is_alive(), "the producer did not finish"
+    expected = dict(load.acked)
+
+    def all_applied() -> bool:
+        counts = _counts(worker)
+        return all(counts.get(c, 0) >= n for c, n in expected.items())
+
+    outcome = wait_for(
+        lambda: "exited" if not worker.alive() else ("applied" if all_applied() else ""),
+        bool,
+        timeout=2 * CALL_TIMEOUT_S + 60,
+        what=f"{sum(expected.values())} acknowledged messages applied, or a loud exit",
+    )
+    resumed_s = time.monotonic() - back
+    stopped = None
+    if outcome == "exited":
+        # A clean, loud exit, for a supervisor to act on: never a silent stall.
+        assert guarantee == "exactly_once", "at_least_once must ride an outage out"
+        assert worker.process is not None
+        assert worker.process.returncode not in (0, None)
+        assert "stopping the worker" in worker.log_text(), worker.log_text()[-4000:]
+        stopped = worker
+        worker = start_worker(MODULE, env, name="restarted")  # the supervisor's part
+        try:
+            wait_for(all_applied, bool, timeout=120, what="everything applied after a restart")
+        except ConditionTimeout as exc:
+            raise AssertionError(f"{exc}\n--- log ---\n{worker.log_text()[-6000:]}") from None
+        resumed_s = time.monotonic() - back
+    seen = _counts(worker)
+    if guarantee == "exactly_once":
+        assert seen == expected, "applied more than once"
+    else:
+        assert set(seen) == set(expected)
+    error_lines = [line for line in worker.log_text().splitlines() if ERROR_LINE.search(line)]
+    assert not error_lines, f"{len(error_lines)} ERROR lines, first ones:\n" + "\n".join(
+        error_lines[:20]
+    )
+    warnings = worker.log_text().count("[WARNING]")
+    assert warnings < 200, f"{warnings} WARNING lines: retries are not rate-limited"
+    stopping = time.monotonic()
+    code = worker.stop(timeout=SHUTDOWN_TIMEOUT_S + 15)
+    stop_s = time.monotonic() - stopping
+    assert code == 0, worker.log_text()[-4000:]
+    print(
+        f"\n{guarantee}/{how}: {sum(expected.values())} acked, all applied "
+        f"{resumed_s:.1f}s after the broker was back"
+        f"{' (after a loud exit and a restart)' if stopped else ''}; {warnings} WARNING "
+        f"lines; SIGTERM stop took {stop_s:.1f}s"
+    )
