@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 __all__ = [
     "RATE_WINDOW_S",
     "RDKAFKA_LOGGER",
+    "RDKAFKA_TRANSIENT_WORDS",
     "TRANSIENT",
     "TransientErrors",
     "quiet_transient_errors",
@@ -38,7 +39,7 @@ RATE_WINDOW_S = 10.0
 RDKAFKA_LOGGER = "stream_app.rdkafka"
 
 #: Messages (the logging call's format string, or for librdkafka its facility) that a Kafka
-#: client logs at ERROR for a failure it retries by itself, by logger name.
+#: client logs at ERROR or WARNING for a failure it retries by itself, by logger name.
 TRANSIENT: Mapping[str, frozenset[str]] = {
     # aiokafka.client logs as "aiokafka".
     "aiokafka": frozenset(
@@ -63,13 +64,32 @@ TRANSIENT: Mapping[str, frozenset[str]] = {
     "aiokafka.consumer.fetcher": frozenset(
         {"Failed fetch messages from %s: %s", "Failed fetch offsets from %s: %s"}
     ),
+    # WARNINGs, but one per request retried: hundreds a second while a broker is away.
+    "aiokafka.producer.sender": frozenset(
+        {
+            "Got error produce response: %s",
+            "Got error produce response on topic-partition %s, retrying. Error: %s",
+        }
+    ),
+    # Formatted before logging, so matched by its start (a kind ending in "*").
+    "faust.transport.producer": frozenset({"producer buffer full size *"}),
     # librdkafka facilities: a connection that failed or dropped, a request that timed out.
-    RDKAFKA_LOGGER: frozenset({"FAIL", "REQTMOUT", "ERROR"}),
+    RDKAFKA_LOGGER: frozenset({"FAIL", "REQTMOUT"}),
 }
+
+#: Words of a librdkafka log message (any facility) that name a failure it retries: a request
+#: that met a broker going away, or a coordinator still loading after a restart.
+RDKAFKA_TRANSIENT_WORDS = (
+    "Broker transport failure",
+    "Coordinator load in progress",
+    "Not coordinator",
+    "Coordinator not available",
+)
 
 
 class TransientErrors(logging.Filter):
-    """Logs a known transient ERROR as a WARNING, at most one per kind per ``window`` seconds.
+    """Logs a known transient ERROR as a WARNING, and known transient ERRORs and WARNINGs at
+    most once per kind per ``window`` seconds.
 
     Args:
         kinds: Format strings (or, on :data:`RDKAFKA_LOGGER`, librdkafka facilities) of the
@@ -89,18 +109,31 @@ class TransientErrors(logging.Filter):
         self._lock = threading.Lock()
 
     def _kind(self, record: logging.LogRecord) -> str | None:
-        if record.levelno != logging.ERROR or record.exc_info:
+        if record.levelno not in (logging.ERROR, logging.WARNING) or record.exc_info:
             return None
         if record.name == RDKAFKA_LOGGER or record.msg == "%s [%s] %s":
             # confluent-kafka logs ("%s [%s] %s", facility, client name, message).
             args = record.args
-            facility = args[0] if isinstance(args, tuple) and args else None
-            return facility if isinstance(facility, str) and facility in self.kinds else None
+            if not isinstance(args, tuple) or len(args) != 3:
+                return None
+            facility, _client, message = args
+            if facility in self.kinds:
+                return str(facility)
+            if any(words in str(message) for words in RDKAFKA_TRANSIENT_WORDS):
+                return f"{facility}: {str(message).split(': ', 1)[-1][:60]}"
+            return None
         template = record.msg if isinstance(record.msg, str) else None
-        return template if template in self.kinds else None
+        if template is None:
+            return None
+        if template in self.kinds:
+            return template
+        return next(
+            (k for k in self.kinds if k.endswith("*") and template.startswith(k[:-1])), None
+        )
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Re-level a transient error to WARNING and rate-limit it; pass anything else."""
+        """Re-level a transient error to WARNING and rate-limit it (and a transient warning);
+        pass anything else."""
         kind = self._kind(record)
         if kind is None:
             return True

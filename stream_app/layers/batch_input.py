@@ -86,6 +86,8 @@ TXN_RETRIES = 3
 #: Seconds a blocking call is given beyond its own time-out before the loop stops waiting for
 #: it (librdkafka does not always honour the time-out of ``send_offsets_to_transaction``).
 CALL_GRACE_S = 5.0
+#: Longest the metadata probe before an ``exactly_once`` commit waits for the broker.
+PROBE_TIMEOUT_S = 2.0
 
 Headers = list[tuple[str, str | bytes | None]] | None
 T = TypeVar("T")
@@ -188,6 +190,8 @@ class BatchInput:
         self._last_commit = time.monotonic()
         #: Longest one blocking Kafka call of a commit may take (``Settings.kafka_call_timeout_s``).
         self.call_timeout = runtime.settings.kafka_call_timeout_s
+        #: When the broker stopped answering the commit's probe (``exactly_once``), or ``None``.
+        self._unanswered_since: float | None = None
         self.records = 0
         self.batches = 0
         self.commits = 0
@@ -287,8 +291,45 @@ class BatchInput:
                     await self._commit()
                     await self._assign(frozenset())
                     continue
-                if time.monotonic() - self._last_commit >= self.app.conf.broker_commit_interval:
+                due = time.monotonic() - self._last_commit >= self.app.conf.broker_commit_interval
+                if due and await self._broker_answers():
                     await self._commit()
+
+    async def _broker_answers(self) -> bool:
+        """Under ``exactly_once``, whether the cluster answers a transactional producer's
+        metadata request now; a commit waits for it (postponed to the next interval).
+
+        A transaction call made while the broker is away can leave librdkafka waiting on a
+        coordinator request that never completes, even once the broker is back (seen as
+        ``send_offsets_to_transaction`` timing out again on every try). A call made while it
+        answers, and caught by an outage, fails with a retriable transport error instead, and
+        its retry completes the commit when the broker returns. Postponing is bounded: once the
+        broker has not answered for the call time-out, the commit is made anyway (and fails
+        loudly if it cannot complete).
+        """
+        if not self.exactly_once or not self._transactions:
+            return True
+        tp, producer = next(iter(self._transactions.items()))
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(
+                self._txn_pool, lambda: producer.list_topics(tp.topic, timeout=PROBE_TIMEOUT_S)
+            )
+        except KafkaException:
+            now = time.monotonic()
+            if self._unanswered_since is None:
+                self._unanswered_since = now
+                logger.warning("exactly_once: the broker does not answer; commits wait for it")
+            if now - self._unanswered_since < self.call_timeout:
+                self._last_commit = now
+                return False
+        if self._unanswered_since is not None:
+            logger.warning(
+                "exactly_once: the broker answers again after %.1fs; committing",
+                time.monotonic() - self._unanswered_since,
+            )
+            self._unanswered_since = None
+        return True
 
     def _take(self) -> list[Message]:
         consumer = self._consumer
