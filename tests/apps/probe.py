@@ -7,6 +7,7 @@ the tests cannot read from the state (firing order, effect attempts, handler cal
 - ``PROBE_EFFECT_LOG``: one line per effect handler attempt: ``<kind> <effect id> <attempt>``.
 - ``PROBE_HANDLER_LOG``: one line per reactor-handler call: ``<handler> <partition> <offset>``.
 - ``PROBE_FIX_FILE``: while this file does not exist, ``poison`` messages raise.
+- ``PROBE_WATCHDOG_S``: Faust's ``stream_processing_timeout`` (its stream watchdog), if set.
 
 ``relay`` injects an ``add`` into another cell without Kafka (``Runtime.inject``); ``forward``
 sends one through Kafka (``CellState.send``).
@@ -22,6 +23,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from stream_app import Behaviour, CellState, Effect, Misfire, ReactorRecord, RejectMessage, Runtime
+from stream_app.app import create_app
+from stream_app.settings import get_settings
 
 
 class Data(BaseModel):
@@ -197,7 +200,12 @@ probe = Behaviour(
     retry_backoff_s=0.05,
 )
 
-runtime = Runtime()
+_watchdog = os.environ.get("PROBE_WATCHDOG_S")  # Faust's stream watchdog, shortened for tests
+runtime = Runtime(
+    app=create_app(get_settings(), stream_processing_timeout=float(_watchdog))
+    if _watchdog
+    else None
+)
 app = runtime.app
 runtime.behaviour(probe)
 _attempts: Counter[str] = Counter()
