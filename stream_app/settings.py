@@ -59,10 +59,10 @@ class Settings(BaseSettings):
             partitions before they move to another.
         kafka_call_timeout_s: Longest one blocking Kafka call of a commit may take (a flush of
             the outputs before an offset commit; a transaction's init, offsets or commit) before
-            the worker gives up and stops with an ERROR (status 1), for its supervisor to start
-            it again. A broker outage shorter than this is ridden out under ``at_least_once``;
-            under ``exactly_once`` a transaction the outage caught cannot be completed (the
-            client stays wedged on it), so the worker stops after at most this long.
+            the worker gives up and stops with an ERROR and a non-zero exit status, for its
+            supervisor to start it again. A broker outage shorter than this is ridden out (under
+            ``exactly_once`` commits wait until the broker answers, for at most this long; see
+            docs/foundation.md, "Broker outages, stops and the log").
         shutdown_timeout_s: Longest a stopping worker (SIGTERM, or a crash) may take to drain,
             commit and close before it exits anyway, with status 70 and an ERROR saying so: a
             stop that hangs (a broker that does not answer) must not keep a supervisor waiting.

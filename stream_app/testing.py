@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,6 +40,7 @@ __all__ = [
 T = TypeVar("T")
 
 READY_MARKER = "[^Worker]: Ready"
+_ERROR_LINE = re.compile(r"\[(ERROR|CRITICAL)\]|^%[0-3]\|")
 
 
 def keyed_producer(bootstrap: str) -> Any:
@@ -172,6 +174,11 @@ class WorkerProcess:
                 return fh.read().decode("utf-8", "replace")
         except OSError:
             return ""
+
+    def error_lines(self) -> list[str]:
+        """The ERROR lines of this start's log: Python's ``[ERROR]`` and ``[CRITICAL]`` records,
+        and librdkafka's own error lines (``%0|`` to ``%3|``) should a client log to stderr."""
+        return [line for line in self.log_text().splitlines() if _ERROR_LINE.search(line)]
 
     def alive(self) -> bool:
         """Whether the process is still running."""

@@ -40,6 +40,14 @@ Kafka Streams' per-task producers did (``exactly_once`` before KIP-447):
   committing (killed, fenced, or a transaction that fails) leaves them ahead of the changelog,
   so a worker that did not stop cleanly rebuilds its tables from the changelog on its next start
   (:func:`stream_app.app.discard_unclean_tables`), as Kafka Streams does under exactly-once.
+
+**Broker outages.** Every blocking call of a commit (a flush, a transaction call) is bounded by
+``Settings.kafka_call_timeout_s``; one that does not complete stops the worker loudly
+(:class:`ChangelogError`, :class:`TransactionError`) instead of leaving it alive and idle.
+Under ``exactly_once`` a commit waits while the cluster does not answer
+(:meth:`BatchInput._broker_answers`): a transaction call started during an outage can wedge
+librdkafka for good, while one an outage catches in flight fails retriably and completes on
+retry once the broker is back.
 """
 
 from __future__ import annotations

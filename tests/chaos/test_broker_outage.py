@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import threading
 import time
@@ -48,7 +47,6 @@ OUTAGE_S = 15.0
 CALL_TIMEOUT_S = {"at_least_once": 90, "exactly_once": 20}
 #: Longest SIGTERM may take to stop the worker (its shutdown_timeout_s, plus the exit).
 SHUTDOWN_TIMEOUT_S = 20
-ERROR_LINE = re.compile(r"\[ERROR\]|^%[0-3]\|", re.MULTILINE)
 
 
 class Load(threading.Thread):
@@ -228,7 +226,7 @@ def test_a_broker_outage_is_ridden_out(
         assert seen == expected, "applied more than once"
     else:
         assert set(seen) == set(expected)
-    error_lines = [line for line in worker.log_text().splitlines() if ERROR_LINE.search(line)]
+    error_lines = worker.error_lines()
     assert not error_lines, f"{len(error_lines)} ERROR lines, first ones:\n" + "\n".join(
         error_lines[:20]
     )

@@ -11,7 +11,6 @@ rides out is tested in ``tests/chaos/test_broker_outage.py``.)
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +27,6 @@ pytestmark = pytest.mark.integration
 WATCHDOG_S = 2.0
 #: How long the workers process past the watchdog interval at each stage.
 PAST_WATCHDOG_S = 4 * WATCHDOG_S
-ERROR_LINE = re.compile(r"\[ERROR\]|^%[0-3]\|")
 CELLS = 20
 
 
@@ -73,10 +71,6 @@ def _keeps_processing(worker: WorkerProcess, what: str) -> None:
         timeout=PAST_WATCHDOG_S + 60,
         what=f"{what}: processing for {PAST_WATCHDOG_S:.0f}s past the watchdog",
     )
-
-
-def _error_lines(worker: WorkerProcess) -> list[str]:
-    return [line for line in worker.log_text().splitlines() if ERROR_LINE.search(line)]
 
 
 def test_start_steady_processing_rebalances_and_stop_log_no_error(
@@ -124,7 +118,7 @@ def test_start_steady_processing_rebalances_and_stop_log_no_error(
     )
     assert first.stop() == 0, first.log_text()[-4000:]
     for worker in (first, second):
-        errors = _error_lines(worker)
+        errors = worker.error_lines()
         assert not errors, f"{worker.log_path.name}: {len(errors)} ERROR lines:\n" + "\n".join(
             errors[:20]
         )
