@@ -262,8 +262,12 @@ class StreamApp(faust.App):
         return consumer
 
     async def on_stop(self) -> None:
-        """Arm the shutdown deadline (:func:`exit_after`), then Faust's stop."""
-        if self._stop_deadline is None:
+        """Arm the shutdown deadline (:func:`exit_after`), then Faust's stop.
+
+        Only in a worker process (``faust worker``), whose stop ends the process: an app run
+        inside another program is left to stop in its own time.
+        """
+        if self._stop_deadline is None and self.in_worker:
             self._stop_deadline = exit_after(self.shutdown_timeout_s)
         await super().on_stop()
 
