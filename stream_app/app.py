@@ -226,6 +226,20 @@ class StreamApp(faust.App):
         consumer: Any = super()._new_consumer()
         if self.exactly_once:
             _read_committed(consumer._thread, self.bootstrap_servers)
+        verify_recovery_event_path = consumer.verify_recovery_event_path
+
+        def own_verify_recovery_event_path(now: float, tp: TP) -> None:
+            # Faust's recovery watchdog asks whether a changelog partition was fetched since
+            # the *consumer* started: on a worker up for longer than stream_processing_timeout,
+            # every recovery still waiting for its first fetch after 5 s (a rebalance under
+            # load) logged "Aiokafka has not sent fetch request … since start" as an ERROR.
+            # Let it judge a recovery only once the recovery itself has run that long.
+            recovery: Any = getattr(self.tables, "recovery", None)
+            started = getattr(recovery, "_recovery_started_at", None)
+            if started is None or now - started >= self.conf.stream_processing_timeout:
+                verify_recovery_event_path(now, tp)
+
+        consumer.verify_recovery_event_path = own_verify_recovery_event_path
         taker = self._input_taker
         if taker is None:
             return consumer
