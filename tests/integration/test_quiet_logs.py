@@ -24,9 +24,9 @@ from stream_app.testing import WorkerProcess, keyed_producer, settings_from_env,
 pytestmark = pytest.mark.integration
 
 #: Faust's stream_processing_timeout in these workers (300 s by default).
-WATCHDOG_S = 2.0
+WATCHDOG_S = 4.0
 #: How long the workers process past the watchdog interval at each stage.
-PAST_WATCHDOG_S = 4 * WATCHDOG_S
+PAST_WATCHDOG_S = 2.5 * WATCHDOG_S
 CELLS = 20
 
 
