@@ -124,3 +124,9 @@ def test_the_checker_catches_drift(tmp_path: Path) -> None:
     assert "lines 3-4" in locate(source, first.code or "")
     source.write_text("class A:\n    def f(self) -> int:\n        return 2\n")
     assert "not in the file" in locate(source, first.code or "")
+
+
+def test_readme_and_docs_stand_on_their_own() -> None:
+    """Nothing a reader of the repository is sent to lies outside it."""
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        assert "../shared" not in page.read_text(), f"{page.name} points outside the repository"
