@@ -141,3 +141,27 @@ def wait_counts(
             f"{sum(expected.values())}; worker alive: {worker.alive()}\n--- worker log tail ---\n"
             f"{worker.log_text()[-6000:]}"
         ) from None
+
+
+#: Fixtures that bring the session broker (directly or through it).
+BROKER_FIXTURES = frozenset(
+    {"kafka", "bootstrap", "app_env", "cells_env", "workers", "start_worker"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what needs a broker ``integration`` (every test under ``tests/integration`` and
+    ``tests/chaos``, and any test using a broker fixture) and what is under ``tests/chaos``
+    ``chaos``, so ``-m "not integration"`` runs the unit tests alone, without a broker."""
+    for item in items:
+        path = Path(str(item.path)).resolve()
+        chaos = ROOT / "tests" / "chaos" in path.parents
+        needs_broker = (
+            chaos
+            or ROOT / "tests" / "integration" in path.parents
+            or bool(BROKER_FIXTURES & set(getattr(item, "fixturenames", ())))
+        )
+        if needs_broker:
+            item.add_marker(pytest.mark.integration)
+        if chaos:
+            item.add_marker(pytest.mark.chaos)
