@@ -19,6 +19,7 @@ from stream_app.entity_client import AsyncEntityClient, EntityClient
 from stream_app.errors import (
     BrokerError,
     BrokerStartError,
+    ChangelogError,
     ConfigError,
     DataVersionError,
     FlushTimeoutError,
@@ -35,6 +36,7 @@ from stream_app.errors import (
     ToolMissingError,
     TopicDefinitionError,
     TopicPlanError,
+    TransactionError,
     UnknownMessageTypeError,
 )
 from stream_app.layers.behaviour import Behaviour
@@ -57,6 +59,7 @@ __all__ = [
     "CellMessage",
     "CellRun",
     "CellState",
+    "ChangelogError",
     "ConfigError",
     "DataVersionError",
     "DeadLetter",
@@ -92,6 +95,7 @@ __all__ = [
     "ToolMissingError",
     "TopicDefinitionError",
     "TopicPlanError",
+    "TransactionError",
     "UnknownMessageTypeError",
     "__version__",
     "create_app",

@@ -278,9 +278,7 @@ class EntityClient:
             StreamAppError: No worker answered, or it answered with an error.
         """
         kind, entity_id = ref
-        from stream_app.cli.cells import default_url
-
-        base = self.web_url or default_url(self.settings)
+        base = self.web_url or self.settings.web_url
         path = (
             f"/stream-app/entities/{urllib.parse.quote(kind, safe='')}/"
             f"{urllib.parse.quote(entity_id, safe='')}/"

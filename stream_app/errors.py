@@ -12,6 +12,8 @@ again (a malformed topic definition, a message that does not validate).
     │   └── TopicDefinitionError    a file under topics/ is malformed (names file and field)
     ├── TopicPlanError              topics apply refuses a change (e.g. shrinking partitions)
     ├── FlushTimeoutError           produced records could not be sent before a commit (retriable)
+    ├── ChangelogError              outputs of processed input were not acknowledged in time
+    ├── TransactionError            an exactly_once transaction could not be started or committed
     ├── BrokerError                 the development broker could not be provided
     │   ├── ToolMissingError        java or mvn is not installed
     │   ├── PortInUseError          the broker port is taken by another process
@@ -33,6 +35,7 @@ from __future__ import annotations
 __all__ = [
     "BrokerError",
     "BrokerStartError",
+    "ChangelogError",
     "ConfigError",
     "DataVersionError",
     "FlushTimeoutError",
@@ -49,6 +52,7 @@ __all__ = [
     "ToolMissingError",
     "TopicDefinitionError",
     "TopicPlanError",
+    "TransactionError",
     "UnknownMessageTypeError",
 ]
 
@@ -90,6 +94,23 @@ class FlushTimeoutError(StreamAppError):
     """
 
     retriable = True
+
+
+class ChangelogError(StreamAppError):
+    """Changelog or output records of processed input were not acknowledged (or not in
+    ``kafka_call_timeout_s``); the input they cover is not committed and the worker stops."""
+
+    reason = "changelog"
+
+
+class TransactionError(StreamAppError):
+    """A partition's transaction could not be started or committed (``exactly_once``).
+
+    The worker stops; nothing of the transaction is visible, and its input is read again by the
+    next owner of the partition (which rebuilds the tables from the changelog first).
+    """
+
+    reason = "transaction"
 
 
 class BrokerError(StreamAppError):

@@ -143,6 +143,15 @@ class Settings(BaseSettings):
         return self.data_dir / self.app_id
 
     @property
+    def web_url(self) -> str:
+        """The address of the HTTP views of the worker these settings describe (a worker bound
+        to every interface is reached on the loopback one)."""
+        host = "127.0.0.1" if self.web_host in ("0.0.0.0", "::", "") else self.web_host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.web_port}"
+
+    @property
     def dead_letter_topic(self) -> str:
         """Name of the app's dead-letter topic."""
         return f"{self.app_id}.dead-letters"

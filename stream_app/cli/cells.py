@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 __all__ = [
     "cells",
     "check_message",
-    "default_url",
     "find_message_types",
     "format_cells",
     "format_parked",
@@ -58,15 +57,6 @@ _app = click.option(
     "The message is first checked against the behaviour's message types, as a worker of that app "
     "checks it, and refused if invalid. Without --app it is sent unvalidated.",
 )
-
-
-def default_url(settings: Settings) -> str:
-    """The web address of the worker described by ``settings``."""
-    # A worker bound to every interface is reached on the loopback one.
-    host = "127.0.0.1" if settings.web_host in ("0.0.0.0", "::", "") else settings.web_host
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{settings.web_port}"
 
 
 def worker_get(base_url: str, path: str, *, timeout: float) -> tuple[int, Any]:
@@ -256,7 +246,7 @@ def get(behaviour: str, cell_id: str, url: str | None, timeout: float) -> None:
     partition. Exits with status 1 when the cell is dead and not parked, or when the worker cannot
     be reached.
     """
-    base = url or default_url(_settings())
+    base = url or _settings().web_url
     path = f"/stream-app/cells/{_quote(behaviour)}/{_quote(cell_id)}/"
     status, body = worker_get(base, path, timeout=timeout)
     if status == 404 and isinstance(body, dict) and "alive" in body:
@@ -304,7 +294,7 @@ def _print_listing(
     as_json: bool,
 ) -> None:
     """GET ``/stream-app/<view>/<behaviour>/`` from a worker and print it, one line per cell."""
-    base = url or default_url(_settings())
+    base = url or _settings().web_url
     path = f"/stream-app/{view}/{_quote(behaviour)}/"
     status, body = worker_get(base, path, timeout=timeout)
     found: dict[str, Any] = _expect_ok(status, body, base + path, behaviour)

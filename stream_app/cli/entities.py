@@ -23,7 +23,6 @@ from stream_app.cli.cells import (
     _timeout,
     _url,
     check_message,
-    default_url,
     import_app,
     worker_get,
 )
@@ -63,7 +62,7 @@ def get(entity_type: str, entity_id: str, url: str | None, timeout: float) -> No
 
     Any worker answers: it asks the worker that owns the entity's partition.
     """
-    base = url or default_url(_settings())
+    base = url or _settings().web_url
     path = f"/stream-app/entities/{_quote(entity_type)}/{_quote(entity_id)}/"
     status, body = worker_get(base, path, timeout=timeout)
     click.echo(json.dumps(_expect_ok(status, body, base + path, entity_type), indent=2))

@@ -72,13 +72,13 @@ from confluent_kafka import (
 )
 from faust.types import TP
 
-from stream_app.errors import StreamAppError
+from stream_app.errors import ChangelogError, StreamAppError, TransactionError
 from stream_app.logs import rdkafka_logger
 
 if TYPE_CHECKING:
     from stream_app.runtime import Runtime
 
-__all__ = ["BATCH_MAX", "BatchInput", "InputRecord", "TransactionError", "batch_partition"]
+__all__ = ["BATCH_MAX", "BatchInput", "InputRecord", "batch_partition"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,22 +110,6 @@ _partition: contextvars.ContextVar[int | None] = contextvars.ContextVar(
 def batch_partition() -> int | None:
     """The partition of the input record being processed by the batch loop, in its task."""
     return _partition.get()
-
-
-class ChangelogError(StreamAppError):
-    """A changelog record was not acknowledged; the input it covers is not committed."""
-
-    reason = "changelog"
-
-
-class TransactionError(StreamAppError):
-    """A partition's transaction could not be started or committed (``exactly_once``).
-
-    The worker stops; nothing of the transaction is visible, and its input is read again by the
-    next owner of the partition (which rebuilds the tables from the changelog first).
-    """
-
-    reason = "transaction"
 
 
 @dataclass(slots=True)

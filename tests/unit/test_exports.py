@@ -17,6 +17,7 @@ PUBLIC_API = [
     "CellMessage",
     "CellRun",
     "CellState",
+    "ChangelogError",
     "ConfigError",
     "DataVersionError",
     "DeadLetter",
@@ -52,6 +53,7 @@ PUBLIC_API = [
     "ToolMissingError",
     "TopicDefinitionError",
     "TopicPlanError",
+    "TransactionError",
     "UnknownMessageTypeError",
     "__version__",
     "create_app",
@@ -87,7 +89,7 @@ def test_version_is_a_release_string() -> None:
 
 def test_every_error_class_is_a_stream_app_error() -> None:
     error_names = [name for name in stream_app.__all__ if name.endswith("Error")]
-    assert len(error_names) == 18
+    assert len(error_names) == 20
     for name in error_names:
         cls = getattr(stream_app, name)
         assert inspect.isclass(cls), name

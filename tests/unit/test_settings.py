@@ -244,3 +244,10 @@ def test_topic_name_helpers() -> None:
     assert s.input_topic("orders") == "shop.orders.in"
     assert s.dead_letter_topic == "shop.dead-letters"
     assert s.changelog_topic("counter") == "shop-counter-changelog"
+
+
+def test_web_url_reaches_the_worker_these_settings_describe() -> None:
+    assert Settings(web_port=7001).web_url == "http://127.0.0.1:7001"
+    assert Settings(web_host="0.0.0.0", web_port=7002).web_url == "http://127.0.0.1:7002"
+    assert Settings(web_host="::1", web_port=7003).web_url == "http://[::1]:7003"
+    assert Settings(web_host="worker-3.internal").web_url == "http://worker-3.internal:6066"
