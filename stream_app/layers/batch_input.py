@@ -228,13 +228,21 @@ class BatchInput:
                 try:
                     await self._commit()
                 except (TransactionError, ChangelogError) as exc:
-                    # Fenced by a newer owner while this worker was away (a zombie), a
-                    # transaction that had to be aborted, or outputs the broker did not take in
-                    # time: nothing uncommitted is lost (it is read again). Stop.
-                    logger.error("batch input: %s; stopping the worker", exc)
-                    await self.app.crash(exc)
+                    await self._stop_worker(exc)
                     return
                 await self._assign(frozenset())
+
+    async def _stop_worker(self, exc: TransactionError | ChangelogError) -> None:
+        """Stop the worker loudly after a commit that could not be made.
+
+        A fence (a newer owner took the partition while this worker was away), a transaction
+        that had to be aborted, or outputs the broker did not take within the call time-out (an
+        outage longer than it): nothing uncommitted is lost, it is read again by the next owner
+        (under ``exactly_once`` after the tables are rebuilt from the changelog). The ERROR
+        line and the exit status are for the supervisor that starts the worker again.
+        """
+        logger.error("batch input: %s; stopping the worker", exc)
+        await self.app.crash(exc)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -244,12 +252,7 @@ class BatchInput:
         except asyncio.CancelledError:
             raise
         except (TransactionError, ChangelogError) as exc:
-            # A commit that could not be made (a broker outage longer than the call time-out,
-            # a fence, an aborted transaction). Stop loudly, so a supervisor starts the worker
-            # again: what was not committed is read again, and under exactly_once the tables
-            # are rebuilt from the changelog first.
-            logger.error("batch input: %s; stopping the worker", exc)
-            await self.app.crash(exc)
+            await self._stop_worker(exc)
         except Exception as exc:
             # Bad input never gets here (the engines dead-letter or park it); this is the
             # infrastructure failing (a changelog record refused, RocksDB). Stop the worker, as
