@@ -16,9 +16,11 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ __all__ = [
     "ConditionTimeout",
     "ProbeFailed",
     "Record",
+    "SteadyLoad",
     "WorkerProcess",
     "keyed_producer",
     "read_topic",
@@ -57,6 +60,69 @@ def keyed_producer(bootstrap: str) -> Any:
             "linger.ms": 5,
         }
     )
+
+
+class SteadyLoad(threading.Thread):
+    """Sends ``{"type": message, "body": {"by": 1}}`` to ``cells`` cells (``cell-0``...) at a
+    steady pace until :attr:`halt` is set, then flushes; counts what the broker acknowledged.
+
+    Each round produces ``per_round`` records and then serves delivery reports for up to
+    ``pause`` seconds. A full client queue (a broker away) skips the record rather than block.
+
+    Attributes:
+        acked: Records the broker acknowledged, per cell id.
+        failed: Records whose delivery failed.
+        halt: Set it to stop sending; :meth:`join` then waits for the final flush.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        message: str,
+        *,
+        cells: int,
+        per_round: int = 20,
+        pause: float = 0.02,
+    ) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic, self.cells = bootstrap, topic, cells
+        self.per_round, self.pause = per_round, pause
+        self.value = json.dumps({"type": message, "body": {"by": 1}}).encode()
+        self.acked: Counter[str] = Counter()
+        self.failed = 0
+        self.halt = threading.Event()
+        self._lock = threading.Lock()
+
+    def _ack(self, error: object, cell: str) -> None:
+        with self._lock:
+            if error is None:
+                self.acked[cell] += 1
+            else:
+                self.failed += 1
+
+    def run(self) -> None:
+        """Send until halted, then flush (acknowledged or failed, nothing left in between)."""
+        producer = keyed_producer(self.bootstrap)
+        i = 0
+        while not self.halt.is_set():
+            for _ in range(self.per_round):
+                cell = f"cell-{i % self.cells}"
+                i += 1
+                with contextlib.suppress(BufferError):
+                    producer.produce(
+                        self.topic,
+                        key=cell.encode(),
+                        value=self.value,
+                        on_delivery=lambda err, _m, cell=cell: self._ack(err, cell),
+                    )
+            producer.poll(self.pause)
+        producer.flush(120)
+
+    def total(self) -> int:
+        """Records acknowledged so far."""
+        with self._lock:
+            return sum(self.acked.values())
 
 
 def settings_from_env(env: Mapping[str, str]) -> Settings:

@@ -10,13 +10,9 @@ a careful client does; every message it has acknowledged must be applied: at lea
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import signal
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +24,8 @@ from stream_app.kafka.dev_broker import LocalBroker, find_free_port
 from stream_app.kafka.topics import apply_changes, load_definitions, plan_changes
 from stream_app.testing import (
     ConditionTimeout,
+    SteadyLoad,
     WorkerProcess,
-    keyed_producer,
     settings_from_env,
     wait_for,
 )
@@ -47,49 +43,6 @@ OUTAGE_S = 15.0
 CALL_TIMEOUT_S = {"at_least_once": 90, "exactly_once": 20}
 #: Longest SIGTERM may take to stop the worker (its shutdown_timeout_s, plus the exit).
 SHUTDOWN_TIMEOUT_S = 20
-
-
-class Load(threading.Thread):
-    """Sends ``add`` messages to :data:`CELLS` cells at a steady pace until stopped; counts
-    what the broker acknowledged, per cell."""
-
-    def __init__(self, bootstrap: str, topic: str, message: str) -> None:
-        super().__init__(daemon=True)
-        self.bootstrap, self.topic = bootstrap, topic
-        self.value = json.dumps({"type": message, "body": {"by": 1}}).encode()
-        self.acked: Counter[str] = Counter()
-        self.failed = 0
-        self.halt = threading.Event()
-        self.lock = threading.Lock()
-
-    def _ack(self, error: object, cell: str) -> None:
-        with self.lock:
-            if error is None:
-                self.acked[cell] += 1
-            else:
-                self.failed += 1
-
-    def run(self) -> None:
-        producer = keyed_producer(self.bootstrap)
-        i = 0
-        while not self.halt.is_set():
-            for _ in range(20):
-                cell = f"cell-{i % CELLS}"
-                i += 1
-                with contextlib.suppress(BufferError):
-                    producer.produce(
-                        self.topic,
-                        key=cell.encode(),
-                        value=self.value,
-                        on_delivery=lambda err, _m, cell=cell: self._ack(err, cell),
-                    )
-            producer.poll(0.02)
-        # Acknowledged or failed, nothing left in between (the broker is back by now).
-        producer.flush(120)
-
-    def total(self) -> int:
-        with self.lock:
-            return sum(self.acked.values())
 
 
 @pytest.fixture
@@ -168,7 +121,9 @@ def test_a_broker_outage_is_ridden_out(
         definitions = load_definitions([ROOT / "topics" / "counter.toml"], settings)
         apply_changes(admin, plan_changes(admin, definitions))
     worker = start_worker(app.module, env)
-    load = Load(own_broker.bootstrap, settings.input_topic(app.behaviour), app.message)
+    load = SteadyLoad(
+        own_broker.bootstrap, settings.input_topic(app.behaviour), app.message, cells=CELLS
+    )
     load.start()
     try:
         wait_for(

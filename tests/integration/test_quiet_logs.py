@@ -10,8 +10,6 @@ rides out is tested in ``tests/chaos/test_broker_outage.py``.)
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from stream_app.testing import WorkerProcess, keyed_producer, settings_from_env, wait_for
+from stream_app.testing import SteadyLoad, WorkerProcess, settings_from_env, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,26 +26,6 @@ WATCHDOG_S = 4.0
 #: How long the workers process past the watchdog interval at each stage.
 PAST_WATCHDOG_S = 2.5 * WATCHDOG_S
 CELLS = 20
-
-
-class Traffic(threading.Thread):
-    """``add`` messages to :data:`CELLS` cells, about 200 a second, until stopped."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        super().__init__(daemon=True)
-        self.bootstrap, self.topic = bootstrap, topic
-        self.halt = threading.Event()
-        self.sent = 0
-
-    def run(self) -> None:
-        producer = keyed_producer(self.bootstrap)
-        value = json.dumps({"type": "add", "body": {"by": 1}}).encode()
-        while not self.halt.wait(0.05):
-            for _ in range(10):
-                producer.produce(self.topic, key=f"c{self.sent % CELLS}".encode(), value=value)
-                self.sent += 1
-            producer.poll(0)
-        assert producer.flush(30) == 0
 
 
 def _applied(worker: WorkerProcess) -> int:
@@ -85,7 +63,15 @@ def test_start_steady_processing_rebalances_and_stop_log_no_error(
         "STREAM_APP_COMMIT_INTERVAL_S": "0.5",  # Faust's watchdog runs every 2.5 intervals
     }
     first = start_worker("tests.apps.probe", env, name="first")
-    traffic = Traffic(bootstrap, settings_from_env(env).input_topic("probe"))
+    # About 200 messages a second.
+    traffic = SteadyLoad(
+        bootstrap,
+        settings_from_env(env).input_topic("probe"),
+        "add",
+        cells=CELLS,
+        per_round=10,
+        pause=0.05,
+    )
     traffic.start()
     try:
         _keeps_processing(first, "one worker")
@@ -110,11 +96,12 @@ def test_start_steady_processing_rebalances_and_stop_log_no_error(
     finally:
         traffic.halt.set()
         traffic.join(timeout=60)
+    assert not traffic.is_alive() and traffic.failed == 0, "not every message was delivered"
     wait_for(
         lambda: _applied(first),
-        lambda applied: applied >= traffic.sent,
+        lambda applied: applied >= traffic.total(),
         timeout=60,
-        what=f"all {traffic.sent} messages applied",
+        what=f"all {traffic.total()} messages applied",
     )
     assert first.stop() == 0, first.log_text()[-4000:]
     for worker in (first, second):
