@@ -25,6 +25,9 @@ __all__ = ["app", "counter", "progress"]
 settings = get_settings()
 start_profile_if_requested()
 progress = Progress.from_env()
+# Faust creates only the last level of its datadir (StreamApp.on_first_start does this for
+# stream_app's apps; this baseline is a plain faust.App).
+settings.app_data_dir.mkdir(parents=True, exist_ok=True)
 app = faust.App(
     settings.app_id,
     broker=settings.faust_broker,
