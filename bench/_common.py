@@ -24,10 +24,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from rocksdict import Rdict
 
-from stream_app.kafka.dev_broker import find_free_port, project_root
 from stream_app.kafka.topics import apply_changes, load_definitions, plan_changes
 from stream_app.settings import Settings
 from stream_app.testing import ConditionTimeout, WorkerProcess, wait_for
+from stream_app.testing.dev_broker import find_free_port, project_root
 
 __all__ = [
     "INCREMENT",

@@ -54,8 +54,8 @@ from bench._common import (
     worker_env,
 )
 from bench.apps.model import BEHAVIOUR, MESSAGES, Count, Increment, apply_increment
-from stream_app.kafka.dev_broker import kafka_broker
 from stream_app.testing import ConditionTimeout, ProbeFailed, WorkerProcess, wait_for
+from stream_app.testing.dev_broker import kafka_broker
 
 GOAL_R_STATE = 0.5
 GOAL_R_FAUST = 1.0

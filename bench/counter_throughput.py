@@ -37,8 +37,8 @@ from bench._common import (
     worker_env,
 )
 from stream_app.examples.counter import MESSAGES, CounterState, apply_message
-from stream_app.kafka.dev_broker import kafka_broker
 from stream_app.testing import wait_for
+from stream_app.testing.dev_broker import kafka_broker
 
 MAX_MESSAGE_BYTES = 1_048_576
 

@@ -12,7 +12,7 @@ fresh app id, on one broker, with the same partitions and records:
      at once (a ``tell`` each: durable when acknowledged); timed from the first produce to the
      group's committed offsets covering all of them, worker CPU over the same interval;
    - *send latency*: then ``--rate`` request/reply ``send`` calls per second for
-     ``--seconds`` seconds from one :class:`~stream_app.entity_client.EntityClient`, each timed
+     ``--seconds`` seconds from one :class:`~stream_app.clients.entities.EntityClient`, each timed
      from the call to its reply (the new state).
 
 Reported ratios: ``tell_over_loop`` (at_least_once throughput / loop) and, per commit interval,
@@ -44,10 +44,10 @@ from bench._common import (
     wait_committed,
 )
 from bench.cells_throughput import run_loop
+from stream_app.clients.entities import EntityClient
 from stream_app.core.replies import Reply
-from stream_app.entity_client import EntityClient
-from stream_app.kafka.dev_broker import kafka_broker
 from stream_app.settings import Settings
+from stream_app.testing.dev_broker import kafka_broker
 
 GOAL_R_EOS = 0.75
 MODULE = "stream_app.examples.ledger"

@@ -43,10 +43,10 @@ from bench._common import (
     running_worker,
     worker_env,
 )
-from stream_app.client import CellClient
-from stream_app.kafka.dev_broker import kafka_broker
+from stream_app.clients.cells import CellClient
 from stream_app.settings import Settings
 from stream_app.testing import ConditionTimeout, ProbeFailed, WorkerProcess, wait_for
+from stream_app.testing.dev_broker import kafka_broker
 
 MODULE = "bench.apps.timer_cell"
 BEHAVIOUR = "ticker"

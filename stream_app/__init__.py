@@ -8,14 +8,18 @@ user imports comes from here, and ``__all__`` is pinned by a test.
 
 from __future__ import annotations
 
-from stream_app.app import DeadLetterSink, StreamApp, create_app
-from stream_app.client import CellClient
+from stream_app.api.behaviour import Behaviour
+from stream_app.api.culture import CellCulture, CellRun
+from stream_app.api.entities import Entity, EntityEffect, EventRecord
+from stream_app.clients.cells import CellClient
+from stream_app.clients.entities import AsyncEntityClient, EntityClient
 from stream_app.core.cell import CellState, Effect, FiredTimer
 from stream_app.core.dead_letters import DeadLetter
 from stream_app.core.envelope import CellMessage, Envelope, MessageTypes
 from stream_app.core.parking import ParkedCell, ParkedItem
 from stream_app.core.replies import Reply
-from stream_app.entity_client import AsyncEntityClient, EntityClient
+from stream_app.core.timers import Misfire
+from stream_app.engine.reactor import ReactorRecord
 from stream_app.errors import (
     BrokerError,
     BrokerStartError,
@@ -39,13 +43,9 @@ from stream_app.errors import (
     TransactionError,
     UnknownMessageTypeError,
 )
-from stream_app.layers.behaviour import Behaviour
-from stream_app.layers.culture import CellCulture, CellRun
-from stream_app.layers.entities import Entity, EntityEffect, EventRecord
-from stream_app.layers.reactor import ReactorRecord
+from stream_app.kafka.app import DeadLetterSink, StreamApp, create_app
 from stream_app.runtime import Runtime, RuntimeMetrics
 from stream_app.settings import Settings, get_settings
-from stream_app.timers.schedule import Misfire
 
 __version__ = "0.1.0"
 

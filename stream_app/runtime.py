@@ -30,18 +30,18 @@ from typing import Any, TypeVar
 from faust.types.enums import ProcessingGuarantee
 from pydantic import BaseModel
 
-from stream_app.app import DeadLetterSink, StreamApp, create_app
+from stream_app.api.behaviour import Behaviour
+from stream_app.api.entities import Entity
 from stream_app.core.envelope import envelope_bytes
+from stream_app.core.partitioner import partition_for
 from stream_app.core.replies import parse_reply_to
-from stream_app.effects.dispatcher import EffectDispatcher, EffectHandler
+from stream_app.engine.cells import CellEngine
+from stream_app.engine.effects import EffectDispatcher, EffectHandler
+from stream_app.engine.reactor import Reactor, ReactorHandler
 from stream_app.errors import ConfigError, SchemaViolationError
-from stream_app.kafka.partitioner import partition_for
+from stream_app.kafka.app import DeadLetterSink, StreamApp, create_app
+from stream_app.kafka.batch_input import BatchInput, batch_partition
 from stream_app.kafka.topics import TopicDefinition
-from stream_app.layers.batch_input import BatchInput, batch_partition
-from stream_app.layers.behaviour import Behaviour
-from stream_app.layers.cells import CellEngine
-from stream_app.layers.entities import Entity
-from stream_app.layers.reactor import Reactor, ReactorHandler
 from stream_app.settings import Settings, get_settings
 
 __all__ = ["Runtime", "RuntimeMetrics"]
@@ -111,7 +111,7 @@ class Runtime:
 
     Args:
         settings: The settings; default: read from the environment.
-        app: The Faust app; default: :func:`~stream_app.app.create_app` of the settings.
+        app: The Faust app; default: :func:`~stream_app.kafka.app.create_app` of the settings.
 
     Attributes:
         app: The Faust app (``faust -A module worker`` finds it as ``module.app``).
@@ -188,7 +188,7 @@ class Runtime:
 
         Its messages, cached state and parking are those of the behaviour ``entity.name``; its
         events go to ``<app_id>.<name>.events`` (created with the app's other topics, retained
-        and not compacted). See :mod:`stream_app.layers.entities`.
+        and not compacted). See :mod:`stream_app.api.entities`.
         """
         entity.events_topic = self.settings.events_topic(entity.name)
         self.published_topics[entity.events_topic] = {
@@ -210,7 +210,7 @@ class Runtime:
         backoff_s: float = 0.2,
         max_backoff_s: float = 5.0,
     ) -> Callable[[F], F]:
-        """Decorator: handle effects of ``kind`` (see :mod:`stream_app.effects.dispatcher`)."""
+        """Decorator: handle effects of ``kind`` (see :mod:`stream_app.engine.effects`)."""
 
         def register(fn: F) -> F:
             handler: EffectHandler = fn

@@ -35,10 +35,10 @@ class Settings(BaseSettings):
             All topics that carry work for a cell must share it (co-partitioning).
         replication_factor: Replication factor of topics declared without an explicit one.
         processing_guarantee: ``at_least_once`` (default) or ``exactly_once`` (a Kafka
-            transaction per input partition; see :mod:`stream_app.layers.batch_input`).
+            transaction per input partition; see :mod:`stream_app.kafka.batch_input`).
         batch_input: Read the cell input topics in batches with confluent-kafka instead of
             through Faust's per-record stream (the default; see
-            :mod:`stream_app.layers.batch_input`). Off, the engines' Faust agents take every
+            :mod:`stream_app.kafka.batch_input`). Off, the engines' Faust agents take every
             record; only under ``at_least_once`` (``exactly_once`` runs on the batched input).
         commit_interval_s: How often input offsets are committed (Faust's
             ``broker_commit_interval``; also when a rebalance or a stop takes the partitions).

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.kafka.dev_broker import ProvidedBroker, find_free_port, kafka_broker
 from stream_app.kafka.topics import apply_changes, load_definitions, plan_changes
 from stream_app.testing import ConditionTimeout, WorkerProcess, settings_from_env, wait_for
+from stream_app.testing.dev_broker import ProvidedBroker, find_free_port, kafka_broker
 
 ROOT = Path(__file__).resolve().parents[1]
 

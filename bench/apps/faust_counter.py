@@ -1,8 +1,9 @@
 """The counter as a plain Faust agent with a Table: ``faust -A bench.apps.faust_counter worker``.
 
 What a Faust user writes for the same update as :mod:`bench.apps.cell_counter`: a
-:class:`faust.App` (not stream_app's :class:`~stream_app.app.StreamApp`) configured like
-:func:`~stream_app.app.create_app` configures the cell worker's (broker, RocksDB store, data dir,
+:class:`faust.App` (not stream_app's :class:`~stream_app.kafka.app.StreamApp`) configured like
+:func:`~stream_app.kafka.app.create_app` configures the cell worker's (broker, RocksDB store,
+data dir,
 partitions, earliest offsets, ``acks=all``), one agent on ``<app_id>.counter.in`` that decodes
 each record with the same envelope model, reads the cell's :class:`Count` from the table
 ``counter``, adds, and writes it back. No dead-letter topic, no timers, no boot, no parking.

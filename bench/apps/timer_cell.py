@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from bench.apps.harness import faust_options, start_profile_if_requested
 from stream_app import Behaviour, CellState, Runtime, create_app, get_settings
-from stream_app.kafka.partitioner import partition_for
+from stream_app.core.partitioner import partition_for
 
 __all__ = ["Arm", "Ticks", "app", "runtime", "ticker"]
 

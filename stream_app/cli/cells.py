@@ -2,7 +2,8 @@
 
 The read commands ask a worker's HTTP views (``GET /stream-app/...``); any worker will do, it
 routes a cell to the worker that owns its partition and gathers listings from every worker. The
-write commands produce to the behaviour's input topic with :class:`~stream_app.client.CellClient`,
+write commands produce to the behaviour's input topic with
+:class:`~stream_app.clients.cells.CellClient`,
 so they reach the owning worker through Kafka, in order with the cell's other messages. ``send``
 given the app module (``--app``) first checks the message as a worker of that app decodes it, and
 refuses, producing nothing, what the worker would dead-letter.
@@ -27,7 +28,7 @@ from stream_app.errors import InvalidMessageError, StreamAppError
 from stream_app.settings import Settings
 
 if TYPE_CHECKING:
-    from stream_app.client import CellClient
+    from stream_app.clients.cells import CellClient
     from stream_app.core.envelope import MessageTypes
 
 __all__ = [
@@ -135,7 +136,7 @@ def _settings() -> Settings:
 
 def _produce(settings: Settings, timeout: float, queue: Callable[[CellClient], None]) -> None:
     """Queue records with a fresh client and wait until Kafka acknowledges them."""
-    from stream_app.client import CellClient
+    from stream_app.clients.cells import CellClient
 
     # Quiet: an unreachable broker is reported once below, not logged by librdkafka every 50 ms.
     client = CellClient(settings, config={"log_level": 0})
@@ -181,9 +182,9 @@ def find_message_types(module_name: str, behaviour: str) -> MessageTypes:
 
 
 def _message_types_in(value: Any) -> list[MessageTypes]:
+    from stream_app.api.behaviour import Behaviour
+    from stream_app.api.entities import Entity
     from stream_app.core.envelope import MessageTypes
-    from stream_app.layers.behaviour import Behaviour
-    from stream_app.layers.entities import Entity
     from stream_app.runtime import Runtime
 
     if isinstance(value, Runtime):

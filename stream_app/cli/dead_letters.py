@@ -37,7 +37,7 @@ __all__ = [
 #: Header on a replayed record naming the dead letter it came from (``<topic>/<p>/<o>``).
 REPLAYED_FROM_HEADER = "stream_app.replayed-from"
 
-# Origins of parked work that did not come from a topic (see stream_app.layers.cells).
+# Origins of parked work that did not come from a topic (see stream_app.engine.cells).
 _PSEUDO_TOPICS = {"boot": "an on_boot call", "timer": "a timer", "inject": "an injected message"}
 
 
@@ -384,7 +384,7 @@ def replay(
     verb = "would replay" if dry_run else "replayed"
     done = "would be replayed" if dry_run else "replayed"
     if plan.replay and not dry_run:
-        from stream_app.client import CellClient
+        from stream_app.clients.cells import CellClient
 
         client = CellClient(settings)
         for item in plan.replay:

@@ -13,9 +13,9 @@ from pathlib import Path
 import click
 
 from stream_app.core.dead_letters import DeadLetter
-from stream_app.kafka.dev_broker import find_free_port, kafka_broker, project_root
 from stream_app.kafka.topics import apply_changes, load_definitions, plan_changes
 from stream_app.testing import WorkerProcess, read_topic, settings_from_env, wait_for
+from stream_app.testing.dev_broker import find_free_port, kafka_broker, project_root
 
 __all__ = ["demo"]
 

@@ -31,12 +31,12 @@ __all__ = ["entities", "find_entity"]
 
 
 def find_entity(module_name: str, entity_type: str) -> Any:
-    """The :class:`~stream_app.layers.entities.Entity` named ``entity_type`` in a module.
+    """The :class:`~stream_app.api.entities.Entity` named ``entity_type`` in a module.
 
     Raises:
         click.ClickException: The module cannot be imported or declares no such entity.
     """
-    from stream_app.layers.entities import Entity
+    from stream_app.api.entities import Entity
 
     module = import_app(module_name)
     found = {value.name: value for value in vars(module).values() if isinstance(value, Entity)}
@@ -91,8 +91,8 @@ def send(
     --app, a message a worker would dead-letter is refused first (status 1, nothing sent);
     whether it was validated is said on stderr.
     """
+    from stream_app.clients.entities import EntityClient
     from stream_app.core.envelope import envelope_bytes
-    from stream_app.entity_client import EntityClient
     from stream_app.errors import ReplyTimeoutError, RequestRejectedError
 
     settings = _settings()
@@ -125,7 +125,7 @@ def replay(entity_type: str, entity_id: str | None, module: str, as_json: bool) 
     table's changelog. Also checks that sequence numbers have no gaps and no duplicates.
     Exits with status 1 when anything differs.
     """
-    from stream_app.layers.replay import replay as run_replay
+    from stream_app.ops.fold import replay as run_replay
 
     entity = find_entity(module, entity_type)
     settings = _settings()

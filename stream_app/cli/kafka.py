@@ -8,8 +8,8 @@ import time
 
 import click
 
-from stream_app.kafka.console_tools import TOOLS, main_class, tool_command
-from stream_app.kafka.dev_broker import (
+from stream_app.testing.console_tools import TOOLS, main_class, tool_command
+from stream_app.testing.dev_broker import (
     DEFAULT_PORT,
     DockerBroker,
     KafkaJars,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
+from stream_app.api.behaviour import Behaviour
 from stream_app.core.envelope import MessageTypes
-from stream_app.layers.behaviour import Behaviour
 
 __all__ = ["schemas"]
 

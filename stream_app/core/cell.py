@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import PydanticSerializationError, to_json
 
 from stream_app.core.envelope import CellMessage, body_payload
-from stream_app.timers.schedule import MAX_DUE_MS, Misfire, TimerEntry
+from stream_app.core.timers import MAX_DUE_MS, Misfire, TimerEntry
 
 __all__ = [
     "CellState",

@@ -1,6 +1,6 @@
 """Replies to requests: how a worker answers a message that carries ``reply_to``.
 
-A request/reply client (:class:`~stream_app.client.EntityClient`) reads one partition of the
+A request/reply client (:class:`~stream_app.clients.cells.EntityClient`) reads one partition of the
 app's reply topic ``<app_id>.replies`` and sends its messages with
 ``reply_to = "<app_id>.replies:<partition>"`` and a fresh ``id``. When the message has been
 handled, the worker produces a :class:`Reply` to that partition, keyed by the cell id, with

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from stream_app.layers.cells import CellEngine
-    from stream_app.layers.entities import Entity
+    from stream_app.api.entities import Entity
+    from stream_app.engine.cells import CellEngine
     from stream_app.runtime import Runtime
 
 __all__ = ["install_behaviour_views", "install_entity_views", "install_views"]

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from stream_app import Behaviour, CellState, Effect, Misfire, ReactorRecord, RejectMessage, Runtime
-from stream_app.app import create_app
+from stream_app.kafka.app import create_app
 from stream_app.settings import get_settings
 
 

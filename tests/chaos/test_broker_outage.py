@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from stream_app.kafka.dev_broker import LocalBroker, find_free_port
 from stream_app.kafka.topics import apply_changes, load_definitions, plan_changes
 from stream_app.testing import (
     ConditionTimeout,
@@ -29,6 +28,7 @@ from stream_app.testing import (
     settings_from_env,
     wait_for,
 )
+from stream_app.testing.dev_broker import LocalBroker, find_free_port
 
 pytestmark = pytest.mark.integration
 

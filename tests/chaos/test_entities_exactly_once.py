@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from stream_app.examples.ledger import counter
-from stream_app.layers.replay import ReplayReport, replay
+from stream_app.ops.fold import ReplayReport, replay
 from stream_app.testing import (
     ConditionTimeout,
     ProbeFailed,

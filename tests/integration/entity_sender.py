@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
-from stream_app.entity_client import EntityClient
+from stream_app.clients.entities import EntityClient
 
 
 def main(argv: list[str]) -> None:

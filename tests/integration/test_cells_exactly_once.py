@@ -6,8 +6,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from stream_app.client import CellClient
-from stream_app.kafka.partitioner import partition_for
+from stream_app.clients.cells import CellClient
+from stream_app.core.partitioner import partition_for
 from stream_app.testing import WorkerProcess, read_topic, settings_from_env, wait_for
 
 

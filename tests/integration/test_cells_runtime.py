@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from stream_app.client import CellClient
+from stream_app.clients.cells import CellClient
 from stream_app.core.dead_letters import DeadLetter
-from stream_app.kafka.partitioner import partition_for
+from stream_app.core.partitioner import partition_for
 from stream_app.testing import WorkerProcess, read_topic, settings_from_env, wait_for
 
 MODULE = "tests.apps.probe"

@@ -16,8 +16,8 @@ from click.testing import CliRunner, Result
 
 from stream_app.cli.dead_letters import REPLAYED_FROM_HEADER
 from stream_app.cli.main import cli
-from stream_app.client import CellClient
-from stream_app.kafka.partitioner import partition_for
+from stream_app.clients.cells import CellClient
+from stream_app.core.partitioner import partition_for
 from stream_app.testing import (
     ConditionTimeout,
     WorkerProcess,

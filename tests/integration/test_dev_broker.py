@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.kafka.dev_broker import LocalBroker, _pid_alive, broker_answers, find_free_port
+from stream_app.testing.dev_broker import LocalBroker, _pid_alive, broker_answers, find_free_port
 
 pytestmark = pytest.mark.integration
 

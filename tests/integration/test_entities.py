@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from stream_app import CellClient, DeadLetter, EventRecord
-from stream_app.entity_client import AsyncEntityClient, EntityClient
+from stream_app.clients.entities import AsyncEntityClient, EntityClient
 from stream_app.errors import ReplyTimeoutError, RequestRejectedError
 from stream_app.examples.ledger import account, counter
 from stream_app.testing import WorkerProcess, read_topic, settings_from_env, wait_for

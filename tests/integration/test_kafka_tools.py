@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.kafka.console_tools import TOOLS
-from stream_app.kafka.dev_broker import (
+from stream_app.core.partitioner import partition_for
+from stream_app.testing import keyed_producer, read_topic
+from stream_app.testing.console_tools import TOOLS
+from stream_app.testing.dev_broker import (
     KafkaJars,
     LocalBroker,
     broker_answers,
     find_free_port,
     kafka_home,
 )
-from stream_app.kafka.partitioner import partition_for
-from stream_app.testing import keyed_producer, read_topic
 
 pytestmark = pytest.mark.integration
 

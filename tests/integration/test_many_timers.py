@@ -10,7 +10,7 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from stream_app.kafka.partitioner import partition_for
+from stream_app.core.partitioner import partition_for
 from stream_app.testing import WorkerProcess, settings_from_env, wait_for
 
 CELLS = 10_000

@@ -1,6 +1,6 @@
 """Reactor handlers across a real broker: where each resumes after a crash; injected records.
 
-The guarantee (``stream_app/layers/reactor.py``): the handlers of a topic run one record at a
+The guarantee (``stream_app/engine/reactor.py``): the handlers of a topic run one record at a
 time, in registration order, in one Faust agent, and a record's offset is acknowledged only
 after every handler is done with it. Faust commits the acknowledged offsets every
 ``STREAM_APP_COMMIT_INTERVAL_S`` (and when the worker stops or loses the partition). After a
@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from stream_app.kafka.partitioner import partition_for
+from stream_app.core.partitioner import partition_for
 from stream_app.testing import WorkerProcess, read_topic, wait_for
 
 MODULE = "tests.apps.reactor_probe"

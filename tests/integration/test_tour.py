@@ -35,8 +35,8 @@ from typing import Any
 
 import pytest
 
-from stream_app.kafka.dev_broker import find_free_port
 from stream_app.testing import READY_MARKER, ConditionTimeout, ProbeFailed, wait_for
+from stream_app.testing.dev_broker import find_free_port
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""Unit tests of stream_app.layers.behaviour: callbacks, subclassing, loading and migration."""
+"""Unit tests of stream_app.api.behaviour: callbacks, subclassing, loading and migration."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from stream_app.layers.cells import CellRecord
+from stream_app.engine.cells import CellRecord
 
 
 @pytest.mark.parametrize(

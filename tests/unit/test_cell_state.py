@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from stream_app.core.cell import CellState, Effect, OutgoingMessage, effect_id
-from stream_app.timers.schedule import MAX_DUE_MS, Misfire, TimerEntry
+from stream_app.core.timers import MAX_DUE_MS, Misfire, TimerEntry
 
 NOW = 1_700_000_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

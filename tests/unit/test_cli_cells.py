@@ -27,7 +27,7 @@ from stream_app.cli.dead_letters import (
     value_preview,
 )
 from stream_app.cli.main import cli
-from stream_app.client import CellClient
+from stream_app.clients.cells import CellClient
 from stream_app.core.dead_letters import DeadLetter
 from stream_app.settings import Settings, get_settings
 from stream_app.testing import Record
@@ -348,7 +348,7 @@ def produced(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bytes | str | N
         def flush(self, timeout: float = 60.0) -> None:
             pass
 
-    monkeypatch.setattr("stream_app.client.CellClient", RecordingClient)
+    monkeypatch.setattr("stream_app.clients.cells.CellClient", RecordingClient)
     return records
 
 
@@ -416,7 +416,7 @@ def test_entities_send_refuses_an_invalid_command(monkeypatch: pytest.MonkeyPatc
     def no_client(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("an invalid command must not reach a client")
 
-    monkeypatch.setattr("stream_app.entity_client.EntityClient", no_client)
+    monkeypatch.setattr("stream_app.clients.entities.EntityClient", no_client)
     args = ("entities", "send", "account", "alice", "deposit", '{"amount": "5"}')
     result = run(*args, "--app", "stream_app.examples.ledger")
     assert result.exit_code == 1, result.output

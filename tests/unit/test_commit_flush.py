@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from stream_app.app import SendCounts, StreamApp, create_app, drain_send_buffer
 from stream_app.errors import FlushTimeoutError
+from stream_app.kafka.app import SendCounts, StreamApp, create_app, drain_send_buffer
 from stream_app.settings import Settings
 
 

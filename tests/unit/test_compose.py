@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from stream_app.kafka.dev_broker import kafka_version
+from stream_app.testing.dev_broker import kafka_version
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -56,7 +56,7 @@ def test_a_compose_tool_accepts_the_file_and_rejects_a_broken_one(tmp_path: Path
 
 
 def test_compose_kafka_and_the_cli_container_share_their_kraft_settings() -> None:
-    from stream_app.kafka.dev_broker import kraft_container_env
+    from stream_app.testing.dev_broker import kraft_container_env
 
     compose = load()["services"]["kafka"]["environment"]
     cli = kraft_container_env(9092)

@@ -1,4 +1,4 @@
-"""Unit tests of stream_app.layers.culture: CellCulture dispatch to CellRun objects."""
+"""Unit tests of stream_app.api.culture: CellCulture dispatch to CellRun objects."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Unit tests of stream_app.kafka.dev_broker that never start Kafka (nor download anything)."""
+"""Unit tests of stream_app.testing.dev_broker that never start Kafka (nor download anything)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from stream_app.errors import BrokerError, BrokerStartError, PortInUseError, ToolMissingError
-from stream_app.kafka.dev_broker import (
+from stream_app.testing.dev_broker import (
     KafkaJars,
     LocalBroker,
     docker_available,
@@ -333,7 +333,7 @@ def test_docker_ping_over_unix_socket(
 def test_cluster_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
     import uuid
 
-    from stream_app.kafka import dev_broker
+    from stream_app.testing import dev_broker
 
     # 0xf8... encodes to "-" first in URL-safe base64; the generator must skip such ids.
     dashed = uuid.UUID(bytes=b"\xf8" + b"\x00" * 15)

@@ -16,8 +16,8 @@ from typing import Any, cast
 import pytest
 
 from stream_app import Effect, RuntimeMetrics
-from stream_app.effects import dispatcher as dispatcher_module
-from stream_app.effects.dispatcher import EffectDispatcher
+from stream_app.engine import effects as dispatcher_module
+from stream_app.engine.effects import EffectDispatcher
 
 
 @dataclass

@@ -136,10 +136,10 @@ def test_every_public_member_of_an_exported_class_is_documented() -> None:
 
 
 def test_the_cells_api_is_importable_from_the_root() -> None:
+    from stream_app.api.behaviour import Behaviour
+    from stream_app.api.culture import CellCulture, CellRun
     from stream_app.core.cell import CellState, Effect, FiredTimer
-    from stream_app.layers.behaviour import Behaviour
-    from stream_app.layers.culture import CellCulture, CellRun
-    from stream_app.timers.schedule import Misfire
+    from stream_app.core.timers import Misfire
 
     assert stream_app.CellState is CellState
     assert stream_app.Effect is Effect

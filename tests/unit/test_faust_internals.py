@@ -77,6 +77,6 @@ def test_an_instance_attribute_is_still_set(module: str, cls: str, attribute: st
 def test_the_store_offset_key_is_the_one_cells_skip() -> None:
     from faust.stores.rocksdb import Store
 
-    from stream_app.layers.cells import _FAUST_OFFSET_KEY
+    from stream_app.engine.cells import _FAUST_OFFSET_KEY
 
     assert Store.offset_key == _FAUST_OFFSET_KEY

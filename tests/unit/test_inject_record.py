@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from stream_app import ReactorRecord, Runtime
-from stream_app.kafka.partitioner import partition_for
+from stream_app.core.partitioner import partition_for
 from stream_app.settings import Settings
 
 TOPIC = "unit.work"

@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from stream_app.cli.kafka import kafka
-from stream_app.kafka import console_tools
-from stream_app.kafka.console_tools import TOOLS, main_class, tool_command
-from stream_app.kafka.dev_broker import KafkaJars
+from stream_app.testing import console_tools
+from stream_app.testing.console_tools import TOOLS, main_class, tool_command
+from stream_app.testing.dev_broker import KafkaJars
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -159,7 +159,7 @@ def test_the_stop_deadline_ends_a_hung_process() -> None:
     code = (
         "import logging, time\n"
         "logging.basicConfig(level=logging.INFO)\n"
-        "from stream_app.app import exit_after\n"
+        "from stream_app.kafka.app import exit_after\n"
         "exit_after(0.5)\n"
         "time.sleep(30)\n"
     )
@@ -167,7 +167,7 @@ def test_the_stop_deadline_ends_a_hung_process() -> None:
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=20, check=False
     )
-    from stream_app.app import STOP_OVERRUN_EXIT
+    from stream_app.kafka.app import STOP_OVERRUN_EXIT
 
     assert done.returncode == STOP_OVERRUN_EXIT, done.stderr
     assert time.monotonic() - started < 15

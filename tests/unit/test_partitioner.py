@@ -1,4 +1,4 @@
-"""Unit tests of stream_app.kafka.partitioner: the same partitions as Kafka's Java client."""
+"""Unit tests of stream_app.core.partitioner: the same partitions as Kafka's Java client."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from stream_app.kafka.partitioner import partition_for
+from stream_app.core.partitioner import partition_for
 
 #: Kafka's own vectors for ``Utils.murmur2`` (the Java client's default partitioner), from
 #: ``UtilsTest.testMurmur2`` in apache/kafka

@@ -65,7 +65,7 @@ def test_exactly_once_needs_the_batched_input() -> None:
 
 
 def test_create_app_runs_faust_at_least_once_and_marks_exactly_once() -> None:
-    from stream_app.app import create_app
+    from stream_app.kafka.app import create_app
 
     app = create_app(Settings(app_id="eos", processing_guarantee="exactly_once"))
     assert app.exactly_once and not app.in_transaction, "stream_app, not Faust, runs the txns"
@@ -74,7 +74,7 @@ def test_create_app_runs_faust_at_least_once_and_marks_exactly_once() -> None:
 
 
 def test_each_app_id_keeps_its_state_in_its_own_folder_of_the_data_dir() -> None:
-    from stream_app.app import create_app
+    from stream_app.kafka.app import create_app
 
     shared = Path("/var/lib/cells")
     orders = create_app(Settings(app_id="orders", data_dir=shared))
@@ -90,7 +90,7 @@ def test_each_app_id_keeps_its_state_in_its_own_folder_of_the_data_dir() -> None
 def test_a_first_start_creates_the_data_dir_and_the_app_folder_in_it(tmp_path: Path) -> None:
     import asyncio
 
-    from stream_app.app import create_app
+    from stream_app.kafka.app import create_app
 
     app = create_app(Settings(app_id="orders", data_dir=tmp_path / "fresh" / "data"))
     asyncio.run(app.on_first_start())

@@ -1,4 +1,4 @@
-"""Unit tests of stream_app.timers.schedule: firing plans, misfire policies and due-ordered keys."""
+"""Unit tests of stream_app.core.timers: firing plans, misfire policies and due-ordered keys."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from stream_app.timers.schedule import (
+from stream_app.core.timers import (
     MAX_DUE_MS,
     FirePlan,
     Misfire,

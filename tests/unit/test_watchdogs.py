@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from faust.types import TP
 
-from stream_app.app import create_app
+from stream_app.kafka.app import create_app
 from stream_app.settings import Settings
 
 

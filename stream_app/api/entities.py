@@ -45,10 +45,10 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, create_model
 
+from stream_app.api.behaviour import Behaviour
 from stream_app.core.cell import CellState
 from stream_app.core.replies import Reply, parse_reply_to
 from stream_app.errors import RejectMessage
-from stream_app.layers.behaviour import Behaviour
 
 __all__ = ["Entity", "EntityEffect", "EventRecord", "Handled"]
 

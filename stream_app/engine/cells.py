@@ -4,7 +4,7 @@ For a behaviour called ``B`` in app ``A`` the engine owns:
 
 - the input topic ``A.B.in`` (key = cell id, value = JSON envelope), consumed by one agent;
 - the table ``B`` (cell id -> ``{"v": version, "data": {...}, "timers": {name: due_ms}}``);
-- the table ``B-timers`` (due-ordered key -> :class:`~stream_app.timers.schedule.TimerEntry`);
+- the table ``B-timers`` (due-ordered key -> :class:`~stream_app.core.timers.TimerEntry`);
   its changelog ``A-B-timers-changelog`` is the durable timers topic;
 - the table ``B-parked`` (cell id -> :class:`~stream_app.core.parking.ParkedCell`).
 
@@ -33,15 +33,15 @@ from faust import current_event
 from faust.types import TP
 from pydantic_core import from_json
 
+from stream_app.api.behaviour import Behaviour
 from stream_app.core.cell import CellState, FiredTimer, Trigger
 from stream_app.core.envelope import CellMessage
 from stream_app.core.parking import ParkedCell, ParkedItem
+from stream_app.core.partitioner import partition_for
 from stream_app.core.replies import Reply
+from stream_app.core.timers import TimerEntry, decode_due_key, plan_firing
 from stream_app.errors import InvalidMessageError, RejectMessage
-from stream_app.kafka.partitioner import partition_for
-from stream_app.layers.batch_input import batch_partition
-from stream_app.layers.behaviour import Behaviour
-from stream_app.timers.schedule import TimerEntry, decode_due_key, plan_firing
+from stream_app.kafka.batch_input import batch_partition
 
 if TYPE_CHECKING:
     from stream_app.runtime import Runtime

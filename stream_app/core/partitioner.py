@@ -4,7 +4,7 @@ Every topic that carries work for a cell is keyed by the cell id and has the sam
 count, so one partition holds a cell's messages, state and timers. That only holds if every
 producer maps a key to the same partition: use murmur2 (the Java client's default; in
 librdkafka / confluent-kafka set ``partitioner=murmur2_random``, which
-:class:`~stream_app.client.CellClient` does). A worker that receives a record on another
+:class:`~stream_app.clients.cells.CellClient` does). A worker that receives a record on another
 partition forwards it to the right one.
 """
 

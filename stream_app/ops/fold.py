@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream_app.kafka.partitioner import partition_for
+from stream_app.api.entities import Entity, EventRecord
+from stream_app.core.partitioner import partition_for
 from stream_app.kafka.reading import read_to_end
-from stream_app.layers.entities import Entity, EventRecord
 from stream_app.settings import Settings
 
 __all__ = ["ReplayReport", "replay"]

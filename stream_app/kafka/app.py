@@ -185,7 +185,7 @@ class StreamApp(faust.App):
     is Faust's.
 
     Faust itself always runs ``at_least_once`` here: stream_app's ``exactly_once`` is made by
-    the reader of the cell input topics (:mod:`stream_app.layers.batch_input`), with a Kafka
+    the reader of the cell input topics (:mod:`stream_app.kafka.batch_input`), with a Kafka
     transaction per input partition. With :attr:`exactly_once` set the app's consumer reads
     ``read_committed`` (table recovery, effects), and table databases left by a worker that did
     not stop cleanly are rebuilt from their changelogs.

@@ -1,6 +1,6 @@
 """Cell cultures and cell runs: the class-based way to write a behaviour.
 
-A :class:`CellCulture` is a :class:`~stream_app.layers.behaviour.Behaviour` described by
+A :class:`CellCulture` is a :class:`~stream_app.api.behaviour.Behaviour` described by
 class attributes, and it names a :class:`CellRun` class. For every invocation (a message, a
 timer, a boot) the culture makes one run object around the cell's state and calls it:
 
@@ -32,9 +32,9 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from stream_app.api.behaviour import Behaviour
 from stream_app.core.cell import CellState, FiredTimer
 from stream_app.errors import RejectMessage
-from stream_app.layers.behaviour import Behaviour
 
 __all__ = ["CellCulture", "CellRun"]
 

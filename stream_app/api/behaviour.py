@@ -32,6 +32,7 @@ from pydantic import BaseModel
 
 from stream_app.core.cell import CellState
 from stream_app.core.envelope import MessageTypes
+from stream_app.core.retry import RetryPolicy
 from stream_app.errors import DataVersionError
 
 __all__ = ["Behaviour", "Callback", "Migration"]
@@ -65,6 +66,7 @@ class Behaviour(Generic[DataT]):
         max_attempts: How many times a raising callback is tried on one message before the
             cell is parked.
         retry_backoff_s: Pause before the second attempt; doubled for each further one.
+        retry: The whole retry policy (overrides ``max_attempts`` and ``retry_backoff_s``).
 
     Raises:
         ValueError: A name Kafka cannot use in a topic name, a version below 1, or
@@ -87,6 +89,7 @@ class Behaviour(Generic[DataT]):
         migrate: Migration | None = None,
         max_attempts: int = 3,
         retry_backoff_s: float = 0.1,
+        retry: RetryPolicy | None = None,
     ) -> None:
         if not _NAME.fullmatch(name):
             raise ValueError(
@@ -101,8 +104,10 @@ class Behaviour(Generic[DataT]):
         self.message_types = MessageTypes(name, messages)
         self.data_model = data
         self.version = version
-        self.max_attempts = max_attempts
-        self.retry_backoff_s = retry_backoff_s
+        #: How a raising callback is tried again before the cell is parked.
+        self.retry = retry or RetryPolicy(attempts=max_attempts, backoff_s=retry_backoff_s)
+        self.max_attempts = self.retry.attempts
+        self.retry_backoff_s = self.retry.backoff_s
         self._handle_message = handle_message
         self._on_boot = on_boot
         self._on_timeout = on_timeout

@@ -2,8 +2,8 @@
 
 ``stream-app kafka tool kafka-console-producer -- --bootstrap-server … --topic …`` does what
 ``bin/kafka-console-producer.sh`` of a Kafka download does: it runs the same main class with
-Java 17+ (:func:`~stream_app.kafka.dev_broker.find_java`) on the jars Maven resolves from
-``tools/kafka/pom.xml`` (:class:`~stream_app.kafka.dev_broker.KafkaJars`, downloaded on first
+Java 17+ (:func:`~stream_app.testing.dev_broker.find_java`) on the jars Maven resolves from
+``tools/kafka/pom.xml`` (:class:`~stream_app.testing.dev_broker.KafkaJars`, downloaded on first
 use). A tool needs only the jars, not a local broker: ``--bootstrap-server`` can name any
 cluster, and the tool works the same whether ``stream-app kafka up`` started a broker or not.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from stream_app.kafka.dev_broker import KafkaJars, find_java
+from stream_app.testing.dev_broker import KafkaJars, find_java
 
 __all__ = ["TOOLS", "main_class", "tool_command"]
 

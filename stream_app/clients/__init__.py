@@ -1,0 +1,1 @@
+"""Clients that talk to a running app from outside it, through Kafka or its web views."""

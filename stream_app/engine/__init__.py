@@ -1,0 +1,1 @@
+"""The engine: dispatch, invocation, commit, timers, parking, effects and the reactor."""

@@ -1,1 +1,0 @@
-"""The layers users write: behaviours and cell cultures, reactor handlers."""

@@ -1,0 +1,1 @@
+"""Offline operations on an app's topics: fold an entity's event log, redrive dead letters."""
