@@ -1,9 +1,10 @@
-"""``stream-app entities get|send|replay``: query, message and rebuild event-sourced entities.
+"""``stream-app entities get|send|fold``: query, message and rebuild event-sourced entities.
 
 ``get`` asks a worker's HTTP view (any worker; it routes to the owner). ``send`` is the
-request/reply client: it waits for the new state. ``replay`` needs no worker: it reads the event
+request/reply client: it waits for the new state. ``fold`` needs no worker: it reads the event
 log and the table's changelog from Kafka, folds the events with the entity's own ``update``
-(imported from the app module named by ``--app``) and checks the fold against the cache.
+(imported from the app module named by ``--app``) and checks the fold against the cache
+(:func:`stream_app.ops.fold.fold_log`).
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ from typing import Any
 
 import click
 
-from stream_app.cli.cells import (
-    _app,
-    _expect_ok,
-    _json_object,
-    _quote,
-    _settings,
-    _timeout,
-    _url,
+from stream_app.cli.common import (
+    app_option,
     check_message,
+    current_settings,
+    expect_ok,
     import_app,
+    json_object,
+    quote,
+    timeout_option,
+    url_option,
     worker_get,
 )
 
@@ -55,27 +56,27 @@ def entities() -> None:
 @entities.command()
 @click.argument("entity_type", metavar="TYPE")
 @click.argument("entity_id", metavar="ID")
-@_url
-@_timeout
+@url_option
+@timeout_option
 def get(entity_type: str, entity_id: str, url: str | None, timeout: float) -> None:
     """Print the current state of entity ID of TYPE and the seq of its last event (JSON).
 
     Any worker answers: it asks the worker that owns the entity's partition.
     """
-    base = url or _settings().web_url
-    path = f"/stream-app/entities/{_quote(entity_type)}/{_quote(entity_id)}/"
+    base = url or current_settings().web_url
+    path = f"/stream-app/entities/{quote(entity_type)}/{quote(entity_id)}/"
     status, body = worker_get(base, path, timeout=timeout)
-    click.echo(json.dumps(_expect_ok(status, body, base + path, entity_type), indent=2))
+    click.echo(json.dumps(expect_ok(status, body, base + path, entity_type), indent=2))
 
 
 @entities.command()
 @click.argument("entity_type", metavar="TYPE")
 @click.argument("entity_id", metavar="ID")
 @click.argument("message_type", metavar="MESSAGE")
-@click.argument("body", default="{}", callback=_json_object)
+@click.argument("body", default="{}", callback=json_object)
 @click.option("--project", help="Reply with this projection of the state instead of all of it.")
-@_app
-@_timeout
+@app_option
+@timeout_option
 def send(
     entity_type: str,
     entity_id: str,
@@ -95,7 +96,7 @@ def send(
     from stream_app.core.envelope import envelope_bytes
     from stream_app.errors import ReplyTimeoutError, RequestRejectedError
 
-    settings = _settings()
+    settings = current_settings()
     value = envelope_bytes(message_type, body, project=project)
     click.echo(check_message(module, entity_type, entity_id, value, settings), err=True)
     with EntityClient(settings, timeout=timeout) as client:
@@ -117,7 +118,7 @@ def send(
     help="The app module that declares the entity (e.g. stream_app.examples.ledger).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def replay(entity_type: str, entity_id: str | None, module: str, as_json: bool) -> None:
+def fold(entity_type: str, entity_id: str | None, module: str, as_json: bool) -> None:
     """Rebuild entity ID of TYPE (or every one) from its event log and check the cache.
 
     Reads <app_id>.TYPE.events from the beginning with a progress bar, folds each entity's
@@ -125,21 +126,21 @@ def replay(entity_type: str, entity_id: str | None, module: str, as_json: bool) 
     table's changelog. Also checks that sequence numbers have no gaps and no duplicates.
     Exits with status 1 when anything differs.
     """
-    from stream_app.ops.fold import replay as run_replay
+    from stream_app.ops.fold import fold_log
 
     entity = find_entity(module, entity_type)
-    settings = _settings()
+    settings = current_settings()
     bar: Any = None
 
     def on_total(total: int) -> None:
         nonlocal bar
         bar = click.progressbar(
-            length=total, label=f"replaying {settings.events_topic(entity_type)}", file=sys.stderr
+            length=total, label=f"folding {settings.events_topic(entity_type)}", file=sys.stderr
         )
         bar.__enter__()
 
     try:
-        report = run_replay(
+        report = fold_log(
             entity,
             settings,
             entity_id=entity_id,

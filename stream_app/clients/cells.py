@@ -83,8 +83,8 @@ class CellClient:
         )
 
     def release(self, behaviour: str, cell_id: str, *, skip: int = 0) -> None:
-        """Ask the worker owning a parked cell to replay its waiting work (``skip`` first items
-        go to the dead-letter topic instead)."""
+        """Ask the worker owning a parked cell to release it: its waiting work runs again, in
+        order (the first ``skip`` items go to the dead-letter topic instead)."""
         self.produce_raw(
             self.settings.input_topic(behaviour),
             cell_id,

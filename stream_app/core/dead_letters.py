@@ -2,8 +2,9 @@
 
 A dead letter is the original record, byte for byte (key and value), re-published on
 ``<app_id>.dead-letters`` with headers that say why and where it came from. Keeping the value
-untouched means a fixed record can be replayed by producing it again; the headers follow the
-``stream_app.dlq.*`` naming so any Kafka tool can read them.
+untouched means a record can be redriven after a fix by producing it again (``stream-app
+dead-letters redrive``); the headers follow the ``stream_app.dlq.*`` naming so any Kafka tool can
+read them.
 
 When the original value is itself too large for the dead-letter topic, the first
 ``max_bytes`` bytes are kept and the ``truncated`` / ``original-size`` headers say so.

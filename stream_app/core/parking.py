@@ -3,8 +3,8 @@
 While a cell is parked, its messages (and timers that come due) are appended to its
 :class:`ParkedCell` record in the behaviour's ``<name>-parked`` table instead of being handled;
 every other cell on the partition keeps flowing. Releasing the cell (``stream-app cells release``)
-replays the items in order through the (fixed) behaviour; if one fails again the cell is parked
-again from that item on.
+runs the items again, in order, through the (fixed) behaviour; if one fails again the cell is
+parked again from that item on.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ class ParkedItem(BaseModel):
     Attributes:
         kind: ``message`` (a record of the input topic), ``timeout`` (a timer that fired) or
             ``boot`` (an ``on_boot`` call that failed).
-        origin: Where it came from (``topic/partition/offset`` for a message); replays keep it,
-            so effects emitted on replay have the ids the first attempt would have had.
+        origin: Where it came from (``topic/partition/offset`` for a message); a release
+            keeps it, so effects emitted on release have the ids the first attempt would have had.
         value: The original record value (UTF-8 JSON), for a message.
         timer: The fired timer (name, due_ms, payload, missed, recurring), for a timeout.
-        timestamp_ms: The record's (or the firing's) time, the replay's ``now_ms``.
+        timestamp_ms: The record's (or the firing's) time, its ``now_ms`` on release.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

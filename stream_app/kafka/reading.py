@@ -1,16 +1,21 @@
-"""Read a topic from its beginning to its end as of now (committed records only)."""
+"""Read a topic from its beginning to its end as of now (committed records only).
+
+:func:`read_to_end` yields confluent-kafka messages as they come; :func:`read_records` collects
+them as :class:`Record` values (the dead-letter tools and the test harness read topics that way).
+"""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from stream_app.logs import rdkafka_logger
 
-__all__ = ["last_record_offsets", "read_to_end"]
+__all__ = ["Record", "last_record_offsets", "read_records", "read_to_end"]
 
 #: Offsets before a partition's end read first by :func:`last_record_offsets` (then 8x more).
 TAIL_WINDOW = 64
@@ -78,6 +83,41 @@ def read_to_end(
                 raise TimeoutError(f"reading {topic}: at {position} of {ends} after {timeout:.0f}s")
     finally:
         consumer.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record read back from a topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, str | bytes | None]]
+
+
+def read_records(bootstrap: str, topic: str, *, timeout: float = 30.0) -> list[Record]:
+    """Every committed record of ``topic`` from the beginning to its end as of the call.
+
+    Raises:
+        LookupError: The topic does not exist.
+        TimeoutError: The end was not reached within ``timeout`` seconds.
+    """
+    records: list[Record] = []
+    for message in read_to_end(bootstrap, topic, timeout=timeout):
+        headers = message.headers() or []
+        records.append(
+            Record(
+                topic,
+                message.partition() or 0,
+                message.offset() or 0,
+                message.key(),
+                message.value(),
+                list(headers.items() if isinstance(headers, dict) else headers),
+            )
+        )
+    return records
 
 
 def last_record_offsets(

@@ -1,11 +1,11 @@
 """Rebuild entities from their event log and check the result against the cached state.
 
-:func:`replay` reads ``<app_id>.<type>.events`` from the beginning (``read_committed``), folds
+:func:`fold_log` reads ``<app_id>.<type>.events`` from the beginning (``read_committed``), folds
 every entity's events with the entity's own ``update`` from ``init()``, and compares each result
 with the state cached in the table (read from its changelog topic, so no worker is needed). It
 also checks the log itself: sequence numbers must run 1, 2, 3... per entity; a repeated number
-is a duplicate (counted, not applied twice) and a jump is a gap. ``stream-app entities replay``
-prints the report; see :class:`ReplayReport`.
+is a duplicate (counted, not applied twice) and a jump is a gap. ``stream-app entities fold``
+prints the report; see :class:`FoldReport`.
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ from stream_app.core.partitioner import partition_for
 from stream_app.kafka.reading import read_to_end
 from stream_app.settings import Settings
 
-__all__ = ["ReplayReport", "replay"]
+__all__ = ["FoldReport", "fold_log"]
 
-#: Longest a replay may take to read a topic to its end.
+#: Longest a fold may take to read a topic to its end.
 READ_TIMEOUT_S = 3600.0
 
 
 @dataclass
-class ReplayReport:
-    """What a replay found.
+class FoldReport:
+    """What a fold of an entity log found.
 
     Attributes:
         entity: The entity type.
@@ -57,14 +57,14 @@ class ReplayReport:
         return not (self.duplicates or self.gaps or self.mismatched)
 
 
-def replay(
+def fold_log(
     entity: Entity[Any],
     settings: Settings,
     *,
     entity_id: str | None = None,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
-) -> ReplayReport:
+) -> FoldReport:
     """Fold the event log of ``entity`` (one id, or every one) and compare with the cache.
 
     Args:
@@ -74,7 +74,7 @@ def replay(
         progress: Called with the number of records read since the last call.
         on_total: Called once with the number of records to read (for a progress bar).
     """
-    report = ReplayReport(entity=entity.name)
+    report = FoldReport(entity=entity.name)
     partitions = (
         None if entity_id is None else [partition_for(entity_id.encode(), settings.partitions)]
     )

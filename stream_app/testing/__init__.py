@@ -22,16 +22,15 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from stream_app.kafka.reading import Record, read_records
 from stream_app.settings import Settings
 
 __all__ = [
     "ConditionTimeout",
     "ProbeFailed",
-    "Record",
     "SteadyLoad",
     "WorkerProcess",
     "keyed_producer",
@@ -300,40 +299,14 @@ class WorkerProcess:
         return self.process.returncode
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One record read back from a topic."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, str | bytes | None]]
-
-
 def read_topic(bootstrap: str, topic: str, *, timeout: float = 30.0) -> list[Record]:
-    """Every record of ``topic`` from the beginning to its end as of the call.
+    """Every record of ``topic`` from the beginning to its end as of the call
+    (:func:`stream_app.kafka.reading.read_records`, failing as a wait does).
 
     Raises:
         ConditionTimeout: The end was not reached within ``timeout`` seconds.
     """
-    from stream_app.kafka.reading import read_to_end
-
-    records: list[Record] = []
     try:
-        for message in read_to_end(bootstrap, topic, timeout=timeout):
-            headers = message.headers() or []
-            records.append(
-                Record(
-                    topic,
-                    message.partition() or 0,
-                    message.offset() or 0,
-                    message.key(),
-                    message.value(),
-                    list(headers.items() if isinstance(headers, dict) else headers),
-                )
-            )
+        return read_records(bootstrap, topic, timeout=timeout)
     except TimeoutError as exc:
         raise ConditionTimeout(str(exc)) from None
-    return records

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from stream_app.examples.ledger import counter
-from stream_app.ops.fold import ReplayReport, replay
+from stream_app.ops.fold import FoldReport, fold_log
 from stream_app.testing import (
     ConditionTimeout,
     ProbeFailed,
@@ -128,10 +128,10 @@ def wait_group_empty(bootstrap: str, group: str, what: str) -> None:
     )
 
 
-def committed_replay(settings: Any, events: int = MESSAGES) -> ReplayReport:
-    """The replay of the counters once the log holds ``events`` committed events."""
-    report: ReplayReport = wait_for(
-        lambda: replay(counter, settings),
+def committed_fold(settings: Any, events: int = MESSAGES) -> FoldReport:
+    """The fold of the counters once the log holds ``events`` committed events."""
+    report: FoldReport = wait_for(
+        lambda: fold_log(counter, settings),
         lambda found: found.events >= events,
         timeout=60,
         what=f"{events} committed events",
@@ -223,7 +223,7 @@ def test_random_sigkills_under_exactly_once_leave_a_clean_log_and_cache(
 
     # The event log, read committed, folded with the entity's own update. The worker's view
     # above includes its open transaction; wait until the last one is committed.
-    report = committed_replay(settings, sent)
+    report = committed_fold(settings, sent)
     assert not report.duplicates, (
         f"events in the log twice: {dict(list(report.duplicates.items())[:10])}"
     )
@@ -271,7 +271,7 @@ def test_a_paused_worker_that_lost_its_partitions_cannot_commit_events(
             timeout=240,
             what="the successor handling every increment",
         )
-        committed_replay(settings)  # the successor's transactions committed
+        committed_fold(settings)  # the successor's transactions committed
     finally:
         os.kill(zombie.process.pid, signal.SIGCONT)  # the zombie wakes up
     # Its next transaction call meets the successor's producers (same transactional ids, newer
@@ -286,7 +286,7 @@ def test_a_paused_worker_that_lost_its_partitions_cannot_commit_events(
     assert "fenced by a newer instance" in log and "stopping the worker" in log, log[-3000:]
     successor.kill()
     wait_group_empty(bootstrap, settings.app_id, "both workers gone from the group")
-    report = committed_replay(settings)
+    report = committed_fold(settings)
     assert not report.duplicates, (
         f"the zombie committed events: {list(report.duplicates.items())[:5]}"
     )
@@ -341,7 +341,7 @@ def test_scaling_out_and_back_in_under_load_moves_partitions_without_loss_or_rep
     sent = producer.total
     print(f"split {split}; sent {sent}")
 
-    report = committed_replay(settings, sent)
+    report = committed_fold(settings, sent)
     assert not report.duplicates, (
         f"events in the log twice: {dict(list(report.duplicates.items())[:10])}"
     )
@@ -350,7 +350,7 @@ def test_scaling_out_and_back_in_under_load_moves_partitions_without_loss_or_rep
     assert {i: state["value"] for i, (_, state) in report.folded.items()} == dict(producer.acked)
     # The cached states (the changelog) catch up with the log at b's next commit.
     wait_for(
-        lambda: replay(counter, settings),
+        lambda: fold_log(counter, settings),
         lambda found: not found.mismatched,
         timeout=60,
         what="every cached state equal to the fold of its events",

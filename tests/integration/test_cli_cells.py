@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 import pytest
 from click.testing import CliRunner, Result
 
-from stream_app.cli.dead_letters import REPLAYED_FROM_HEADER
 from stream_app.cli.main import cli
 from stream_app.clients.cells import CellClient
 from stream_app.core.partitioner import partition_for
+from stream_app.ops.redrive import REDRIVEN_FROM_HEADER
 from stream_app.testing import (
     ConditionTimeout,
     WorkerProcess,
@@ -87,7 +87,7 @@ def same_partition_as(cell_id: str, partitions: int) -> str:
     )
 
 
-def test_inspect_park_release_and_replay_dead_letters(
+def test_inspect_park_release_and_redrive_dead_letters(
     cells_env: dict[str, str],
     start_worker: Callable[..., WorkerProcess],
     tmp_path: Path,
@@ -136,7 +136,7 @@ def test_inspect_park_release_and_replay_dead_letters(
         what=f"{healthy} (same partition as sick) counted 1",
     )
 
-    # After the fix, release replays the waiting work in order.
+    # After the fix, release runs the waiting work again, in order.
     fix.write_text("fixed\n")
     released = run("cells", "release", "probe", "sick")
     assert "asked to release probe/sick" in released.output
@@ -171,22 +171,22 @@ def test_inspect_park_release_and_replay_dead_letters(
     # ...a dry run produces nothing...
     position = f"{letter['partition']}:{letter['offset']}"
     inputs = len(read_topic(settings.bootstrap_servers, in_topic))
-    dry = run("dead-letters", "replay", "--all", "--reason", "malformed-json", "--dry-run")
-    assert f"would replay {position} (malformed-json" in dry.output
-    assert "1 dead letter(s) would be replayed (dry run)" in dry.output
+    dry = run("dead-letters", "redrive", "--all", "--reason", "malformed-json", "--dry-run")
+    assert f"would redrive {position} (malformed-json" in dry.output
+    assert "1 dead letter(s) would be redriven (dry run)" in dry.output
     assert len(read_topic(settings.bootstrap_servers, in_topic)) == inputs
 
-    # ...and a replay produces it again, to be rejected again as a second dead letter.
-    replayed = run("dead-letters", "replay", "--all", "--reason", "malformed-json")
-    assert f"replayed {position} (malformed-json" in replayed.output
-    assert "1 dead letter(s) replayed" in replayed.output
+    # ...and a redrive produces it again, to be rejected again as a second dead letter.
+    redriven = run("dead-letters", "redrive", "--all", "--reason", "malformed-json")
+    assert f"redriven {position} (malformed-json" in redriven.output
+    assert "1 dead letter(s) redriven" in redriven.output
     again = sorted(
         (r for r in read_topic(settings.bootstrap_servers, in_topic) if r.value == b"{nope"),
         key=lambda r: r.offset,
     )
     assert len(again) == 2
     origin = f"{settings.dead_letter_topic}/{letter['partition']}/{letter['offset']}"
-    assert (REPLAYED_FROM_HEADER, origin.encode()) in again[1].headers
+    assert (REDRIVEN_FROM_HEADER, origin.encode()) in again[1].headers
     assert (again[1].partition, again[1].key) == (source.partition, b"m1")
     rows = run.wait(
         lambda: run.dead_letters("malformed-json"),
@@ -196,7 +196,7 @@ def test_inspect_park_release_and_replay_dead_letters(
     assert sorted(r["source_offset"] for r in rows) == [source.offset, again[1].offset]
 
     # An offset that holds nothing is reported, with exit status 1.
-    missing = run("dead-letters", "replay", "--offset", "0:999999", code=1)
+    missing = run("dead-letters", "redrive", "--offset", "0:999999", code=1)
     assert "missing 0:999999: no record at that position" in missing.output
 
 

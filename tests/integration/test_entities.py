@@ -252,7 +252,7 @@ def test_request_reply_from_several_client_processes(
         for account_id, seen in by_account.items():
             seqs = sorted(seq for seq, _, _ in seen)
             assert seqs == list(range(2, 2 + len(seen))), "every deposit got its own seq, no gaps"
-            # Replay the replies in seq order: each balance is the previous one plus its amount.
+            # Walk the replies in seq order: each balance is the previous one plus its amount.
             balance = 0
             for _seq, amount, after in sorted(seen):
                 balance += amount
@@ -310,7 +310,7 @@ def test_bad_input_to_an_entity_is_dead_lettered_and_the_entity_keeps_going(
     assert worker.alive()
 
 
-def test_replay_rebuilds_from_the_log_and_finds_what_differs_from_the_cache(
+def test_fold_rebuilds_from_the_log_and_finds_what_differs_from_the_cache(
     start_worker: Callable[..., WorkerProcess], cells_env: dict[str, str]
 ) -> None:
     from click.testing import CliRunner
@@ -337,7 +337,7 @@ def test_replay_rebuilds_from_the_log_and_finds_what_differs_from_the_cache(
         what="the 31 events in the log",
     )
     runner = CliRunner()
-    args = ["entities", "replay", "counter", "--app", MODULE, "--json"]
+    args = ["entities", "fold", "counter", "--app", MODULE, "--json"]
     result = runner.invoke(cli, args, env=env, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)

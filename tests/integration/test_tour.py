@@ -363,7 +363,7 @@ PROMISES = [
         read=True,
     ),
     Promise(
-        r"^stream-app entities replay account --app stream_app.examples.ledger",
+        r"^stream-app entities fold account --app stream_app.examples.ledger",
         lambda r: r.succeeded_saying(
             "account: 2 events, 1 entities rebuilt; 0 differ from the cache, "
             "0 duplicate and 0 missing sequence numbers"

@@ -1,4 +1,5 @@
-"""Unit tests of ``stream-app cells`` and ``stream-app dead-letters`` (no broker).
+"""Unit tests of ``stream-app cells``, ``stream-app dead-letters`` and the redrive planning
+behind it (:mod:`stream_app.ops.redrive`), without a broker.
 
 The read commands are run against a small local HTTP server that answers like a worker's views;
 argument validation is checked before any Kafka client is created.
@@ -17,20 +18,19 @@ import pytest
 from click.testing import CliRunner
 
 from stream_app.cli.cells import format_cells, format_parked
-from stream_app.cli.dead_letters import (
-    decode_records,
-    format_listed,
-    listed_json,
-    parse_offset,
-    plan_replay,
-    replay_refusal,
-    value_preview,
-)
+from stream_app.cli.dead_letters import format_listed
 from stream_app.cli.main import cli
 from stream_app.clients.cells import CellClient
 from stream_app.core.dead_letters import DeadLetter
+from stream_app.kafka.reading import Record
+from stream_app.ops.redrive import (
+    decode_records,
+    parse_position,
+    plan_redrive,
+    redrive_refusal,
+    value_preview,
+)
 from stream_app.settings import Settings, get_settings
-from stream_app.testing import Record
 
 DLQ = "shop.dead-letters"
 
@@ -138,7 +138,7 @@ def test_dead_letter_listing_shows_position_reason_source_error_value() -> None:
         "    error: value is not JSON: Expecting property name",
         "    value: {nope",
     ]
-    row = listed_json(listed[0])
+    row = listed[0].as_json()
     assert row["reason"] == "malformed-json"
     assert (row["partition"], row["offset"], row["source_offset"]) == (1, 7, 41)
     assert row["value_preview"] == "{nope"
@@ -152,26 +152,26 @@ def test_listing_marks_truncated_and_lists_foreign_records_without_crashing() ->
     lines = format_listed(listed[0])
     assert lines[0].startswith("0:4  not a dead letter (not a stream_app dead letter: missing")
     assert lines[1] == "    value: b'\\xff\\x01'"
-    assert listed_json(listed[0])["dead_letter"] is False
+    assert listed[0].as_json()["dead_letter"] is False
     assert "value (truncated: 64 of 100 bytes kept): " in format_listed(listed[1])[2]
 
 
-# -- replay planning ---------------------------------------------------------------------------
+# -- redrive planning --------------------------------------------------------------------------
 
 
-def test_parse_offset() -> None:
-    assert parse_offset("0:42") == (0, 42)
+def test_parse_position() -> None:
+    assert parse_position("0:42") == (0, 42)
     for bad in ("3", "a:1", "1:", "-1:2", "1:2:3"):
         with pytest.raises(ValueError, match="PARTITION:OFFSET"):
-            parse_offset(bad)
+            parse_position(bad)
 
 
-def test_replay_refusals_say_why() -> None:
+def test_redrive_refusals_say_why() -> None:
     topics = {"shop.probe.in"}
 
     def refusal(**overrides: Any) -> str | None:
         record = dead_letter_record(0, 0, **overrides)
-        return replay_refusal(
+        return redrive_refusal(
             DeadLetter.from_record(record.key, record.value, record.headers), topics
         )
 
@@ -185,7 +185,7 @@ def test_replay_refusals_say_why() -> None:
     assert "no key" in str(refusal(key=None))
 
 
-def test_plan_replay_selects_by_offset_and_reason() -> None:
+def test_plan_redrive_selects_by_position_and_reason() -> None:
     records = [
         dead_letter_record(0, 0),
         dead_letter_record(0, 1, reason="schema"),
@@ -195,18 +195,18 @@ def test_plan_replay_selects_by_offset_and_reason() -> None:
     listed = decode_records(records)
     topics = {"shop.probe.in"}
 
-    everything = plan_replay(listed, offsets=None, reason=None, topics=topics)
-    assert [i.position for i in everything.replay] == ["0:0", "0:1"]
+    everything = plan_redrive(listed, positions=None, reason=None, topics=topics)
+    assert [i.position for i in everything.chosen] == ["0:0", "0:1"]
     assert sorted(p for p, _ in everything.refused) == ["1:0", "1:1"]
 
-    malformed = plan_replay(listed, offsets=None, reason="malformed-json", topics=topics)
-    assert [i.position for i in malformed.replay] == ["0:0"]
+    malformed = plan_redrive(listed, positions=None, reason="malformed-json", topics=topics)
+    assert [i.position for i in malformed.chosen] == ["0:0"]
     assert [p for p, _ in malformed.refused] == ["1:0"]  # truncated, same reason
 
-    chosen = plan_replay(
-        listed, offsets=[(0, 1), (0, 1), (5, 5)], reason="malformed-json", topics=topics
+    chosen = plan_redrive(
+        listed, positions=[(0, 1), (0, 1), (5, 5)], reason="malformed-json", topics=topics
     )
-    assert chosen.replay == []
+    assert chosen.chosen == []
     assert chosen.refused == [("0:1", "reason is schema, not malformed-json")]
     assert chosen.missing == ["5:5"]
 
@@ -232,15 +232,15 @@ def test_release_rejects_a_negative_skip() -> None:
 
 
 @pytest.mark.parametrize("offset", ["3", "x:1", "1:-2"])
-def test_replay_rejects_a_bad_offset(offset: str) -> None:
-    result = run("dead-letters", "replay", "--offset", offset)
+def test_redrive_rejects_a_bad_offset(offset: str) -> None:
+    result = run("dead-letters", "redrive", "--offset", offset)
     assert result.exit_code == 2
     assert "expected PARTITION:OFFSET" in result.output
 
 
 @pytest.mark.parametrize("args", [[], ["--all", "--offset", "0:1"]])
-def test_replay_needs_offsets_or_all_but_not_both(args: list[str]) -> None:
-    result = run("dead-letters", "replay", *args)
+def test_redrive_needs_offsets_or_all_but_not_both(args: list[str]) -> None:
+    result = run("dead-letters", "redrive", *args)
     assert result.exit_code == 2
     assert "either --offset" in result.output
 
