@@ -2,8 +2,13 @@
 
 Users write plain Python behaviours; stream_app runs them as Faust agents with RocksDB-backed
 state tables and changelog topics, validates every record at the edge, and sends what it cannot
-process to a dead-letter topic with the reason. This module is the public contract: everything a
-user imports comes from here, and ``__all__`` is pinned by a test.
+process to a dead-letter topic with the reason.
+
+This module is the public contract: ``__all__`` holds what a user of stream_app writes, calls,
+receives in a callback, or catches, and a test pins it. The plumbing under it (the Faust app
+and its patches, the engines, the dev broker and their errors) stays importable from its own
+module, :mod:`stream_app.kafka.app` or :mod:`stream_app.errors` for instance; see
+``docs/architecture.md`` for the packages.
 """
 
 from __future__ import annotations
@@ -15,36 +20,26 @@ from stream_app.clients.cells import CellClient
 from stream_app.clients.entities import AsyncEntityClient, EntityClient
 from stream_app.core.cell import CellState, Effect, FiredTimer
 from stream_app.core.dead_letters import DeadLetter
-from stream_app.core.envelope import CellMessage, Envelope, MessageTypes
-from stream_app.core.parking import ParkedCell, ParkedItem
+from stream_app.core.envelope import CellMessage, MessageTypes
 from stream_app.core.replies import Reply
+from stream_app.core.retry import Exhausted, RetryPolicy
 from stream_app.core.timers import Misfire
 from stream_app.engine.reactor import ReactorRecord
 from stream_app.errors import (
-    BrokerError,
-    BrokerStartError,
-    ChangelogError,
     ConfigError,
     DataVersionError,
-    FlushTimeoutError,
     InvalidKeyError,
     InvalidMessageError,
     MalformedJSONError,
     OversizedMessageError,
-    PortInUseError,
     RejectMessage,
     ReplyTimeoutError,
     RequestRejectedError,
     SchemaViolationError,
     StreamAppError,
-    ToolMissingError,
-    TopicDefinitionError,
-    TopicPlanError,
-    TransactionError,
     UnknownMessageTypeError,
 )
-from stream_app.kafka.app import DeadLetterSink, StreamApp, create_app
-from stream_app.runtime import Runtime, RuntimeMetrics
+from stream_app.runtime import Runtime
 from stream_app.settings import Settings, get_settings
 
 __version__ = "0.1.0"
@@ -52,52 +47,38 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncEntityClient",
     "Behaviour",
-    "BrokerError",
-    "BrokerStartError",
     "CellClient",
     "CellCulture",
     "CellMessage",
     "CellRun",
     "CellState",
-    "ChangelogError",
     "ConfigError",
     "DataVersionError",
     "DeadLetter",
-    "DeadLetterSink",
     "Effect",
     "Entity",
     "EntityClient",
     "EntityEffect",
-    "Envelope",
     "EventRecord",
+    "Exhausted",
     "FiredTimer",
-    "FlushTimeoutError",
     "InvalidKeyError",
     "InvalidMessageError",
     "MalformedJSONError",
     "MessageTypes",
     "Misfire",
     "OversizedMessageError",
-    "ParkedCell",
-    "ParkedItem",
-    "PortInUseError",
     "ReactorRecord",
     "RejectMessage",
     "Reply",
     "ReplyTimeoutError",
     "RequestRejectedError",
+    "RetryPolicy",
     "Runtime",
-    "RuntimeMetrics",
     "SchemaViolationError",
     "Settings",
-    "StreamApp",
     "StreamAppError",
-    "ToolMissingError",
-    "TopicDefinitionError",
-    "TopicPlanError",
-    "TransactionError",
     "UnknownMessageTypeError",
     "__version__",
-    "create_app",
     "get_settings",
 ]

@@ -15,7 +15,8 @@ from typing import Any
 
 from bench.apps.harness import Progress, faust_options, start_profile_if_requested
 from bench.apps.model import BEHAVIOUR, MESSAGES, Count, Increment, apply_increment
-from stream_app import Behaviour, CellState, Runtime, create_app, get_settings
+from stream_app import Behaviour, CellState, Runtime, get_settings
+from stream_app.kafka.app import create_app
 
 __all__ = ["app", "counter", "progress", "runtime"]
 

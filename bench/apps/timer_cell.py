@@ -25,8 +25,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from bench.apps.harness import faust_options, start_profile_if_requested
-from stream_app import Behaviour, CellState, Runtime, create_app, get_settings
+from stream_app import Behaviour, CellState, Runtime, get_settings
 from stream_app.core.partitioner import partition_for
+from stream_app.kafka.app import create_app
 
 __all__ = ["Arm", "Ticks", "app", "runtime", "ticker"]
 

@@ -19,7 +19,9 @@ Write one by passing functions::
         handle_message=lambda s: ...,
     )
 
-or by subclassing and overriding the methods.
+or by subclassing and overriding the methods. A callback that raises is tried again from the same
+stored state as its :class:`~stream_app.core.retry.RetryPolicy` says (``retry=``; by default 3
+tries, 0.1 s apart and doubling); when the last try fails the cell is parked.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pydantic import BaseModel
 
 from stream_app.core.cell import CellState
 from stream_app.core.envelope import MessageTypes
-from stream_app.core.retry import RetryPolicy
+from stream_app.core.retry import Exhausted, RetryPolicy
 from stream_app.errors import DataVersionError
 
 __all__ = ["Behaviour", "Callback", "Migration"]
@@ -63,14 +65,13 @@ class Behaviour(Generic[DataT]):
         on_boot: Overrides :meth:`on_boot`.
         on_timeout: Overrides :meth:`on_timeout`.
         migrate: Overrides :meth:`migrate`.
-        max_attempts: How many times a raising callback is tried on one message before the
-            cell is parked.
-        retry_backoff_s: Pause before the second attempt; doubled for each further one.
-        retry: The whole retry policy (overrides ``max_attempts`` and ``retry_backoff_s``).
+        retry: How a raising callback is tried again before the cell is parked (default
+            ``RetryPolicy()``: 3 tries). Its ``on_exhausted`` must be ``park``: a cell's work
+            is never dropped.
 
     Raises:
-        ValueError: A name Kafka cannot use in a topic name, a version below 1, or
-            ``max_attempts`` below 1.
+        ValueError: A name Kafka cannot use in a topic name, a version below 1, or a retry
+            policy that does not park.
 
     Callbacks are plain synchronous functions: they must not block, and should take time,
     randomness and ids from the state so that a replay decides the same way.
@@ -87,8 +88,6 @@ class Behaviour(Generic[DataT]):
         on_boot: Callable[[CellState[DataT]], None] | None = None,
         on_timeout: Callable[[CellState[DataT]], None] | None = None,
         migrate: Migration | None = None,
-        max_attempts: int = 3,
-        retry_backoff_s: float = 0.1,
         retry: RetryPolicy | None = None,
     ) -> None:
         if not _NAME.fullmatch(name):
@@ -98,20 +97,33 @@ class Behaviour(Generic[DataT]):
             )
         if version < 1:
             raise ValueError(f"behaviour {name!r}: version must be >= 1, got {version}")
-        if max_attempts < 1:
-            raise ValueError(f"behaviour {name!r}: max_attempts must be >= 1")
+        retry = retry or RetryPolicy()
+        if retry.on_exhausted is not Exhausted.PARK:
+            raise ValueError(
+                f"behaviour {name!r}: a cell parks when its retries are exhausted; "
+                f"RetryPolicy(on_exhausted={retry.on_exhausted.value!r}) is for effect and "
+                "reactor handlers"
+            )
         self.name = name
         self.message_types = MessageTypes(name, messages)
         self.data_model = data
         self.version = version
         #: How a raising callback is tried again before the cell is parked.
-        self.retry = retry or RetryPolicy(attempts=max_attempts, backoff_s=retry_backoff_s)
-        self.max_attempts = self.retry.attempts
-        self.retry_backoff_s = self.retry.backoff_s
+        self.retry = retry
         self._handle_message = handle_message
         self._on_boot = on_boot
         self._on_timeout = on_timeout
         self._migrate = migrate
+
+    @property
+    def max_attempts(self) -> int:
+        """``retry.attempts``, read by the cell engine until it reads :attr:`retry` itself."""
+        return self.retry.attempts
+
+    @property
+    def retry_backoff_s(self) -> float:
+        """``retry.backoff_s``, read by the cell engine until it reads :attr:`retry` itself."""
+        return self.retry.backoff_s
 
     def handle_message(self, state: CellState[DataT]) -> None:
         """Handle ``state.message`` (the cell may be dead). Override it, or pass

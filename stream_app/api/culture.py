@@ -34,6 +34,7 @@ from pydantic import BaseModel
 
 from stream_app.api.behaviour import Behaviour
 from stream_app.core.cell import CellState, FiredTimer
+from stream_app.core.retry import RetryPolicy
 from stream_app.errors import RejectMessage
 
 __all__ = ["CellCulture", "CellRun"]
@@ -123,8 +124,8 @@ class CellCulture(Behaviour[DataT]):
         messages: Message type name -> body model.
         data: The model of a live cell's data.
         version: The data version (see :meth:`Behaviour.migrate`).
-        max_attempts: Tries before a cell is parked.
-        retry_backoff_s: Pause before the second try, doubled for each further one.
+        retry: How a raising run is tried again before the cell is parked (a
+            :class:`~stream_app.core.retry.RetryPolicy`; default 3 tries).
         Run: The :class:`CellRun` subclass made for each invocation.
 
     Raises:
@@ -137,8 +138,7 @@ class CellCulture(Behaviour[DataT]):
     messages: ClassVar[Mapping[str, type[BaseModel]]]
     data: ClassVar[type[BaseModel]]
     version = 1
-    max_attempts = 3
-    retry_backoff_s = 0.1
+    retry = RetryPolicy()
     Run: ClassVar[type[CellRun[Any]]] = CellRun
 
     def __init__(self) -> None:
@@ -151,8 +151,7 @@ class CellCulture(Behaviour[DataT]):
             messages=cls.messages,
             data=cls.data,  # type: ignore[arg-type]
             version=cls.version,
-            max_attempts=cls.max_attempts,
-            retry_backoff_s=cls.retry_backoff_s,
+            retry=cls.retry,
         )
         self._methods = {
             type_name: "on_" + type_name.replace("-", "_").replace(".", "_")

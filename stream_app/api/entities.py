@@ -48,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 from stream_app.api.behaviour import Behaviour
 from stream_app.core.cell import CellState
 from stream_app.core.replies import Reply, parse_reply_to
+from stream_app.core.retry import RetryPolicy
 from stream_app.errors import RejectMessage
 
 __all__ = ["Entity", "EntityEffect", "EventRecord", "Handled"]
@@ -111,8 +112,9 @@ class Entity(Generic[S]):
         init: The state of an entity without events.
         handle: ``handle(message, state) -> events | (events, effects)``.
         update: ``update(event, state) -> state``.
-        max_attempts: Tries of a raising ``handle`` or ``update`` before the entity is parked
-            (see the cells' parking); it is released with ``stream-app cells release``.
+        retry: How a raising ``handle`` or ``update`` is tried again before the entity is
+            parked (see the cells' parking; default ``RetryPolicy()``: 3 tries); it is released
+            with ``stream-app cells release``.
         projections: Name -> function of the state, for requests that want a part of the new
             state in their reply rather than all of it (``send(..., project="balance")``).
             It must return a JSON value.
@@ -131,7 +133,7 @@ class Entity(Generic[S]):
         init: Callable[[], S],
         handle: Callable[[Any, S], Handled],
         update: Callable[[Any, S], S],
-        max_attempts: int = 3,
+        retry: RetryPolicy | None = None,
         projections: Mapping[str, Callable[[S], Any]] | None = None,
     ) -> None:
         if not events:
@@ -156,7 +158,7 @@ class Entity(Generic[S]):
             messages=messages,
             data=self.cached_model,
             handle_message=self._on_message,
-            max_attempts=max_attempts,
+            retry=retry,
         )
         self.events_topic = ""  # set by Runtime.entity
 

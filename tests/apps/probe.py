@@ -22,7 +22,16 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from stream_app import Behaviour, CellState, Effect, Misfire, ReactorRecord, RejectMessage, Runtime
+from stream_app import (
+    Behaviour,
+    CellState,
+    Effect,
+    Misfire,
+    ReactorRecord,
+    RejectMessage,
+    RetryPolicy,
+    Runtime,
+)
 from stream_app.kafka.app import create_app
 from stream_app.settings import get_settings
 
@@ -196,8 +205,7 @@ probe = Behaviour(
     handle_message=handle,
     on_boot=boot,
     on_timeout=timeout,
-    max_attempts=2,
-    retry_backoff_s=0.05,
+    retry=RetryPolicy(attempts=2, backoff_s=0.05),
 )
 
 _watchdog = os.environ.get("PROBE_WATCHDOG_S")  # Faust's stream watchdog, shortened for tests

@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from stream_app import Behaviour, CellState, DataVersionError, FiredTimer
+from stream_app import (
+    Behaviour,
+    CellState,
+    DataVersionError,
+    Exhausted,
+    FiredTimer,
+    RetryPolicy,
+)
 from stream_app.core.envelope import MessageTypes
 
 
@@ -99,11 +106,13 @@ def test_subclass_overrides_are_used() -> None:
 
 
 def test_attributes_and_options() -> None:
-    behaviour = counter(version=3, max_attempts=7, retry_backoff_s=0.5)
+    policy = RetryPolicy(attempts=7, backoff_s=0.5)
+    behaviour = counter(version=3, retry=policy)
     assert behaviour.name == "counter"
     assert behaviour.version == 3
-    assert behaviour.max_attempts == 7
-    assert behaviour.retry_backoff_s == 0.5
+    assert behaviour.retry is policy
+    assert (behaviour.max_attempts, behaviour.retry_backoff_s) == (7, 0.5)
+    assert counter().retry == RetryPolicy(attempts=3, backoff_s=0.1)
     assert behaviour.data_model is Count
     assert isinstance(behaviour.message_types, MessageTypes)
     assert set(behaviour.message_types.types) == {"increment"}
@@ -208,9 +217,9 @@ def test_versions_below_one_are_rejected(version: int) -> None:
         counter(version=version)
 
 
-def test_max_attempts_below_one_is_rejected() -> None:
-    with pytest.raises(ValueError, match="max_attempts"):
-        counter(max_attempts=0)
+def test_a_retry_policy_that_does_not_park_is_rejected() -> None:
+    with pytest.raises(ValueError, match="parks when its retries are exhausted"):
+        counter(retry=RetryPolicy(on_exhausted=Exhausted.DEAD_LETTER))
 
 
 def test_a_behaviour_needs_message_types() -> None:

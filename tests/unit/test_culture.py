@@ -10,7 +10,15 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import BaseModel
 
-from stream_app import Behaviour, CellCulture, CellRun, CellState, FiredTimer, RejectMessage
+from stream_app import (
+    Behaviour,
+    CellCulture,
+    CellRun,
+    CellState,
+    FiredTimer,
+    RejectMessage,
+    RetryPolicy,
+)
 from stream_app.errors import SchemaViolationError
 
 CALLS: list[tuple[Any, ...]] = []
@@ -70,8 +78,7 @@ class TallyCulture(CellCulture[Tally]):
     }
     data = Tally
     version = 2
-    max_attempts = 4
-    retry_backoff_s = 0.05
+    retry = RetryPolicy(attempts=4, backoff_s=0.05)
     Run: ClassVar[type[CellRun[Any]]] = TallyRun
 
 
@@ -111,8 +118,7 @@ def test_a_culture_is_a_behaviour_built_from_its_class_attributes() -> None:
     assert isinstance(culture, Behaviour)
     assert culture.name == "tally"
     assert culture.version == 2
-    assert culture.max_attempts == 4
-    assert culture.retry_backoff_s == 0.05
+    assert culture.retry == RetryPolicy(attempts=4, backoff_s=0.05)
     assert culture.data_model is Tally
     assert set(culture.message_types.types) == {"add", "set-value", "audit.log", "ignored"}
 

@@ -15,9 +15,10 @@ from typing import Any, cast
 
 import pytest
 
-from stream_app import Effect, RuntimeMetrics
+from stream_app import Effect
 from stream_app.engine import effects as dispatcher_module
 from stream_app.engine.effects import EffectDispatcher
+from stream_app.runtime import RuntimeMetrics
 
 
 @dataclass
