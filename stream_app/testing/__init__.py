@@ -4,7 +4,8 @@
 (app id, data dir, web port), waits for it to be ready, and stops it by pid (SIGTERM, or SIGKILL
 to simulate a crash). :func:`wait_for` polls a condition with a deadline and reports what it saw
 last when the deadline passes. :func:`read_topic` reads a topic from the beginning to its current
-end with a confluent-kafka consumer.
+end with a confluent-kafka consumer; :func:`committed_to_end` tells whether a consumer group has
+committed all of a topic.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "ProbeFailed",
     "SteadyLoad",
     "WorkerProcess",
+    "committed_to_end",
     "keyed_producer",
     "read_topic",
     "settings_from_env",
@@ -310,3 +312,32 @@ def read_topic(bootstrap: str, topic: str, *, timeout: float = 30.0) -> list[Rec
         return read_records(bootstrap, topic, timeout=timeout)
     except TimeoutError as exc:
         raise ConditionTimeout(str(exc)) from None
+
+
+def committed_to_end(bootstrap: str, group: str, topic: str) -> bool:
+    """Whether consumer group ``group`` has committed offsets up to the end of every partition
+    of ``topic`` that holds records (asked without joining the group).
+
+    Raises:
+        LookupError: ``topic`` does not exist.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        if topic not in metadata.topics or metadata.topics[topic].error is not None:
+            raise LookupError(f"topic {topic} does not exist")
+        partitions = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
+        for tp in consumer.committed(partitions, timeout=10):
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, tp.partition), timeout=10
+            )
+            # An empty partition has nothing to commit; another needs an offset at its end.
+            if high > low and tp.offset < high:
+                return False
+        return True
+    finally:
+        consumer.close()

@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
-from stream_app.testing import WorkerProcess, wait_for
-from tests.integration.test_cells_runtime import MODULE, committed_all, send
+from stream_app.clients.cells import CellClient
+from stream_app.testing import WorkerProcess, committed_to_end, settings_from_env, wait_for
+
+MODULE = "tests.apps.probe"
 
 CELLS = [f"b{i}" for i in range(24)]
 
@@ -40,8 +42,11 @@ def counts(worker: WorkerProcess) -> dict[str, int]:
 
 
 def add_rounds(env: dict[str, str], rounds: int) -> None:
-    """``rounds`` messages ``add 1`` to every cell of :data:`CELLS`."""
-    send(env, *[(cid, "add", {"by": 1}) for _ in range(rounds) for cid in CELLS])
+    """``rounds`` messages ``add 1`` to every cell of :data:`CELLS`, acknowledged."""
+    with CellClient(settings_from_env(env)) as client:
+        for _ in range(rounds):
+            for cid in CELLS:
+                client.send("probe", cid, "add", {"by": 1})
 
 
 def wait_counts(worker: WorkerProcess, expected: int, what: str) -> dict[str, int]:
@@ -66,7 +71,7 @@ def test_a_graceful_stop_commits_what_was_processed(
     assert stats["records"] >= 5 * len(CELLS), stats
     group, topic = env["STREAM_APP_APP_ID"], f"{env['STREAM_APP_APP_ID']}.probe.in"
     assert worker.stop() == 0
-    assert committed_all(bootstrap, group, topic), "the stop committed the processed input"
+    assert committed_to_end(bootstrap, group, topic), "the stop committed the processed input"
 
     worker = start_worker(MODULE, env, name="second")
     add_rounds(env, 1)

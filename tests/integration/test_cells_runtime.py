@@ -19,7 +19,13 @@ from confluent_kafka import Producer
 from stream_app.clients.cells import CellClient
 from stream_app.core.dead_letters import DeadLetter
 from stream_app.core.partitioner import partition_for
-from stream_app.testing import WorkerProcess, read_topic, settings_from_env, wait_for
+from stream_app.testing import (
+    WorkerProcess,
+    committed_to_end,
+    read_topic,
+    settings_from_env,
+    wait_for,
+)
 
 MODULE = "tests.apps.probe"
 PARTITIONS = 4
@@ -61,25 +67,6 @@ def lines(path: str) -> list[list[str]]:
         return [line.split() for line in Path(path).read_text().splitlines() if line.strip()]
     except FileNotFoundError:
         return []
-
-
-def committed_all(bootstrap: str, group: str, topic: str) -> bool:
-    """Whether ``group`` has committed offsets up to the end of every partition of ``topic``."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        committed = consumer.committed(parts, timeout=10)
-        for tp in committed:
-            _, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, tp.partition), timeout=10
-            )
-            if tp.offset < high:
-                return False
-        return True
-    finally:
-        consumer.close()
 
 
 def same_partition_cells(count: int, *, prefix: str = "c") -> list[str]:
@@ -197,7 +184,7 @@ def test_timer_set_before_sigkill_fires_after_restart(
     # replay the message (at least once) and set the timer again.
     app_id = probe_env["STREAM_APP_APP_ID"]
     wait_for(
-        lambda: committed_all(bootstrap, app_id, f"{app_id}.probe.in"),
+        lambda: committed_to_end(bootstrap, app_id, f"{app_id}.probe.in"),
         bool,
         timeout=60,
         what="input offsets committed",

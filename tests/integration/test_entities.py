@@ -217,7 +217,7 @@ def test_request_reply_from_several_client_processes(
             [
                 sys.executable,
                 "-m",
-                "tests.integration.entity_sender",
+                "tests.apps.entity_sender",
                 f"p{i}",
                 str(count),
                 *accounts,

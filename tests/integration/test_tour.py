@@ -37,10 +37,10 @@ import pytest
 
 from stream_app.testing import READY_MARKER, ConditionTimeout, ProbeFailed, wait_for
 from stream_app.testing.dev_broker import find_free_port
-from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 
 

@@ -1,6 +1,6 @@
 """A client process for the request/reply concurrency test (run as ``python -m``).
 
-Usage: ``python -m tests.integration.entity_sender <name> <count> <account>...``, with the
+Usage: ``python -m tests.apps.entity_sender <name> <count> <account>...``, with the
 app's STREAM_APP_* settings in the environment. It deposits ``1..count`` cents into the
 accounts in turn with the blocking :class:`EntityClient` (``send``, waiting for each reply) and
 prints one JSON line: ``{"name", "replies": [[account, amount, seq, balance], ...]}``.
