@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's test command (and CI's): install, lint, type-check, then the whole pytest suite.
+# The README's test command (and CI's): install, lint, type-check, check the import contracts,
+# then the whole pytest suite.
 # The suite's session fixture provides a real Kafka broker (KAFKA_BOOTSTRAP_SERVERS, else a
 # testcontainers Kafka where Docker answers, else a KRaft broker from Maven-resolved Apache Kafka
 # jars) and stops whatever it started.
@@ -17,5 +18,7 @@ echo "==> ruff"
 .venv/bin/ruff format --check stream_app tests bench
 echo "==> mypy (strict)"
 .venv/bin/mypy
+echo "==> import contracts (import-linter, [tool.importlinter] in pyproject.toml)"
+.venv/bin/lint-imports
 echo "==> pytest"
 exec .venv/bin/python -m pytest "$@"
