@@ -120,6 +120,13 @@ class _Outputs:
 class CellState(Generic[DataT]):
     """Everything a behaviour needs on behalf of one cell, for one invocation.
 
+    Why the name: a ``CellState`` is the cell's state as one callback sees and changes it: its
+    data, its pending timers, and what the callback emits (messages, effects). It is made for
+    the invocation and gone when the callback returns, when the engine commits all of it
+    together. :attr:`data` is the part that persists from one invocation to the next (the
+    pydantic model the behaviour declares, stored in the behaviour's table); the rest exists
+    only for this call. So ``state.data`` is "the cell's data" and ``state`` is "the cell, now".
+
     Attributes:
         cell_id: The cell's id (the Kafka record key).
         behaviour: The behaviour's name.
