@@ -60,7 +60,9 @@ def test_reset_kills_the_cell() -> None:
 
 
 def test_reset_of_dead_cell_keeps_it_dead() -> None:
-    assert apply_marked(None, reset(), partition=0, offset=0) == MarkedOutcome(None, duplicate=False)
+    assert apply_marked(None, reset(), partition=0, offset=0) == MarkedOutcome(
+        None, duplicate=False
+    )
 
 
 @pytest.mark.parametrize("offset", [10, 9, 0])
