@@ -131,7 +131,7 @@ def counter_applied(worker: WorkerProcess) -> int:
 
 def main() -> None:
     """Run both sides and print the JSON report."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--cells", type=int, default=1_000)
     parser.add_argument(
