@@ -8,4 +8,6 @@ RUN pip install --no-cache-dir . && useradd --create-home worker && mkdir /data 
 USER worker
 ENV STREAM_APP_DATA_DIR=/data STREAM_APP_WEB_HOST=0.0.0.0
 EXPOSE 6066
+# The counter example (a Behaviour on a Runtime); set STREAM_APP_PROCESSING_GUARANTEE to
+# exactly_once for every message applied once across crashes (docker-compose.yml does).
 CMD ["faust", "-A", "stream_app.examples.counter", "worker", "-l", "info"]

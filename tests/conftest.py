@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import gc
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from stream_app.kafka.topics import apply_changes, load_definitions, plan_changes
-from stream_app.testing import ConditionTimeout, WorkerProcess, settings_from_env, wait_for
+from stream_app.testing import WorkerProcess, settings_from_env
 from stream_app.testing.dev_broker import ProvidedBroker, find_free_port, kafka_broker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +39,8 @@ def bootstrap(kafka: ProvidedBroker) -> str:
 
 @pytest.fixture
 def app_env(bootstrap: str, tmp_path: Path) -> dict[str, str]:
-    """Settings (as STREAM_APP_* variables) of a fresh counter app with its own topics."""
+    """Settings (as STREAM_APP_* variables) of a fresh counter app, its topics applied from
+    ``topics/counter.toml``."""
     env = {
         "STREAM_APP_BOOTSTRAP_SERVERS": bootstrap,
         "STREAM_APP_APP_ID": f"t-{uuid.uuid4().hex[:10]}",
@@ -59,7 +59,8 @@ def app_env(bootstrap: str, tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start counter workers; every one started is stopped (by pid) at teardown."""
+    """Start counter workers (``stream_app.examples.counter``), each waited for until ready;
+    every one started is killed (by pid) at teardown."""
     started: list[WorkerProcess] = []
 
     def start(env: dict[str, str], *, name: str = "worker") -> WorkerProcess:
@@ -115,32 +116,6 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     yield start
     for worker in started:
         worker.kill()
-
-
-def wait_counts(
-    worker: WorkerProcess, expected: Counter[str], *, timeout: float = 120
-) -> dict[str, int]:
-    """Wait until the worker's view of all cells equals ``expected``; say which differ if not."""
-    try:
-        return wait_for(
-            lambda: worker.get_json("/counter/"),
-            lambda seen: seen == dict(expected),
-            timeout=timeout,
-            what=f"counts of {len(expected)} cells totalling {sum(expected.values())}",
-        )
-    except ConditionTimeout:
-        seen = worker.get_json("/counter/")
-        off = {
-            cell: (seen.get(cell), want)
-            for cell, want in expected.items()
-            if seen.get(cell) != want
-        }
-        raise ConditionTimeout(
-            f"{len(off)} of {len(expected)} cells differ (cell: (seen, expected)): "
-            f"{dict(list(off.items())[:20])}; total seen {sum(seen.values())} of "
-            f"{sum(expected.values())}; worker alive: {worker.alive()}\n--- worker log tail ---\n"
-            f"{worker.log_text()[-6000:]}"
-        ) from None
 
 
 #: Fixtures that bring the session broker (directly or through it).

@@ -1,4 +1,8 @@
-"""``stream-app demo``: the counter app end to end on a real broker, started and stopped for you."""
+"""``stream-app demo``: the counter app end to end on a real broker, started and stopped for you.
+
+The worker runs the counter example (a Behaviour on a Runtime) under ``exactly_once``, the
+guarantee the README's tour promises for it; the cells are read from the runtime's cells view.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import click
 from stream_app.core.dead_letters import DeadLetter
 from stream_app.kafka.topics import apply_changes, load_definitions, plan_changes
 from stream_app.testing import WorkerProcess, read_topic, settings_from_env, wait_for
+from stream_app.testing.counts import cell_counts
 from stream_app.testing.dev_broker import find_free_port, kafka_broker, project_root
 
 __all__ = ["demo"]
@@ -54,6 +59,7 @@ def demo(keep_data: bool) -> None:
             "STREAM_APP_DATA_DIR": str(workdir / "data"),
             "STREAM_APP_PARTITIONS": "4",
             "STREAM_APP_SESSION_TIMEOUT_S": "10",
+            "STREAM_APP_PROCESSING_GUARANTEE": "exactly_once",
         }
         settings = settings_from_env(env)
         # The demo stops the broker under its clients; their disconnect notices are noise.
@@ -76,19 +82,22 @@ def demo(keep_data: bool) -> None:
         try:
             started = time.monotonic()
             worker.wait_ready()
-            click.echo(f"[3/5] worker pid {worker.pid} ready in {time.monotonic() - started:.1f}s")
+            click.echo(
+                f"[3/5] worker pid {worker.pid} ({settings.processing_guarantee}) ready in "
+                f"{time.monotonic() - started:.1f}s"
+            )
 
-            producer = Producer({**quiet, "acks": "all"})
+            # Keys partitioned with murmur2, as the runtime does (records produced otherwise are
+            # forwarded to their cell's partition by the worker, at the cost of a hop).
+            producer = Producer({**quiet, "acks": "all", "partitioner": "murmur2_random"})
             for key, value in SAMPLE:
                 producer.produce(settings.input_topic("counter"), key=key, value=value)
             producer.flush(30)
             click.echo(f"[4/5] produced {len(SAMPLE)} records to {settings.input_topic('counter')}")
 
-            def cells() -> dict[str, int]:
-                return {
-                    cell: worker.get_json(f"/counter/{cell}/").get("count")
-                    for cell in [*EXPECTED, "dave"]
-                }
+            def cells() -> dict[str, int | None]:
+                counts = cell_counts(worker, "counter")
+                return {cell: counts.get(cell) for cell in [*EXPECTED, "dave"]}
 
             seen = wait_for(
                 cells, lambda got: got == {**EXPECTED, "dave": None}, timeout=60, what="counts"

@@ -19,7 +19,7 @@ def schemas() -> None:
 
 
 @schemas.command()
-@click.argument("target", default="stream_app.examples.counter:MESSAGES")
+@click.argument("target", default="stream_app.examples.counter:counter")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("schemas"), show_default=True)
 def export(target: str, out: Path) -> None:
     """Write the schema of TARGET (module:attribute, a Behaviour or a MessageTypes) to

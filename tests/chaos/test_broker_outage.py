@@ -28,6 +28,7 @@ from stream_app.testing import (
     settings_from_env,
     wait_for,
 )
+from stream_app.testing.counts import cell_counts
 from stream_app.testing.dev_broker import LocalBroker, find_free_port
 
 pytestmark = pytest.mark.integration
@@ -73,16 +74,12 @@ class App:
     message: str
 
     def counts(self, worker: WorkerProcess) -> dict[str, int]:
-        if self.module == COUNTER.module:
-            counts: dict[str, int] = worker.get_json("/counter/", timeout=10)
-            return counts
-        cells = worker.get_json(f"/stream-app/cells/{self.behaviour}/", timeout=10)
-        return {cell: data["count"] for cell, data in cells.items()}
+        return cell_counts(worker, self.behaviour)
 
 
 #: Cells of the runtime (batched input; exactly_once with a transaction per input partition).
 PROBE = App("tests.apps.probe", "probe", "add")
-#: The counter example: a plain Faust agent and table (Faust's own consumer and producer).
+#: The counter example, its topics declared by ``topics/counter.toml`` ahead of the worker.
 COUNTER = App("stream_app.examples.counter", "counter", "increment")
 
 

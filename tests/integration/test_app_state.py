@@ -2,7 +2,7 @@
 
 Faust's ``datadir`` was the data dir itself, so every app started with the same
 ``STREAM_APP_DATA_DIR`` opened the same RocksDB files: a second app served the first one's
-cells, skipped its own increments as already applied, or refused to start because the offsets
+cells, took the first app's counts for its own, or refused to start because the offsets
 persisted by the first app were past the end of its own changelog.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from stream_app.kafka.topics import apply_changes, load_definitions, plan_changes
-from stream_app.testing import WorkerProcess, settings_from_env, wait_for
-from tests.conftest import ROOT
-from tests.integration.test_counter_worker import produce
+from stream_app.testing import WorkerProcess, keyed_producer, settings_from_env
+from stream_app.testing.counts import cell_counts, produce_acked, wait_counts
+from stream_app.testing.dev_broker import project_root
 
 pytestmark = pytest.mark.integration
 
@@ -30,20 +30,21 @@ def second_app(bootstrap: str, env: dict[str, str]) -> dict[str, str]:
 
     other = {**env, "STREAM_APP_APP_ID": f"t-{uuid.uuid4().hex[:10]}"}
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    definitions = load_definitions([ROOT / "topics" / "counter.toml"], settings_from_env(other))
+    definitions = load_definitions(
+        [project_root() / "topics" / "counter.toml"], settings_from_env(other)
+    )
     apply_changes(admin, plan_changes(admin, definitions))
     return other
 
 
 def counts_become(worker: WorkerProcess, expected: dict[str, int]) -> dict[str, int]:
-    """Wait until the worker's cells are exactly ``expected``."""
-    seen: dict[str, int] = wait_for(
-        lambda: worker.get_json("/counter/"),
-        lambda cells: cells == expected,
-        timeout=60,
-        what=f"cells {expected} on {worker.env['STREAM_APP_APP_ID']}",
-    )
-    return seen
+    """Wait until the worker's counter cells are exactly ``expected``."""
+    return wait_counts(worker, "counter", expected, timeout=60)
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    """Produce ``records`` with murmur2 partitioning; return once all are acknowledged."""
+    produce_acked(keyed_producer(bootstrap), topic, records)
 
 
 def test_two_app_ids_in_one_data_dir_keep_their_own_state(
@@ -62,9 +63,9 @@ def test_two_app_ids_in_one_data_dir_keep_their_own_state(
 
     # The second app starts (no ConsistencyError from the first app's offsets: workers() waits
     # for it to be ready and fails if it exits), sees none of the first app's cells, and
-    # applies its own increment of alice, at the same partition and offset as the first's.
+    # counts its own alice from 0 (sharing the files, it would have counted on from 3).
     other = workers(second_env, name="second")
-    assert other.get_json("/counter/") == {}, "the second app serves the first app's cells"
+    assert cell_counts(other, "counter") == {}, "the second app serves the first app's cells"
     produce(bootstrap, second.input_topic("counter"), [(b"alice", INCREMENT % 5)])
     counts_become(other, {"alice": 5})
     assert "ConsistencyError" not in other.log_text()
@@ -72,7 +73,7 @@ def test_two_app_ids_in_one_data_dir_keep_their_own_state(
     # Side by side, each on its own web port: the first app still has its own alice.
     again = workers(first_env, name="first-again")
     counts_become(again, {"alice": 3})
-    assert other.get_json("/counter/") == {"alice": 5}
+    assert cell_counts(other, "counter") == {"alice": 5}
 
     # Each app id has its own folder in the shared data dir.
     data_dir = Path(first_env["STREAM_APP_DATA_DIR"])

@@ -1,43 +1,37 @@
-"""The counter app as a real `faust worker` process on a real broker."""
+"""The counter example (a Behaviour on the runtime) as a real `faust worker` process on a real
+broker: counts, the changelog, a crash under exactly_once, dead letters, misrouted keys."""
 
 from __future__ import annotations
 
 import json
 import random
+import zlib
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from confluent_kafka import Producer
 
 from stream_app.core.dead_letters import DeadLetter
+from stream_app.core.partitioner import partition_for
 from stream_app.testing import (
     WorkerProcess,
+    keyed_producer,
     read_topic,
     settings_from_env,
     wait_for,
 )
-from tests.conftest import wait_counts
+from stream_app.testing.counts import cell_counts, produce_acked, wait_counts
 
 pytestmark = pytest.mark.integration
 
+EXACTLY_ONCE = {"STREAM_APP_PROCESSING_GUARANTEE": "exactly_once"}
+
 
 def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
-    """Produce ``records`` with acks=all and fail unless every one is acknowledged."""
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5, "enable.idempotence": True}
-    )
-    failures: list[str] = []
-
-    def on_delivery(err: object, _msg: object) -> None:
-        if err is not None:
-            failures.append(str(err))
-
-    for key, value in records:
-        producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
-        producer.poll(0)
-    remaining = producer.flush(60)
-    assert remaining == 0 and not failures, f"{remaining} unflushed, failures: {failures[:5]}"
+    """Produce ``records`` as a careful client does (murmur2, acks=all, idempotent)."""
+    produce_acked(keyed_producer(bootstrap), topic, records)
 
 
 def increments(cells: int, count: int, seed: int) -> tuple[list[tuple[bytes, bytes]], Counter[str]]:
@@ -56,12 +50,12 @@ def increments(cells: int, count: int, seed: int) -> tuple[list[tuple[bytes, byt
 
 
 def changelog_state(bootstrap: str, topic: str) -> dict[str, int]:
-    """The latest count per live cell as recorded in the changelog topic."""
+    """The latest count per live cell as recorded in the changelog topic (read_committed)."""
     latest: dict[str, int | None] = {}
     for record in read_topic(bootstrap, topic):
         assert record.key is not None
         latest[record.key.decode()] = (
-            None if record.value is None else json.loads(record.value)["count"]
+            None if record.value is None else json.loads(record.value)["data"]["count"]
         )
     return {k: v for k, v in latest.items() if v is not None}
 
@@ -74,7 +68,7 @@ def test_ten_thousand_messages_over_a_hundred_cells(
     records, expected = increments(100, 10_000, seed=1)
     produce(bootstrap, settings.input_topic("counter"), records)
 
-    seen = wait_counts(worker, expected)
+    seen = wait_counts(worker, "counter", expected)
     assert len(seen) == 100
     assert sum(seen.values()) == sum(expected.values())
     # The state is in Kafka too, not only in the worker's RocksDB.
@@ -91,6 +85,9 @@ def test_ten_thousand_messages_over_a_hundred_cells(
 def test_sigkill_and_restart_continue_from_restored_state(
     bootstrap: str, app_env: dict[str, str], workers: Callable[..., WorkerProcess]
 ) -> None:
+    # exactly_once: the killed worker's uncommitted transactions are aborted, its tables rebuilt
+    # from the changelog on restart, and the records after its last commit applied again once.
+    app_env = {**app_env, **EXACTLY_ONCE}
     settings = settings_from_env(app_env)
     topic = settings.input_topic("counter")
     first, expected = increments(100, 6_000, seed=2)
@@ -99,7 +96,7 @@ def test_sigkill_and_restart_continue_from_restored_state(
     produce(bootstrap, topic, first)
     # Kill mid-stream: some of the records applied, some not, offsets partly committed.
     wait_for(
-        lambda: sum(worker.get_json("/counter/").values()),
+        lambda: sum(cell_counts(worker, "counter").values()),
         lambda total: total >= sum(expected.values()) // 4,
         timeout=120,
         what="a quarter of the first batch applied",
@@ -112,8 +109,8 @@ def test_sigkill_and_restart_continue_from_restored_state(
     expected += more
 
     restarted = workers(app_env, name="worker-2")
-    seen = wait_counts(restarted, expected)
-    assert seen == dict(expected), "at-least-once replay must not double-apply"
+    seen = wait_counts(restarted, "counter", expected)
+    assert seen == dict(expected), "exactly_once: a replay after the kill must not double-apply"
 
     # A worker that lost its disk rebuilds every cell from the changelog alone.
     restarted.kill()
@@ -122,7 +119,7 @@ def test_sigkill_and_restart_continue_from_restored_state(
     expected += more
     fresh_env = {**app_env, "STREAM_APP_DATA_DIR": app_env["STREAM_APP_DATA_DIR"] + "-fresh"}
     rebuilt = workers(fresh_env, name="worker-3")
-    assert wait_counts(rebuilt, expected) == dict(expected)
+    assert wait_counts(rebuilt, "counter", expected) == dict(expected)
 
 
 BAD_RECORDS: list[tuple[str, bytes | None, bytes | None]] = [
@@ -157,7 +154,7 @@ def test_bad_input_goes_to_dead_letters_and_valid_input_still_counts(
             mixed.append((bad_key, bad_value))
     produce(bootstrap, settings.input_topic("counter"), mixed)
 
-    assert wait_counts(worker, expected) == dict(expected)
+    assert wait_counts(worker, "counter", expected) == dict(expected)
     letters = wait_for(
         lambda: read_topic(bootstrap, settings.dead_letter_topic),
         lambda records: len(records) >= len(BAD_RECORDS),
@@ -218,5 +215,60 @@ def test_what_the_published_schema_rejects_is_a_schema_dead_letter(
     assert [d.reason for d in found] == ["schema"] * len(lax)
     assert all("increment.body.by: Input should be a valid integer" in d.error for d in found)
     # Only the valid increment counted (lax validation would have made it 2 + 1 + 2 + 3 = 8).
-    assert wait_counts(worker, Counter({"strict": 3})) == {"strict": 3}
+    assert wait_counts(worker, "counter", {"strict": 3}) == {"strict": 3}
     assert worker.get_json("/stream-app/dead-letters/") == {"schema": len(lax)}
+
+
+#: Keys the two partitioners place apart over 4 partitions: librdkafka's default
+#: (``consistent_random``: CRC32 of the key) and murmur2 (Kafka's Java client, the runtime).
+SPLIT_KEYS = [
+    key
+    for key in (f"split-{i}".encode() for i in range(40))
+    if zlib.crc32(key) % 4 != partition_for(key, 4)
+][:5]
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_a_key_produced_with_two_partitioners_is_one_cell(
+    guarantee: str,
+    bootstrap: str,
+    app_env: dict[str, str],
+    workers: Callable[..., WorkerProcess],
+) -> None:
+    env = {**app_env, "STREAM_APP_PROCESSING_GUARANTEE": guarantee}
+    settings = settings_from_env(env)
+    assert settings.partitions == 4 and len(SPLIT_KEYS) == 5
+    topic = settings.input_topic("counter")
+    worker = workers(env)
+
+    # A plain confluent-kafka producer, librdkafka's default partitioner: 2 per key...
+    plain = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    placed: dict[bytes, set[int]] = {key: set() for key in SPLIT_KEYS}
+
+    def on_delivery(err: object, msg: Any) -> None:
+        assert err is None, err
+        placed[msg.key()].add(msg.partition())
+
+    for key in SPLIT_KEYS:
+        for _ in range(2):
+            plain.produce(
+                topic,
+                key=key,
+                value=b'{"type": "increment", "body": {"by": 2}}',
+                on_delivery=on_delivery,
+            )
+    assert plain.flush(60) == 0
+    # ...landed on another partition than murmur2's for every key (the premise of the test),
+    assert all(placed[key] == {zlib.crc32(key) % 4} for key in SPLIT_KEYS), placed
+    assert all(partition_for(key, 4) not in placed[key] for key in SPLIT_KEYS), placed
+    # and a murmur2 producer (a careful client, the runtime's own partitioning): 3 per key.
+    produce(
+        bootstrap, topic, [(key, b'{"type": "increment"}') for key in SPLIT_KEYS for _ in range(3)]
+    )
+
+    # One cell per key, with the sum of both producers' increments.
+    expected = {key.decode(): 2 * 2 + 3 for key in SPLIT_KEYS}
+    assert wait_counts(worker, "counter", expected) == expected
+    metrics = worker.get_json("/stream-app/metrics/")
+    assert metrics["misrouted"] >= 2 * len(SPLIT_KEYS), metrics
+    assert metrics["dead_letters"] == {}, metrics

@@ -36,11 +36,11 @@ from typing import Any
 import pytest
 
 from stream_app.testing import READY_MARKER, ConditionTimeout, ProbeFailed, wait_for
-from stream_app.testing.dev_broker import find_free_port
+from stream_app.testing.dev_broker import find_free_port, project_root
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = project_root()
 README = ROOT / "README.md"
 
 
@@ -316,7 +316,18 @@ def _reply(result: Result) -> dict[str, Any]:
 
 
 def _alice_count(count: int) -> Callable[[Result], bool]:
-    return lambda r: r.json() == {"cell_id": "alice", "alive": True, "count": count}
+    """``stream-app cells get counter alice`` shows alice alive with this count."""
+
+    def holds(result: Result) -> bool:
+        cell = result.json()
+        return (
+            result.rc == 0
+            and isinstance(cell, dict)
+            and cell.get("alive") is True
+            and cell.get("data") == {"count": count}
+        )
+
+    return holds
 
 
 #: What the tour promises, command by command (every other command must exit 0).
@@ -325,8 +336,12 @@ PROMISES = [
         r"^stream-app topics apply --dry-run",
         lambda r: r.succeeded_saying(".counter.in (partitions=8"),
     ),
-    Promise(r"^curl localhost:6066/counter/alice/", _alice_count(2), read=True),
-    Promise(r"^curl localhost:6066/counter/ ", lambda r: r.json() == {"alice": 2}, read=True),
+    Promise(r"^stream-app cells get counter alice", _alice_count(2), read=True),
+    Promise(
+        r"^stream-app cells list counter",
+        lambda r: r.rc == 0 and r.output.strip() == 'alice  {"count":2}',
+        read=True,
+    ),
     Promise(
         r"^curl localhost:6066/stream-app/dead-letters/",
         lambda r: r.json() == {"malformed-json": 1},

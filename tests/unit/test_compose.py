@@ -69,3 +69,9 @@ def test_compose_kafka_and_the_cli_container_share_their_kraft_settings() -> Non
     ):
         assert compose[name] == cli[name], name
     assert cli["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://127.0.0.1:9092"
+
+
+def test_the_compose_counter_runs_under_exactly_once() -> None:
+    # The README's tour promises that no message is applied twice, which holds under exactly_once.
+    worker = load()["services"]["worker"]
+    assert worker["environment"]["STREAM_APP_PROCESSING_GUARANTEE"] == "exactly_once"

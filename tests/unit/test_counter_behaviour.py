@@ -1,4 +1,4 @@
-"""Unit tests of the counter behaviour: the pure ``apply_message`` and its message types."""
+"""Unit tests of the counter example's Behaviour: its messages and ``handle_message``."""
 
 from __future__ import annotations
 
@@ -6,34 +6,50 @@ from typing import Any
 
 import pytest
 
-from stream_app.core.envelope import CellMessage
+from stream_app import CellState
 from stream_app.errors import SchemaViolationError, UnknownMessageTypeError
-from stream_app.examples.counter import (
-    MESSAGES,
-    CounterState,
-    Increment,
-    Outcome,
-    Reset,
-    apply_message,
-)
+from stream_app.examples.counter import CounterState, Increment, Reset, counter, handle_message
+
+MESSAGES = counter.message_types
 
 
-def msg(value: str, key: bytes = b"cell-1") -> CellMessage[Any]:
+def msg(value: str, key: bytes = b"cell-1") -> Any:
     return MESSAGES.decode(key, value.encode(), max_bytes=1_048_576)
 
 
-def inc(by: int = 1) -> CellMessage[Any]:
+def inc(by: int = 1) -> Any:
     return msg(f'{{"type": "increment", "body": {{"by": {by}}}}}')
 
 
-def reset() -> CellMessage[Any]:
+def reset() -> Any:
     return msg('{"type": "reset"}')
 
 
-# -- MESSAGES ------------------------------------------------------------------------------------
+def handled(data: CounterState | None, *messages: Any) -> CounterState | None:
+    """The cell's data after ``handle_message`` of each message in turn, as the engine calls it
+    (a fresh state per message, with the data the previous one left)."""
+    for message in messages:
+        state: CellState[CounterState] = CellState(
+            app_id="test",
+            behaviour="counter",
+            cell_id="cell-1",
+            data=data,
+            trigger="message",
+            now_ms=0,
+            origin="counter.in/0/0",
+            timers={},
+            message=message,
+        )
+        handle_message(state)
+        data = state.data
+    return data
+
+
+# -- messages ------------------------------------------------------------------------------------
 
 
 def test_messages_decode_counter_types() -> None:
+    assert counter.name == "counter"
     assert MESSAGES.behaviour == "counter"
     assert set(MESSAGES.types) == {"increment", "reset"}
     assert isinstance(inc(5).body, Increment)
@@ -59,109 +75,40 @@ def test_unknown_counter_type() -> None:
         msg('{"type": "decrement"}')
 
 
-# -- apply_message -------------------------------------------------------------------------------
-
-
-def test_increment_on_dead_cell_creates_it() -> None:
-    outcome = apply_message(None, inc(3), partition=2, offset=10)
-    assert outcome == Outcome(CounterState(count=3, partition=2, offset=10), duplicate=False)
-
-
-def test_increment_on_live_cell_adds() -> None:
-    state = CounterState(count=5, partition=2, offset=10)
-    outcome = apply_message(state, inc(4), partition=2, offset=11)
-    assert outcome.duplicate is False
-    assert outcome.state == CounterState(count=9, partition=2, offset=11)
-    assert state.count == 5  # the input state is not mutated
-
-
-def test_reset_kills_the_cell() -> None:
-    state = CounterState(count=5, partition=2, offset=10)
-    outcome = apply_message(state, reset(), partition=2, offset=11)
-    assert outcome == Outcome(state=None, duplicate=False)
-
-
-def test_reset_of_dead_cell_keeps_it_dead() -> None:
-    assert apply_message(None, reset(), partition=0, offset=0) == Outcome(None, duplicate=False)
-
-
-@pytest.mark.parametrize("offset", [10, 9, 0])
-@pytest.mark.parametrize("make", [inc, reset], ids=["increment", "reset"])
-def test_replayed_offset_is_a_duplicate(offset: int, make: Any) -> None:
-    state = CounterState(count=5, partition=2, offset=10)
-    outcome = apply_message(state, make(), partition=2, offset=offset)
-    assert outcome.duplicate is True
-    assert outcome.state is state
-
-
-def test_same_offset_on_other_partition_is_not_a_duplicate() -> None:
-    state = CounterState(count=5, partition=2, offset=10)
-    outcome = apply_message(state, inc(1), partition=3, offset=10)
-    assert outcome.duplicate is False
-    assert outcome.state == CounterState(count=6, partition=3, offset=10)
-
-
-# -- replay after a crash ----------------------------------------------------------------------
-
-PARTITION = 4
-SEQUENCES = {
-    "increments": [inc(1), inc(2), inc(3), inc(4), inc(5)],
-    "with-resets": [inc(2), inc(3), reset(), inc(7), inc(1), reset(), inc(10), inc(5)],
-    "ends-with-reset": [inc(2), inc(3), reset()],
-}
-
-
-def run(
-    state: CounterState | None, records: list[CellMessage[Any]], *, start: int, stop: int
-) -> tuple[CounterState | None, list[bool]]:
-    """Apply records[start:stop] (offset = index) as the agent does; return state, duplicates."""
-    duplicates = []
-    for offset in range(start, stop):
-        outcome = apply_message(state, records[offset], partition=PARTITION, offset=offset)
-        duplicates.append(outcome.duplicate)
-        state = outcome.state
-    return state, duplicates
-
-
-def crash_points(n: int) -> list[tuple[int, int]]:
-    """(applied, committed): the store holds the first ``applied`` records, the group's
-    committed offset is ``committed`` <= applied, so a restart replays from ``committed``."""
-    return [(applied, committed) for applied in range(n + 1) for committed in range(applied + 1)]
-
-
-@pytest.mark.parametrize("name", sorted(SEQUENCES))
-def test_replay_after_crash_gives_the_same_state(name: str) -> None:
-    records = SEQUENCES[name]
-    once, duplicates = run(None, records, start=0, stop=len(records))
-    assert not any(duplicates)
-    for applied, committed in crash_points(len(records)):
-        stored, _ = run(None, records, start=0, stop=applied)
-        replayed, _ = run(stored, records, start=committed, stop=len(records))
-        assert replayed == once, f"crash after {applied} applied, {committed} committed"
-
-
-def test_expected_final_counts() -> None:
-    assert run(None, SEQUENCES["increments"], start=0, stop=5)[0] == CounterState(
-        count=15, partition=PARTITION, offset=4
-    )
-    assert run(None, SEQUENCES["with-resets"], start=0, stop=8)[0] == CounterState(
-        count=15, partition=PARTITION, offset=7
-    )
-    assert run(None, SEQUENCES["ends-with-reset"], start=0, stop=3)[0] is None
-
-
-def test_replayed_increments_are_all_skipped_as_duplicates() -> None:
-    records = SEQUENCES["increments"]
-    stored, _ = run(None, records, start=0, stop=4)
-    assert stored == CounterState(count=10, partition=PARTITION, offset=3)
-    replayed, duplicates = run(stored, records, start=1, stop=len(records))
-    assert duplicates == [True, True, True, False]
-    assert replayed == CounterState(count=15, partition=PARTITION, offset=4)
-
-
 @pytest.mark.parametrize("by", ['"2"', "true", "2.0"])
 def test_increment_by_what_the_published_schema_rejects_is_rejected(by: str) -> None:
     # schemas/counter.schema.json says "by" is an integer: no strings, booleans or floats.
     with pytest.raises(SchemaViolationError, match=r"increment\.body\.by") as info:
         msg(f'{{"type": "increment", "body": {{"by": {by}}}}}')
     assert info.value.reason == "schema"
+
+
+# -- handle_message ------------------------------------------------------------------------------
+
+
+def test_increment_on_dead_cell_creates_it() -> None:
+    assert handled(None, inc(3)) == CounterState(count=3)
+
+
+def test_increment_on_live_cell_adds() -> None:
+    assert handled(CounterState(count=5), inc(4)) == CounterState(count=9)
+
+
+def test_reset_kills_the_cell() -> None:
+    assert handled(CounterState(count=5), reset()) is None
+
+
+def test_reset_of_dead_cell_keeps_it_dead() -> None:
+    assert handled(None, reset()) is None
+
+
+def test_a_sequence_counts_from_the_last_reset() -> None:
+    sequence = [inc(2), inc(3), reset(), inc(7), inc(1), reset(), inc(10), inc(5)]
+    assert handled(None, *sequence) == CounterState(count=15)
+    assert handled(None, inc(2), inc(3), reset()) is None
+
+
+def test_the_stored_data_is_the_count_alone() -> None:
+    # What `stream-app cells get counter <id>` shows as the cell's data.
+    data = handled(None, inc(2))
+    assert data is not None and data.model_dump(mode="json") == {"count": 2}

@@ -1,4 +1,4 @@
-"""The code in docs/cells.md is the code of the examples, so the docs cannot drift from them.
+"""The code in docs/cells.md and README.md is the code of the examples, so they cannot drift.
 
 A ```python block taken from a file is marked by the line before it::
 
@@ -79,6 +79,11 @@ def locate(path: Path, code: str) -> str:
 
 
 DOC_INCLUDES = includes(DOC.read_text())
+README = ROOT / "README.md"
+#: Included blocks of every page: (page, block).
+PAGE_INCLUDES = [(DOC, i) for i in DOC_INCLUDES] + [
+    (README, i) for i in includes(README.read_text())
+]
 
 
 def test_the_docs_include_every_example() -> None:
@@ -87,11 +92,18 @@ def test_the_docs_include_every_example() -> None:
         assert f"stream_app/examples/{name}.py" in paths, f"docs/cells.md shows no {name}.py code"
 
 
+def test_the_readme_shows_the_counter_as_it_is() -> None:
+    shown = {i.path for page, i in PAGE_INCLUDES if page == README}
+    assert "stream_app/examples/counter.py" in shown, "README.md shows no counter.py code"
+
+
 @pytest.mark.parametrize(
-    "include", DOC_INCLUDES, ids=[f"{i.path}:{i.first}-{i.last}" for i in DOC_INCLUDES]
+    ("page", "include"),
+    PAGE_INCLUDES,
+    ids=[f"{page.name}:{i.path}:{i.first}-{i.last}" for page, i in PAGE_INCLUDES],
 )
-def test_included_block_is_the_file(include: Include) -> None:
-    where = f"docs/cells.md line {include.doc_line}"
+def test_included_block_is_the_file(page: Path, include: Include) -> None:
+    where = f"{page.relative_to(ROOT)} line {include.doc_line}"
     assert include.first, f"{where}: malformed marker {include.path!r}"
     assert include.code is not None, f"{where}: the marker is not followed by a ```python block"
     path = ROOT / include.path

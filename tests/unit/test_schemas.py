@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stream_app.examples.counter import MESSAGES
+from stream_app.examples.counter import counter
+
+MESSAGES = counter.message_types
 
 ROOT = Path(__file__).resolve().parents[2]
 

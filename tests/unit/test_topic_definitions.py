@@ -52,7 +52,15 @@ def load_error(text: str, tmp_path: Path) -> tuple[TopicDefinitionError, Path]:
 def test_repo_counter_definitions() -> None:
     topics = load_definitions([COUNTER_TOML], settings("x", partitions=8))
     by_name = {t.name: t for t in topics}
-    assert [t.name for t in topics] == ["x.counter.in", "x-counter-changelog", "x.dead-letters"]
+    assert [t.name for t in topics] == [
+        "x.counter.in",
+        "x-counter-changelog",
+        "x-counter-timers-changelog",
+        "x-counter-parked-changelog",
+        "x.effects",
+        "x.replies",
+        "x.dead-letters",
+    ]
     assert all(t.partitions == 8 for t in topics)
     assert all(t.replication_factor == 1 for t in topics)
     assert all(t.source == COUNTER_TOML for t in topics)
@@ -79,7 +87,31 @@ def test_repo_counter_definitions() -> None:
 def test_repo_names_match_settings_helpers() -> None:
     s = settings("shop", partitions=4)
     names = {t.name for t in load_definitions([COUNTER_TOML], s)}
-    assert names == {s.input_topic("counter"), s.changelog_topic("counter"), s.dead_letter_topic}
+    assert names == {
+        s.input_topic("counter"),
+        s.changelog_topic("counter"),
+        s.changelog_topic("counter-timers"),
+        s.changelog_topic("counter-parked"),
+        s.effects_topic,
+        s.replies_topic,
+        s.dead_letter_topic,
+    }
+
+
+def test_repo_counter_definitions_are_the_counter_runtimes_topics() -> None:
+    from stream_app import Runtime
+    from stream_app.examples.counter import counter
+
+    s = settings("shop", partitions=4)
+    runtime = Runtime(s)
+    runtime.behaviour(counter)
+    declared = {t.name: t for t in load_definitions([COUNTER_TOML], s)}
+    needed = {t.name: t for t in runtime.topic_definitions()}
+    assert sorted(declared) == sorted(needed)
+    for name, topic in needed.items():
+        assert declared[name].partitions == topic.partitions, name
+        # What the runtime would create, the file declares alike (it may add to it).
+        assert declared[name].config.items() >= topic.config.items(), name
 
 
 def test_folder_loads_every_toml_sorted(tmp_path: Path) -> None:
