@@ -43,7 +43,8 @@ from stream_app.errors import (
     TransactionError,
     UnknownMessageTypeError,
 )
-from stream_app.kafka.app import DeadLetterSink, StreamApp, create_app
+from stream_app.kafka.app import StreamApp, create_app
+from stream_app.kafka.dead_letters import DeadLetterSink
 from stream_app.runtime import Runtime, RuntimeMetrics
 from stream_app.settings import Settings, get_settings
 

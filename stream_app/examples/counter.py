@@ -31,7 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stream_app.core.envelope import CellMessage, MessageTypes
 from stream_app.errors import InvalidMessageError
-from stream_app.kafka.app import DeadLetterSink, create_app
+from stream_app.kafka.app import create_app
+from stream_app.kafka.dead_letters import DeadLetterSink
 from stream_app.settings import get_settings
 
 __all__ = [

@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from stream_app import Behaviour, CellState, Effect, Misfire, ReactorRecord, RejectMessage, Runtime
+from stream_app.core.retry import Exhausted, RetryPolicy
 from stream_app.kafka.app import create_app
 from stream_app.settings import get_settings
 
@@ -211,7 +212,9 @@ runtime.behaviour(probe)
 _attempts: Counter[str] = Counter()
 
 
-@runtime.effect_handler("flaky", backoff_s=0.05)
+@runtime.effect_handler(
+    "flaky", retry=RetryPolicy(attempts=5, backoff_s=0.05, on_exhausted=Exhausted.DEAD_LETTER)
+)
 def flaky(effect: Effect) -> None:
     _attempts[effect.id] += 1
     _append("PROBE_EFFECT_LOG", f"flaky {effect.id} {_attempts[effect.id]}")
@@ -219,7 +222,9 @@ def flaky(effect: Effect) -> None:
         raise ConnectionError(f"flaky failure {_attempts[effect.id]}")
 
 
-@runtime.effect_handler("broken", max_attempts=3, backoff_s=0.05)
+@runtime.effect_handler(
+    "broken", retry=RetryPolicy(attempts=3, backoff_s=0.05, on_exhausted=Exhausted.DEAD_LETTER)
+)
 def broken(effect: Effect) -> None:
     _append("PROBE_EFFECT_LOG", f"broken {effect.id} x")
     raise RuntimeError("broken effect handler")
