@@ -43,7 +43,7 @@ from stream_app.engine.reactor import Reactor, ReactorHandler
 from stream_app.engine.retrying import HANDLER_RETRY
 from stream_app.errors import ConfigError, SchemaViolationError
 from stream_app.kafka.agents import feed_effects, feed_reactor
-from stream_app.kafka.app import StreamApp, create_app, raw_topic
+from stream_app.kafka.app import StreamApp, create_app
 from stream_app.kafka.batch_input import BatchInput, batch_partition
 from stream_app.kafka.dead_letters import DeadLetterSink
 from stream_app.kafka.topics import TopicChange, TopicDefinition, apply_changes
@@ -251,7 +251,9 @@ class Runtime:
         input (``Runtime.send``) or a topic a cell publishes to (``CellState.publish``)."""
         topic = self._topics.get(name)
         if topic is None:
-            topic = self._topics[name] = raw_topic(self.app, name)
+            topic = self._topics[name] = self.app.topic(
+                name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+            )
         return topic
 
     async def send(
