@@ -22,11 +22,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from confluent_kafka.admin import AdminClient
 from faust.types.enums import ProcessingGuarantee
 from pydantic import BaseModel
 
@@ -35,14 +36,24 @@ from stream_app.api.entities import Entity
 from stream_app.core.envelope import envelope_bytes
 from stream_app.core.partitioner import partition_for
 from stream_app.core.replies import parse_reply_to
+from stream_app.core.retry import RetryPolicy
 from stream_app.engine.cells import CellEngine
 from stream_app.engine.effects import EffectDispatcher, EffectHandler
 from stream_app.engine.reactor import Reactor, ReactorHandler
+from stream_app.engine.retrying import HANDLER_RETRY
 from stream_app.errors import ConfigError, SchemaViolationError
-from stream_app.kafka.app import DeadLetterSink, StreamApp, create_app
+from stream_app.kafka.agents import feed_effects, feed_reactor
+from stream_app.kafka.app import StreamApp, create_app
 from stream_app.kafka.batch_input import BatchInput, batch_partition
-from stream_app.kafka.topics import TopicDefinition
+from stream_app.kafka.dead_letters import DeadLetterSink
+from stream_app.kafka.topics import TopicChange, TopicDefinition, apply_changes
 from stream_app.settings import Settings, get_settings
+from stream_app.web.views import (
+    CellInspection,
+    install_behaviour_views,
+    install_entity_views,
+    install_views,
+)
 
 __all__ = ["Runtime", "RuntimeMetrics"]
 
@@ -125,13 +136,6 @@ class Runtime:
         self.app = app or create_app(self.settings)
         self.dead_letters = DeadLetterSink(self.app, self.settings)
         self.metrics = RuntimeMetrics()
-        self.effects_topic = self.app.topic(
-            self.settings.effects_topic,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
         guarantee: Any = self.app.conf.processing_guarantee
         if guarantee != ProcessingGuarantee.AT_LEAST_ONCE:
             raise ConfigError(
@@ -157,17 +161,15 @@ class Runtime:
             self.dead_letters.alongside = self._dead_letter_alongside
         self.engines: dict[str, CellEngine] = {}
         self.entities: dict[str, Entity[Any]] = {}
-        self.effects = EffectDispatcher(self)
-        self.reactor = Reactor(self)
+        self.effects = EffectDispatcher(self.dead_letters, self.metrics)
+        self.reactor = Reactor(self.dead_letters)
         #: Raw-bytes Faust topics the runtime sends to, by topic name.
         self._topics: dict[str, Any] = {}
         #: Topics the layers publish to (``CellState.publish``), created with the others.
         self.published_topics: dict[str, dict[str, str]] = {}
         self.app.before_start(self._ensure_topics)
         self.app.timer(SWEEP_INTERVAL_S, name="stream_app.sweep")(self._sweep)
-        from stream_app.web.views import install_views
-
-        install_views(self)
+        install_views(self.app, _WorkerStatus(self))
 
     # -- registration ----------------------------------------------------------------------
 
@@ -178,9 +180,7 @@ class Runtime:
         engine = CellEngine(self, behaviour)
         self.engines[behaviour.name] = engine
         self._topics[engine.topic_name] = engine.input
-        from stream_app.web.views import install_behaviour_views
-
-        install_behaviour_views(self, engine)
+        install_behaviour_views(self.app, engine)
         return behaviour
 
     def entity(self, entity: E) -> E:
@@ -197,44 +197,49 @@ class Runtime:
         }
         self.behaviour(entity.behaviour)
         self.entities[entity.name] = entity
-        from stream_app.web.views import install_entity_views
-
-        install_entity_views(self, entity, self.engines[entity.name])
+        install_entity_views(self.app, entity, self.engines[entity.name])
         return entity
 
-    def effect_handler(
-        self,
-        kind: str,
-        *,
-        max_attempts: int = 5,
-        backoff_s: float = 0.2,
-        max_backoff_s: float = 5.0,
-    ) -> Callable[[F], F]:
-        """Decorator: handle effects of ``kind`` (see :mod:`stream_app.engine.effects`)."""
+    def effect_handler(self, kind: str, *, retry: RetryPolicy = HANDLER_RETRY) -> Callable[[F], F]:
+        """Decorator: handle effects of ``kind`` (see :mod:`stream_app.engine.effects`).
+
+        Args:
+            kind: The effect kind the function handles.
+            retry: How a failing call is tried again; it must end in a dead letter
+                (``on_exhausted=Exhausted.DEAD_LETTER``). Default
+                :data:`~stream_app.engine.retrying.HANDLER_RETRY`: 5 tries, pauses from
+                0.2 s doubling up to 5 s, with jitter.
+        """
 
         def register(fn: F) -> F:
             handler: EffectHandler = fn
-            self.effects.register(
-                kind,
-                handler,
-                max_attempts=max_attempts,
-                backoff_s=backoff_s,
-                max_backoff_s=max_backoff_s,
-            )
+            first = not self.effects.handlers
+            self.effects.register(kind, handler, retry=retry)
+            if first:
+                feed_effects(self.app, self.settings.effects_topic, self.effects.dispatch)
             return fn
 
         return register
 
     def handler(
-        self, topic: str, *, name: str | None = None, max_attempts: int = 5, backoff_s: float = 0.2
+        self, topic: str, *, name: str | None = None, retry: RetryPolicy = HANDLER_RETRY
     ) -> Callable[[F], F]:
-        """Decorator: call the function for every record of ``topic`` (a reactor handler)."""
+        """Decorator: call the function for every record of ``topic`` (a reactor handler).
+
+        Args:
+            topic: The topic whose records the function handles.
+            name: The handler's name in logs and dead letters (default: its qualified name).
+            retry: How a failing call is tried again; it must end in a dead letter
+                (``on_exhausted=Exhausted.DEAD_LETTER``). Default
+                :data:`~stream_app.engine.retrying.HANDLER_RETRY`.
+        """
 
         def register(fn: F) -> F:
             handler: ReactorHandler = fn
-            self.reactor.register(
-                topic, handler, name=name, max_attempts=max_attempts, backoff_s=backoff_s
-            )
+            first = topic not in self.reactor.handlers
+            self.reactor.register(topic, handler, name=name, retry=retry)
+            if first:
+                feed_reactor(self.app, topic, self.reactor.deliver)
             return fn
 
         return register
@@ -442,10 +447,6 @@ class Runtime:
         Raises:
             ConfigError: An input topic exists with another partition count than the settings.
         """
-        from confluent_kafka.admin import AdminClient
-
-        from stream_app.kafka.topics import TopicChange, apply_changes
-
         admin = AdminClient({"bootstrap.servers": self.settings.bootstrap_servers})
         definitions = self.topic_definitions()
         metadata = admin.list_topics(timeout=30)
@@ -470,3 +471,40 @@ class Runtime:
         if missing:
             logger.info("creating topics: %s", ", ".join(d.name for d in missing))
             apply_changes(admin, [TopicChange(d, "create") for d in missing])
+
+
+class _WorkerStatus:
+    """What the web views read of a runtime (:class:`~stream_app.web.views.WorkerStatus`)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    @property
+    def engines(self) -> Mapping[str, CellInspection]:
+        """The cells engines, by behaviour name."""
+        return self._runtime.engines
+
+    def counters(self) -> dict[str, Any]:
+        """This process's counters, in the order the metrics view has always listed them."""
+        m = self._runtime.metrics
+        return {
+            "timers_fired": m.timers_fired,
+            "timers_skipped": m.timers_skipped,
+            "timer_lag_ms": m.lag_percentiles(),
+            "effects_emitted": m.effects_emitted,
+            "effects_done": m.effects_done,
+            "effect_failures": m.effect_failures,
+            "parked": m.parked,
+            "released": m.released,
+            "booted": m.booted,
+            "misrouted": m.misrouted,
+        }
+
+    def dead_letter_counts(self) -> dict[str, int]:
+        """Dead letters published by this process, by reason."""
+        return dict(self._runtime.dead_letters.counts)
+
+    def batch_input_stats(self) -> dict[str, Any] | None:
+        """The batched input's counters, ``None`` without it."""
+        batch_input = self._runtime.batch_input
+        return batch_input.stats() if batch_input is not None else None

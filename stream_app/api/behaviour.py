@@ -97,13 +97,7 @@ class Behaviour(Generic[DataT]):
             )
         if version < 1:
             raise ValueError(f"behaviour {name!r}: version must be >= 1, got {version}")
-        retry = retry or RetryPolicy()
-        if retry.on_exhausted is not Exhausted.PARK:
-            raise ValueError(
-                f"behaviour {name!r}: a cell parks when its retries are exhausted; "
-                f"RetryPolicy(on_exhausted={retry.on_exhausted.value!r}) is for effect and "
-                "reactor handlers"
-            )
+        retry = (retry or RetryPolicy()).ending_in(Exhausted.PARK, f"behaviour {name!r}")
         self.name = name
         self.message_types = MessageTypes(name, messages)
         self.data_model = data

@@ -4,7 +4,12 @@ Cell callbacks, effect handlers and reactor handlers are all retried the same wa
 ``attempts`` tries, with capped exponential backoff and jitter between them, and one outcome
 when the last try fails (``on_exhausted``)::
 
-    RetryPolicy(attempts=5, backoff_s=0.2, max_backoff_s=5.0, on_exhausted="dead_letter")
+    RetryPolicy(attempts=5, backoff_s=0.2, max_backoff_s=5.0)
+
+``on_exhausted`` left out (``None``) means the outcome of where the policy is used: a cell is
+parked, an effect or a reactor record is dead-lettered. A policy that names an outcome its place
+cannot take (a behaviour's policy saying ``dead_letter``, a handler's saying ``park``) is refused
+when it is registered.
 
 The pause before try ``n`` (``n >= 2``) is ``min(max_backoff_s, backoff_s * 2 ** (n - 2))``,
 scaled by a random factor in ``[1 - jitter, 1 + jitter]`` so that many cells failing together
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 __all__ = ["Exhausted", "RetryPolicy"]
@@ -45,7 +50,8 @@ class RetryPolicy:
         max_backoff_s: Longest pause between two tries.
         jitter: Each pause is scaled by a random factor in ``[1 - jitter, 1 + jitter]``
             (0 for none, at most 1).
-        on_exhausted: What happens after the last failed try.
+        on_exhausted: What happens after the last failed try; ``None``: what the place the
+            policy is used does (cells park, effect and reactor handlers dead-letter).
 
     Raises:
         ValueError: ``attempts`` below 1, a negative pause, or ``jitter`` outside ``[0, 1]``.
@@ -55,7 +61,7 @@ class RetryPolicy:
     backoff_s: float = 0.1
     max_backoff_s: float = 5.0
     jitter: float = 0.2
-    on_exhausted: Exhausted = Exhausted.PARK
+    on_exhausted: Exhausted | None = None
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -64,7 +70,23 @@ class RetryPolicy:
             raise ValueError("RetryPolicy pauses must be >= 0")
         if not 0 <= self.jitter <= 1:
             raise ValueError(f"RetryPolicy.jitter must be in [0, 1], got {self.jitter}")
-        object.__setattr__(self, "on_exhausted", Exhausted(self.on_exhausted))
+        if self.on_exhausted is not None:
+            object.__setattr__(self, "on_exhausted", Exhausted(self.on_exhausted))
+
+    def ending_in(self, outcome: Exhausted, what: str) -> RetryPolicy:
+        """This policy with ``on_exhausted`` set to ``outcome`` if it was left out.
+
+        Raises:
+            ValueError: The policy names another outcome (``what`` names its user).
+        """
+        if self.on_exhausted is None:
+            return replace(self, on_exhausted=outcome)
+        if self.on_exhausted is not outcome:
+            raise ValueError(
+                f"{what}: its RetryPolicy ends in {self.on_exhausted.value!r}, but it can only "
+                f"{outcome.value.replace('_', '-')} (leave on_exhausted out)"
+            )
+        return self
 
     def delay(self, attempt: int, *, random_factor: Callable[[], float] = random.random) -> float:
         """Seconds to wait before try number ``attempt`` (1-based; 0 before the first)."""

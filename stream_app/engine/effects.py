@@ -2,33 +2,35 @@
 
 Cells emit effects with :meth:`~stream_app.core.cell.CellState.emit_effect`; they are produced to
 ``<app_id>.effects`` in the same commit as the cell's state change. A worker that registers
-handlers consumes that topic and calls the handler of each effect's ``kind``:
+handlers consumes that topic (one Faust agent, :mod:`stream_app.kafka.agents`, which hands each
+record to :meth:`EffectDispatcher.dispatch` and acknowledges it once that returns) and calls the
+handler of each effect's ``kind``:
 
-1. A failing handler is retried with exponential backoff (``backoff_s``, doubled each time, at
-   most ``max_backoff_s``) up to ``max_attempts`` tries, in order, before the next effect of the
-   partition.
+1. A failing handler is tried again under its :class:`~stream_app.core.retry.RetryPolicy`
+   (default :data:`~stream_app.engine.retrying.HANDLER_RETRY`: 5 tries, pauses from 0.2 s
+   doubling up to 5 s, with jitter), in order, before the next effect of the partition.
 2. An effect that still fails, has no handler, or cannot be parsed goes to the dead-letter
    topic (reasons ``effect-failed``, ``no-effect-handler``, ``malformed-effect``) and the worker
    moves on.
 3. A crash before the offset is committed delivers the effect again: handlers get the same
    :attr:`~stream_app.core.cell.Effect.id` each time and use it to be idempotent.
+
+The dispatcher is handling logic only: it reaches the dead-letter topic, the counters and the
+clock through the ports of :mod:`stream_app.engine.edge_ports`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from stream_app.core.cell import Effect
-
-if TYPE_CHECKING:
-    from stream_app.runtime import Runtime
+from stream_app.core.retry import RetryPolicy
+from stream_app.engine.edge_ports import DeadLetterPublisher, EffectCounters, Pauses, SourceRecord
+from stream_app.engine.retrying import HANDLER_RETRY, call_with_retry, dead_lettering
 
 __all__ = ["EffectDispatcher", "EffectHandler"]
 
@@ -41,47 +43,47 @@ EffectHandler = Callable[[Effect], Awaitable[None] | None]
 @dataclass(frozen=True, slots=True)
 class _Registration:
     handler: EffectHandler
-    max_attempts: int
-    backoff_s: float
-    max_backoff_s: float
+    retry: RetryPolicy
 
 
 class EffectDispatcher:
-    """The effect handlers of one worker, by kind. Made by :class:`~stream_app.runtime.Runtime`."""
+    """The effect handlers of one worker, by kind.
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    Args:
+        dead_letters: Where effects that fail for good go.
+        counters: Where handled effects and failed tries are counted.
+        pauses: How the pauses between tries are taken (real sleeps by default).
+    """
+
+    def __init__(
+        self,
+        dead_letters: DeadLetterPublisher,
+        counters: EffectCounters,
+        *,
+        pauses: Pauses | None = None,
+    ) -> None:
+        self.dead_letters = dead_letters
+        self.counters = counters
+        self.pauses = pauses or Pauses()
         self.handlers: dict[str, _Registration] = {}
-        self._agent_started = False
 
     def register(
-        self,
-        kind: str,
-        handler: EffectHandler,
-        *,
-        max_attempts: int = 5,
-        backoff_s: float = 0.2,
-        max_backoff_s: float = 5.0,
+        self, kind: str, handler: EffectHandler, *, retry: RetryPolicy = HANDLER_RETRY
     ) -> None:
-        """Make ``handler`` the handler of effects of ``kind``."""
+        """Make ``handler`` the handler of effects of ``kind``, tried under ``retry``.
+
+        Raises:
+            ValueError: ``kind`` already has a handler, or ``retry`` does not end in a dead
+                letter.
+        """
         if kind in self.handlers:
             raise ValueError(f"effect kind {kind!r} already has a handler")
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be >= 1")
-        self.handlers[kind] = _Registration(handler, max_attempts, backoff_s, max_backoff_s)
-        if not self._agent_started:
-            self._agent_started = True
-            self.runtime.app.agent(self.runtime.effects_topic, name="stream_app.effects")(
-                self._agent
-            )
+        self.handlers[kind] = _Registration(
+            handler, dead_lettering(retry, f"effect handler of {kind!r}")
+        )
 
-    async def _agent(self, stream: Any) -> None:
-        async for event in stream.events():
-            await self.dispatch(event.message)
-
-    async def dispatch(self, record: Any) -> None:
+    async def dispatch(self, record: SourceRecord) -> None:
         """Run the handler of one effect record, retrying, and dead-letter it if it fails."""
-        metrics = self.runtime.metrics
         try:
             effect = Effect.model_validate_json(record.value or b"")
         except ValidationError as exc:
@@ -97,45 +99,42 @@ class EffectDispatcher:
                 effect.kind,
             )
             return
-        delay = registration.backoff_s
-        for attempt in range(1, registration.max_attempts + 1):
-            try:
-                result = registration.handler(effect)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception as exc:
-                metrics.effect_failures += 1
-                if attempt == registration.max_attempts:
-                    logger.error(
-                        "effect %s (%s) failed %d times, dead-lettering: %r",
-                        effect.id,
-                        effect.kind,
-                        attempt,
-                        exc,
-                    )
-                    await self._dead_letter(
-                        record,
-                        "effect-failed",
-                        f"{type(exc).__name__}: {exc} (after {attempt} attempts)",
-                        effect.kind,
-                    )
-                    return
+
+        def failed(attempt: int, exc: Exception, pause: float | None) -> None:
+            self.counters.effect_failures += 1
+            if pause is None:
+                logger.error(
+                    "effect %s (%s) failed %d times, dead-lettering: %r",
+                    effect.id,
+                    effect.kind,
+                    attempt,
+                    exc,
+                )
+            else:
                 logger.warning(
                     "effect %s (%s) attempt %d failed, retrying in %.2fs: %r",
                     effect.id,
                     effect.kind,
                     attempt,
-                    delay,
+                    pause,
                     exc,
                 )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, registration.max_backoff_s)
-            else:
-                metrics.effects_done += 1
-                return
 
-    async def _dead_letter(self, record: Any, reason: str, error: str, kind: str) -> None:
-        await self.runtime.dead_letters.publish_record(
+        error = await call_with_retry(
+            registration.handler, effect, registration.retry, self.pauses, failed
+        )
+        if error is None:
+            self.counters.effects_done += 1
+            return
+        await self._dead_letter(
+            record,
+            "effect-failed",
+            f"{type(error).__name__}: {error} (after {registration.retry.attempts} attempts)",
+            effect.kind,
+        )
+
+    async def _dead_letter(self, record: SourceRecord, reason: str, error: str, kind: str) -> None:
+        await self.dead_letters.publish_record(
             key=record.key,
             value=record.value,
             reason=reason,

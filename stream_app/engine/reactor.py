@@ -3,34 +3,38 @@
 Register handlers with :meth:`~stream_app.runtime.Runtime.handler`. Every record of the topic
 is delivered to every handler registered for it, in registration order:
 
-1. A handler that raises is retried with backoff up to ``max_attempts`` times; handlers that
-   already succeeded on the record are not called again.
+1. A handler that raises is tried again under its :class:`~stream_app.core.retry.RetryPolicy`
+   (default :data:`~stream_app.engine.retrying.HANDLER_RETRY`: 5 tries, pauses from 0.2 s
+   doubling up to 5 s, with jitter); handlers that already succeeded on the record are not
+   called again.
 2. A record a handler still fails on goes to the dead-letter topic (reason ``handler-failed``,
    behaviour ``handler:<name>``) and the other handlers still get it.
 3. The record is acknowledged only after every handler has finished with it (succeeded, or
    dead-lettered), and Faust commits acknowledged offsets every ``commit_interval_s``, on a
    rebalance and on a clean stop.
 
-One agent per topic runs the handlers, one record at a time, so the resume point after a crash
+One Faust agent per topic (:mod:`stream_app.kafka.agents`) hands the records to
+:meth:`Reactor.deliver`, one at a time, so the resume point after a crash
 is per partition and shared by the topic's handlers: the partition's last committed offset.
 The next owner handles again, by every handler, the record that was in progress (also in the
 handlers that had finished it) and every record finished since the last commit; nothing
 before that commit, and nothing is skipped. Make handlers idempotent: a record's
 ``topic/partition/offset`` identifies it. :meth:`~stream_app.runtime.Runtime.inject_record`
 gives the handlers a record from inside the worker, through their topic.
+
+The reactor is handling logic only: it reaches the dead-letter topic and the clock through the
+ports of :mod:`stream_app.engine.edge_ports`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from stream_app.runtime import Runtime
+from stream_app.core.retry import RetryPolicy
+from stream_app.engine.edge_ports import DeadLetterPublisher, Pauses
+from stream_app.engine.retrying import HANDLER_RETRY, call_with_retry, dead_lettering
 
 __all__ = ["Reactor", "ReactorHandler", "ReactorRecord"]
 
@@ -68,15 +72,20 @@ ReactorHandler = Callable[[ReactorRecord], Awaitable[None] | None]
 class _Registration:
     name: str
     handler: ReactorHandler
-    max_attempts: int
-    backoff_s: float
+    retry: RetryPolicy
 
 
 class Reactor:
-    """The reactor handlers of one worker, by topic; made by :class:`~stream_app.Runtime`."""
+    """The reactor handlers of one worker, by topic.
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    Args:
+        dead_letters: Where records a handler fails on for good go.
+        pauses: How the pauses between tries are taken (real sleeps by default).
+    """
+
+    def __init__(self, dead_letters: DeadLetterPublisher, *, pauses: Pauses | None = None) -> None:
+        self.dead_letters = dead_letters
+        self.pauses = pauses or Pauses()
         self.handlers: dict[str, list[_Registration]] = {}
 
     @property
@@ -90,79 +99,48 @@ class Reactor:
         handler: ReactorHandler,
         *,
         name: str | None = None,
-        max_attempts: int = 5,
-        backoff_s: float = 0.2,
+        retry: RetryPolicy = HANDLER_RETRY,
     ) -> None:
-        """Call ``handler`` for every record of ``topic``."""
-        if max_attempts < 1:
-            raise ValueError(f"handler on {topic!r}: max_attempts must be >= 1")
+        """Call ``handler`` for every record of ``topic``, after the handlers registered before,
+        tried under ``retry``.
+
+        Raises:
+            ValueError: ``retry`` does not end in a dead letter.
+        """
         label = name or str(getattr(handler, "__qualname__", repr(handler)))
-        registration = _Registration(label, handler, max_attempts, backoff_s)
-        if topic not in self.handlers:
-            self.handlers[topic] = []
-            channel = self.runtime.app.topic(
-                topic,
-                key_type=bytes,
-                value_type=bytes,
-                key_serializer="raw",
-                value_serializer="raw",
-            )
-            self.runtime.app.agent(channel, name=f"stream_app.reactor.{topic}")(
-                self._agent_for(topic)
-            )
-        self.handlers[topic].append(registration)
+        policy = dead_lettering(retry, f"handler {label} on {topic!r}")
+        self.handlers.setdefault(topic, []).append(_Registration(label, handler, policy))
 
-    def _agent_for(self, topic: str) -> Callable[[Any], Awaitable[None]]:
-        async def agent(stream: Any) -> None:
-            async for event in stream.events():
-                await self.deliver(topic, event.message)
-
-        return agent
-
-    async def deliver(self, topic: str, message: Any) -> None:
-        """Give one record to every handler of ``topic`` (see the module docs for failures)."""
-        record = ReactorRecord(
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=message.key,
-            value=message.value,
-            headers=tuple(
-                (k, v if isinstance(v, bytes) else str(v).encode())
-                for k, v in (message.headers or ())
-            ),
-            timestamp_ms=int((message.timestamp or 0) * 1000),
-        )
-        for registration in self.handlers[topic]:
+    async def deliver(self, record: ReactorRecord) -> None:
+        """Give one record to every handler of its topic (see the module docs for failures)."""
+        for registration in self.handlers[record.topic]:
             await self._call(registration, record)
 
     async def _call(self, registration: _Registration, record: ReactorRecord) -> None:
-        for attempt in range(1, registration.max_attempts + 1):
-            try:
-                result = registration.handler(record)
-                if inspect.isawaitable(result):
-                    await result
-                return
-            except Exception as exc:
-                if attempt == registration.max_attempts:
-                    logger.error(
-                        "handler %s failed on %s[%s]@%s %d times, dead-lettering: %r",
-                        registration.name,
-                        record.topic,
-                        record.partition,
-                        record.offset,
-                        attempt,
-                        exc,
-                    )
-                    await self.runtime.dead_letters.publish_record(
-                        key=record.key,
-                        value=record.value,
-                        reason="handler-failed",
-                        error=f"{type(exc).__name__}: {exc} (after {attempt} attempts)",
-                        behaviour=f"handler:{registration.name}",
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                    )
-                    return
-                await asyncio.sleep(registration.backoff_s * 2 ** (attempt - 1))
+        def failed(attempt: int, exc: Exception, pause: float | None) -> None:
+            if pause is None:
+                logger.error(
+                    "handler %s failed on %s[%s]@%s %d times, dead-lettering: %r",
+                    registration.name,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    attempt,
+                    exc,
+                )
+
+        error = await call_with_retry(
+            registration.handler, record, registration.retry, self.pauses, failed
+        )
+        if error is None:
+            return
+        await self.dead_letters.publish_record(
+            key=record.key,
+            value=record.value,
+            reason="handler-failed",
+            error=f"{type(error).__name__}: {error} (after {registration.retry.attempts} attempts)",
+            behaviour=f"handler:{registration.name}",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )

@@ -28,7 +28,7 @@ from typing import Any, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from stream_app import Behaviour, CellState, Effect, Misfire, Runtime
+from stream_app import Behaviour, CellState, Effect, Misfire, RetryPolicy, Runtime
 
 __all__ = [
     "DIGEST",
@@ -202,7 +202,7 @@ _OUTBOX = os.environ.get("REMINDERS_OUTBOX")
 _delivered: set[str] | None = None
 
 
-@runtime.effect_handler("notify", max_attempts=5, backoff_s=0.2)
+@runtime.effect_handler("notify", retry=RetryPolicy(attempts=5, backoff_s=0.2))
 def notify(effect: Effect) -> None:
     """Deliver a notification: one JSON line in ``$REMINDERS_OUTBOX``, or a log line.
 

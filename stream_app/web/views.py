@@ -10,58 +10,109 @@
 
 Listing views ask each worker that holds partitions of the behaviour's table for its own part
 (``?local=1``) and merge the answers.
+
+The views reach the worker only through two ports, :class:`WorkerStatus` and
+:class:`CellInspection`, which the runtime fills (it installs the views; this module does not
+import it).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from stream_app.api.entities import Entity
-    from stream_app.engine.cells import CellEngine
-    from stream_app.runtime import Runtime
+import faust
 
-__all__ = ["install_behaviour_views", "install_entity_views", "install_views"]
+from stream_app.api.entities import Entity
+
+__all__ = [
+    "CellInspection",
+    "WorkerStatus",
+    "install_behaviour_views",
+    "install_entity_views",
+    "install_views",
+]
 
 
-def install_views(runtime: Runtime) -> None:
+class CellInspection(Protocol):
+    """What the views read of one behaviour's cells (a :class:`~stream_app.engine.cells.
+    CellEngine`)."""
+
+    @property
+    def name(self) -> str:
+        """The behaviour's name."""
+        ...
+
+    @property
+    def cells(self) -> Any:
+        """The Faust table of the cells, which routes a cell's view to the worker owning it."""
+        ...
+
+    @property
+    def owned_partitions(self) -> list[int]:
+        """The behaviour's partitions this worker owns."""
+        ...
+
+    def describe(self, cell_id: str) -> dict[str, Any]:
+        """One cell as this worker holds it (``alive``, ``data``, ``parked``, timers...)."""
+        ...
+
+    def local_cells(self) -> dict[str, Any]:
+        """Every live cell on this worker: ``cell_id -> data``."""
+        ...
+
+    def local_parked(self) -> dict[str, Any]:
+        """Every parked cell on this worker."""
+        ...
+
+
+class WorkerStatus(Protocol):
+    """What the views read of the worker as a whole."""
+
+    @property
+    def engines(self) -> Mapping[str, CellInspection]:
+        """The cells of each behaviour this worker runs, by behaviour name."""
+        ...
+
+    def counters(self) -> dict[str, Any]:
+        """This process's counters (timers, effects, parking...), as the metrics view serves
+        them."""
+        ...
+
+    def dead_letter_counts(self) -> dict[str, int]:
+        """Dead letters this process published, by reason."""
+        ...
+
+    def batch_input_stats(self) -> dict[str, Any] | None:
+        """The batched input's counters, ``None`` when the app does not use it."""
+        ...
+
+
+def install_views(app: faust.App, status: WorkerStatus) -> None:
     """Install the views that do not depend on a behaviour."""
-    app = runtime.app
 
     @app.page("/stream-app/metrics/")
     async def metrics(web: Any, request: Any) -> Any:
-        m = runtime.metrics
         return web.json(
             {
-                "dead_letters": dict(runtime.dead_letters.counts),
-                "timers_fired": m.timers_fired,
-                "timers_skipped": m.timers_skipped,
-                "timer_lag_ms": m.lag_percentiles(),
-                "effects_emitted": m.effects_emitted,
-                "effects_done": m.effects_done,
-                "effect_failures": m.effect_failures,
-                "parked": m.parked,
-                "released": m.released,
-                "booted": m.booted,
-                "misrouted": m.misrouted,
-                "batch_input": runtime.batch_input.stats() if runtime.batch_input else None,
+                "dead_letters": status.dead_letter_counts(),
+                **status.counters(),
+                "batch_input": status.batch_input_stats(),
                 "behaviours": {
                     name: {"partitions": engine.owned_partitions}
-                    for name, engine in runtime.engines.items()
+                    for name, engine in status.engines.items()
                 },
             }
         )
 
     @app.page("/stream-app/dead-letters/")
     async def dead_letters(web: Any, request: Any) -> Any:
-        return web.json(dict(runtime.dead_letters.counts))
+        return web.json(status.dead_letter_counts())
 
 
-def install_behaviour_views(runtime: Runtime, engine: CellEngine) -> None:
+def install_behaviour_views(app: faust.App, engine: CellInspection) -> None:
     """Install the views of one behaviour's cells."""
-    app = runtime.app
     name = engine.name
 
     @app.page(f"/stream-app/cells/{name}/{{cell_id}}/", name=f"stream_app.cell.{name}")
@@ -73,16 +124,15 @@ def install_behaviour_views(runtime: Runtime, engine: CellEngine) -> None:
 
     @app.page(f"/stream-app/cells/{name}/", name=f"stream_app.cells.{name}")
     async def all_cells(web: Any, request: Any) -> Any:
-        return web.json(await _gather(runtime, engine, request, engine.local_cells))
+        return web.json(await _gather(app, engine, request, engine.local_cells))
 
     @app.page(f"/stream-app/parked/{name}/", name=f"stream_app.parked.{name}")
     async def parked(web: Any, request: Any) -> Any:
-        return web.json(await _gather(runtime, engine, request, engine.local_parked))
+        return web.json(await _gather(app, engine, request, engine.local_parked))
 
 
-def install_entity_views(runtime: Runtime, entity: Entity[Any], engine: CellEngine) -> None:
+def install_entity_views(app: faust.App, entity: Entity[Any], engine: CellInspection) -> None:
     """Install the query view of one entity type (after its behaviour's views)."""
-    app = runtime.app
     name = entity.name
 
     @app.page(f"/stream-app/entities/{name}/{{entity_id}}/", name=f"stream_app.entity.{name}")
@@ -106,12 +156,11 @@ def install_entity_views(runtime: Runtime, entity: Entity[Any], engine: CellEngi
 
 
 async def _gather(
-    runtime: Runtime, engine: CellEngine, request: Any, local: Callable[[], dict[str, Any]]
+    app: faust.App, engine: CellInspection, request: Any, local: Callable[[], dict[str, Any]]
 ) -> dict[str, Any]:
     mine = local()
     if request.query.get("local"):
         return mine
-    app = runtime.app
     me = str(app.conf.canonical_url).rstrip("/")
     try:
         hosts = [str(h).rstrip("/") for h in app.router.table_metadata(engine.cells.name)]

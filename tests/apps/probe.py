@@ -26,6 +26,7 @@ from stream_app import (
     Behaviour,
     CellState,
     Effect,
+    Exhausted,
     Misfire,
     ReactorRecord,
     RejectMessage,
@@ -219,7 +220,9 @@ runtime.behaviour(probe)
 _attempts: Counter[str] = Counter()
 
 
-@runtime.effect_handler("flaky", backoff_s=0.05)
+@runtime.effect_handler(
+    "flaky", retry=RetryPolicy(attempts=5, backoff_s=0.05, on_exhausted=Exhausted.DEAD_LETTER)
+)
 def flaky(effect: Effect) -> None:
     _attempts[effect.id] += 1
     _append("PROBE_EFFECT_LOG", f"flaky {effect.id} {_attempts[effect.id]}")
@@ -227,7 +230,9 @@ def flaky(effect: Effect) -> None:
         raise ConnectionError(f"flaky failure {_attempts[effect.id]}")
 
 
-@runtime.effect_handler("broken", max_attempts=3, backoff_s=0.05)
+@runtime.effect_handler(
+    "broken", retry=RetryPolicy(attempts=3, backoff_s=0.05, on_exhausted=Exhausted.DEAD_LETTER)
+)
 def broken(effect: Effect) -> None:
     _append("PROBE_EFFECT_LOG", f"broken {effect.id} x")
     raise RuntimeError("broken effect handler")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mode.utils.queues import FlowControlQueue
 
-from stream_app.kafka.app import CLEAN_MARKER, KeepingFlowControl, discard_unclean_tables
+from stream_app.kafka.faust_patches import CLEAN_MARKER, KeepingFlowControl, discard_unclean_tables
 
 
 def test_resuming_a_running_flow_keeps_the_records_already_queued() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -110,9 +111,9 @@ def test_attributes_and_options() -> None:
     behaviour = counter(version=3, retry=policy)
     assert behaviour.name == "counter"
     assert behaviour.version == 3
-    assert behaviour.retry is policy
+    assert behaviour.retry == replace(policy, on_exhausted=Exhausted.PARK)
     assert (behaviour.max_attempts, behaviour.retry_backoff_s) == (7, 0.5)
-    assert counter().retry == RetryPolicy(attempts=3, backoff_s=0.1)
+    assert counter().retry == RetryPolicy(attempts=3, backoff_s=0.1, on_exhausted=Exhausted.PARK)
     assert behaviour.data_model is Count
     assert isinstance(behaviour.message_types, MessageTypes)
     assert set(behaviour.message_types.types) == {"increment"}
@@ -218,7 +219,7 @@ def test_versions_below_one_are_rejected(version: int) -> None:
 
 
 def test_a_retry_policy_that_does_not_park_is_rejected() -> None:
-    with pytest.raises(ValueError, match="parks when its retries are exhausted"):
+    with pytest.raises(ValueError, match="can only park"):
         counter(retry=RetryPolicy(on_exhausted=Exhausted.DEAD_LETTER))
 
 

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from stream_app.errors import FlushTimeoutError
-from stream_app.kafka.app import SendCounts, StreamApp, create_app, drain_send_buffer
+from stream_app.kafka.app import StreamApp, create_app
+from stream_app.kafka.faust_patches import SendCounts, drain_send_buffer
 from stream_app.settings import Settings
 
 
@@ -102,4 +103,4 @@ def test_apps_flush_with_the_draining_flush() -> None:
     app = create_app(Settings(app_id="flush-check", bootstrap_servers="127.0.0.1:9"))
     assert isinstance(app, StreamApp)
     flush = app.producer.buffer.flush
-    assert flush.__qualname__.startswith("StreamApp._new_producer")
+    assert flush.__qualname__.startswith("send_buffer_that_drains.")

@@ -15,6 +15,7 @@ from stream_app import (
     CellCulture,
     CellRun,
     CellState,
+    Exhausted,
     FiredTimer,
     RejectMessage,
     RetryPolicy,
@@ -118,7 +119,7 @@ def test_a_culture_is_a_behaviour_built_from_its_class_attributes() -> None:
     assert isinstance(culture, Behaviour)
     assert culture.name == "tally"
     assert culture.version == 2
-    assert culture.retry == RetryPolicy(attempts=4, backoff_s=0.05)
+    assert culture.retry == RetryPolicy(attempts=4, backoff_s=0.05, on_exhausted=Exhausted.PARK)
     assert culture.data_model is Tally
     assert set(culture.message_types.types) == {"add", "set-value", "audit.log", "ignored"}
 

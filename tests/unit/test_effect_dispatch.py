@@ -1,27 +1,26 @@
-"""Unit tests of EffectDispatcher.dispatch: retries, dead letters and async handlers.
+"""Unit tests of EffectDispatcher: retries under a RetryPolicy, dead letters, async handlers.
 
-The dispatcher is given a stand-in for the runtime holding only what ``register`` and
-``dispatch`` touch (metrics, the dead-letter sink, the app's ``agent`` decorator). This is not a
-Kafka mock: records are handed to ``dispatch`` directly, as the effects agent would.
+The dispatcher is built on fakes of its ports (a dead-letter publisher that records, counters,
+pauses that record instead of sleeping). This is not a Kafka mock: records are handed to
+``dispatch`` directly, as the effects agent of :mod:`stream_app.kafka.agents` does.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
 from stream_app import Effect
-from stream_app.engine import effects as dispatcher_module
+from stream_app.core.retry import Exhausted, RetryPolicy
+from stream_app.engine.edge_ports import Pauses
 from stream_app.engine.effects import EffectDispatcher
-from stream_app.runtime import RuntimeMetrics
+from stream_app.engine.retrying import HANDLER_RETRY
 
 
-@dataclass
+@dataclass(frozen=True)
 class Record:
     """The parts of a Kafka record that dispatch reads."""
 
@@ -34,32 +33,76 @@ class Record:
 
 @dataclass
 class DeadLetters:
+    """A dead-letter publisher that records what it is given."""
+
     calls: list[dict[str, Any]] = field(default_factory=list)
 
-    async def publish_record(self, **kwargs: Any) -> None:
-        self.calls.append(kwargs)
+    async def publish_record(
+        self,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        reason: str,
+        error: str,
+        behaviour: str,
+        topic: str,
+        partition: int,
+        offset: int,
+    ) -> None:
+        self.calls.append(
+            {
+                "key": key,
+                "value": value,
+                "reason": reason,
+                "error": error,
+                "behaviour": behaviour,
+                "topic": topic,
+                "partition": partition,
+                "offset": offset,
+            }
+        )
 
 
 @dataclass
-class App:
-    agents: list[tuple[Any, str]] = field(default_factory=list)
-
-    def agent(self, channel: Any, *, name: str) -> Callable[[Any], Any]:
-        self.agents.append((channel, name))
-        return lambda fn: fn
+class Counters:
+    effects_done: int = 0
+    effect_failures: int = 0
 
 
 @dataclass
-class StandInRuntime:
-    metrics: RuntimeMetrics = field(default_factory=RuntimeMetrics)
-    dead_letters: DeadLetters = field(default_factory=DeadLetters)
-    app: App = field(default_factory=App)
-    effects_topic: object = field(default_factory=object)
+class Clock:
+    """Pauses that are recorded, not slept; the jitter's random factor is fixed."""
+
+    slept: list[float] = field(default_factory=list)
+    factor: float = 0.5
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+    def pauses(self) -> Pauses:
+        return Pauses(sleep=self.sleep, random_factor=lambda: self.factor)
 
 
-def make_dispatcher() -> tuple[EffectDispatcher, StandInRuntime]:
-    runtime = StandInRuntime()
-    return EffectDispatcher(cast(Any, runtime)), runtime
+@dataclass
+class Harness:
+    dispatcher: EffectDispatcher
+    dead_letters: DeadLetters
+    counters: Counters
+    clock: Clock
+
+
+def harness(factor: float = 0.5) -> Harness:
+    dead_letters, counters, clock = DeadLetters(), Counters(), Clock(factor=factor)
+    dispatcher = EffectDispatcher(dead_letters, counters, pauses=clock.pauses())
+    return Harness(dispatcher, dead_letters, counters, clock)
+
+
+def policy(attempts: int, backoff_s: float = 0.01, **more: Any) -> RetryPolicy:
+    """A dead-lettering policy without jitter unless ``jitter`` is given."""
+    more.setdefault("jitter", 0.0)
+    return RetryPolicy(
+        attempts=attempts, backoff_s=backoff_s, on_exhausted=Exhausted.DEAD_LETTER, **more
+    )
 
 
 def effect(kind: str = "email", **overrides: Any) -> Effect:
@@ -80,20 +123,8 @@ def record_of(value: Effect) -> Record:
     return Record(value=value.model_dump_json().encode())
 
 
-@pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Record the dispatcher's backoff pauses instead of sleeping them."""
-    delays: list[float] = []
-
-    async def sleep(delay: float) -> None:
-        delays.append(delay)
-
-    monkeypatch.setattr(dispatcher_module, "asyncio", SimpleNamespace(sleep=sleep))
-    return delays
-
-
-def test_a_handler_failing_twice_sees_the_same_effect_three_times(sleeps: list[float]) -> None:
-    dispatcher, runtime = make_dispatcher()
+def test_a_handler_failing_twice_sees_the_same_effect_three_times() -> None:
+    h = harness()
     seen: list[Effect] = []
 
     def flaky(e: Effect) -> None:
@@ -101,67 +132,93 @@ def test_a_handler_failing_twice_sees_the_same_effect_three_times(sleeps: list[f
         if len(seen) < 3:
             raise ConnectionError(f"attempt {len(seen)}")
 
-    dispatcher.register("email", flaky, max_attempts=5, backoff_s=0.01)
+    h.dispatcher.register("email", flaky, retry=policy(5))
     sent = effect()
-    asyncio.run(dispatcher.dispatch(record_of(sent)))
+    asyncio.run(h.dispatcher.dispatch(record_of(sent)))
     assert seen == [sent, sent, sent]
     assert {e.id for e in seen} == {sent.id}
-    assert runtime.dead_letters.calls == []
-    assert runtime.metrics.effect_failures == 2
-    assert runtime.metrics.effects_done == 1
-    assert sleeps == [0.01, 0.02]
+    assert h.dead_letters.calls == []
+    assert (h.counters.effect_failures, h.counters.effects_done) == (2, 1)
+    assert h.clock.slept == [0.01, 0.02]
 
 
-def test_a_handler_that_always_fails_is_dead_lettered_after_max_attempts(
-    sleeps: list[float],
-) -> None:
-    dispatcher, runtime = make_dispatcher()
+def test_a_handler_that_always_fails_is_dead_lettered_after_its_last_attempt() -> None:
+    h = harness()
     attempts: list[str] = []
 
     def broken(e: Effect) -> None:
         attempts.append(e.id)
         raise RuntimeError("smtp says no")
 
-    dispatcher.register("email", broken, max_attempts=3, backoff_s=0.01)
+    h.dispatcher.register("email", broken, retry=policy(3))
     record = record_of(effect())
-    asyncio.run(dispatcher.dispatch(record))
+    asyncio.run(h.dispatcher.dispatch(record))
     assert len(attempts) == 3
-    [letter] = runtime.dead_letters.calls
+    [letter] = h.dead_letters.calls
     assert letter["reason"] == "effect-failed"
     assert letter["error"] == "RuntimeError: smtp says no (after 3 attempts)"
     assert letter["behaviour"] == "effect:email"
     assert (letter["key"], letter["value"]) == (record.key, record.value)
     assert (letter["topic"], letter["partition"], letter["offset"]) == ("app.effects", 2, 17)
-    assert runtime.metrics.effect_failures == 3
-    assert runtime.metrics.effects_done == 0
-    assert sleeps == [0.01, 0.02]
+    assert (h.counters.effect_failures, h.counters.effects_done) == (3, 0)
+    assert h.clock.slept == [0.01, 0.02], "no pause after the last attempt"
 
 
-def test_backoff_doubles_up_to_its_maximum(sleeps: list[float]) -> None:
-    dispatcher, _ = make_dispatcher()
+def test_backoff_doubles_up_to_its_cap() -> None:
+    h = harness()
 
     def broken(e: Effect) -> None:
         raise RuntimeError("down")
 
-    dispatcher.register("email", broken, max_attempts=6, backoff_s=0.01, max_backoff_s=0.05)
-    asyncio.run(dispatcher.dispatch(record_of(effect())))
-    assert sleeps == [0.01, 0.02, 0.04, 0.05, 0.05]
+    h.dispatcher.register("email", broken, retry=policy(6, max_backoff_s=0.05))
+    asyncio.run(h.dispatcher.dispatch(record_of(effect())))
+    assert h.clock.slept == [0.01, 0.02, 0.04, 0.05, 0.05]
 
 
-def test_a_single_attempt_handler_is_dead_lettered_without_a_pause(sleeps: list[float]) -> None:
-    dispatcher, runtime = make_dispatcher()
+@pytest.mark.parametrize(("factor", "scale"), [(0.0, 0.8), (0.5, 1.0), (0.999, 1.1996)])
+def test_each_pause_is_scaled_by_the_jitter(factor: float, scale: float) -> None:
+    h = harness(factor=factor)
+
+    def broken(e: Effect) -> None:
+        raise RuntimeError("down")
+
+    retry = policy(4, backoff_s=1.0, max_backoff_s=3.0, jitter=0.2)
+    h.dispatcher.register("email", broken, retry=retry)
+    asyncio.run(h.dispatcher.dispatch(record_of(effect())))
+    assert h.clock.slept == pytest.approx([1.0 * scale, 2.0 * scale, 3.0 * scale])
+
+
+def test_the_default_policy_is_five_tries_from_a_fifth_of_a_second() -> None:
+    h = harness(factor=0.5)  # the jitter's middle: no scaling
+    tries: list[int] = []
+
+    def broken(e: Effect) -> None:
+        tries.append(1)
+        raise RuntimeError("down")
+
+    h.dispatcher.register("email", broken)
+    asyncio.run(h.dispatcher.dispatch(record_of(effect())))
+    assert len(tries) == 5
+    assert h.clock.slept == pytest.approx([0.2, 0.4, 0.8, 1.6])
+    assert HANDLER_RETRY.max_backoff_s == 5.0
+    assert [c["reason"] for c in h.dead_letters.calls] == ["effect-failed"]
+
+
+def test_a_single_attempt_handler_is_dead_lettered_without_a_pause() -> None:
+    h = harness()
 
     def broken(e: Effect) -> None:
         raise RuntimeError("once")
 
-    dispatcher.register("email", broken, max_attempts=1)
-    asyncio.run(dispatcher.dispatch(record_of(effect())))
-    assert [c["reason"] for c in runtime.dead_letters.calls] == ["effect-failed"]
-    assert sleeps == []
+    h.dispatcher.register("email", broken, retry=policy(1))
+    asyncio.run(h.dispatcher.dispatch(record_of(effect())))
+    assert [c["reason"] for c in h.dead_letters.calls] == ["effect-failed"]
+    assert h.clock.slept == []
 
 
-def test_real_backoff_pauses_between_attempts() -> None:
-    dispatcher, runtime = make_dispatcher()
+def test_real_pauses_are_taken_by_default() -> None:
+    dead_letters, counters = DeadLetters(), Counters()
+    dispatcher = EffectDispatcher(dead_letters, counters)
     calls: list[float] = []
 
     async def flaky(e: Effect) -> None:
@@ -169,22 +226,22 @@ def test_real_backoff_pauses_between_attempts() -> None:
         if len(calls) < 3:
             raise ConnectionError("not yet")
 
-    dispatcher.register("email", flaky, max_attempts=3, backoff_s=0.01)
+    dispatcher.register("email", flaky, retry=policy(3))
     asyncio.run(dispatcher.dispatch(record_of(effect())))
     assert len(calls) == 3
     assert calls[1] - calls[0] >= 0.009
     assert calls[2] - calls[1] >= 0.019
-    assert runtime.dead_letters.calls == []
+    assert dead_letters.calls == []
 
 
 def test_unknown_kind_is_dead_lettered_without_calling_a_handler() -> None:
-    dispatcher, runtime = make_dispatcher()
+    h = harness()
     called: list[Effect] = []
-    dispatcher.register("email", called.append)
-    dispatcher.register("sms", called.append)
-    asyncio.run(dispatcher.dispatch(record_of(effect("fax"))))
+    h.dispatcher.register("email", called.append)
+    h.dispatcher.register("sms", called.append)
+    asyncio.run(h.dispatcher.dispatch(record_of(effect("fax"))))
     assert called == []
-    [letter] = runtime.dead_letters.calls
+    [letter] = h.dead_letters.calls
     assert letter["reason"] == "no-effect-handler"
     assert letter["behaviour"] == "effect:fax"
     assert letter["error"] == "no handler for effect kind 'fax' (known: email, sms)"
@@ -203,20 +260,20 @@ def test_unknown_kind_is_dead_lettered_without_calling_a_handler() -> None:
     ],
 )
 def test_malformed_effect_is_dead_lettered(value: bytes | None) -> None:
-    dispatcher, runtime = make_dispatcher()
+    h = harness()
     called: list[Effect] = []
-    dispatcher.register("email", called.append)
-    asyncio.run(dispatcher.dispatch(Record(value=value)))
+    h.dispatcher.register("email", called.append)
+    asyncio.run(h.dispatcher.dispatch(Record(value=value)))
     assert called == []
-    [letter] = runtime.dead_letters.calls
+    [letter] = h.dead_letters.calls
     assert letter["reason"] == "malformed-effect"
     assert letter["behaviour"] == "effect:?"
     assert letter["value"] == value
     assert letter["error"].startswith("not an effect:")
 
 
-def test_async_handlers_are_awaited(sleeps: list[float]) -> None:
-    dispatcher, runtime = make_dispatcher()
+def test_async_handlers_are_awaited() -> None:
+    h = harness()
     done: list[str] = []
     attempts: list[int] = []
 
@@ -227,31 +284,31 @@ def test_async_handlers_are_awaited(sleeps: list[float]) -> None:
             raise TimeoutError("slow")
         done.append(e.payload["to"])
 
-    dispatcher.register("email", send, backoff_s=0.01)
-    asyncio.run(dispatcher.dispatch(record_of(effect())))
+    h.dispatcher.register("email", send, retry=policy(5))
+    asyncio.run(h.dispatcher.dispatch(record_of(effect())))
     assert done == ["a@example.com"]
     assert len(attempts) == 2
-    assert runtime.metrics.effects_done == 1
-    assert runtime.dead_letters.calls == []
+    assert h.counters.effects_done == 1
+    assert h.dead_letters.calls == []
 
 
 def test_each_kind_goes_to_its_own_handler() -> None:
-    dispatcher, runtime = make_dispatcher()
+    h = harness()
     got: list[tuple[str, str]] = []
-    dispatcher.register("email", lambda e: got.append(("email", e.kind)))
-    dispatcher.register("sms", lambda e: got.append(("sms", e.kind)))
+    h.dispatcher.register("email", lambda e: got.append(("email", e.kind)))
+    h.dispatcher.register("sms", lambda e: got.append(("sms", e.kind)))
 
     async def scenario() -> None:
         for kind in ("sms", "email", "sms"):
-            await dispatcher.dispatch(record_of(effect(kind)))
+            await h.dispatcher.dispatch(record_of(effect(kind)))
 
     asyncio.run(scenario())
     assert got == [("sms", "sms"), ("email", "email"), ("sms", "sms")]
-    assert runtime.metrics.effects_done == 3
+    assert h.counters.effects_done == 3
 
 
-def test_a_dead_lettered_effect_does_not_stop_the_next(sleeps: list[float]) -> None:
-    dispatcher, runtime = make_dispatcher()
+def test_a_dead_lettered_effect_does_not_stop_the_next() -> None:
+    h = harness()
     done: list[str] = []
 
     def handler(e: Effect) -> None:
@@ -259,33 +316,33 @@ def test_a_dead_lettered_effect_does_not_stop_the_next(sleeps: list[float]) -> N
             raise ValueError("bad payload")
         done.append(e.payload)
 
-    dispatcher.register("email", handler, max_attempts=2, backoff_s=0.01)
+    h.dispatcher.register("email", handler, retry=policy(2))
 
     async def scenario() -> None:
-        await dispatcher.dispatch(record_of(effect(payload="bad")))
-        await dispatcher.dispatch(record_of(effect(payload="good")))
+        await h.dispatcher.dispatch(record_of(effect(payload="bad")))
+        await h.dispatcher.dispatch(record_of(effect(payload="good")))
 
     asyncio.run(scenario())
     assert done == ["good"]
-    assert [c["reason"] for c in runtime.dead_letters.calls] == ["effect-failed"]
-
-
-def test_register_starts_one_effects_agent_for_all_kinds() -> None:
-    dispatcher, runtime = make_dispatcher()
-    dispatcher.register("email", lambda e: None)
-    dispatcher.register("sms", lambda e: None)
-    assert runtime.app.agents == [(runtime.effects_topic, "stream_app.effects")]
+    assert [c["reason"] for c in h.dead_letters.calls] == ["effect-failed"]
 
 
 def test_register_refuses_a_second_handler_for_a_kind() -> None:
-    dispatcher, _ = make_dispatcher()
-    dispatcher.register("email", lambda e: None)
+    h = harness()
+    h.dispatcher.register("email", lambda e: None)
     with pytest.raises(ValueError, match="already has a handler"):
-        dispatcher.register("email", lambda e: None)
+        h.dispatcher.register("email", lambda e: None)
 
 
-def test_register_refuses_fewer_than_one_attempt() -> None:
-    dispatcher, _ = make_dispatcher()
-    with pytest.raises(ValueError, match="max_attempts"):
-        dispatcher.register("email", lambda e: None, max_attempts=0)
-    assert dispatcher.handlers == {}
+def test_register_refuses_a_policy_that_parks() -> None:
+    h = harness()
+    parks = RetryPolicy(attempts=2, on_exhausted=Exhausted.PARK)
+    with pytest.raises(ValueError, match=r"effect handler of 'email'.*'park'.*dead-letter"):
+        h.dispatcher.register("email", lambda e: None, retry=parks)
+    assert h.dispatcher.handlers == {}
+
+
+def test_a_policy_without_an_outcome_dead_letters() -> None:
+    h = harness()
+    h.dispatcher.register("email", lambda e: None, retry=RetryPolicy(attempts=2))
+    assert h.dispatcher.handlers["email"].retry.on_exhausted is Exhausted.DEAD_LETTER

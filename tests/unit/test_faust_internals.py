@@ -1,9 +1,10 @@
 """Every faust-streaming (and aiokafka) internal stream_app patches or relies on still exists.
 
-stream_app replaces or calls about fifteen private attributes of Faust's consumer, producer
-buffer, recovery and RocksDB store (``docs/internals.md`` lists them and why). An upgrade that
-renames one would otherwise fail silently: a patch set on an attribute nobody calls any more
-just stops applying. Each row names the attribute and the stream_app code that depends on it.
+stream_app replaces or calls about twenty private attributes of Faust's consumer, producer
+buffer, recovery and RocksDB store (``stream_app/kafka/faust_patches.py`` holds the patches,
+``docs/internals.md`` lists them and why). An upgrade that renames one would otherwise fail
+silently: a patch set on an attribute nobody calls any more just stops applying. Each row
+names the attribute and the stream_app code that depends on it.
 """
 
 from __future__ import annotations
@@ -16,32 +17,62 @@ import pytest
 
 #: (module, class, attribute, where stream_app patches or uses it)
 INTERNALS = [
-    ("mode.utils.queues", "FlowControlEvent", "resume", "app.KeepingFlowControl"),
-    ("faust.app.base", "App", "_new_consumer", "app.StreamApp._new_consumer"),
-    ("faust.app.base", "App", "_new_producer", "app.StreamApp._new_producer"),
+    ("mode.utils.queues", "FlowControlEvent", "resume", "faust_patches.KeepingFlowControl"),
+    ("mode.utils.queues", "FlowControlEvent", "is_active", "faust_patches.KeepingFlowControl"),
+    ("faust.app.base", "App", "flow_control", "faust_patches.PatchedApp.flow_control"),
+    ("faust.app.base", "App", "_new_consumer", "faust_patches.PatchedApp._new_consumer"),
+    ("faust.app.base", "App", "_new_producer", "faust_patches.PatchedApp._new_producer"),
     ("faust.app.base", "App", "in_worker", "app.StreamApp.on_stop (stop deadline)"),
-    ("faust.transport.drivers.aiokafka", "Consumer", "_getmany", "app: take_input_topics"),
-    ("faust.transport.drivers.aiokafka", "Consumer", "wait_empty", "app: take_input_topics"),
-    ("faust.transport.drivers.aiokafka", "Consumer", "_commit", "batch_input: offset commit"),
-    ("faust.transport.drivers.aiokafka", "Consumer", "flow_active", "batch_input: _loop"),
-    ("faust.transport.drivers.aiokafka", "Consumer", "verify_event_path", "app: watchdog"),
+    ("faust.app.base", "App", "tables", "faust_patches.judge_recovery_from_its_start"),
+    (
+        "faust.tables.manager",
+        "TableManager",
+        "recovery",
+        "faust_patches.judge_recovery_from_its_start",
+    ),
+    ("faust.transport.drivers.aiokafka", "Consumer", "_getmany", "faust_patches.hand_topics_to"),
+    ("faust.transport.drivers.aiokafka", "Consumer", "wait_empty", "faust_patches.hand_topics_to"),
+    (
+        "faust.transport.drivers.aiokafka",
+        "Consumer",
+        "verify_event_path",
+        "faust_patches.hand_topics_to (stream watchdog)",
+    ),
     (
         "faust.transport.drivers.aiokafka",
         "Consumer",
         "verify_recovery_event_path",
-        "app: recovery watchdog",
+        "faust_patches.judge_recovery_from_its_start",
     ),
+    ("faust.transport.drivers.aiokafka", "Consumer", "_commit", "batch_input: offset commit"),
+    ("faust.transport.drivers.aiokafka", "Consumer", "flow_active", "batch_input: _loop"),
     (
         "faust.transport.drivers.aiokafka",
         "AIOKafkaConsumerThread",
         "_create_worker_consumer",
-        "app._read_committed",
+        "faust_patches.read_committed",
     ),
-    ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_highwaters", "app"),
-    ("faust.transport.producer", "ProducerBuffer", "put", "app: counted send buffer"),
-    ("faust.transport.producer", "ProducerBuffer", "_send_pending", "app: counted send buffer"),
-    ("faust.transport.producer", "ProducerBuffer", "flush", "app.drain_send_buffer"),
-    ("faust.stores.rocksdb", "Store", "_db_for_partition", "layers.cells: direct writes"),
+    (
+        "faust.transport.drivers.aiokafka",
+        "AIOKafkaConsumerThread",
+        "_highwaters",
+        "faust_patches.read_committed",
+    ),
+    ("faust.transport.producer", "ProducerBuffer", "put", "faust_patches.send_buffer_that_drains"),
+    (
+        "faust.transport.producer",
+        "ProducerBuffer",
+        "_send_pending",
+        "faust_patches.send_buffer_that_drains",
+    ),
+    (
+        "faust.transport.producer",
+        "ProducerBuffer",
+        "flush",
+        "faust_patches.send_buffer_that_drains",
+    ),
+    ("faust.transport.producer", "ProducerBuffer", "state", "faust_patches.drain_send_buffer"),
+    ("faust.stores.rocksdb", "Store", "_db_for_partition", "engine.cells: direct writes"),
     ("faust.stores.rocksdb", "Store", "set_persisted_offset", "batch_input: changelog offsets"),
 ]
 
@@ -80,3 +111,24 @@ def test_the_store_offset_key_is_the_one_cells_skip() -> None:
     from stream_app.engine.cells import _FAUST_OFFSET_KEY
 
     assert Store.offset_key == _FAUST_OFFSET_KEY
+
+
+def test_every_attribute_faust_patches_replaces_is_checked_above() -> None:
+    """A new patch in faust_patches.py must come with its row in INTERNALS (or
+    INSTANCE_ATTRIBUTES), so that an upgrade removing its attribute fails here."""
+    import faust
+
+    from stream_app.kafka import faust_patches
+
+    source = inspect.getsource(faust_patches)
+    set_on_instances = set(re.findall(r"^\s+(?:consumer|thread|buffer)\.(\w+) = ", source, re.M))
+    overridden = {
+        name
+        for name, member in vars(faust_patches.PatchedApp).items()
+        if hasattr(faust.App, name) and hasattr(member, "__get__") and not name.startswith("__")
+    }
+    checked = {row[2] for row in INTERNALS} | {row[2] for row in INSTANCE_ATTRIBUTES}
+    assert {"_getmany", "_highwaters", "_isolation_level"} <= set_on_instances
+    assert {"_new_consumer", "_new_producer", "flow_control"} <= overridden
+    unchecked = (set_on_instances | overridden) - checked
+    assert not unchecked, f"faust_patches replaces {sorted(unchecked)} without a row above"

@@ -1,0 +1,391 @@
+"""Every change stream_app makes to faust-streaming's (and aiokafka's, mode's) internals.
+
+stream_app runs on Faust but reads the cell input topics itself and makes ``exactly_once``
+itself; for that it replaces a few private methods of Faust's consumer, consumer thread and
+producer buffer, and overrides three private hooks of :class:`faust.App`. They are all here, so
+that an upgrade of faust-streaming has one module to check: each patch says which Faust
+behaviour it replaces and why. ``docs/internals.md`` lists them in a table, and
+``tests/unit/test_faust_internals.py`` fails, naming the attribute, if an installed
+faust-streaming lacks one of them.
+
+Patches are instance attributes set on one object (shadowing the class's method for that object
+only), never changes to Faust's classes, except the two subclasses: :class:`KeepingFlowControl`
+and :class:`PatchedApp` (which :class:`~stream_app.kafka.app.StreamApp` extends with its public
+lifecycle hooks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import faust
+from faust.types import TP, ProducerT
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
+
+from stream_app.errors import FlushTimeoutError
+from stream_app.kafka.reading import last_record_offsets
+
+__all__ = [
+    "CLEAN_MARKER",
+    "FLUSH_TIMEOUT_S",
+    "InputTaker",
+    "KeepingFlowControl",
+    "PatchedApp",
+    "SendCounts",
+    "discard_unclean_tables",
+    "drain_send_buffer",
+    "hand_topics_to",
+    "judge_recovery_from_its_start",
+    "read_committed",
+    "send_buffer_that_drains",
+]
+
+logger = logging.getLogger(__name__)
+
+#: How long a commit waits for Faust's send buffer to drain before failing the worker.
+FLUSH_TIMEOUT_S = 300.0
+
+
+# -- flow control of the stream queues ----------------------------------------------------------
+
+
+class KeepingFlowControl(FlowControlEvent):
+    """Faust's flow control, except that resuming a flow that is already running keeps the
+    records waiting in the stream queues.
+
+    Replaces ``mode.utils.queues.FlowControlEvent.resume``, which always empties every stream
+    queue. Faust's recovery calls it once more when it completes, after it has already resumed
+    the flow (to read changelogs) and the input partitions: a record the consumer had just
+    handed to an agent's queue was dropped there without being processed. Faust counts it as
+    read, and its offset was later committed with the ones after it, so the record was lost
+    (seen as one lost increment in about one restart in ten without committed offsets). Queues
+    still empty when the flow resumes after a real suspension (a rebalance).
+    """
+
+    def resume(self) -> None:
+        """Resume a suspended flow (emptying the queues); no-op if it is running."""
+        if self.is_active():
+            return
+        super().resume()
+
+
+# -- the consumer: topics another reader takes, watchdogs ---------------------------------------
+
+
+class InputTaker(Protocol):
+    """A reader that takes some subscribed topics off Faust's consumer (the batched input)."""
+
+    @property
+    def topics(self) -> frozenset[str]:
+        """The topics it reads instead of the app's consumer."""
+        ...
+
+    def wanted(self, tps: frozenset[TP]) -> None:
+        """The partitions of its topics the consumer would fetch now."""
+        ...
+
+    async def drain(self) -> None:
+        """Finish, commit and let go of every partition it reads."""
+        ...
+
+
+def hand_topics_to(consumer: Any, taker: InputTaker) -> None:
+    """Let ``taker`` read ``taker.topics`` instead of Faust's ``consumer``.
+
+    The topics stay subscribed, so Faust still assigns their partitions, recovers the tables
+    co-partitioned with them and runs the rebalance hooks, but its consumer never fetches them.
+
+    - ``Consumer._getmany`` fetches every assigned, active partition; here it leaves the taker's
+      topics out and tells ``taker.wanted(tps)`` which of their partitions it would have fetched
+      (assigned, recovered, not paused).
+    - ``Consumer.wait_empty`` waits for Faust's streams to finish their records (a rebalance
+      revoking partitions, the worker stopping, both before the tables close); here it awaits
+      ``taker.drain()`` first, so the taker finishes, commits and lets go of its partitions
+      while the group still accepts its commits.
+    - ``Consumer.verify_event_path`` is Faust's stream watchdog: it knows only Faust's fetches
+      and streams, so on the taker's partitions it saw none and logged an ERROR ("Stream has
+      not started processing") about 70 times a minute on a healthy worker. Here it skips them.
+    """
+    getmany, wait_empty = consumer._getmany, consumer.wait_empty
+    verify_event_path = consumer.verify_event_path
+
+    async def own_getmany(active_partitions: Any, timeout: float) -> Any:
+        topics = taker.topics
+        if active_partitions:
+            taker.wanted(frozenset(tp for tp in active_partitions if tp.topic in topics))
+            active_partitions = {tp for tp in active_partitions if tp.topic not in topics}
+            if not active_partitions:
+                # Nothing of Faust's own to fetch: wait a little, as an empty fetch would.
+                await asyncio.sleep(min(timeout, 0.05))
+                return {}
+        return await getmany(active_partitions=active_partitions, timeout=timeout)
+
+    async def own_wait_empty() -> None:
+        await taker.drain()
+        await wait_empty()
+
+    def own_verify_event_path(now: float, tp: TP) -> None:
+        if tp.topic not in taker.topics:
+            verify_event_path(now, tp)
+
+    consumer._getmany = own_getmany
+    consumer.wait_empty = own_wait_empty
+    consumer.verify_event_path = own_verify_event_path
+
+
+def judge_recovery_from_its_start(consumer: Any, app: faust.App) -> None:
+    """Make Faust's recovery watchdog count from the recovery's start, not the consumer's.
+
+    ``Consumer.verify_recovery_event_path`` asks whether a changelog partition was fetched
+    since the *consumer* started: on a worker up for longer than ``stream_processing_timeout``,
+    every recovery still waiting for its first fetch after 5 s (a rebalance under load) logged
+    "Aiokafka has not sent fetch request … since start" as an ERROR. Here it judges a recovery
+    only once the recovery itself (``Recovery._recovery_started_at``) has run that long.
+    """
+    verify_recovery_event_path = consumer.verify_recovery_event_path
+
+    def own_verify_recovery_event_path(now: float, tp: TP) -> None:
+        recovery: Any = getattr(app.tables, "recovery", None)
+        started = getattr(recovery, "_recovery_started_at", None)
+        if started is None or now - started >= app.conf.stream_processing_timeout:
+            verify_recovery_event_path(now, tp)
+
+    consumer.verify_recovery_event_path = own_verify_recovery_event_path
+
+
+def read_committed(thread: Any, bootstrap: str) -> None:
+    """Make Faust's aiokafka consumer ``thread`` read ``read_committed`` while Faust commits
+    offsets the ``at_least_once`` way, and give table recovery ends it can reach.
+
+    - ``AIOKafkaConsumerThread._create_worker_consumer`` makes an aiokafka consumer that reads
+      ``read_uncommitted`` unless Faust runs its own transactions; here the consumer's
+      ``_isolation_level`` is set to ``read_committed`` before its fetcher starts.
+    - ``AIOKafkaConsumerThread._highwaters`` gives recovery the end offsets it waits for: it
+      counts a changelog partition done when the last record it received has the end offset
+      minus one. Under ``exactly_once`` every changelog partition ends with a transaction
+      marker, which is never received, so that never happens (Faust's own ``exactly_once``
+      gives up waiting after 10 s without records, and by then may have skipped records still
+      queued). Here the end of each partition is the offset after its last committed record
+      before the last stable offset (:func:`~stream_app.kafka.reading.last_record_offsets`).
+    """
+    create = thread._create_worker_consumer
+    end_offsets = thread._highwaters
+
+    def create_read_committed(transport: Any) -> Any:
+        consumer = create(transport)
+        # Read by the fetcher aiokafka makes when the consumer starts, after this.
+        consumer._isolation_level = "read_committed"
+        return consumer
+
+    async def record_ends(partitions: list[TP]) -> dict[TP, int]:
+        # Under read_committed the broker answers with the last stable offsets.
+        stable: dict[TP, int] = dict(await end_offsets(partitions))
+        loop = asyncio.get_running_loop()
+        last = await loop.run_in_executor(
+            None,
+            last_record_offsets,
+            bootstrap,
+            {(tp.topic, tp.partition): offset or 0 for tp, offset in stable.items()},
+        )
+        ends = {}
+        for tp in stable:
+            offset = last.get((tp.topic, tp.partition))
+            ends[tp] = 0 if offset is None else offset + 1
+        return ends
+
+    thread._create_worker_consumer = create_read_committed
+    thread._highwaters = record_ends
+
+
+# -- the producer's send buffer -----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SendCounts:
+    """How many messages entered Faust's send buffer, and how many left it, in order.
+
+    Attributes:
+        queued: Messages put into the buffer so far.
+        sent: Messages the buffer has handed to the Kafka client so far (it sends in FIFO
+            order, so the first ``sent`` of the ``queued`` are gone).
+    """
+
+    queued: int = 0
+    sent: int = 0
+
+
+async def drain_send_buffer(
+    buffer: Any, counts: SendCounts, *, timeout: float = FLUSH_TIMEOUT_S
+) -> None:
+    """Wait until every message queued in Faust's send buffer before this call has left it.
+
+    Faust's own ``ProducerBuffer.flush()`` gives up as soon as no message leaves the buffer for
+    100 ms, so the flush that precedes an offset commit can return with changelog records still
+    queued. The offset is then committed ahead of the state it covers; a crash before those
+    records are sent loses the update (recovery replays an older changelog value over RocksDB,
+    and the input is not replayed). This drains for real, but only what the commit covers:
+
+    1. Note how many messages were queued when the flush started: the records of every event
+       whose offset is being committed. Records queued later belong to later events; waiting
+       for them too would hold the commit for as long as the agent keeps writing.
+    2. While fewer than that have left the buffer, wait for its ``message_sent`` signal (100 ms
+       slices), without giving up while the sender makes progress.
+    3. If the buffer stops running first, raise: those messages can never be sent.
+    4. If ``timeout`` passes, raise :class:`~stream_app.errors.FlushTimeoutError`; the commit
+       fails, the worker stops, and the uncommitted input is replayed (at least once).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    target = counts.queued
+    while counts.sent < target:
+        unsent = target - counts.sent
+        if buffer.state != "running":
+            raise FlushTimeoutError(
+                f"producer buffer is {buffer.state!r} with {unsent} message(s) unsent"
+            )
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise FlushTimeoutError(
+                f"{unsent} message(s) still unsent after {timeout:.0f}s; refusing to "
+                "commit offsets ahead of them"
+            )
+        buffer.message_sent.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(buffer.message_sent.wait(), timeout=min(0.1, remaining))
+
+
+def send_buffer_that_drains(buffer: Any) -> None:
+    """Make Faust's producer ``buffer`` (a ``ProducerBuffer``) drain for real before a commit.
+
+    ``ProducerBuffer.put`` and ``ProducerBuffer._send_pending`` are wrapped to count what
+    enters and leaves the buffer (:class:`SendCounts`), and ``ProducerBuffer.flush``, which
+    Faust awaits before committing offsets, becomes :func:`drain_send_buffer`. The buffer's
+    sender task looks up ``_send_pending`` when it starts, after this.
+    """
+    counts = SendCounts()
+    put, send_pending = buffer.put, buffer._send_pending
+
+    def counted_put(fut: Any) -> None:
+        put(fut)
+        counts.queued += 1
+
+    async def counted_send(fut: Any) -> None:
+        await send_pending(fut)
+        counts.sent += 1
+
+    async def flush() -> None:
+        await drain_send_buffer(buffer, counts)
+
+    buffer.put = counted_put
+    buffer._send_pending = counted_send
+    buffer.flush = flush
+
+
+# -- table databases after an unclean stop ------------------------------------------------------
+
+
+#: Written in the table directory by a clean shutdown under ``exactly_once``.
+CLEAN_MARKER = ".stream_app-clean-shutdown"
+
+
+def discard_unclean_tables(tabledir: Path) -> list[Path]:
+    """Delete the table databases under ``tabledir`` unless the last worker stopped cleanly.
+
+    Relies on Faust's table store layout (one RocksDB database folder per table and partition
+    under ``App.conf.tabledir``) and on Faust's recovery rebuilding a missing database from its
+    changelog topic.
+
+    Under ``exactly_once`` a table write reaches RocksDB at once while its changelog record
+    waits for the transaction: a worker killed mid-transaction leaves writes in RocksDB whose
+    transaction is aborted, so the database is ahead of everything committed (and the input
+    that made those writes is read again). As Kafka Streams does after an unclean shutdown
+    under exactly-once, the databases are then rebuilt from the changelog, which the app's
+    consumer reads ``read_committed``. A clean shutdown leaves :data:`CLEAN_MARKER`, which this
+    consumes.
+
+    Returns the databases deleted.
+    """
+    marker = tabledir / CLEAN_MARKER
+    if marker.exists():
+        marker.unlink()
+        return []
+    if not tabledir.is_dir():
+        return []
+    doomed = sorted(p for p in tabledir.iterdir() if p.is_dir())
+    for path in doomed:
+        shutil.rmtree(path)
+    if doomed:
+        logger.warning(
+            "exactly_once: the last worker did not stop cleanly; rebuilding %d table "
+            "database(s) from their changelogs",
+            len(doomed),
+        )
+    return doomed
+
+
+# -- the batched input's use of Faust's consumer ------------------------------------------------
+#
+# Kept in stream_app/kafka/batch_input.py for now (owned by another step of this restructuring);
+# to be moved here: ``Consumer._commit(offsets)``, through which the batched input commits its
+# input offsets as a member of the group, and ``Consumer.flow_active``, which it reads before
+# each fetch.
+
+
+# -- table store internals ----------------------------------------------------------------------
+#
+# Kept in the cells store's kafka adapter for now; to be moved here: ``rocksdb.Store.
+# _db_for_partition`` (direct reads and writes of a partition's RocksDB database), the key
+# ``__faust\0offset__`` those skip, and ``rocksdb.Store.set_persisted_offset`` (the changelog
+# offsets the batched input's producer reached, recorded at each commit).
+
+
+# -- the app's private hooks --------------------------------------------------------------------
+
+
+class PatchedApp(faust.App):
+    """A :class:`faust.App` whose consumer, producer and flow control carry the patches above.
+
+    Overrides three private hooks of ``faust.App``: ``flow_control`` (a cached property),
+    ``_new_consumer`` and ``_new_producer``, each of which calls Faust's and patches the object
+    it returns. :class:`~stream_app.kafka.app.StreamApp` builds on it.
+
+    Attributes:
+        exactly_once: stream_app's ``exactly_once`` is in force: the consumer reads
+            ``read_committed`` (:func:`read_committed`).
+        bootstrap_servers: The brokers as ``host:port,...``, for :func:`read_committed`.
+    """
+
+    exactly_once: bool = False
+    bootstrap_servers: str = ""
+    _input_taker: InputTaker | None = None
+
+    def take_input_topics(self, taker: InputTaker) -> None:
+        """Let ``taker`` read ``taker.topics`` instead of this app's consumer (see
+        :func:`hand_topics_to`); call it before the consumer is made (before the app starts)."""
+        self._input_taker = taker
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        """Faust's flow control of the stream queues, as :class:`KeepingFlowControl`."""
+        return KeepingFlowControl(loop=self.loop)
+
+    def _new_consumer(self) -> Any:
+        consumer: Any = super()._new_consumer()
+        if self.exactly_once:
+            read_committed(consumer._thread, self.bootstrap_servers)
+        judge_recovery_from_its_start(consumer, self)
+        if self._input_taker is not None:
+            hand_topics_to(consumer, self._input_taker)
+        return consumer
+
+    def _new_producer(self) -> ProducerT:
+        producer = super()._new_producer()
+        send_buffer_that_drains(producer.buffer)
+        return producer
