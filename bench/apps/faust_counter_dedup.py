@@ -26,7 +26,8 @@ from typing import Any
 
 from bench.apps.model import BEHAVIOUR, MARKED_MESSAGES, MarkedCount, apply_marked
 from stream_app.errors import InvalidMessageError
-from stream_app.kafka.app import DeadLetterSink, create_app
+from stream_app.kafka.app import create_app
+from stream_app.kafka.dead_letters import DeadLetterSink
 from stream_app.settings import get_settings
 
 __all__ = ["all_cells", "app", "counter"]
