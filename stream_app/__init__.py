@@ -19,6 +19,7 @@ from stream_app.core.envelope import CellMessage, Envelope, MessageTypes
 from stream_app.core.parking import ParkedCell, ParkedItem
 from stream_app.core.replies import Reply
 from stream_app.core.timers import Misfire
+from stream_app.engine.ports import RuntimeMetrics
 from stream_app.engine.reactor import ReactorRecord
 from stream_app.errors import (
     BrokerError,
@@ -44,7 +45,7 @@ from stream_app.errors import (
     UnknownMessageTypeError,
 )
 from stream_app.kafka.app import DeadLetterSink, StreamApp, create_app
-from stream_app.runtime import Runtime, RuntimeMetrics
+from stream_app.runtime import Runtime
 from stream_app.settings import Settings, get_settings
 
 __version__ = "0.1.0"

@@ -65,7 +65,7 @@ def install_behaviour_views(runtime: Runtime, engine: CellEngine) -> None:
     name = engine.name
 
     @app.page(f"/stream-app/cells/{name}/{{cell_id}}/", name=f"stream_app.cell.{name}")
-    @app.table_route(table=engine.cells, match_info="cell_id")
+    @app.table_route(table=runtime.cell_tables[name].cells.table, match_info="cell_id")
     async def one_cell(web: Any, request: Any, cell_id: str) -> Any:
         described = engine.describe(cell_id)
         status = 200 if described["alive"] or described["parked"] else 404
@@ -86,7 +86,7 @@ def install_entity_views(runtime: Runtime, entity: Entity[Any], engine: CellEngi
     name = entity.name
 
     @app.page(f"/stream-app/entities/{name}/{{entity_id}}/", name=f"stream_app.entity.{name}")
-    @app.table_route(table=engine.cells, match_info="entity_id")
+    @app.table_route(table=runtime.cell_tables[name].cells.table, match_info="entity_id")
     async def one_entity(web: Any, request: Any, entity_id: str) -> Any:
         described = engine.describe(entity_id)
         data = described["data"]

@@ -41,8 +41,8 @@ INTERNALS = [
     ("faust.transport.producer", "ProducerBuffer", "put", "app: counted send buffer"),
     ("faust.transport.producer", "ProducerBuffer", "_send_pending", "app: counted send buffer"),
     ("faust.transport.producer", "ProducerBuffer", "flush", "app.drain_send_buffer"),
-    ("faust.stores.rocksdb", "Store", "_db_for_partition", "layers.cells: direct writes"),
-    ("faust.stores.rocksdb", "Store", "set_persisted_offset", "batch_input: changelog offsets"),
+    ("faust.stores.rocksdb", "Store", "_db_for_partition", "kafka.cell_store: direct reads and writes"),
+    ("faust.stores.rocksdb", "Store", "set_persisted_offset", "kafka.cell_store: changelog offsets"),
 ]
 
 #: Attributes set on instances in ``__init__`` (not visible on the class): module, class, name.
@@ -77,6 +77,6 @@ def test_an_instance_attribute_is_still_set(module: str, cls: str, attribute: st
 def test_the_store_offset_key_is_the_one_cells_skip() -> None:
     from faust.stores.rocksdb import Store
 
-    from stream_app.engine.cells import _FAUST_OFFSET_KEY
+    from stream_app.kafka.cell_store import FAUST_OFFSET_KEY
 
-    assert Store.offset_key == _FAUST_OFFSET_KEY
+    assert Store.offset_key == FAUST_OFFSET_KEY
