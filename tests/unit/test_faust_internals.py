@@ -41,8 +41,8 @@ INTERNALS = [
     ("faust.transport.producer", "ProducerBuffer", "put", "app: counted send buffer"),
     ("faust.transport.producer", "ProducerBuffer", "_send_pending", "app: counted send buffer"),
     ("faust.transport.producer", "ProducerBuffer", "flush", "app.drain_send_buffer"),
-    ("faust.stores.rocksdb", "Store", "_db_for_partition", "kafka.cell_store: direct reads and writes"),
-    ("faust.stores.rocksdb", "Store", "set_persisted_offset", "kafka.cell_store: changelog offsets"),
+    ("faust.stores.rocksdb", "Store", "_db_for_partition", "kafka.cell_store: direct access"),
+    ("faust.stores.rocksdb", "Store", "set_persisted_offset", "kafka.cell_store: offsets"),
 ]
 
 #: Attributes set on instances in ``__init__`` (not visible on the class): module, class, name.
