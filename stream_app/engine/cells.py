@@ -455,7 +455,7 @@ class CellEngine:
                 reason=exc.reason,
                 error=str(exc),
             )
-            self.reply(work, key, message, reply)
+            self._reply(work, key, message, reply)
 
     def _commit(
         self,
@@ -519,7 +519,7 @@ class CellEngine:
                 )
             self.metrics.effects_emitted += len(outputs.effects)
 
-    def reply(self, work: Outputs, key: bytes, message: CellMessage[Any], reply: Reply) -> None:
+    def _reply(self, work: Outputs, key: bytes, message: CellMessage[Any], reply: Reply) -> None:
         """Produce ``reply`` to the ``reply_to`` address of ``message`` (already validated)
         into the unit of work ``work``."""
         assert message.reply_to is not None
