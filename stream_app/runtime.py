@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,16 +33,17 @@ from stream_app.api.behaviour import Behaviour
 from stream_app.api.entities import Entity
 from stream_app.core.envelope import envelope_bytes
 from stream_app.core.partitioner import partition_for
-from stream_app.core.replies import parse_reply_to
 from stream_app.core.retry import RetryPolicy
-from stream_app.engine.cells import CellEngine
+from stream_app.engine.cells import CellEngine, EngineSettings
 from stream_app.engine.effects import EffectDispatcher, EffectHandler
+from stream_app.engine.ports import RuntimeMetrics
 from stream_app.engine.reactor import Reactor, ReactorHandler
 from stream_app.engine.retrying import HANDLER_RETRY
-from stream_app.errors import ConfigError, SchemaViolationError
+from stream_app.errors import ConfigError
 from stream_app.kafka.agents import feed_effects, feed_reactor
 from stream_app.kafka.app import StreamApp, create_app
-from stream_app.kafka.batch_input import BatchInput, batch_partition
+from stream_app.kafka.batch_input import BatchInput
+from stream_app.kafka.cell_store import CellDeadLetters, CellTables, FaustWakes
 from stream_app.kafka.dead_letters import DeadLetterSink
 from stream_app.kafka.topics import TopicChange, TopicDefinition, apply_changes
 from stream_app.settings import Settings, get_settings
@@ -55,7 +54,7 @@ from stream_app.web.views import (
     install_views,
 )
 
-__all__ = ["Runtime", "RuntimeMetrics"]
+__all__ = ["Runtime"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,56 +64,6 @@ E = TypeVar("E", bound=Entity[Any])
 
 #: How often the sweep looks for due timers (seconds).
 SWEEP_INTERVAL_S = 0.02
-_LAG_SAMPLES = 200_000
-
-
-@dataclass
-class RuntimeMetrics:
-    """Counters of one worker process, served at ``/stream-app/metrics/``.
-
-    Attributes:
-        timers_fired: Timer occurrences delivered to ``on_timeout``.
-        timers_skipped: Due timers retired without firing (misfire policy ``skip``).
-        effects_emitted: Effects produced by cells.
-        effects_done: Effects whose handler succeeded.
-        effect_failures: Failed effect handler attempts.
-        parked: Cells parked by this worker.
-        released: Parked cells released and fully replayed.
-        booted: ``on_boot`` calls.
-        misrouted: Records forwarded because they arrived on another partition than murmur2's.
-        lags_ms: Recent timer firing lags (ms after the due time), for percentiles.
-    """
-
-    timers_fired: int = 0
-    timers_skipped: int = 0
-    effects_emitted: int = 0
-    effects_done: int = 0
-    effect_failures: int = 0
-    parked: int = 0
-    released: int = 0
-    booted: int = 0
-    misrouted: int = 0
-    lags_ms: deque[int] = field(default_factory=lambda: deque(maxlen=_LAG_SAMPLES))
-
-    def record_lag(self, lag_ms: int) -> None:
-        """Note how late a timer fired."""
-        self.lags_ms.append(max(0, lag_ms))
-
-    def lag_percentiles(self) -> dict[str, float | None]:
-        """p50, p99 and max of the recorded firing lags (``None`` when there are none)."""
-        if not self.lags_ms:
-            return {"p50": None, "p99": None, "max": None, "count": 0}
-        ordered = sorted(self.lags_ms)
-
-        def pick(q: float) -> float:
-            return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
-
-        return {
-            "p50": pick(0.5),
-            "p99": pick(0.99),
-            "max": float(ordered[-1]),
-            "count": len(ordered),
-        }
 
 
 class Runtime:
@@ -123,43 +72,40 @@ class Runtime:
     Args:
         settings: The settings; default: read from the environment.
         app: The Faust app; default: :func:`~stream_app.kafka.app.create_app` of the settings.
+            One given must be made by ``create_app(settings)`` (possibly with Faust options):
+            the runtime drives its consumer (:meth:`StreamApp.take_input_topics`).
 
     Attributes:
         app: The Faust app (``faust -A module worker`` finds it as ``module.app``).
         settings: The settings in use.
         dead_letters: The dead-letter sink (with counts by reason).
         metrics: This process's counters.
+        batch_input: Reads the cell input topics in batches and runs their commits (and, under
+            ``exactly_once``, their transactions).
+
+    Raises:
+        ConfigError: ``app`` is not a :class:`StreamApp` made by ``create_app(settings)``.
     """
 
     def __init__(self, settings: Settings | None = None, *, app: StreamApp | None = None) -> None:
         self.settings = settings or get_settings()
-        self.app = app or create_app(self.settings)
+        self.app = _drivable(app, self.settings) if app is not None else create_app(self.settings)
         self.dead_letters = DeadLetterSink(self.app, self.settings)
         self.metrics = RuntimeMetrics()
-        guarantee: Any = self.app.conf.processing_guarantee
-        if guarantee != ProcessingGuarantee.AT_LEAST_ONCE:
-            raise ConfigError(
-                "give the Runtime an app made with processing_guarantee=at_least_once: stream_app "
-                "makes exactly_once itself (Settings.processing_guarantee), not with Faust's "
-                "transactions"
-            )
-        exactly_once = self.settings.processing_guarantee == "exactly_once"
-        #: Reads the cell input topics in batches: always under ``exactly_once`` (whose
-        #: transactions it runs), under ``at_least_once`` when ``batch_input`` is on.
-        #: (Settings refuse exactly_once with batch_input off.)
-        self.batch_input: BatchInput | None = None
-        made_for_settings = (
-            isinstance(self.app, StreamApp) and self.app.exactly_once == exactly_once
+        self.batch_input = BatchInput(self.settings, self.app)
+        self._cell_dead_letters = CellDeadLetters(self.settings, self.dead_letters.counts)
+        self._wakes = FaustWakes(self.app)
+        self._engine_settings = EngineSettings(
+            app_id=self.settings.app_id,
+            partitions=self.settings.partitions,
+            max_message_bytes=self.settings.max_message_bytes,
+            effects_topic=self.settings.effects_topic,
+            replies_topic=self.settings.replies_topic,
+            input_topic=self.settings.input_topic,
         )
-        if exactly_once and not made_for_settings:
-            raise ConfigError(
-                "exactly_once needs the app of create_app(settings) (a StreamApp that "
-                "reads read_committed and rebuilds tables after an unclean stop)"
-            )
-        if self.settings.batch_input and made_for_settings:
-            self.batch_input = BatchInput(self)
-            self.dead_letters.alongside = self._dead_letter_alongside
         self.engines: dict[str, CellEngine] = {}
+        #: The Faust side of each behaviour's cells (topic, tables), by behaviour name.
+        self.cell_tables: dict[str, CellTables] = {}
         self.entities: dict[str, Entity[Any]] = {}
         self.effects = EffectDispatcher(self.dead_letters, self.metrics)
         self.reactor = Reactor(self.dead_letters)
@@ -177,10 +123,23 @@ class Runtime:
         """Run ``behaviour``'s cells on this app; returns it (usable as a decorator)."""
         if behaviour.name in self.engines:
             raise ValueError(f"behaviour {behaviour.name!r} is already registered")
-        engine = CellEngine(self, behaviour)
+        tables = CellTables(self.app, self.settings, behaviour.name, self.batch_input)
+        engine = CellEngine(
+            behaviour,
+            self._engine_settings,
+            cells=tables.cells,
+            timers=tables.timers,
+            parked=tables.parked,
+            dead_letters=self._cell_dead_letters,
+            wakes=self._wakes,
+            metrics=self.metrics,
+        )
+        tables.follow_assignment(engine.assign)
+        self.batch_input.register(engine.topic_name, engine.on_input)
         self.engines[behaviour.name] = engine
-        self._topics[engine.topic_name] = engine.input
-        install_behaviour_views(self.app, engine)
+        self.cell_tables[behaviour.name] = tables
+        self._topics[engine.topic_name] = tables.input
+        install_behaviour_views(self.app, engine, tables.cells.table)
         return behaviour
 
     def entity(self, entity: E) -> E:
@@ -197,7 +156,9 @@ class Runtime:
         }
         self.behaviour(entity.behaviour)
         self.entities[entity.name] = entity
-        install_entity_views(self.app, entity, self.engines[entity.name])
+        install_entity_views(
+            self.app, entity, self.engines[entity.name], self.cell_tables[entity.name].cells.table
+        )
         return entity
 
     def effect_handler(self, kind: str, *, retry: RetryPolicy = HANDLER_RETRY) -> Callable[[F], F]:
@@ -265,12 +226,9 @@ class Runtime:
         *,
         id: str | None = None,
     ) -> None:
-        """Send a message to a cell through Kafka, from inside the worker (persistent).
-
-        While a record is processed the message is one of its outputs (see :meth:`produce`):
-        under ``exactly_once`` it joins the transaction of the processed record's partition,
-        whichever partition the target cell is on, and the target sees it only once that
-        transaction commits. Elsewhere (an effect handler, a web view) it is a plain send.
+        """Send a message to a cell through Kafka, from inside the worker (persistent): from an
+        effect or reactor handler, a web view, an ``app.timer``. It is a plain send (see
+        :meth:`produce`); a cell sends with ``state.send``, which goes out with its commit.
         """
         key = cell_id.encode()
         await self.produce(
@@ -290,57 +248,18 @@ class Runtime:
         headers: list[tuple[str, bytes]] | None = None,
         acknowledged: bool = False,
     ) -> None:
-        """Produce one output of the record being handled (an event, a reply, an effect, a
-        message to a cell), or, outside one, a plain send.
+        """Produce a record with Faust's producer, from Faust's agents (effect and reactor
+        handlers, flushed before their input offset is committed) or outside any record.
 
-        While the batched input processes a record it goes out with that record's changelog
-        records: under ``exactly_once`` in the transaction of the record's partition, the one
-        that commits its offset; under ``at_least_once`` acknowledged before the offset is
-        committed. On Faust's path (``batch_input`` off, and in Faust's agents: effect and
-        reactor handlers) it is a plain send, flushed before the input offset is committed;
-        with ``acknowledged``, a plain send returns only once the broker has acknowledged it.
+        With ``acknowledged`` it returns only once the broker has acknowledged the record.
+        (What a cell causes goes out with its commit instead, in the unit of work of its
+        input partition: see :mod:`stream_app.engine.cells`.)
         """
-        if self.batch_input is not None and batch_partition() is not None:
-            self.batch_input.produce(
-                topic, key, value, partition, list(headers) if headers else None
-            )
-            return
         pending = await self.output_topic(topic).send(
             key=key, value=value, partition=partition, headers=headers
         )
         if acknowledged:
             await pending
-
-    def _dead_letter_alongside(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
-    ) -> bool:
-        """Produce a dead letter with the outputs of the record being processed (in its
-        transaction under ``exactly_once``); ``False`` when no record is being processed."""
-        partition = batch_partition()
-        if self.batch_input is None or partition is None:
-            return False
-        self.batch_input.produce(topic, key, value, partition, list(headers))
-        return True
-
-    def reply_target(self, reply_to: str) -> tuple[str, int]:
-        """The topic and partition a ``reply_to`` address names, if this app may reply there.
-
-        Replies go only to the app's reply topic (``<app_id>.replies``), to one of its
-        partitions: a worker never produces to a topic or partition a sender made up.
-
-        Raises:
-            SchemaViolationError: The address is malformed or names another topic or partition.
-        """
-        try:
-            topic, partition = parse_reply_to(reply_to)
-        except ValueError as exc:
-            raise SchemaViolationError(str(exc)) from None
-        if topic != self.settings.replies_topic or partition >= self.settings.partitions:
-            raise SchemaViolationError(
-                f"reply_to {reply_to!r} is not a partition of {self.settings.replies_topic} "
-                f"(0..{self.settings.partitions - 1})"
-            )
-        return topic, partition
 
     def inject(
         self, behaviour: str, cell_id: str, type: str, body: dict[str, Any] | None = None
@@ -473,6 +392,37 @@ class Runtime:
             apply_changes(admin, [TopicChange(d, "create") for d in missing])
 
 
+def _drivable(app: StreamApp, settings: Settings) -> StreamApp:
+    """``app`` if the runtime can drive it: a :class:`StreamApp` made by ``create_app(settings)``
+    (the batched input takes its cell input topics off its consumer, and its guarantee and
+    reading isolation are those of the settings).
+
+    Raises:
+        ConfigError: It is not.
+    """
+    if not isinstance(app, StreamApp):
+        raise ConfigError(
+            f"give the Runtime the app of stream_app.create_app(settings), not a "
+            f"{type(app).__name__}: the runtime reads the cell input topics itself, through "
+            "the StreamApp's consumer"
+        )
+    guarantee: Any = app.conf.processing_guarantee
+    if guarantee != ProcessingGuarantee.AT_LEAST_ONCE:
+        raise ConfigError(
+            "give the Runtime an app made with processing_guarantee=at_least_once: stream_app "
+            "makes exactly_once itself (Settings.processing_guarantee), not with Faust's "
+            "transactions"
+        )
+    exactly_once = settings.processing_guarantee == "exactly_once"
+    if app.exactly_once != exactly_once or app.conf.id != settings.app_id:
+        raise ConfigError(
+            f"the Runtime's app was not made by create_app(settings) for these settings (app "
+            f"id {app.conf.id!r}, exactly_once={app.exactly_once}; the settings say "
+            f"{settings.app_id!r}, {settings.processing_guarantee})"
+        )
+    return app
+
+
 class _WorkerStatus:
     """What the web views read of a runtime (:class:`~stream_app.web.views.WorkerStatus`)."""
 
@@ -505,6 +455,5 @@ class _WorkerStatus:
         return dict(self._runtime.dead_letters.counts)
 
     def batch_input_stats(self) -> dict[str, Any] | None:
-        """The batched input's counters, ``None`` without it."""
-        batch_input = self._runtime.batch_input
-        return batch_input.stats() if batch_input is not None else None
+        """The batched input's counters (records, batches, commits, partitions read)."""
+        return self._runtime.batch_input.stats()

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ProcessingGuarantee", "Settings", "get_settings"]
@@ -36,10 +36,6 @@ class Settings(BaseSettings):
         replication_factor: Replication factor of topics declared without an explicit one.
         processing_guarantee: ``at_least_once`` (default) or ``exactly_once`` (a Kafka
             transaction per input partition; see :mod:`stream_app.kafka.batch_input`).
-        batch_input: Read the cell input topics in batches with confluent-kafka instead of
-            through Faust's per-record stream (the default; see
-            :mod:`stream_app.kafka.batch_input`). Off, the engines' Faust agents take every
-            record; only under ``at_least_once`` (``exactly_once`` runs on the batched input).
         commit_interval_s: How often input offsets are committed (Faust's
             ``broker_commit_interval``; also when a rebalance or a stop takes the partitions).
             A crash replays everything read since the last commit: every record processed in
@@ -90,7 +86,6 @@ class Settings(BaseSettings):
     partitions: int = Field(default=8, ge=1, le=10_000)
     replication_factor: int = Field(default=1, ge=1, le=32)
     processing_guarantee: ProcessingGuarantee = "at_least_once"
-    batch_input: bool = True
     commit_interval_s: float = Field(default=2.8, gt=0.0, le=3600.0)
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)
@@ -117,15 +112,6 @@ class Settings(BaseSettings):
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"expected host:port, got {server!r}")
         return ",".join(servers)
-
-    @model_validator(mode="after")
-    def _exactly_once_batches(self) -> Settings:
-        """``exactly_once`` is made by the batched input; refuse it with ``batch_input`` off."""
-        if self.processing_guarantee == "exactly_once" and not self.batch_input:
-            raise ValueError(
-                "processing_guarantee=exactly_once runs on the batched input: leave batch_input on"
-            )
-        return self
 
     @property
     def faust_broker(self) -> str:

@@ -2,8 +2,9 @@
 
 Faust delivers a record to an agent through a per-record path (the aiokafka fetch, a task pair
 per record in the consumer's drain loop, the stream, the ack bookkeeping) that costs several
-hundred microseconds of CPU per record. Under ``at_least_once`` the runtime takes that path out
-of the way for the cell input topics, keeping everything else Faust does:
+hundred microseconds of CPU per record. The runtime takes that path out of the way for the cell
+input topics (it is the only way records reach cells, under both guarantees), keeping
+everything else Faust does:
 
 - **Faust decides what this worker reads.** The input topics stay subscribed through the
   engines' agents, so Faust's assignor, table recovery and standbys work as before. The app's
@@ -12,8 +13,10 @@ of the way for the cell input topics, keeping everything else Faust does:
   :class:`BatchInput` reads.
 - **confluent-kafka reads them.** One consumer, manually assigned those partitions at their
   committed offsets (it never joins the group), takes up to :data:`BATCH_MAX` records at a time.
-- **The engines process them** one by one, as the agent would; table writes go straight to
-  RocksDB and their changelog records to a confluent-kafka producer (:meth:`changelog`).
+- **The engines process them** one by one (the handler registered for the record's topic),
+  each with the unit of work of its partition (:class:`PartitionWork`): table writes go straight
+  to RocksDB, and their changelog records and every other output of the record are produced
+  into that unit, to a confluent-kafka producer.
 - **Offsets are committed through Faust's consumer** (a group member), every
   ``broker_commit_interval`` and whenever a rebalance or shutdown takes the partitions, and only
   after every changelog record and every other record produced for the committed input has been
@@ -54,13 +57,11 @@ retry once the broker is back.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from confluent_kafka import (
     OFFSET_STORED,
@@ -73,13 +74,13 @@ from confluent_kafka import (
 )
 from faust.types import TP
 
+from stream_app.core.records import Headers, InputRecord
 from stream_app.errors import ChangelogError, StreamAppError, TransactionError
+from stream_app.kafka.app import StreamApp
 from stream_app.logs import rdkafka_logger
+from stream_app.settings import Settings
 
-if TYPE_CHECKING:
-    from stream_app.runtime import Runtime
-
-__all__ = ["BATCH_MAX", "BatchInput", "InputRecord", "batch_partition"]
+__all__ = ["BATCH_MAX", "BatchInput", "Handler", "PartitionWork"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,77 +99,92 @@ CALL_GRACE_S = 5.0
 #: Longest the metadata probe before an ``exactly_once`` commit waits for the broker.
 PROBE_TIMEOUT_S = 2.0
 
-Headers = list[tuple[str, str | bytes | None]] | None
 T = TypeVar("T")
 
-#: The partition whose record the batch loop is processing, in the loop's own task (an engine
-#: reads and writes the tables of that partition). Other tasks (web views, sweeps) see ``None``.
-_partition: contextvars.ContextVar[int | None] = contextvars.ContextVar(
-    "stream_app_batch_partition", default=None
-)
+
+def _record(message: Message) -> InputRecord:
+    """The record carried by a confluent-kafka message."""
+    kind, ms = message.timestamp()
+    headers: Any = message.headers()
+    return InputRecord(
+        topic=message.topic() or "",
+        partition=message.partition() or 0,
+        offset=message.offset() or 0,
+        key=message.key(),
+        value=message.value(),
+        headers=headers,
+        timestamp_ms=ms if kind != 0 and ms > 0 else None,
+    )
 
 
-def batch_partition() -> int | None:
-    """The partition of the input record being processed by the batch loop, in its task."""
-    return _partition.get()
+class PartitionWork:
+    """The unit of work of one input partition read here (the engines' ``Outputs`` port).
+
+    Made once per partition when it is assigned, and handed to the engine with each record
+    read from it. What the engine produces into it goes out with the partition's other
+    outputs: acknowledged before the partition's offset is committed (``at_least_once``), or
+    in the partition's transaction (``exactly_once``).
+
+    Attributes:
+        tp: The input partition.
+        partition: Its number.
+    """
+
+    __slots__ = ("_input", "partition", "tp")
+
+    def __init__(self, batch_input: BatchInput, tp: TP) -> None:
+        self._input = batch_input
+        self.tp = tp
+        self.partition = tp.partition
+
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int,
+        headers: Headers = None,
+    ) -> None:
+        """Produce a record to ``topic[partition]`` as an output of this partition's input."""
+        self._input.send(self.tp, topic, key, value, partition, headers)
 
 
-@dataclass(slots=True)
-class InputRecord:
-    """One input record, with the attributes of a Faust message an engine reads."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Any
-    #: Seconds since the epoch (as Faust's ``Message.timestamp``), or ``None``.
-    timestamp: float | None
-
-    @classmethod
-    def of(cls, message: Message) -> InputRecord:
-        """The record carried by a confluent-kafka message."""
-        kind, ms = message.timestamp()
-        return cls(
-            topic=message.topic() or "",
-            partition=message.partition() or 0,
-            offset=message.offset() or 0,
-            key=message.key(),
-            value=message.value(),
-            headers=message.headers(),
-            timestamp=ms / 1000.0 if kind != 0 and ms > 0 else None,
-        )
-
-
-Handler = Callable[[InputRecord], Awaitable[None]]
+#: What the records of one input topic are handed to, each with its partition's unit of work.
+Handler = Callable[[InputRecord, PartitionWork], Awaitable[None]]
 
 
 class BatchInput:
     """Reads the cell input topics this worker owns and hands their records to the engines.
 
-    Made by the :class:`~stream_app.runtime.Runtime` under ``exactly_once``, and under
-    ``at_least_once`` when ``Settings.batch_input`` is on. See the module documentation for how
+    Made by the :class:`~stream_app.runtime.Runtime`. See the module documentation for how
     it fits Faust and how its transactions work.
+
+    Args:
+        settings: The settings (brokers, guarantee, call time-out).
+        app: The app of ``create_app(settings)``, whose consumer leaves the registered topics
+            to this reader.
 
     Attributes:
         exactly_once: Whether each input partition's outputs and offsets commit in a Kafka
             transaction of its own.
     """
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.app: Any = runtime.app
-        self.exactly_once = runtime.settings.processing_guarantee == "exactly_once"
+    def __init__(self, settings: Settings, app: StreamApp) -> None:
+        self.settings = settings
+        #: Faust's app (its consumer's commit and flow state, its producer, crash and stop).
+        self.app: Any = app
+        self.exactly_once = settings.processing_guarantee == "exactly_once"
         #: exactly_once: the transactional producer of each input partition read here.
         self._transactions: dict[TP, Producer] = {}
         #: exactly_once: partitions whose transaction has begun and not yet committed.
         self._open: set[TP] = set()
-        #: The input partition of the record being processed (whose transaction outputs join).
-        self._current: TP | None = None
+        #: The unit of work of each assigned partition.
+        self._works: dict[tuple[str, int], PartitionWork] = {}
         self._txn_pool = ThreadPoolExecutor(TXN_THREADS, thread_name_prefix="stream_app-txn")
         self._handlers: dict[str, Handler] = {}
-        self._stores: dict[str, Any] = {}
+        #: Records the changelog offset a table partition's database has reached, by changelog
+        #: topic: ``persist(partition, offset)``.
+        self._changelogs: dict[str, Callable[[int, int], None]] = {}
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         #: Partitions Faust last asked to fetch (set by the app's consumer on each fetch).
@@ -182,7 +198,7 @@ class BatchInput:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="stream_app-input")
         self._last_commit = time.monotonic()
         #: Longest one blocking Kafka call of a commit may take (``Settings.kafka_call_timeout_s``).
-        self.call_timeout = runtime.settings.kafka_call_timeout_s
+        self.call_timeout = settings.kafka_call_timeout_s
         #: When the broker stopped answering the commit's probe (``exactly_once``), or ``None``.
         self._unanswered_since: float | None = None
         self.records = 0
@@ -206,6 +222,11 @@ class BatchInput:
     def register(self, topic: str, handler: Handler) -> None:
         """Hand the records of ``topic`` to ``handler`` (an engine's per-record entry)."""
         self._handlers[topic] = handler
+
+    def track_changelog(self, topic: str, persist: Callable[[int, int], None]) -> None:
+        """Records produced to ``topic`` are a table's changelog: at each commit, call
+        ``persist(partition, offset)`` with the last offset acknowledged on each partition."""
+        self._changelogs[topic] = persist
 
     @property
     def topics(self) -> frozenset[str]:
@@ -267,6 +288,8 @@ class BatchInput:
         consumer = self.app.consumer
         loop = asyncio.get_running_loop()
         while not self.app.should_stop:
+            # Faust patch/internal: Consumer.flow_active is off while Faust suspends its streams
+            # (a rebalance, recovery); we read only while it is on, as Faust's fetch would.
             wanted = self._wanted if consumer.flow_active else frozenset()
             if not wanted and not self._assigned:
                 await asyncio.sleep(POLL_TIMEOUT_S)
@@ -339,30 +362,21 @@ class BatchInput:
     async def _process(self, messages: list[Message]) -> None:
         processed = self._processed
         handlers = self._handlers
-        token = None
-        try:
-            for message in messages:
-                error = message.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        logger.warning("input: %s", error)
-                    continue
-                record = InputRecord.of(message)
-                handler = handlers.get(record.topic)
-                if handler is None:
-                    continue
-                if token is None:
-                    token = _partition.set(record.partition)
-                else:
-                    _partition.set(record.partition)
-                tp = self._current = TP(record.topic, record.partition)
-                await handler(record)
-                processed[tp] = record.offset + 1
-                self.records += 1
-        finally:
-            self._current = None
-            if token is not None:
-                _partition.reset(token)
+        works = self._works
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    logger.warning("input: %s", error)
+                continue
+            record = _record(message)
+            handler = handlers.get(record.topic)
+            if handler is None:
+                continue
+            work = works[record.topic, record.partition]
+            await handler(record, work)
+            processed[work.tp] = record.offset + 1
+            self.records += 1
         self.batches += 1
         if self._producer is not None:
             self._producer.poll(0)
@@ -389,6 +403,7 @@ class BatchInput:
             assignment = [TopicPartition(tp.topic, tp.partition, OFFSET_STORED) for tp in tps]
             await loop.run_in_executor(self._pool, consumer.assign, assignment)
         self._assigned = tps
+        self._works = {tp: self._works.get(tp) or PartitionWork(self, tp) for tp in tps}
         self._processed = {tp: off for tp, off in self._processed.items() if tp in tps}
         if tps:
             logger.info(
@@ -396,7 +411,7 @@ class BatchInput:
             )
 
     def _consumer_config(self) -> dict[str, Any]:
-        settings = self.runtime.settings
+        settings = self.settings
         return {
             "bootstrap.servers": settings.bootstrap_servers,
             # Only for reading the group's committed offsets: this consumer never subscribes,
@@ -416,39 +431,24 @@ class BatchInput:
 
     # -- changelog -------------------------------------------------------------------------
 
-    def changelog(
-        self, store: Any, topic: str, partition: int, key: bytes, value: bytes | None
-    ) -> None:
-        """Produce a changelog record for a write made straight to ``store``'s database."""
-        self._stores[topic] = store
-        self._send(topic, key, value, partition, self._on_delivery)
-
-    def produce(
+    def send(
         self,
+        tp: TP,
         topic: str,
         key: bytes | None,
         value: bytes | None,
         partition: int,
         headers: Headers = None,
     ) -> None:
-        """Produce an output of the record being processed (an event, a reply, an effect, a
-        message to a cell, a dead letter) with the changelog records: acknowledged before the
-        input offset is committed (``at_least_once``), or in the input partition's transaction
-        (``exactly_once``), without Faust's per-record send path."""
-        self._send(topic, key, value, partition, self._on_output, headers)
-
-    def _send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        partition: int,
-        on_delivery: Callable[[KafkaError | None, Message], None],
-        headers: Headers = None,
-    ) -> None:
+        """Produce an output of input partition ``tp`` (a changelog record, an event, a reply,
+        an effect, a message to a cell, a dead letter): acknowledged before the partition's
+        offset is committed (``at_least_once``), or in its transaction (``exactly_once``),
+        without Faust's per-record send path. :meth:`PartitionWork.produce` calls it."""
         producer: Producer
+        # confluent-kafka's stubs want a list of (str, str | bytes | None): ours is narrower.
+        extra: Any = headers
         if self.exactly_once:
-            producer = self._transaction()
+            producer = self._transaction(tp)
         elif self._producer is None:
             producer = self._producer = Producer(self._producer_config())
         else:
@@ -456,7 +456,7 @@ class BatchInput:
         while True:
             try:
                 producer.produce(
-                    topic, value, key, partition, on_delivery=on_delivery, headers=headers
+                    topic, value, key, partition, on_delivery=self._on_delivery, headers=extra
                 )
                 return
             except BufferError:
@@ -470,23 +470,21 @@ class BatchInput:
                     f"exactly_once: producing to {topic}[{partition}] failed: {exc}"
                 ) from exc
 
-    def _on_output(self, error: KafkaError | None, message: Message) -> None:
-        if error is not None:
-            logger.warning("output to %s not delivered: %s", message.topic(), error)
-            self._failed.append(error)
-
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        topic = message.topic() or ""
         if error is not None:
+            logger.warning("output to %s not delivered: %s", topic, error)
             self._failed.append(error)
             return
-        tp = (message.topic() or "", message.partition() or 0)
-        offset = message.offset() or 0
-        if offset > self._delivered.get(tp, -1):
-            self._delivered[tp] = offset
+        if topic in self._changelogs:
+            tp = (topic, message.partition() or 0)
+            offset = message.offset() or 0
+            if offset > self._delivered.get(tp, -1):
+                self._delivered[tp] = offset
 
     def _producer_config(self) -> dict[str, Any]:
         return {
-            "bootstrap.servers": self.runtime.settings.bootstrap_servers,
+            "bootstrap.servers": self.settings.bootstrap_servers,
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 5,
@@ -497,13 +495,8 @@ class BatchInput:
 
     # -- transactions (exactly_once) --------------------------------------------------------
 
-    def _transaction(self) -> Producer:
-        """The producer of the open transaction of the input partition being processed."""
-        tp = self._current
-        if tp is None:
-            raise TransactionError(
-                "exactly_once: an output was produced outside the processing of an input record"
-            )
+    def _transaction(self, tp: TP) -> Producer:
+        """The producer of the open transaction of input partition ``tp`` (begun if need be)."""
         producer = self._transactions[tp]
         if tp not in self._open:
             producer.begin_transaction()
@@ -626,14 +619,15 @@ class BatchInput:
         if self._failed:
             errors, self._failed = self._failed, []
             raise failure(f"changelog or output records failed: {errors[:3]}")
-        # What went through Faust's producer: wake records, and under at_least_once dead
-        # letters of records processed outside the batch loop.
+        # What went through Faust's producer: the sweep's wake records.
         await self.app.producer.flush()
         for (topic, partition), offset in self._delivered.items():
-            self._stores[topic].set_persisted_offset(TP(topic, partition), offset)
+            self._changelogs[topic](partition, offset)
         self._delivered.clear()
         if not offsets:
             return
+        # Faust patch/internal: Consumer._commit(offsets) commits the offsets its own streams
+        # acknowledged; we call it with the batched input's offsets, through the group member.
         if self.exactly_once or await self.app.consumer._commit(offsets):
             self.commits += 1
             for tp, offset in offsets.items():

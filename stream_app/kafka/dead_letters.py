@@ -10,7 +10,6 @@ views).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -28,10 +27,9 @@ class DeadLetterSink:
 
     The send is awaited until the broker acknowledges it, so the source offset is never
     committed ahead of its dead letter: a crash in between replays the record and dead-letters
-    it again (at least once), it is never lost. While the batched input processes a record the
-    dead letter goes out with that record's other outputs instead (:attr:`alongside`): flushed
-    before the offset commit, or, under ``exactly_once``, in the partition's transaction, so a
-    replayed record is not dead-lettered twice.
+    it again (at least once), it is never lost. (Dead letters of cell input records go out with
+    the record's other outputs instead: :class:`stream_app.kafka.cell_store.CellDeadLetters`,
+    which counts them in :attr:`counts` too.)
 
     Attributes:
         counts: Dead letters published by this process, by reason.
@@ -41,12 +39,6 @@ class DeadLetterSink:
         self.settings = settings
         self.topic = raw_topic(app, settings.dead_letter_topic)
         self.counts: Counter[str] = Counter()
-        #: Set by the runtime: produces a dead letter ``(topic, key, value, headers)`` with the
-        #: outputs of the input record being processed (in its transaction under
-        #: ``exactly_once``) and returns ``True``; ``False`` when no record is being processed.
-        self.alongside: (
-            Callable[[str, bytes | None, bytes | None, list[tuple[str, bytes]]], bool] | None
-        ) = None
 
     async def publish(self, message: Any, error: StreamAppError, *, behaviour: str) -> None:
         """Dead-letter the Faust ``message`` (an ``event.message``) rejected with ``error``.
@@ -89,11 +81,8 @@ class DeadLetterSink:
             offset=offset,
             max_bytes=self.settings.dead_letter_max_bytes,
         )
-        headers = letter.headers()
-        alongside = self.alongside
-        if alongside is None or not alongside(
-            self.settings.dead_letter_topic, letter.key, letter.value, headers
-        ):
-            pending = await self.topic.send(key=letter.key, value=letter.value, headers=headers)
-            await pending
+        pending = await self.topic.send(
+            key=letter.key, value=letter.value, headers=letter.headers()
+        )
+        await pending
         self.counts[letter.reason] += 1

@@ -45,11 +45,6 @@ class CellInspection(Protocol):
         ...
 
     @property
-    def cells(self) -> Any:
-        """The Faust table of the cells, which routes a cell's view to the worker owning it."""
-        ...
-
-    @property
     def owned_partitions(self) -> list[int]:
         """The behaviour's partitions this worker owns."""
         ...
@@ -111,12 +106,13 @@ def install_views(app: faust.App, status: WorkerStatus) -> None:
         return web.json(status.dead_letter_counts())
 
 
-def install_behaviour_views(app: faust.App, engine: CellInspection) -> None:
-    """Install the views of one behaviour's cells."""
+def install_behaviour_views(app: faust.App, engine: CellInspection, table: Any) -> None:
+    """Install the views of one behaviour's cells; ``table`` is the Faust table of the cells,
+    which routes a cell's view to the worker owning it."""
     name = engine.name
 
     @app.page(f"/stream-app/cells/{name}/{{cell_id}}/", name=f"stream_app.cell.{name}")
-    @app.table_route(table=engine.cells, match_info="cell_id")
+    @app.table_route(table=table, match_info="cell_id")
     async def one_cell(web: Any, request: Any, cell_id: str) -> Any:
         described = engine.describe(cell_id)
         status = 200 if described["alive"] or described["parked"] else 404
@@ -131,12 +127,15 @@ def install_behaviour_views(app: faust.App, engine: CellInspection) -> None:
         return web.json(await _gather(app, engine, request, engine.local_parked))
 
 
-def install_entity_views(app: faust.App, entity: Entity[Any], engine: CellInspection) -> None:
-    """Install the query view of one entity type (after its behaviour's views)."""
+def install_entity_views(
+    app: faust.App, entity: Entity[Any], engine: CellInspection, table: Any
+) -> None:
+    """Install the query view of one entity type (after its behaviour's views); ``table`` as
+    for :func:`install_behaviour_views`."""
     name = entity.name
 
     @app.page(f"/stream-app/entities/{name}/{{entity_id}}/", name=f"stream_app.entity.{name}")
-    @app.table_route(table=engine.cells, match_info="entity_id")
+    @app.table_route(table=table, match_info="entity_id")
     async def one_entity(web: Any, request: Any, entity_id: str) -> Any:
         described = engine.describe(entity_id)
         data = described["data"]
@@ -163,7 +162,7 @@ async def _gather(
         return mine
     me = str(app.conf.canonical_url).rstrip("/")
     try:
-        hosts = [str(h).rstrip("/") for h in app.router.table_metadata(engine.cells.name)]
+        hosts = [str(h).rstrip("/") for h in app.router.table_metadata(engine.name)]
     except KeyError:
         hosts = []
     others = [h for h in hosts if h != me]

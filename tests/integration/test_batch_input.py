@@ -1,4 +1,4 @@
-"""Batched input (``STREAM_APP_BATCH_INPUT``) across Kafka: commits on stop and on rebalance.
+"""Batched input across Kafka: commits on stop and on rebalance.
 
 With the commit interval set to an hour, the only commits are the ones batched input makes
 when Faust takes the partitions away (a graceful stop, a rebalance). If they were missing, the
@@ -107,15 +107,3 @@ def test_a_rebalance_hands_partitions_over_without_replaying_them(
     assert counts(second) == dict.fromkeys(CELLS, 7), "no input was applied twice"
     taken = second.get_json("/stream-app/metrics/")["batch_input"]
     assert taken["records"] > 0 and taken["partitions"], taken
-
-
-def test_faust_stream_path_when_batch_input_is_off(
-    slow_commit_env: dict[str, str],
-    start_worker: Callable[..., WorkerProcess],
-) -> None:
-    env = {**slow_commit_env, "STREAM_APP_BATCH_INPUT": "false"}
-    worker = start_worker(MODULE, env)
-    add_rounds(env, 2)
-    seen = wait_counts(worker, 2, "2 adds applied through Faust's stream")
-    assert seen == dict.fromkeys(CELLS, 2)
-    assert worker.get_json("/stream-app/metrics/")["batch_input"] is None

@@ -72,8 +72,8 @@ INTERNALS = [
         "faust_patches.send_buffer_that_drains",
     ),
     ("faust.transport.producer", "ProducerBuffer", "state", "faust_patches.drain_send_buffer"),
-    ("faust.stores.rocksdb", "Store", "_db_for_partition", "engine.cells: direct writes"),
-    ("faust.stores.rocksdb", "Store", "set_persisted_offset", "batch_input: changelog offsets"),
+    ("faust.stores.rocksdb", "Store", "_db_for_partition", "kafka.cell_store: direct access"),
+    ("faust.stores.rocksdb", "Store", "set_persisted_offset", "kafka.cell_store: offsets"),
 ]
 
 #: Attributes set on instances in ``__init__`` (not visible on the class): module, class, name.
@@ -108,9 +108,9 @@ def test_an_instance_attribute_is_still_set(module: str, cls: str, attribute: st
 def test_the_store_offset_key_is_the_one_cells_skip() -> None:
     from faust.stores.rocksdb import Store
 
-    from stream_app.engine.cells import _FAUST_OFFSET_KEY
+    from stream_app.kafka.cell_store import FAUST_OFFSET_KEY
 
-    assert Store.offset_key == _FAUST_OFFSET_KEY
+    assert Store.offset_key == FAUST_OFFSET_KEY
 
 
 def test_every_attribute_faust_patches_replaces_is_checked_above() -> None:

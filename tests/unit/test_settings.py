@@ -58,12 +58,6 @@ def test_values_read_from_prefixed_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.web_port == 7000
 
 
-def test_exactly_once_needs_the_batched_input() -> None:
-    with pytest.raises(ValidationError, match="exactly_once runs on the batched input"):
-        Settings(processing_guarantee="exactly_once", batch_input=False)
-    assert Settings(processing_guarantee="exactly_once").batch_input
-
-
 def test_create_app_runs_faust_at_least_once_and_marks_exactly_once() -> None:
     from stream_app.kafka.app import create_app
 
@@ -97,15 +91,38 @@ def test_a_first_start_creates_the_data_dir_and_the_app_folder_in_it(tmp_path: P
     assert (tmp_path / "fresh" / "data" / "orders" / "v1" / "tables").is_dir()
 
 
-def test_a_runtime_refuses_an_app_that_runs_faust_transactions() -> None:
+def test_a_runtime_refuses_an_app_it_cannot_drive() -> None:
     import faust
 
     from stream_app.errors import ConfigError
     from stream_app.runtime import Runtime
 
-    app = faust.App("faust-eos", processing_guarantee="exactly_once", autodiscover=False)
+    app = faust.App("plain", autodiscover=False)
+    with pytest.raises(ConfigError, match=r"create_app\(settings\), not a App"):
+        Runtime(Settings(app_id="plain"), app=app)
+
+
+def test_a_runtime_refuses_an_app_that_runs_faust_transactions() -> None:
+    from stream_app.errors import ConfigError
+    from stream_app.kafka.app import create_app
+    from stream_app.runtime import Runtime
+
+    settings = Settings(app_id="faust-eos")
+    app = create_app(settings, processing_guarantee="exactly_once")
     with pytest.raises(ConfigError, match="processing_guarantee=at_least_once"):
-        Runtime(Settings(app_id="faust-eos"), app=app)
+        Runtime(settings, app=app)
+
+
+def test_a_runtime_refuses_an_app_made_for_other_settings() -> None:
+    from stream_app.errors import ConfigError
+    from stream_app.kafka.app import create_app
+    from stream_app.runtime import Runtime
+
+    app = create_app(Settings(app_id="orders"))
+    with pytest.raises(ConfigError, match="not made by create_app"):
+        Runtime(Settings(app_id="orders", processing_guarantee="exactly_once"), app=app)
+    with pytest.raises(ConfigError, match="not made by create_app"):
+        Runtime(Settings(app_id="other"), app=app)
 
 
 def test_unprefixed_env_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:

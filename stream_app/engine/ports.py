@@ -1,0 +1,175 @@
+"""The ports the cell engine talks through, and the counters it keeps.
+
+The engine (:mod:`stream_app.engine.cells`) decides what a record does to a cell; it does not
+know Kafka, Faust or RocksDB. It reads and writes through these small protocols, which the
+composition root (:mod:`stream_app.runtime`) fills with Kafka-side adapters
+(:mod:`stream_app.kafka.cell_store`, :mod:`stream_app.kafka.batch_input`) and the unit tests
+with in-memory fakes:
+
+- :class:`Outputs`: the unit of work of one input partition. Everything a record read there
+  causes (table changelog records, messages to cells, effects, events, replies, dead letters)
+  is produced into it, and commits with the record's offset: acknowledged first under
+  ``at_least_once``, in the partition's transaction under ``exactly_once``. The engine is
+  handed the unit of the record it processes, with the record.
+- :class:`TableStore`: one of a behaviour's tables, partition by partition. A write goes to the
+  partition of the unit of work it is made in, and its changelog record into that unit.
+- :class:`DeadLetters`: dead letters of the record being processed, into its unit of work.
+- :class:`WakeSender`: a plain send, outside any unit of work, for the wake records of the
+  sweep.
+- :class:`RuntimeMetrics`: counters (a plain dataclass the engine increments).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from stream_app.core.records import Headers
+
+__all__ = ["DeadLetters", "Outputs", "RuntimeMetrics", "TableStore", "WakeSender"]
+
+_LAG_SAMPLES = 200_000
+
+
+class Outputs(Protocol):
+    """The unit of work of one input partition (the partition of the record being processed)."""
+
+    @property
+    def partition(self) -> int:
+        """The input partition whose unit of work this is (also the partition of the cells,
+        timers and parked work that the records read there concern)."""
+        ...
+
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int,
+        headers: Headers = None,
+    ) -> None:
+        """Produce a record to ``topic[partition]`` as part of this unit of work."""
+        ...
+
+
+class TableStore(Protocol):
+    """One table of a behaviour (cells, timers or parked work), partition by partition.
+
+    Reads are of the local database of a partition; writes go to the partition of the unit of
+    work they are made in, with their changelog record produced into that unit.
+    """
+
+    @property
+    def name(self) -> str:
+        """The table's name (``<behaviour>``, ``<behaviour>-timers``, ``<behaviour>-parked``)."""
+        ...
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        """The value of ``key`` in ``partition``, or ``None``."""
+        ...
+
+    def put(self, work: Outputs, key: bytes, value: bytes) -> None:
+        """Set ``key`` to ``value`` in the partition of ``work``."""
+        ...
+
+    def delete(self, work: Outputs, key: bytes) -> None:
+        """Delete ``key`` from the partition of ``work`` (nothing happens if it is absent)."""
+        ...
+
+    def keys(self, partition: int) -> Iterator[bytes]:
+        """The keys of ``partition``, in key order."""
+        ...
+
+    def items_from(self, partition: int, start: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """The items of ``partition`` from the first key at or after ``start``, in key order."""
+        ...
+
+    def lookup(self, key: bytes) -> bytes | None:
+        """The value of ``key`` in whichever local partition holds it (for inspection)."""
+        ...
+
+    def local_items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every item of every local partition (for inspection)."""
+        ...
+
+
+class DeadLetters(Protocol):
+    """Where work that cannot be done goes, with the reason."""
+
+    def publish(
+        self,
+        work: Outputs,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        reason: str,
+        error: str,
+        behaviour: str,
+        topic: str,
+        partition: int,
+        offset: int,
+    ) -> None:
+        """Dead-letter a record (``topic``/``partition``/``offset`` name its source; ``-1`` and
+        a pseudo topic for work that came from no record) into the unit of work ``work``."""
+        ...
+
+
+class WakeSender(Protocol):
+    """Sends a record outside any unit of work (the sweep's wake records)."""
+
+    async def send(
+        self, topic: str, key: bytes, value: bytes, partition: int, headers: Headers
+    ) -> None:
+        """Send the record; returns once it is handed to the client (not acknowledged)."""
+        ...
+
+
+@dataclass
+class RuntimeMetrics:
+    """Counters of one worker process, served at ``/stream-app/metrics/``.
+
+    Attributes:
+        timers_fired: Timer occurrences delivered to ``on_timeout``.
+        timers_skipped: Due timers retired without firing (misfire policy ``skip``).
+        effects_emitted: Effects produced by cells.
+        effects_done: Effects whose handler succeeded.
+        effect_failures: Failed effect handler attempts.
+        parked: Cells parked by this worker.
+        released: Parked cells released and all their work run again.
+        booted: ``on_boot`` calls.
+        misrouted: Records forwarded because they arrived on another partition than murmur2's.
+        lags_ms: Recent timer firing lags (ms after the due time), for percentiles.
+    """
+
+    timers_fired: int = 0
+    timers_skipped: int = 0
+    effects_emitted: int = 0
+    effects_done: int = 0
+    effect_failures: int = 0
+    parked: int = 0
+    released: int = 0
+    booted: int = 0
+    misrouted: int = 0
+    lags_ms: deque[int] = field(default_factory=lambda: deque(maxlen=_LAG_SAMPLES))
+
+    def record_lag(self, lag_ms: int) -> None:
+        """Note how late a timer fired."""
+        self.lags_ms.append(max(0, lag_ms))
+
+    def lag_percentiles(self) -> dict[str, float | None]:
+        """p50, p99 and max of the recorded firing lags (``None`` when there are none)."""
+        if not self.lags_ms:
+            return {"p50": None, "p99": None, "max": None, "count": 0}
+        ordered = sorted(self.lags_ms)
+
+        def pick(q: float) -> float:
+            return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+
+        return {
+            "p50": pick(0.5),
+            "p99": pick(0.99),
+            "max": float(ordered[-1]),
+            "count": len(ordered),
+        }

@@ -1,0 +1,270 @@
+"""The Kafka side of a behaviour's cells: Faust topic, tables and agent, and the engine's ports.
+
+The cell engine (:mod:`stream_app.engine.cells`) reads and writes its tables through the
+:class:`~stream_app.engine.ports.TableStore` port and dead-letters through
+:class:`~stream_app.engine.ports.DeadLetters`; this module fills them with Faust and RocksDB:
+
+- :class:`CellTables` declares, for one behaviour, the input topic (subscribed through an agent
+  that never receives a record: the batched input reads the topic, and the app's consumer
+  leaves it alone), the three tables (Faust tables, so Faust assigns, recovers and standbys
+  them), and follows the assignment of the input partitions.
+- :class:`FaustTableStore` is one table as a :class:`TableStore`: reads and writes go straight
+  to the partition's RocksDB database (one lookup, where Faust's ``Table.get`` makes several),
+  and each write's changelog record into the unit of work it is made in. The batched input
+  records the changelog offsets acknowledged in the databases at each commit
+  (:meth:`BatchInput.track_changelog <stream_app.kafka.batch_input.BatchInput.track_changelog>`),
+  so recovery replays the changelog only from there, as Faust does for its own writes.
+- :class:`CellDeadLetters` produces dead letters into the unit of work of the record being
+  processed (in its transaction under ``exactly_once``, so a record read again is not
+  dead-lettered twice) and counts them with the worker's other dead letters.
+- :class:`FaustWakes` sends the sweep's wake records with Faust's producer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from faust.types import TP
+
+from stream_app.core.dead_letters import DeadLetter
+from stream_app.core.records import Headers
+from stream_app.engine.ports import Outputs
+from stream_app.errors import StreamAppError
+from stream_app.kafka.app import StreamApp
+from stream_app.kafka.batch_input import BatchInput
+from stream_app.settings import Settings
+
+__all__ = ["CellDeadLetters", "CellTables", "FaustTableStore", "FaustWakes"]
+
+logger = logging.getLogger(__name__)
+
+#: Faust patch/internal: Faust's RocksDB store keeps the changelog offset a partition's
+#: database has applied in that database, under this key; it is no key of the table.
+FAUST_OFFSET_KEY = b"__faust\0offset__"
+
+_RAW_TOPIC: dict[str, Any] = {
+    "key_type": bytes,
+    "value_type": bytes,
+    "key_serializer": "raw",
+    "value_serializer": "raw",
+}
+
+
+class FaustTableStore:
+    """One Faust table (RocksDB store) as the engine's ``TableStore`` port.
+
+    Args:
+        table: The Faust table.
+        changelog_topic: Its changelog topic.
+    """
+
+    def __init__(self, table: Any, changelog_topic: str) -> None:
+        self.table = table
+        self.changelog_topic = changelog_topic
+
+    @property
+    def name(self) -> str:
+        """The table's name."""
+        name: str = self.table.name
+        return name
+
+    def _db(self, partition: int) -> Any:
+        # Faust patch/internal: rocksdb.Store._db_for_partition opens (once) and returns the
+        # partition's rocksdict database; Faust reaches it through Table.__getitem__/__setitem__
+        # and several layers per access (and a contains before each get), we go straight to it.
+        return self.table.data._db_for_partition(partition)
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        """The value of ``key`` in ``partition`` (one RocksDB lookup)."""
+        found: bytes | None = self._db(partition).get(key)
+        return found
+
+    def put(self, work: Outputs, key: bytes, value: bytes) -> None:
+        """Write ``key`` in the partition of ``work``, and its changelog record into ``work``."""
+        partition = work.partition
+        self._db(partition).put(key, value)
+        work.produce(self.changelog_topic, key, value, partition)
+
+    def delete(self, work: Outputs, key: bytes) -> None:
+        """Delete ``key`` from the partition of ``work`` (a tombstone into ``work``), if there."""
+        partition = work.partition
+        db = self._db(partition)
+        if db.get(key) is None:
+            return
+        db.delete(key)
+        work.produce(self.changelog_topic, key, None, partition)
+
+    def keys(self, partition: int) -> Iterator[bytes]:
+        """The keys of ``partition``, in key order."""
+        # A RocksDB database (rocksdict), not a dict: keys() iterates it in key order.
+        for key in self._db(partition).keys():  # noqa: SIM118
+            if key != FAUST_OFFSET_KEY:
+                yield key
+
+    def items_from(self, partition: int, start: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """The items of ``partition`` from the first key at or after ``start``."""
+        it = self._db(partition).iter()
+        it.seek(start)
+        while it.valid():
+            key = it.key()
+            if key != FAUST_OFFSET_KEY:
+                yield key, it.value()
+            it.next()
+
+    def lookup(self, key: bytes) -> bytes | None:
+        """The value of ``key`` in whichever local partition holds it (Faust's ``Table.get``,
+        outside the processing of a record)."""
+        value: bytes | None = self.table.get(key)
+        return value
+
+    def local_items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every item of every local partition."""
+        for key, value in self.table.items():
+            if key != FAUST_OFFSET_KEY:
+                yield key, value
+
+    def persist(self, partition: int, offset: int) -> None:
+        """Record in ``partition``'s database that it has applied its changelog up to
+        ``offset`` (called by the batched input at each commit, for acknowledged records)."""
+        # Faust patch/internal: rocksdb.Store.set_persisted_offset records the changelog offset
+        # Faust's own sends reached; our writes bypass Faust's producer, so the batched input
+        # reports the offsets its producer reached, and recovery starts after them.
+        self.table.data.set_persisted_offset(TP(self.changelog_topic, partition), offset)
+
+
+class CellTables:
+    """The Faust side of one behaviour's cells: input topic, agent, tables, assignment.
+
+    Args:
+        app: The app of ``create_app(settings)``.
+        settings: The settings.
+        behaviour: The behaviour's name.
+        batch_input: The reader of the input topic; it records the tables' changelog offsets.
+
+    Attributes:
+        input: The raw-bytes Faust topic of the behaviour's input.
+        cells: The table of the cells' records.
+        timers: The table of pending timers, ordered by due time.
+        parked: The table of parked cells and their waiting work.
+    """
+
+    def __init__(
+        self, app: StreamApp, settings: Settings, behaviour: str, batch_input: BatchInput
+    ) -> None:
+        self.app = app
+        self.topic_name = settings.input_topic(behaviour)
+        self.input = app.topic(self.topic_name, partitions=settings.partitions, **_RAW_TOPIC)
+        self.cells = self._table(app, settings, batch_input, behaviour, f"{behaviour} cells")
+        self.timers = self._table(
+            app,
+            settings,
+            batch_input,
+            f"{behaviour}-timers",
+            f"{behaviour} pending timers, ordered by due time",
+        )
+        self.parked = self._table(
+            app,
+            settings,
+            batch_input,
+            f"{behaviour}-parked",
+            f"{behaviour} parked cells and their waiting work",
+        )
+        # The input topic stays subscribed through an agent, so Faust's assignor gives this
+        # worker its partitions and recovers the co-partitioned tables; the app's consumer
+        # never fetches it (StreamApp.take_input_topics), so the agent receives nothing.
+        app.agent(self.input, name=f"stream_app.cells.{behaviour}")(self._never_fed)
+
+    @staticmethod
+    def _table(
+        app: StreamApp, settings: Settings, batch_input: BatchInput, name: str, help: str
+    ) -> FaustTableStore:
+        table = app.Table(
+            name, partitions=settings.partitions, help=help, key_type=bytes, value_type=bytes
+        )
+        store = FaustTableStore(table, settings.changelog_topic(name))
+        batch_input.track_changelog(store.changelog_topic, store.persist)
+        return store
+
+    async def _never_fed(self, stream: Any) -> None:
+        async for event in stream.events():
+            raise StreamAppError(
+                f"{self.topic_name}[{event.message.partition}]@{event.message.offset} reached "
+                "Faust's agent: only the batched input may read a cell input topic"
+            )
+
+    def follow_assignment(self, assign: Callable[[Iterable[int]], None]) -> None:
+        """Call ``assign(partitions)`` with the input partitions owned after each rebalance."""
+        topic = self.topic_name
+
+        async def on_assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
+            assign(tp.partition for tp in assigned if tp.topic == topic)
+
+        receiver: Any = on_assigned
+        self.app.on_partitions_assigned.connect(receiver, weak=False)
+
+
+class CellDeadLetters:
+    """The engines' ``DeadLetters`` port: dead letters into the record's unit of work.
+
+    Args:
+        settings: The settings (dead-letter topic, app id, largest value kept whole).
+        counts: The worker's dead letters by reason (served by the metrics view), counted here
+            too.
+    """
+
+    def __init__(self, settings: Settings, counts: Counter[str]) -> None:
+        self.settings = settings
+        self.counts = counts
+
+    def publish(
+        self,
+        work: Outputs,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        reason: str,
+        error: str,
+        behaviour: str,
+        topic: str,
+        partition: int,
+        offset: int,
+    ) -> None:
+        """Produce the dead letter of a record into ``work``, to the dead-letter partition
+        numbered like the record's input partition."""
+        letter = DeadLetter.for_record(
+            key=key,
+            value=value,
+            reason=reason,
+            error=error,
+            app=self.settings.app_id,
+            behaviour=behaviour,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            max_bytes=self.settings.dead_letter_max_bytes,
+        )
+        headers: Headers = letter.headers()
+        work.produce(
+            self.settings.dead_letter_topic, letter.key, letter.value, work.partition, headers
+        )
+        self.counts[letter.reason] += 1
+
+
+class FaustWakes:
+    """The engines' ``WakeSender`` port: a plain send with Faust's producer.
+
+    Args:
+        app: The app whose producer sends.
+    """
+
+    def __init__(self, app: StreamApp) -> None:
+        self.app = app
+
+    async def send(
+        self, topic: str, key: bytes, value: bytes, partition: int, headers: Headers
+    ) -> None:
+        """Hand the record to Faust's producer (not waiting for the acknowledgement)."""
+        await self.app.producer.send(topic, key, value, partition, None, headers)
