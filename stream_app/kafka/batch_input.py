@@ -77,6 +77,7 @@ from faust.types import TP
 from stream_app.core.records import Headers, InputRecord
 from stream_app.errors import ChangelogError, StreamAppError, TransactionError
 from stream_app.kafka.app import StreamApp
+from stream_app.kafka.faust_patches import commit_offsets, streams_flowing
 from stream_app.logs import rdkafka_logger
 from stream_app.settings import Settings
 
@@ -288,9 +289,7 @@ class BatchInput:
         consumer = self.app.consumer
         loop = asyncio.get_running_loop()
         while not self.app.should_stop:
-            # Faust patch/internal: Consumer.flow_active is off while Faust suspends its streams
-            # (a rebalance, recovery); we read only while it is on, as Faust's fetch would.
-            wanted = self._wanted if consumer.flow_active else frozenset()
+            wanted = self._wanted if streams_flowing(consumer) else frozenset()
             if not wanted and not self._assigned:
                 await asyncio.sleep(POLL_TIMEOUT_S)
                 continue
@@ -301,7 +300,7 @@ class BatchInput:
                     await self._assign(wanted)
                     continue
                 messages = await loop.run_in_executor(self._pool, self._take)
-                if messages and consumer.flow_active and self._wanted == self._assigned:
+                if messages and streams_flowing(consumer) and self._wanted == self._assigned:
                     await self._process(messages)
                 elif messages:
                     # A rebalance began while the batch was fetched: drop it unprocessed, commit
@@ -626,9 +625,7 @@ class BatchInput:
         self._delivered.clear()
         if not offsets:
             return
-        # Faust patch/internal: Consumer._commit(offsets) commits the offsets its own streams
-        # acknowledged; we call it with the batched input's offsets, through the group member.
-        if self.exactly_once or await self.app.consumer._commit(offsets):
+        if self.exactly_once or await commit_offsets(self.app.consumer, offsets):
             self.commits += 1
             for tp, offset in offsets.items():
                 if self._processed.get(tp) == offset:

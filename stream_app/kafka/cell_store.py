@@ -35,15 +35,12 @@ from stream_app.engine.ports import Outputs
 from stream_app.errors import StreamAppError
 from stream_app.kafka.app import StreamApp
 from stream_app.kafka.batch_input import BatchInput
+from stream_app.kafka.faust_patches import FAUST_OFFSET_KEY, partition_db, set_persisted_offset
 from stream_app.settings import Settings
 
 __all__ = ["CellDeadLetters", "CellTables", "FaustTableStore", "FaustWakes"]
 
 logger = logging.getLogger(__name__)
-
-#: Faust patch/internal: Faust's RocksDB store keeps the changelog offset a partition's
-#: database has applied in that database, under this key; it is no key of the table.
-FAUST_OFFSET_KEY = b"__faust\0offset__"
 
 _RAW_TOPIC: dict[str, Any] = {
     "key_type": bytes,
@@ -72,10 +69,7 @@ class FaustTableStore:
         return name
 
     def _db(self, partition: int) -> Any:
-        # Faust patch/internal: rocksdb.Store._db_for_partition opens (once) and returns the
-        # partition's rocksdict database; Faust reaches it through Table.__getitem__/__setitem__
-        # and several layers per access (and a contains before each get), we go straight to it.
-        return self.table.data._db_for_partition(partition)
+        return partition_db(self.table, partition)
 
     def get(self, partition: int, key: bytes) -> bytes | None:
         """The value of ``key`` in ``partition`` (one RocksDB lookup)."""
@@ -129,10 +123,7 @@ class FaustTableStore:
     def persist(self, partition: int, offset: int) -> None:
         """Record in ``partition``'s database that it has applied its changelog up to
         ``offset`` (called by the batched input at each commit, for acknowledged records)."""
-        # Faust patch/internal: rocksdb.Store.set_persisted_offset records the changelog offset
-        # Faust's own sends reached; our writes bypass Faust's producer, so the batched input
-        # reports the offsets its producer reached, and recovery starts after them.
-        self.table.data.set_persisted_offset(TP(self.changelog_topic, partition), offset)
+        set_persisted_offset(self.table, self.changelog_topic, partition, offset)
 
 
 class CellTables:

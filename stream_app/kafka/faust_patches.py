@@ -34,17 +34,22 @@ from stream_app.kafka.reading import last_record_offsets
 
 __all__ = [
     "CLEAN_MARKER",
+    "FAUST_OFFSET_KEY",
     "FLUSH_TIMEOUT_S",
     "InputTaker",
     "KeepingFlowControl",
     "PatchedApp",
     "SendCounts",
+    "commit_offsets",
     "discard_unclean_tables",
     "drain_send_buffer",
     "hand_topics_to",
     "judge_recovery_from_its_start",
+    "partition_db",
     "read_committed",
     "send_buffer_that_drains",
+    "set_persisted_offset",
+    "streams_flowing",
 ]
 
 logger = logging.getLogger(__name__)
@@ -331,19 +336,57 @@ def discard_unclean_tables(tabledir: Path) -> list[Path]:
 
 
 # -- the batched input's use of Faust's consumer ------------------------------------------------
-#
-# Kept in stream_app/kafka/batch_input.py for now (owned by another step of this restructuring);
-# to be moved here: ``Consumer._commit(offsets)``, through which the batched input commits its
-# input offsets as a member of the group, and ``Consumer.flow_active``, which it reads before
-# each fetch.
+
+
+def streams_flowing(consumer: Any) -> bool:
+    """Whether Faust lets its streams take records now.
+
+    Faust internal: ``Consumer.flow_active`` is off while Faust suspends its streams (a
+    rebalance, table recovery). Faust's own fetch waits on it; the batched input, which reads
+    the cell input topics in Faust's stead, reads only while it is on.
+    """
+    return bool(consumer.flow_active)
+
+
+async def commit_offsets(consumer: Any, offsets: dict[TP, int]) -> bool:
+    """Commit ``offsets`` through Faust's consumer, the group member; ``False`` if it refused.
+
+    Faust internal: ``Consumer._commit(offsets)`` commits the offsets Faust's streams
+    acknowledged (Faust calls it from its commit loop). The batched input's records never pass
+    through Faust's streams, so it calls the same method with the offsets it processed: the
+    commit goes to the group with the member's generation, and fails on a stale one.
+    """
+    return bool(await consumer._commit(offsets))
 
 
 # -- table store internals ----------------------------------------------------------------------
-#
-# Kept in the cells store's kafka adapter for now; to be moved here: ``rocksdb.Store.
-# _db_for_partition`` (direct reads and writes of a partition's RocksDB database), the key
-# ``__faust\0offset__`` those skip, and ``rocksdb.Store.set_persisted_offset`` (the changelog
-# offsets the batched input's producer reached, recorded at each commit).
+
+#: Faust internal: Faust's RocksDB store keeps the changelog offset a partition's database has
+#: applied in that database, under this key (``rocksdb.Store.offset_key``); it is no key of the
+#: table, and the cells store skips it when it iterates a partition.
+FAUST_OFFSET_KEY = b"__faust\0offset__"
+
+
+def partition_db(table: Any, partition: int) -> Any:
+    """The rocksdict database of one partition of the Faust ``table``.
+
+    Faust internal: ``rocksdb.Store._db_for_partition`` opens (once) and returns it. Faust
+    reaches it through ``Table.__getitem__``/``__setitem__`` and several layers per access (and
+    a ``contains`` before each ``get``); the cells store reads and writes it directly, one
+    RocksDB call per access, and produces the changelog record itself.
+    """
+    return table.data._db_for_partition(partition)
+
+
+def set_persisted_offset(table: Any, changelog_topic: str, partition: int, offset: int) -> None:
+    """Record that ``partition`` of ``table`` has applied its changelog up to ``offset``.
+
+    Faust internal: ``rocksdb.Store.set_persisted_offset`` records the changelog offset that
+    Faust's own sends reached, and recovery replays the changelog only after it. The cells
+    store's writes bypass Faust's producer, so the batched input reports the offsets its
+    producer reached at each commit.
+    """
+    table.data.set_persisted_offset(TP(changelog_topic, partition), offset)
 
 
 # -- the app's private hooks --------------------------------------------------------------------

@@ -44,8 +44,13 @@ INTERNALS = [
         "verify_recovery_event_path",
         "faust_patches.judge_recovery_from_its_start",
     ),
-    ("faust.transport.drivers.aiokafka", "Consumer", "_commit", "batch_input: offset commit"),
-    ("faust.transport.drivers.aiokafka", "Consumer", "flow_active", "batch_input: _loop"),
+    ("faust.transport.drivers.aiokafka", "Consumer", "_commit", "faust_patches.commit_offsets"),
+    (
+        "faust.transport.drivers.aiokafka",
+        "Consumer",
+        "flow_active",
+        "faust_patches.streams_flowing",
+    ),
     (
         "faust.transport.drivers.aiokafka",
         "AIOKafkaConsumerThread",
@@ -72,8 +77,8 @@ INTERNALS = [
         "faust_patches.send_buffer_that_drains",
     ),
     ("faust.transport.producer", "ProducerBuffer", "state", "faust_patches.drain_send_buffer"),
-    ("faust.stores.rocksdb", "Store", "_db_for_partition", "kafka.cell_store: direct access"),
-    ("faust.stores.rocksdb", "Store", "set_persisted_offset", "kafka.cell_store: offsets"),
+    ("faust.stores.rocksdb", "Store", "_db_for_partition", "faust_patches.partition_db"),
+    ("faust.stores.rocksdb", "Store", "set_persisted_offset", "faust_patches.set_persisted_offset"),
 ]
 
 #: Attributes set on instances in ``__init__`` (not visible on the class): module, class, name.
@@ -108,7 +113,7 @@ def test_an_instance_attribute_is_still_set(module: str, cls: str, attribute: st
 def test_the_store_offset_key_is_the_one_cells_skip() -> None:
     from faust.stores.rocksdb import Store
 
-    from stream_app.kafka.cell_store import FAUST_OFFSET_KEY
+    from stream_app.kafka.faust_patches import FAUST_OFFSET_KEY
 
     assert Store.offset_key == FAUST_OFFSET_KEY
 
