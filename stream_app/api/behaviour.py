@@ -109,16 +109,6 @@ class Behaviour(Generic[DataT]):
         self._on_timeout = on_timeout
         self._migrate = migrate
 
-    @property
-    def max_attempts(self) -> int:
-        """``retry.attempts``, read by the cell engine until it reads :attr:`retry` itself."""
-        return self.retry.attempts
-
-    @property
-    def retry_backoff_s(self) -> float:
-        """``retry.backoff_s``, read by the cell engine until it reads :attr:`retry` itself."""
-        return self.retry.backoff_s
-
     def handle_message(self, state: CellState[DataT]) -> None:
         """Handle ``state.message`` (the cell may be dead). Override it, or pass
         ``handle_message=``; without either, messages change nothing."""

@@ -25,6 +25,8 @@ from typing import Any
 
 from stream_app.clients.cells import CellClient
 from stream_app.core.dead_letters import DeadLetter
+from stream_app.core.origin import BootOrigin, InjectOrigin, TimerOrigin
+from stream_app.core.origin import parse as parse_origin
 from stream_app.kafka.reading import Record, read_records
 from stream_app.settings import Settings
 
@@ -47,7 +49,6 @@ __all__ = [
 REDRIVEN_FROM_HEADER = "stream_app.redriven-from"
 
 # Origins of parked work that did not come from a topic (see stream_app.engine.cells).
-_PSEUDO_TOPICS = {"boot": "an on_boot call", "timer": "a timer", "inject": "an injected message"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,10 +172,11 @@ def redrive_refusal(letter: DeadLetter, topics: set[str]) -> str | None:
             f"truncated: only the first {len(letter.value or b'')} of {letter.original_size} "
             "bytes were kept, redriving them would send a different record"
         )
-    pseudo = _PSEUDO_TOPICS.get(letter.source_topic)
-    if pseudo is not None or letter.source_partition < 0 or letter.source_offset < 0:
-        what = pseudo or f"origin {letter.source_topic!r}"
-        return f"no source record: it is parked work from {what}, not a record of a topic"
+    if letter.source_partition < 0 or letter.source_offset < 0:
+        return (
+            f"no source record: it is parked work from {_work_from(letter.source_topic)}, "
+            "not a record of a topic"
+        )
     if letter.source_topic not in topics:
         return f"source topic {letter.source_topic!r} does not exist"
     if letter.key is None:
@@ -304,3 +306,19 @@ def redrive(plan: RedrivePlan, settings: Settings, *, timeout: float) -> None:
             headers=[(REDRIVEN_FROM_HEADER, origin.encode())],
         )
     client.flush(timeout)
+
+
+def _work_from(origin_text: str) -> str:
+    """What made the work a dead letter without a source record came from (its origin, which
+    the engine names in place of the topic)."""
+    try:
+        origin = parse_origin(origin_text)
+    except ValueError:
+        return f"origin {origin_text!r}"
+    if isinstance(origin, BootOrigin):
+        return "an on_boot call"
+    if isinstance(origin, TimerOrigin):
+        return f"the timer {origin.name!r}"
+    if isinstance(origin, InjectOrigin):
+        return "an injected message"
+    return f"origin {origin_text!r}"

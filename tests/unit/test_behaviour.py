@@ -112,7 +112,6 @@ def test_attributes_and_options() -> None:
     assert behaviour.name == "counter"
     assert behaviour.version == 3
     assert behaviour.retry == replace(policy, on_exhausted=Exhausted.PARK)
-    assert (behaviour.max_attempts, behaviour.retry_backoff_s) == (7, 0.5)
     assert counter().retry == RetryPolicy(attempts=3, backoff_s=0.1, on_exhausted=Exhausted.PARK)
     assert behaviour.data_model is Count
     assert isinstance(behaviour.message_types, MessageTypes)

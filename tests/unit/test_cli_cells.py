@@ -179,8 +179,11 @@ def test_redrive_refusals_say_why() -> None:
     assert "truncated: only the first 64 of 100 bytes" in str(
         refusal(value=b"z" * 100, max_bytes=64)
     )
-    assert "on_boot" in str(refusal(topic="boot", partition=1, offset=0))
-    assert "no source record" in str(refusal(topic="timer/timeout/17", partition=-1, offset=-1))
+    # Work that came from no record: the engine names its origin in place of the topic.
+    assert "from an on_boot call" in str(refusal(topic="boot/1/4f2a9c", partition=-1, offset=-1))
+    timer = str(refusal(topic="timer/timeout/17", partition=-1, offset=-1))
+    assert "no source record: it is parked work from the timer 'timeout'" in timer
+    assert "an injected message" in str(refusal(topic="inject/9b1e", partition=-1, offset=-1))
     assert "'shop.gone.in' does not exist" in str(refusal(topic="shop.gone.in"))
     assert "no key" in str(refusal(key=None))
 
