@@ -16,7 +16,7 @@ handler of each effect's ``kind``:
    :attr:`~stream_app.core.cell.Effect.id` each time and use it to be idempotent.
 
 The dispatcher is handling logic only: it reaches the dead-letter topic, the counters and the
-clock through the ports of :mod:`stream_app.engine.edge_ports`.
+clock through the ports of :mod:`stream_app.engine.ports`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from stream_app.core.cell import Effect
 from stream_app.core.retry import RetryPolicy
-from stream_app.engine.edge_ports import DeadLetterPublisher, EffectCounters, Pauses, SourceRecord
+from stream_app.engine.ports import DeadLetterPublisher, EffectCounters, Pauses, SourceRecord
 from stream_app.engine.retrying import HANDLER_RETRY, call_with_retry, dead_lettering
 
 __all__ = ["EffectDispatcher", "EffectHandler"]

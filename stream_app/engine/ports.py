@@ -1,4 +1,5 @@
-"""The ports the cell engine talks through, and the counters it keeps.
+"""The ports the engine talks through (the cell engine, the effect dispatcher, the reactor), and
+the counters it keeps.
 
 The engine (:mod:`stream_app.engine.cells`) decides what a record does to a cell; it does not
 know Kafka, Faust or RocksDB. It reads and writes through these small protocols, which the
@@ -17,18 +18,42 @@ with in-memory fakes:
 - :class:`WakeSender`: a plain send, outside any unit of work, for the wake records of the
   sweep.
 - :class:`RuntimeMetrics`: counters (a plain dataclass the engine increments).
+
+The effect dispatcher and the reactor (:mod:`stream_app.engine.effects`,
+:mod:`stream_app.engine.reactor`) are fed by Faust agents on the Kafka side
+(:mod:`stream_app.kafka.agents`) and need less:
+
+- :class:`DeadLetterPublisher`: an acknowledged dead letter (the worker's
+  :class:`~stream_app.kafka.dead_letters.DeadLetterSink`).
+- :class:`EffectCounters`: the effect counters of :class:`RuntimeMetrics`.
+- :class:`SourceRecord`: the parts of a Kafka record a handler reads.
+- :class:`Pauses`: the pauses between tries (``asyncio.sleep`` and a random factor; a unit
+  test records them instead).
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from stream_app.core.records import Headers
+from stream_app.core.retry import RetryPolicy
 
-__all__ = ["DeadLetters", "Outputs", "RuntimeMetrics", "TableStore", "WakeSender"]
+__all__ = [
+    "DeadLetterPublisher",
+    "DeadLetters",
+    "EffectCounters",
+    "Outputs",
+    "Pauses",
+    "RuntimeMetrics",
+    "SourceRecord",
+    "TableStore",
+    "WakeSender",
+]
 
 _LAG_SAMPLES = 200_000
 
@@ -173,3 +198,78 @@ class RuntimeMetrics:
             "max": float(ordered[-1]),
             "count": len(ordered),
         }
+
+
+# -- the effect dispatcher's and the reactor's ports ----------------------------------------------
+
+
+class DeadLetterPublisher(Protocol):
+    """Sends a rejected record to the dead-letter topic (and counts it)."""
+
+    async def publish_record(
+        self,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        reason: str,
+        error: str,
+        behaviour: str,
+        topic: str,
+        partition: int,
+        offset: int,
+    ) -> None:
+        """Dead-letter the record; returns once the broker has acknowledged the dead letter."""
+        ...
+
+
+class EffectCounters(Protocol):
+    """The counters the effect dispatcher keeps (served at ``/stream-app/metrics/``)."""
+
+    effects_done: int
+    effect_failures: int
+
+
+class SourceRecord(Protocol):
+    """The parts of a consumed Kafka record the handling logic reads."""
+
+    @property
+    def topic(self) -> str:
+        """Its topic."""
+        ...
+
+    @property
+    def partition(self) -> int:
+        """Its partition."""
+        ...
+
+    @property
+    def offset(self) -> int:
+        """Its offset."""
+        ...
+
+    @property
+    def key(self) -> bytes | None:
+        """Its key."""
+        ...
+
+    @property
+    def value(self) -> bytes | None:
+        """Its value."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Pauses:
+    """How the pauses between tries are taken: the clock and the jitter's random source.
+
+    Attributes:
+        sleep: Waits the given seconds (:func:`asyncio.sleep`; a test records them instead).
+        random_factor: A number in ``[0, 1)`` for :meth:`RetryPolicy.delay`'s jitter.
+    """
+
+    sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep)
+    random_factor: Callable[[], float] = field(default=random.random)
+
+    def before(self, policy: RetryPolicy, attempt: int) -> float:
+        """The pause ``policy`` gives before try number ``attempt``."""
+        return policy.delay(attempt, random_factor=self.random_factor)

@@ -23,7 +23,7 @@ before that commit, and nothing is skipped. Make handlers idempotent: a record's
 gives the handlers a record from inside the worker, through their topic.
 
 The reactor is handling logic only: it reaches the dead-letter topic and the clock through the
-ports of :mod:`stream_app.engine.edge_ports`.
+ports of :mod:`stream_app.engine.ports`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from stream_app.core.retry import RetryPolicy
-from stream_app.engine.edge_ports import DeadLetterPublisher, Pauses
+from stream_app.engine.ports import DeadLetterPublisher, Pauses
 from stream_app.engine.retrying import HANDLER_RETRY, call_with_retry, dead_lettering
 
 __all__ = ["Reactor", "ReactorHandler", "ReactorRecord"]

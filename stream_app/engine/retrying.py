@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from stream_app.core.retry import Exhausted, RetryPolicy
-from stream_app.engine.edge_ports import Pauses
+from stream_app.engine.ports import Pauses
 
 __all__ = ["HANDLER_RETRY", "call_with_retry", "dead_lettering"]
 

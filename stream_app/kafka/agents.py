@@ -19,7 +19,7 @@ from typing import Any
 
 import faust
 
-from stream_app.engine.edge_ports import SourceRecord
+from stream_app.engine.ports import SourceRecord
 from stream_app.engine.reactor import ReactorRecord
 from stream_app.kafka.app import raw_topic
 

@@ -15,8 +15,8 @@ import pytest
 
 from stream_app import Effect
 from stream_app.core.retry import Exhausted, RetryPolicy
-from stream_app.engine.edge_ports import Pauses
 from stream_app.engine.effects import EffectDispatcher
+from stream_app.engine.ports import Pauses
 from stream_app.engine.retrying import HANDLER_RETRY
 
 

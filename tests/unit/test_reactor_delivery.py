@@ -17,7 +17,7 @@ import pytest
 
 from stream_app import Effect, ReactorRecord, Runtime
 from stream_app.core.retry import Exhausted, RetryPolicy
-from stream_app.engine.edge_ports import Pauses
+from stream_app.engine.ports import Pauses
 from stream_app.engine.reactor import Reactor
 from stream_app.kafka.agents import reactor_record
 from stream_app.settings import Settings
