@@ -38,7 +38,6 @@ from stream_app.engine.cells import CellEngine, EngineSettings
 from stream_app.engine.effects import EffectDispatcher, EffectHandler
 from stream_app.engine.ports import RuntimeMetrics
 from stream_app.engine.reactor import Reactor, ReactorHandler
-from stream_app.engine.retrying import HANDLER_RETRY
 from stream_app.errors import ConfigError
 from stream_app.kafka.agents import feed_effects, feed_reactor
 from stream_app.kafka.app import StreamApp, create_app
@@ -102,6 +101,7 @@ class Runtime:
             effects_topic=self.settings.effects_topic,
             replies_topic=self.settings.replies_topic,
             input_topic=self.settings.input_topic,
+            cell_retry=self.settings.cell_retry,
         )
         self.engines: dict[str, CellEngine] = {}
         #: The Faust side of each behaviour's cells (topic, tables), by behaviour name.
@@ -161,21 +161,20 @@ class Runtime:
         )
         return entity
 
-    def effect_handler(self, kind: str, *, retry: RetryPolicy = HANDLER_RETRY) -> Callable[[F], F]:
+    def effect_handler(self, kind: str, *, retry: RetryPolicy | None = None) -> Callable[[F], F]:
         """Decorator: handle effects of ``kind`` (see :mod:`stream_app.engine.effects`).
 
         Args:
             kind: The effect kind the function handles.
-            retry: How a failing call is tried again; it must end in a dead letter
-                (``on_exhausted=Exhausted.DEAD_LETTER``). Default
-                :data:`~stream_app.engine.retrying.HANDLER_RETRY`: 5 tries, pauses from
-                0.2 s doubling up to 5 s, with jitter.
+            retry: How a failing call is tried again before the effect is dead-lettered (its
+                ``on_exhausted``, if given, must be ``dead_letter``). Default: the settings'
+                ``handler_retry`` (5 tries, pauses from 0.2 s doubling up to 5 s, with jitter).
         """
 
         def register(fn: F) -> F:
             handler: EffectHandler = fn
             first = not self.effects.handlers
-            self.effects.register(kind, handler, retry=retry)
+            self.effects.register(kind, handler, retry=retry or self.settings.handler_retry)
             if first:
                 feed_effects(self.app, self.settings.effects_topic, self.effects.dispatch)
             return fn
@@ -183,22 +182,24 @@ class Runtime:
         return register
 
     def handler(
-        self, topic: str, *, name: str | None = None, retry: RetryPolicy = HANDLER_RETRY
+        self, topic: str, *, name: str | None = None, retry: RetryPolicy | None = None
     ) -> Callable[[F], F]:
         """Decorator: call the function for every record of ``topic`` (a reactor handler).
 
         Args:
             topic: The topic whose records the function handles.
             name: The handler's name in logs and dead letters (default: its qualified name).
-            retry: How a failing call is tried again; it must end in a dead letter
-                (``on_exhausted=Exhausted.DEAD_LETTER``). Default
-                :data:`~stream_app.engine.retrying.HANDLER_RETRY`.
+            retry: How a failing call is tried again before the record is dead-lettered for
+                this handler (its ``on_exhausted``, if given, must be ``dead_letter``).
+                Default: the settings' ``handler_retry``.
         """
 
         def register(fn: F) -> F:
             handler: ReactorHandler = fn
             first = topic not in self.reactor.handlers
-            self.reactor.register(topic, handler, name=name, retry=retry)
+            self.reactor.register(
+                topic, handler, name=name, retry=retry or self.settings.handler_retry
+            )
             if first:
                 feed_reactor(self.app, topic, self.reactor.deliver)
             return fn

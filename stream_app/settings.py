@@ -16,6 +16,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from stream_app.core.retry import CELL_RETRY, HANDLER_RETRY, Exhausted, RetryPolicy
+
 __all__ = ["ProcessingGuarantee", "Settings", "get_settings"]
 
 ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
@@ -64,6 +66,13 @@ class Settings(BaseSettings):
             stop that hangs (a broker that does not answer) must not keep a supervisor waiting.
             What it did not commit is read again by the next owner, as after a SIGKILL.
         topics_dir: Folder of declarative topic definitions applied by ``stream-app topics apply``.
+        cell_retry: The retry policy of cells whose behaviour names none
+            (:class:`~stream_app.core.retry.RetryPolicy`, as JSON in the environment:
+            ``STREAM_APP_CELL_RETRY='{"attempts": 5, "backoff_s": 0.5}'``); a cell is parked
+            when its tries are exhausted. Default 3 tries, 0.1 s then 0.2 s apart.
+        handler_retry: The retry policy of effect and reactor handlers registered without one
+            (``STREAM_APP_HANDLER_RETRY``, JSON); the work is dead-lettered when its tries are
+            exhausted. Default 5 tries, pauses from 0.2 s doubling up to 5 s.
     """
 
     model_config = SettingsConfigDict(
@@ -95,6 +104,18 @@ class Settings(BaseSettings):
     kafka_call_timeout_s: float = Field(default=60.0, ge=1.0, le=3600.0)
     shutdown_timeout_s: float = Field(default=60.0, ge=1.0, le=3600.0)
     topics_dir: Path = Path("topics")
+    cell_retry: RetryPolicy = CELL_RETRY
+    handler_retry: RetryPolicy = HANDLER_RETRY
+
+    @field_validator("cell_retry")
+    @classmethod
+    def _cells_park(cls, value: RetryPolicy) -> RetryPolicy:
+        return value.ending_in(Exhausted.PARK, "STREAM_APP_CELL_RETRY")
+
+    @field_validator("handler_retry")
+    @classmethod
+    def _handlers_dead_letter(cls, value: RetryPolicy) -> RetryPolicy:
+        return value.ending_in(Exhausted.DEAD_LETTER, "STREAM_APP_HANDLER_RETRY")
 
     @field_validator("bootstrap_servers")
     @classmethod

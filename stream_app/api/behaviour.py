@@ -20,8 +20,9 @@ Write one by passing functions::
     )
 
 or by subclassing and overriding the methods. A callback that raises is tried again from the same
-stored state as its :class:`~stream_app.core.retry.RetryPolicy` says (``retry=``; by default 3
-tries, 0.1 s apart and doubling); when the last try fails the cell is parked.
+stored state as its :class:`~stream_app.core.retry.RetryPolicy` says (``retry=``; by default the
+worker's ``Settings.cell_retry``: 3 tries, 0.1 s apart and doubling); when the last try fails the
+cell is parked.
 """
 
 from __future__ import annotations
@@ -65,9 +66,9 @@ class Behaviour(Generic[DataT]):
         on_boot: Overrides :meth:`on_boot`.
         on_timeout: Overrides :meth:`on_timeout`.
         migrate: Overrides :meth:`migrate`.
-        retry: How a raising callback is tried again before the cell is parked (default
-            ``RetryPolicy()``: 3 tries). Its ``on_exhausted`` must be ``park``: a cell's work
-            is never dropped.
+        retry: How a raising callback is tried again before the cell is parked (default: the
+            worker's ``Settings.cell_retry``, 3 tries). Its ``on_exhausted``, if given, must be
+            ``park``: a cell's work is never dropped.
 
     Raises:
         ValueError: A name Kafka cannot use in a topic name, a version below 1, or a retry
@@ -97,12 +98,14 @@ class Behaviour(Generic[DataT]):
             )
         if version < 1:
             raise ValueError(f"behaviour {name!r}: version must be >= 1, got {version}")
-        retry = (retry or RetryPolicy()).ending_in(Exhausted.PARK, f"behaviour {name!r}")
+        if retry is not None:
+            retry = retry.ending_in(Exhausted.PARK, f"behaviour {name!r}")
         self.name = name
         self.message_types = MessageTypes(name, messages)
         self.data_model = data
         self.version = version
-        #: How a raising callback is tried again before the cell is parked.
+        #: How a raising callback is tried again before the cell is parked; ``None``: as the
+        #: worker's ``Settings.cell_retry`` says.
         self.retry = retry
         self._handle_message = handle_message
         self._on_boot = on_boot

@@ -125,7 +125,8 @@ class CellCulture(Behaviour[DataT]):
         data: The model of a live cell's data.
         version: The data version (see :meth:`Behaviour.migrate`).
         retry: How a raising run is tried again before the cell is parked (a
-            :class:`~stream_app.core.retry.RetryPolicy`; default 3 tries).
+            :class:`~stream_app.core.retry.RetryPolicy`; ``None``, the default: the worker's
+            ``Settings.cell_retry``, 3 tries).
         Run: The :class:`CellRun` subclass made for each invocation.
 
     Raises:
@@ -138,7 +139,7 @@ class CellCulture(Behaviour[DataT]):
     messages: ClassVar[Mapping[str, type[BaseModel]]]
     data: ClassVar[type[BaseModel]]
     version = 1
-    retry = RetryPolicy()
+    retry: RetryPolicy | None = None
     Run: ClassVar[type[CellRun[Any]]] = CellRun
 
     def __init__(self) -> None:

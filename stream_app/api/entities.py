@@ -113,8 +113,8 @@ class Entity(Generic[S]):
         handle: ``handle(message, state) -> events | (events, effects)``.
         update: ``update(event, state) -> state``.
         retry: How a raising ``handle`` or ``update`` is tried again before the entity is
-            parked (see the cells' parking; default ``RetryPolicy()``: 3 tries); it is released
-            with ``stream-app cells release``.
+            parked (see the cells' parking; default: ``Settings.cell_retry``, 3 tries); it is
+            released with ``stream-app cells release``.
         projections: Name -> function of the state, for requests that want a part of the new
             state in their reply rather than all of it (``send(..., project="balance")``).
             It must return a JSON value.

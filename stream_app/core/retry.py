@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-__all__ = ["Exhausted", "RetryPolicy"]
+__all__ = ["CELL_RETRY", "HANDLER_RETRY", "Exhausted", "RetryPolicy"]
 
 
 class Exhausted(StrEnum):
@@ -96,3 +96,13 @@ class RetryPolicy:
         if not self.jitter:
             return base
         return base * (1 - self.jitter + 2 * self.jitter * random_factor())
+
+
+#: The default policy of a cell's callbacks (``Settings.cell_retry``, ``STREAM_APP_CELL_RETRY``):
+#: 3 tries, 0.1 s then 0.2 s apart (with jitter), then the cell is parked.
+CELL_RETRY = RetryPolicy(attempts=3, backoff_s=0.1)
+
+#: The default policy of effect and reactor handlers (``Settings.handler_retry``,
+#: ``STREAM_APP_HANDLER_RETRY``): 5 tries, pauses from 0.2 s doubling up to 5 s (with jitter),
+#: then a dead letter.
+HANDLER_RETRY = RetryPolicy(attempts=5, backoff_s=0.2, max_backoff_s=5.0)

@@ -56,6 +56,7 @@ from stream_app.core.parking import ParkedCell, ParkedItem
 from stream_app.core.partitioner import partition_for
 from stream_app.core.records import Headers, InputRecord
 from stream_app.core.replies import Reply, parse_reply_to
+from stream_app.core.retry import CELL_RETRY, Exhausted, RetryPolicy
 from stream_app.core.timers import TimerEntry, decode_due_key, plan_firing
 from stream_app.engine.ports import DeadLetters, Outputs, RuntimeMetrics, TableStore, WakeSender
 from stream_app.errors import InvalidMessageError, RejectMessage, SchemaViolationError
@@ -89,6 +90,7 @@ class EngineSettings:
         effects_topic: Where cells' effects go.
         replies_topic: The only topic replies may go to.
         input_topic: The input topic of a behaviour, by behaviour name.
+        cell_retry: The retry policy of a behaviour that names none.
     """
 
     app_id: str
@@ -97,6 +99,7 @@ class EngineSettings:
     effects_topic: str
     replies_topic: str
     input_topic: Callable[[str], str]
+    cell_retry: RetryPolicy = CELL_RETRY
 
 
 @dataclass(slots=True)
@@ -209,6 +212,11 @@ class CellEngine:
         self.dead_letters = dead_letters
         self.wakes = wakes
         self.metrics = metrics
+        #: How a raising callback is tried again before the cell is parked: the behaviour's
+        #: policy, else the settings'.
+        self.retry = (behaviour.retry or settings.cell_retry).ending_in(
+            Exhausted.PARK, f"behaviour {self.name!r}"
+        )
         self._owned: dict[int, _Partition] = {}
 
     # -- partition bookkeeping -------------------------------------------------------------
@@ -376,7 +384,7 @@ class CellEngine:
             callback = behaviour.on_boot
         cell_id = key.decode()
         text = str(origin)
-        policy = behaviour.retry
+        policy = self.retry
         last: BaseException | None = None
         for attempt in range(1, policy.attempts + 1):
             if attempt > 1:

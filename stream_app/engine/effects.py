@@ -7,7 +7,7 @@ record to :meth:`EffectDispatcher.dispatch` and acknowledges it once that return
 handler of each effect's ``kind``:
 
 1. A failing handler is tried again under its :class:`~stream_app.core.retry.RetryPolicy`
-   (default :data:`~stream_app.engine.retrying.HANDLER_RETRY`: 5 tries, pauses from 0.2 s
+   (default :data:`~stream_app.core.retry.HANDLER_RETRY`: 5 tries, pauses from 0.2 s
    doubling up to 5 s, with jitter), in order, before the next effect of the partition.
 2. An effect that still fails, has no handler, or cannot be parsed goes to the dead-letter
    topic (reasons ``effect-failed``, ``no-effect-handler``, ``malformed-effect``) and the worker
@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from stream_app.core.cell import Effect
-from stream_app.core.retry import RetryPolicy
+from stream_app.core.retry import HANDLER_RETRY, RetryPolicy
 from stream_app.engine.ports import DeadLetterPublisher, EffectCounters, Pauses, SourceRecord
-from stream_app.engine.retrying import HANDLER_RETRY, call_with_retry, dead_lettering
+from stream_app.engine.retrying import call_with_retry, dead_lettering
 
 __all__ = ["EffectDispatcher", "EffectHandler"]
 

@@ -4,7 +4,7 @@ Register handlers with :meth:`~stream_app.runtime.Runtime.handler`. Every record
 is delivered to every handler registered for it, in registration order:
 
 1. A handler that raises is tried again under its :class:`~stream_app.core.retry.RetryPolicy`
-   (default :data:`~stream_app.engine.retrying.HANDLER_RETRY`: 5 tries, pauses from 0.2 s
+   (default :data:`~stream_app.core.retry.HANDLER_RETRY`: 5 tries, pauses from 0.2 s
    doubling up to 5 s, with jitter); handlers that already succeeded on the record are not
    called again.
 2. A record a handler still fails on goes to the dead-letter topic (reason ``handler-failed``,
@@ -32,9 +32,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from stream_app.core.retry import RetryPolicy
+from stream_app.core.retry import HANDLER_RETRY, RetryPolicy
 from stream_app.engine.ports import DeadLetterPublisher, Pauses
-from stream_app.engine.retrying import HANDLER_RETRY, call_with_retry, dead_lettering
+from stream_app.engine.retrying import call_with_retry, dead_lettering
 
 __all__ = ["Reactor", "ReactorHandler", "ReactorRecord"]
 

@@ -15,17 +15,9 @@ from typing import TypeVar
 from stream_app.core.retry import Exhausted, RetryPolicy
 from stream_app.engine.ports import Pauses
 
-__all__ = ["HANDLER_RETRY", "call_with_retry", "dead_lettering"]
+__all__ = ["call_with_retry", "dead_lettering"]
 
 T = TypeVar("T")
-
-#: The default policy of effect and reactor handlers: 5 tries, pauses from 0.2 s doubling up
-#: to 5 s (with the policy's default jitter), then a dead letter. It is not a setting: how a
-#: handler is retried belongs to the handler's code (how idempotent it is, what the service it
-#: calls tolerates), so it is given where the handler is registered, not per deployment.
-HANDLER_RETRY = RetryPolicy(
-    attempts=5, backoff_s=0.2, max_backoff_s=5.0, on_exhausted=Exhausted.DEAD_LETTER
-)
 
 #: Told of each failed try: ``(attempt, error, pause before the next try or None after the last)``.
 FailureReport = Callable[[int, Exception, float | None], None]

@@ -112,7 +112,7 @@ def test_attributes_and_options() -> None:
     assert behaviour.name == "counter"
     assert behaviour.version == 3
     assert behaviour.retry == replace(policy, on_exhausted=Exhausted.PARK)
-    assert counter().retry == RetryPolicy(attempts=3, backoff_s=0.1, on_exhausted=Exhausted.PARK)
+    assert counter().retry is None, "without retry=, the worker's Settings.cell_retry applies"
     assert behaviour.data_model is Count
     assert isinstance(behaviour.message_types, MessageTypes)
     assert set(behaviour.message_types.types) == {"increment"}

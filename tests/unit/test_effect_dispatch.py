@@ -14,10 +14,9 @@ from typing import Any
 import pytest
 
 from stream_app import Effect
-from stream_app.core.retry import Exhausted, RetryPolicy
+from stream_app.core.retry import HANDLER_RETRY, Exhausted, RetryPolicy
 from stream_app.engine.effects import EffectDispatcher
 from stream_app.engine.ports import Pauses
-from stream_app.engine.retrying import HANDLER_RETRY
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
-from stream_app import Effect, ReactorRecord, Runtime
+from stream_app import Behaviour, Effect, ReactorRecord, Runtime
 from stream_app.core.retry import Exhausted, RetryPolicy
 from stream_app.engine.ports import Pauses
 from stream_app.engine.reactor import Reactor
@@ -228,3 +229,42 @@ def test_the_runtime_runs_one_effects_agent_and_one_agent_per_handler_topic() ->
         ]
     finally:
         runtime.app.loop.close()
+
+
+def test_handlers_and_cells_without_a_policy_take_the_settings_policies() -> None:
+    settings = Settings(
+        app_id="unit",
+        partitions=2,
+        bootstrap_servers="127.0.0.1:9",
+        cell_retry=RetryPolicy(attempts=7),
+        handler_retry=RetryPolicy(attempts=2, backoff_s=1.0),
+    )
+    runtime = Runtime(settings)
+    try:
+
+        def email(e: Effect) -> None:
+            """An effect handler (never called here)."""
+
+        def audit(r: ReactorRecord) -> None:
+            """A reactor handler (never called here)."""
+
+        own = RetryPolicy(attempts=9)
+        runtime.effect_handler("email")(email)
+        runtime.effect_handler("sms", retry=own)(email)
+        runtime.handler(TOPIC)(audit)
+        assert runtime.effects.handlers["email"].retry == RetryPolicy(
+            attempts=2, backoff_s=1.0, on_exhausted=Exhausted.DEAD_LETTER
+        )
+        assert runtime.effects.handlers["sms"].retry.attempts == 9
+        assert runtime.reactor.handlers[TOPIC][0].retry.attempts == 2
+        runtime.behaviour(probe_behaviour("plain", retry=None))
+        runtime.behaviour(probe_behaviour("own", retry=RetryPolicy(attempts=4)))
+        assert runtime.engines["plain"].retry.attempts == 7
+        assert runtime.engines["own"].retry.attempts == 4
+    finally:
+        runtime.app.loop.close()
+
+
+def probe_behaviour(name: str, retry: RetryPolicy | None) -> Behaviour[Any]:
+    """A behaviour with no callbacks, for checking what the runtime makes of its policy."""
+    return Behaviour(name, messages={"noop": BaseModel}, data=BaseModel, retry=retry)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from stream_app.core.retry import CELL_RETRY, HANDLER_RETRY, Exhausted, RetryPolicy
 from stream_app.settings import Settings, get_settings
 
 
@@ -56,6 +57,40 @@ def test_values_read_from_prefixed_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.data_dir == Path("/var/lib/cells")
     assert s.session_timeout_s == 6.5
     assert s.web_port == 7000
+
+
+def test_retry_policies_read_as_json_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = Settings()
+    assert defaults.cell_retry.on_exhausted is Exhausted.PARK
+    assert defaults.cell_retry.attempts == CELL_RETRY.attempts == 3
+    assert defaults.handler_retry.on_exhausted is Exhausted.DEAD_LETTER
+    assert defaults.handler_retry.attempts == HANDLER_RETRY.attempts == 5
+    monkeypatch.setenv("STREAM_APP_CELL_RETRY", '{"attempts": 6, "backoff_s": 0.5}')
+    monkeypatch.setenv("STREAM_APP_HANDLER_RETRY", '{"attempts": 2, "jitter": 0}')
+    settings = Settings()
+    assert settings.cell_retry == RetryPolicy(
+        attempts=6, backoff_s=0.5, on_exhausted=Exhausted.PARK
+    )
+    assert settings.handler_retry == RetryPolicy(
+        attempts=2, jitter=0.0, on_exhausted=Exhausted.DEAD_LETTER
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("STREAM_APP_CELL_RETRY", '{"attempts": 0}', "attempts must be >= 1"),
+        ("STREAM_APP_CELL_RETRY", '{"on_exhausted": "dead_letter"}', "can only park"),
+        ("STREAM_APP_HANDLER_RETRY", '{"on_exhausted": "park"}', "can only dead-letter"),
+        ("STREAM_APP_HANDLER_RETRY", "{oops", "Invalid JSON|error parsing value"),
+    ],
+)
+def test_a_retry_policy_its_place_cannot_take_is_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, says: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises((ValidationError, ValueError), match=says):
+        Settings()
 
 
 def test_create_app_runs_faust_at_least_once_and_marks_exactly_once() -> None:

@@ -28,6 +28,7 @@ from stream_app.api.behaviour import Behaviour
 from stream_app.core.envelope import envelope_bytes
 from stream_app.core.partitioner import partition_for
 from stream_app.core.records import Headers, InputRecord
+from stream_app.core.retry import CELL_RETRY, RetryPolicy
 from stream_app.engine.cells import CONTROL_HEADER, CellEngine, CellRecord, EngineSettings
 from stream_app.engine.ports import Outputs, RuntimeMetrics
 
@@ -190,9 +191,10 @@ class Harness:
 
     Args:
         behaviour: The behaviour to run.
+        cell_retry: The settings' retry policy for a behaviour that names none.
     """
 
-    def __init__(self, behaviour: Behaviour[Any]) -> None:
+    def __init__(self, behaviour: Behaviour[Any], cell_retry: RetryPolicy = CELL_RETRY) -> None:
         self.behaviour = behaviour
         self.settings = EngineSettings(
             app_id=APP,
@@ -201,6 +203,7 @@ class Harness:
             effects_topic=f"{APP}.effects",
             replies_topic=f"{APP}.replies",
             input_topic=lambda name: f"{APP}.{name}.in",
+            cell_retry=cell_retry,
         )
         self.cells = FakeStore(behaviour.name)
         self.timers = FakeStore(f"{behaviour.name}-timers")

@@ -46,6 +46,20 @@ def test_retries_follow_the_policy_and_park_when_exhausted(pauses: list[float]) 
     assert harness.metrics.parked == 1
 
 
+def test_a_behaviour_without_a_policy_retries_as_the_settings_say(pauses: list[float]) -> None:
+    switch = Switch()
+    settings_policy = RetryPolicy(attempts=2, backoff_s=0.25, jitter=0.0)
+    behaviour = probe(switch)
+    behaviour.retry = None  # as Behaviour(...) without retry=
+    harness = Harness(behaviour, cell_retry=settings_policy)
+    harness.feed(harness.record("a", "boom"))
+    assert switch.calls == 2 and pauses == [0.25]
+    assert json.loads(harness.parked.lookup(b"a") or b"")["attempts"] == 2
+    # A behaviour's own policy wins over the settings'.
+    own = Harness(probe(Switch(), retry=RetryPolicy(attempts=3, jitter=0.0)), settings_policy)
+    assert own.engine.retry.attempts == 3
+
+
 def test_a_call_that_succeeds_on_a_retry_commits_once(pauses: list[float]) -> None:
     switch = Switch()
     harness = Harness(probe(switch))
