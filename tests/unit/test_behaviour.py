@@ -17,6 +17,7 @@ from stream_app import (
     RetryPolicy,
 )
 from stream_app.core.envelope import MessageTypes
+from stream_app.testing.cells import cell_state
 
 
 class Increment(BaseModel):
@@ -29,18 +30,7 @@ class Count(BaseModel):
 
 
 def make_state(data: Count | None = None, **overrides: Any) -> CellState[Count]:
-    fields: dict[str, Any] = {
-        "app_id": "app",
-        "behaviour": "counter",
-        "cell_id": "c-1",
-        "data": data,
-        "trigger": "message",
-        "now_ms": 1_000,
-        "origin": "app.counter.in/0/0",
-        "timers": {},
-    }
-    fields.update(overrides)
-    return CellState(**fields)
+    return cell_state("counter", data=data, **overrides)
 
 
 def counter(**options: Any) -> Behaviour[Count]:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from stream_app.core.cell import CellState, Effect, OutgoingMessage, effect_id
 from stream_app.core.timers import MAX_DUE_MS, Misfire, TimerEntry
+from stream_app.testing.cells import cell_state
 
 NOW = 1_700_000_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -27,17 +28,13 @@ class Ping(BaseModel):
 
 def make_state(**overrides: Any) -> CellState[Count]:
     fields: dict[str, Any] = {
-        "app_id": "shop",
         "behaviour": "counter",
-        "cell_id": "cell-1",
+        "app_id": "shop",
         "data": Count(n=1),
-        "trigger": "message",
         "now_ms": NOW,
         "origin": "shop.counter.in/2/41",
-        "timers": {},
     }
-    fields.update(overrides)
-    return CellState(**fields)
+    return cell_state(**(fields | overrides))
 
 
 def pending_entry(state: CellState[Any], name: str) -> TimerEntry | None:

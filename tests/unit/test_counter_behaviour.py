@@ -9,6 +9,7 @@ import pytest
 from stream_app import CellState
 from stream_app.errors import SchemaViolationError, UnknownMessageTypeError
 from stream_app.examples.counter import CounterState, Increment, Reset, counter, handle_message
+from stream_app.testing.cells import cell_state
 
 MESSAGES = counter.message_types
 
@@ -29,17 +30,7 @@ def handled(data: CounterState | None, *messages: Any) -> CounterState | None:
     """The cell's data after ``handle_message`` of each message in turn, as the engine calls it
     (a fresh state per message, with the data the previous one left)."""
     for message in messages:
-        state: CellState[CounterState] = CellState(
-            app_id="test",
-            behaviour="counter",
-            cell_id="cell-1",
-            data=data,
-            trigger="message",
-            now_ms=0,
-            origin="counter.in/0/0",
-            timers={},
-            message=message,
-        )
+        state: CellState[CounterState] = cell_state(counter, data=data, message=message)
         handle_message(state)
         data = state.data
     return data
@@ -112,3 +103,13 @@ def test_the_stored_data_is_the_count_alone() -> None:
     # What `stream-app cells get counter <id>` shows as the cell's data.
     data = handled(None, inc(2))
     assert data is not None and data.model_dump(mode="json") == {"count": 2}
+
+
+def test_cell_state_decodes_a_message_as_a_worker_would() -> None:
+    state = cell_state(counter, message=("increment", {"by": 2}))
+    counter.handle_message(state)
+    assert state.data == CounterState(count=2)
+    with pytest.raises(SchemaViolationError):
+        cell_state(counter, message=("increment", {"by": "many"}))
+    with pytest.raises(ValueError, match="give the Behaviour"):
+        cell_state("counter", message=("increment", {"by": 2}))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -21,6 +20,7 @@ from stream_app import (
     RetryPolicy,
 )
 from stream_app.errors import SchemaViolationError
+from stream_app.testing.cells import cell_state
 
 CALLS: list[tuple[Any, ...]] = []
 
@@ -88,30 +88,8 @@ def _fresh_calls() -> None:
     CALLS.clear()
 
 
-def make_state(
-    behaviour: Behaviour[Any],
-    *,
-    message: tuple[str, dict[str, Any]] | None = None,
-    data: BaseModel | None = None,
-    **overrides: Any,
-) -> CellState[Any]:
-    decoded = None
-    if message is not None:
-        value = json.dumps({"type": message[0], "body": message[1]}).encode()
-        decoded = behaviour.message_types.decode(b"cell-1", value, max_bytes=10_000)
-    fields: dict[str, Any] = {
-        "app_id": "app",
-        "behaviour": behaviour.name,
-        "cell_id": "cell-1",
-        "data": data,
-        "trigger": "message",
-        "now_ms": 5_000,
-        "origin": "o/0/0",
-        "timers": {},
-        "message": decoded,
-    }
-    fields.update(overrides)
-    return CellState(**fields)
+def make_state(behaviour: Behaviour[Any], **overrides: Any) -> CellState[Any]:
+    return cell_state(behaviour, **({"trigger": "message", "now_ms": 5_000} | overrides))
 
 
 def test_a_culture_is_a_behaviour_built_from_its_class_attributes() -> None:
