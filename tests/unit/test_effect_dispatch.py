@@ -17,6 +17,7 @@ from stream_app import Effect
 from stream_app.core.retry import HANDLER_RETRY, Exhausted, RetryPolicy
 from stream_app.engine.effects import EffectDispatcher
 from stream_app.engine.ports import Pauses
+from tests.unit.engine.fakes import FakeDeadLetterPublisher
 
 
 @dataclass(frozen=True)
@@ -28,38 +29,6 @@ class Record:
     topic: str = "app.effects"
     partition: int = 2
     offset: int = 17
-
-
-@dataclass
-class DeadLetters:
-    """A dead-letter publisher that records what it is given."""
-
-    calls: list[dict[str, Any]] = field(default_factory=list)
-
-    async def publish_record(
-        self,
-        *,
-        key: bytes | None,
-        value: bytes | None,
-        reason: str,
-        error: str,
-        behaviour: str,
-        topic: str,
-        partition: int,
-        offset: int,
-    ) -> None:
-        self.calls.append(
-            {
-                "key": key,
-                "value": value,
-                "reason": reason,
-                "error": error,
-                "behaviour": behaviour,
-                "topic": topic,
-                "partition": partition,
-                "offset": offset,
-            }
-        )
 
 
 @dataclass
@@ -85,13 +54,13 @@ class Clock:
 @dataclass
 class Harness:
     dispatcher: EffectDispatcher
-    dead_letters: DeadLetters
+    dead_letters: FakeDeadLetterPublisher
     counters: Counters
     clock: Clock
 
 
 def harness(factor: float = 0.5) -> Harness:
-    dead_letters, counters, clock = DeadLetters(), Counters(), Clock(factor=factor)
+    dead_letters, counters, clock = FakeDeadLetterPublisher(), Counters(), Clock(factor=factor)
     dispatcher = EffectDispatcher(dead_letters, counters, pauses=clock.pauses())
     return Harness(dispatcher, dead_letters, counters, clock)
 
@@ -216,7 +185,7 @@ def test_a_single_attempt_handler_is_dead_lettered_without_a_pause() -> None:
 
 
 def test_real_pauses_are_taken_by_default() -> None:
-    dead_letters, counters = DeadLetters(), Counters()
+    dead_letters, counters = FakeDeadLetterPublisher(), Counters()
     dispatcher = EffectDispatcher(dead_letters, counters)
     calls: list[float] = []
 

@@ -9,7 +9,7 @@ never started.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,49 +22,20 @@ from stream_app.engine.ports import Pauses
 from stream_app.engine.reactor import Reactor
 from stream_app.kafka.agents import reactor_record
 from stream_app.settings import Settings
+from tests.unit.engine.fakes import FakeDeadLetterPublisher
 
 TOPIC = "unit.orders"
 
 
 @dataclass
-class DeadLetters:
-    """A dead-letter publisher that records what it is given."""
-
-    calls: list[dict[str, Any]] = field(default_factory=list)
-
-    async def publish_record(
-        self,
-        *,
-        key: bytes | None,
-        value: bytes | None,
-        reason: str,
-        error: str,
-        behaviour: str,
-        topic: str,
-        partition: int,
-        offset: int,
-    ) -> None:
-        self.calls.append(
-            {
-                "key": key,
-                "value": value,
-                "reason": reason,
-                "error": error,
-                "behaviour": behaviour,
-                "where": (topic, partition, offset),
-            }
-        )
-
-
-@dataclass
 class Harness:
     reactor: Reactor
-    dead_letters: DeadLetters
+    dead_letters: FakeDeadLetterPublisher
     slept: list[float]
 
 
 def harness() -> Harness:
-    dead_letters, slept = DeadLetters(), []
+    dead_letters, slept = FakeDeadLetterPublisher(), []
 
     async def sleep(seconds: float) -> None:
         slept.append(seconds)
@@ -149,7 +120,9 @@ def test_a_record_a_handler_keeps_failing_on_is_dead_lettered_and_the_others_sti
             "reason": "handler-failed",
             "error": "RuntimeError: no database (after 3 attempts)",
             "behaviour": "handler:audit",
-            "where": (TOPIC, 3, 41),
+            "topic": TOPIC,
+            "partition": 3,
+            "offset": 41,
         }
     ]
     assert later == [41]

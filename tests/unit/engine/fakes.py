@@ -169,6 +169,39 @@ class FakeDeadLetters:
 
 
 @dataclass
+class FakeDeadLetterPublisher:
+    """The effect dispatcher's and the reactor's dead-letter port: records what it is given."""
+
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    async def publish_record(
+        self,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        reason: str,
+        error: str,
+        behaviour: str,
+        topic: str,
+        partition: int,
+        offset: int,
+    ) -> None:
+        """Record the dead letter."""
+        self.calls.append(
+            {
+                "key": key,
+                "value": value,
+                "reason": reason,
+                "error": error,
+                "behaviour": behaviour,
+                "topic": topic,
+                "partition": partition,
+                "offset": offset,
+            }
+        )
+
+
+@dataclass
 class FakeWakes:
     """Records the wake records sent."""
 
