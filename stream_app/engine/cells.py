@@ -333,6 +333,19 @@ class CellEngine:
             work.produce(self.topic_name, key, value, home)
             return
         origin = RecordOrigin(record.topic, record.partition, record.offset)
+        await self._deliver(work, key, value, message, origin, now)
+
+    async def _deliver(
+        self,
+        work: Outputs,
+        key: bytes,
+        value: bytes,
+        message: CellMessage[Any],
+        origin: Origin,
+        now: int,
+    ) -> None:
+        """Hand a decoded message to its cell: behind its parked work if it is parked, else to
+        ``handle_message``, parking the cell with the message if every try fails."""
         if self._is_parked(work, key):
             self._park(work, key, _message_item(origin, value, now), None)
             return
@@ -846,15 +859,7 @@ class CellEngine:
         except InvalidMessageError as exc:
             logger.warning("%s: dropping injected message for %r: %s", self.name, key, exc)
             return
-        origin = InjectOrigin(uuid.uuid4().hex)
-        if self._is_parked(work, key):
-            self._park(work, key, _message_item(origin, value, now), None)
-            return
-        failure = await self._invoke(
-            work, key, "message", now, origin, message=message, rejected_value=value
-        )
-        if failure is not None:
-            self._park(work, key, _message_item(origin, value, now), failure)
+        await self._deliver(work, key, value, message, InjectOrigin(uuid.uuid4().hex), now)
 
     # -- inspection ------------------------------------------------------------------------
 

@@ -54,3 +54,16 @@ def test_an_unknown_control_record_changes_nothing() -> None:
     harness = Harness(probe())
     harness.feed(harness.control(0, b"dance", b"a"))
     assert harness.produced == [] and harness.dead_letters.letters == []
+
+
+def test_an_injected_message_reaches_its_cell_with_the_next_wake_of_its_partition() -> None:
+    harness = Harness(probe())
+    harness.feed(harness.record("a", "add", {"by": 1}))
+    assert harness.engine.inject("a", b'{"type": "add", "body": {"by": 4}}')
+    assert harness.data("a") == {"count": 1, "boots": 0, "fired": []}, "not before the wake"
+    harness.wake("a")
+    assert harness.data("a") == {"count": 5, "boots": 0, "fired": []}
+    assert harness.engine.inject("a", b"{broken") and not harness.dead_letters.letters
+    harness.wake("a")
+    assert harness.data("a") == {"count": 5, "boots": 0, "fired": []}, "dropped, not applied"
+    assert harness.dead_letters.letters == [], "an invalid injected message is only logged"
