@@ -22,7 +22,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from rocksdict import Rdict
+from rocksdict import Rdict, WriteBatch
 
 from stream_app.kafka.topics import apply_changes, load_definitions, plan_changes
 from stream_app.settings import Settings
@@ -32,8 +32,11 @@ from stream_app.testing.dev_broker import find_free_port, project_root
 __all__ = [
     "INCREMENT",
     "PARTITIONS",
+    "Codec",
+    "DurableMeasurement",
     "LoopStep",
     "Measurement",
+    "Parse",
     "WorkerOptions",
     "add_worker_arguments",
     "check_worker_arguments",
@@ -43,6 +46,7 @@ __all__ = [
     "median_of",
     "process_cpu_seconds",
     "produce_all",
+    "run_careful_loop",
     "run_hand_written_loop",
     "running_worker",
     "setup_app",
@@ -326,6 +330,149 @@ def run_hand_written_loop(
         db.close()
     assert started is not None
     return Measurement(events=expected, seconds=finished - started, cpu_seconds=cpu_end - cpu_start)
+
+
+#: ``parse(key, value) -> increment`` of the careful loop (raises on a record it refuses).
+Parse = Callable[[bytes, bytes], int]
+#: ``(load(stored) -> count, dump(count) -> stored)`` of the careful loop's cell values.
+Codec = tuple[Callable[[bytes | None], int], Callable[[int], bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class DurableMeasurement:
+    """A subject timed to durability, and to its last record applied.
+
+    Attributes:
+        durable: First record taken -> the commit covering the last record returned (everything
+            produced for the records acknowledged first); CPU over the same interval.
+        applied_s: First record taken -> last record applied to state.
+    """
+
+    durable: Measurement
+    applied_s: float
+
+    def as_json(self) -> dict[str, Any]:
+        """The figures as printed."""
+        return {**self.durable.as_json(), "applied_s": round(self.applied_s, 3)}
+
+
+def run_careful_loop(
+    *,
+    bootstrap: str,
+    group: str,
+    topic: str,
+    changelog: str,
+    db_path: Path,
+    expected: int,
+    parse: Parse,
+    codec: Codec,
+    commit_interval_s: float,
+    batch: int = 500,
+) -> DurableMeasurement:
+    """A careful hand-written stateful worker, in this process: the fair baseline of a cell.
+
+    1. Consume up to ``batch`` records (confluent-kafka, manual commits, offsets stored by hand).
+    2. Parse each (``parse``: the same pydantic envelope as the cell, or stdlib ``json``).
+    3. Read every key of the batch with one RocksDB multi-get, apply the batch's increments in
+       memory, and write the new values with one ``WriteBatch``.
+    4. Produce one changelog record per key changed in the batch, to the key's partition
+       (``linger.ms`` 5, idempotent, ``acks=all``: the cell's producer settings).
+    5. Every ``commit_interval_s`` (the cell's commit interval), and whenever a fetch finds the
+       input drained (a careful loop does not sit on processed records while idle): flush the
+       producer, then commit the offsets processed, synchronously (at least once: state is
+       durable before its input is marked done). The loop never uses ``expected`` to decide
+       when to commit, only to know when to stop.
+
+    Timed from the first record taken to the return of the commit that covers the last record
+    (to durability), with the time to the last record applied beside it; CPU is this process's
+    user + system time over the durable interval, librdkafka's threads included.
+    """
+    load, dump = codec
+    db = Rdict(str(db_path))
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all", "enable.idempotence": True}
+    )
+    consumer.subscribe([topic])
+    done = 0
+    started: float | None = None
+    cpu_start = 0.0
+    applied = 0.0
+    last_commit = 0.0
+    cpu_end = 0.0
+    pending: dict[int, int] = {}
+    deadline = time.monotonic() + 900
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                raise ConditionTimeout(f"careful loop: {done} of {expected} after 900s")
+            messages = [m for m in consumer.consume(batch, timeout=0.1) if not m.error()]
+            if messages and started is None:
+                started, cpu_start = time.perf_counter(), cpu_seconds_self()
+                last_commit = started
+            if messages:
+                changed: dict[bytes, int] = {}
+                partition_of: dict[bytes, int] = {}
+                increments: list[tuple[bytes, int]] = []
+                for message in messages:
+                    key, value = message.key(), message.value()
+                    partition, offset = message.partition(), message.offset()
+                    assert key is not None and value is not None
+                    assert partition is not None and offset is not None
+                    increments.append((key, parse(key, value)))
+                    partition_of[key] = partition
+                    pending[partition] = offset + 1
+                keys = list(partition_of)
+                for key, stored in zip(keys, db[keys], strict=True):
+                    changed[key] = load(stored)
+                for key, by in increments:
+                    changed[key] += by
+                writes = WriteBatch()
+                for key, count in changed.items():
+                    value = dump(count)
+                    writes.put(key, value)
+                    while True:
+                        try:
+                            producer.produce(
+                                changelog, key=key, value=value, partition=partition_of[key]
+                            )
+                            break
+                        except BufferError:
+                            producer.poll(0.01)
+                db.write(writes)
+                producer.poll(0)
+                done += len(messages)
+                if done >= expected:
+                    applied = time.perf_counter()
+            now = time.perf_counter()
+            idle = not messages
+            if pending and (idle or now - last_commit >= commit_interval_s):
+                if producer.flush(60):
+                    raise RuntimeError("careful loop: changelog records not acknowledged")
+                consumer.commit(
+                    offsets=[TopicPartition(topic, p, o) for p, o in sorted(pending.items())],
+                    asynchronous=False,
+                )
+                pending.clear()
+                last_commit = time.perf_counter()
+                if done >= expected:
+                    cpu_end = cpu_seconds_self()
+                    break
+    finally:
+        consumer.close()
+        db.close()
+    assert started is not None
+    durable = Measurement(
+        events=expected, seconds=last_commit - started, cpu_seconds=cpu_end - cpu_start
+    )
+    return DurableMeasurement(durable=durable, applied_s=applied - started)
 
 
 def committed_lag(consumer: Consumer, topic: str) -> int:
