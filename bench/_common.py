@@ -32,6 +32,7 @@ from stream_app.testing.dev_broker import find_free_port, project_root
 __all__ = [
     "INCREMENT",
     "PARTITIONS",
+    "RESULTS_DIR",
     "Codec",
     "DurableMeasurement",
     "LoopStep",
@@ -42,6 +43,7 @@ __all__ = [
     "check_worker_arguments",
     "committed_lag",
     "cpu_seconds_self",
+    "environment",
     "make_records",
     "median_of",
     "process_cpu_seconds",
@@ -49,6 +51,7 @@ __all__ = [
     "run_careful_loop",
     "run_hand_written_loop",
     "running_worker",
+    "save_result",
     "setup_app",
     "wait_committed",
     "worker_env",
@@ -473,6 +476,46 @@ def run_careful_loop(
         events=expected, seconds=last_commit - started, cpu_seconds=cpu_end - cpu_start
     )
     return DurableMeasurement(durable=durable, applied_s=applied - started)
+
+
+#: Where each benchmark keeps its latest full result (committed with the code).
+RESULTS_DIR = project_root() / "bench" / "results"
+
+
+def environment() -> dict[str, Any]:
+    """The machine, the versions and the date a result was measured on."""
+    import platform
+    from datetime import UTC, datetime
+    from importlib.metadata import version
+
+    import confluent_kafka
+
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.machine(),
+            "cpus": os.cpu_count(),
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "stream_app": version("stream_app"),
+            "faust-streaming": version("faust-streaming"),
+            "confluent-kafka": version("confluent-kafka"),
+            "librdkafka": confluent_kafka.libversion()[0],
+            "rocksdict": version("rocksdict"),
+            "pydantic": version("pydantic"),
+        },
+    }
+
+
+def save_result(name: str, report: dict[str, Any]) -> Path:
+    """Write ``report`` with :func:`environment` as ``bench/results/<name>.json``; return the
+    path. The headline ratios stay at the top level of the report, under their names."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps({**report, "environment": environment()}, indent=2) + "\n")
+    return path
 
 
 def committed_lag(consumer: Consumer, topic: str) -> int:

@@ -34,7 +34,8 @@ careful (events per second to durability), ``R_state_json`` = cell / careful_jso
 (R_state >= 0.6, R_faust >= 1.0). Absolute rates are noise on shared 2-core machines; the ratios
 are what we track.
 
-Run: ``.venv/bin/python -m bench.cells_throughput [--records N] [--cells N] [--rounds N]``.
+Run: ``.venv/bin/python -m bench.cells_throughput [--records N] [--cells N] [--rounds N]
+[--save]`` (``--save`` keeps the report in ``bench/results/cells_throughput.json``).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from bench._common import (
     produce_all,
     run_careful_loop,
     running_worker,
+    save_result,
     setup_app,
     wait_committed,
     worker_env,
@@ -252,6 +254,11 @@ def main() -> None:
     parser.add_argument(
         "--warmup", type=int, default=5_000, help="records of the untimed first round (0: none)"
     )
+    parser.add_argument(
+        "--save",
+        action="store_true",
+        help="also write the report to bench/results/cells_throughput.json",
+    )
     add_worker_arguments(parser)
     args = parser.parse_args()
     check_worker_arguments(parser, args)
@@ -304,6 +311,8 @@ def main() -> None:
             "R_faust": {"goal": f">= {GOAL_R_FAUST}", "met": r_faust >= GOAL_R_FAUST},
         },
     }
+    if args.save:
+        save_result("cells_throughput", report)
     print(json.dumps(report, indent=2))
 
 
