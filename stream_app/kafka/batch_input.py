@@ -181,6 +181,8 @@ class BatchInput:
         self.exactly_once = settings.processing_guarantee == "exactly_once"
         #: exactly_once: the transactional producer of each input partition read here.
         self._transactions: dict[TP, Producer] = {}
+        #: exactly_once: the cause of each transactional producer's fatal error, once it had one.
+        self._fatal: dict[TP, str] = {}
         #: exactly_once: partitions whose transaction has begun and not yet committed.
         self._open: set[TP] = set()
         #: The unit of work of each assigned partition.
@@ -474,9 +476,13 @@ class BatchInput:
                 if not self.exactly_once:
                     raise
                 # A fatal transactional error, most often a fence: a newer owner of the
-                # partition initialised its transactional id.
+                # partition initialised its transactional id. The produce call only says
+                # "fatal"; serving the producer's events hands the cause to its error_cb.
+                producer.poll(0)
+                cause = self._fatal.get(tp)
                 raise TransactionError(
                     f"exactly_once: producing to {topic}[{partition}] failed: {exc}"
+                    + (f" (the producer's fatal error: {cause})" if cause else "")
                 ) from exc
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
@@ -519,8 +525,28 @@ class BatchInput:
 
     def _transaction_config(self, tp: TP) -> dict[str, Any]:
         interval_ms = int(self.app.conf.broker_commit_interval * 1000)
+
+        def on_error(error: KafkaError) -> None:
+            # librdkafka reports the cause of a fatal error (a fence, most often) here; the
+            # calls that fail afterwards only say "fatal". Other errors (a broker away) also
+            # reach its log, through the logger, rate-limited there (stream_app.logs).
+            if not error.fatal():
+                logger.debug("exactly_once: producer of %s: %s", tp, error.str())
+            elif tp not in self._fatal:
+                # The code's own description ("... fenced by a newer instance") and librdkafka's
+                # account of this occurrence.
+                cause = f"{KafkaError(error.code()).str()} ({error.str()})"
+                self._fatal[tp] = cause
+                logger.error(
+                    "exactly_once: the transactional producer of %s[%s] failed fatally: %s",
+                    tp.topic,
+                    tp.partition,
+                    cause,
+                )
+
         return {
             **self._producer_config(),
+            "error_cb": on_error,
             "transactional.id": self.transactional_id(tp),
             # Room for a few commit intervals, within the broker's default maximum (15 min).
             "transaction.timeout.ms": min(900_000, max(60_000, 10 * interval_ms)),
