@@ -13,6 +13,7 @@ import os
 import random
 import resource
 import statistics
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -490,8 +491,16 @@ def environment() -> dict[str, Any]:
 
     import confluent_kafka
 
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=project_root(),
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": commit or None,
         "machine": {
             "platform": platform.platform(),
             "processor": platform.machine(),

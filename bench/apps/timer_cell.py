@@ -20,6 +20,8 @@ last), the timers fired, and the percentiles of both lags; it is cheap enough to
 from __future__ import annotations
 
 import time
+from array import array
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -66,8 +68,10 @@ class _Observed:
         self.arms = 0
         self.first_arm_wall: float | None = None
         self.last_arm_wall: float | None = None
-        self.runtime_lags: list[int] = []
-        self.callback_lags: list[int] = []
+        # Compact arrays, not lists of ints: with 1,000,000 timers the lists alone would add
+        # about 70 MB to the worker's RSS, which the benchmark reports.
+        self.runtime_lags = array("q")
+        self.callback_lags = array("q")
         self.wakes: set[tuple[int, int]] = set()
 
 
@@ -113,7 +117,7 @@ app = runtime.app
 runtime.behaviour(ticker)
 
 
-def _percentiles(values: list[int]) -> dict[str, float | int | None]:
+def _percentiles(values: Sequence[int]) -> dict[str, float | int | None]:
     if not values:
         return {"p50": None, "p99": None, "max": None, "count": 0}
     ordered = sorted(values)
