@@ -36,7 +36,6 @@ __all__ = [
     "RESULTS_DIR",
     "Codec",
     "DurableMeasurement",
-    "LoopStep",
     "Measurement",
     "Parse",
     "WorkerOptions",
@@ -50,7 +49,6 @@ __all__ = [
     "process_cpu_seconds",
     "produce_all",
     "run_careful_loop",
-    "run_hand_written_loop",
     "running_worker",
     "save_result",
     "setup_app",
@@ -62,9 +60,6 @@ __all__ = [
 PARTITIONS = 4
 #: The one record value every counter benchmark sends: an ``increment`` envelope.
 INCREMENT = b'{"type": "increment", "body": {"by": 1}}'
-
-#: ``step(key, value, partition, offset, stored) -> new stored value`` of the hand-written loop.
-LoopStep = Callable[[bytes, bytes, int, int, bytes | None], bytes]
 
 
 def make_records(count: int, cells: int, *, seed: int = 7) -> list[tuple[bytes, bytes]]:
@@ -264,76 +259,6 @@ def median_of(measurements: list[Measurement]) -> Measurement:
         seconds=statistics.median(m.seconds for m in measurements),
         cpu_seconds=statistics.median(m.cpu_seconds for m in measurements),
     )
-
-
-def run_hand_written_loop(
-    *,
-    bootstrap: str,
-    group: str,
-    topic: str,
-    changelog: str,
-    db_path: Path,
-    expected: int,
-    step: LoopStep,
-    batch: int = 500,
-) -> Measurement:
-    """The ideal hand-written worker, in this process: what a cell worker does, and no more.
-
-    1. Consume a batch of up to ``batch`` records (confluent-kafka, manual commits).
-    2. For each record: read the cell's stored value from RocksDB (rocksdict), ``step`` it
-       (decode the envelope and apply the update with pydantic), write it back, and produce it
-       to the changelog on the record's partition.
-    3. Wait for the changelog records to be acknowledged, then commit the batch's offsets
-       synchronously (at least once: state is durable before its input is marked done).
-
-    Timed from the first record taken to the last one applied (as the workers are); CPU is
-    this process's user + system time over that interval, librdkafka's threads included.
-    """
-    db = Rdict(str(db_path))
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": group,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"})
-    consumer.subscribe([topic])
-    done = 0
-    started: float | None = None
-    cpu_start = 0.0
-    finished = 0.0
-    cpu_end = 0.0
-    deadline = time.monotonic() + 900
-    try:
-        while done < expected:
-            if time.monotonic() > deadline:
-                raise ConditionTimeout(f"hand-written loop: {done} of {expected} after 900s")
-            messages = consumer.consume(batch, timeout=1.0)
-            if started is None and messages:
-                started, cpu_start = time.perf_counter(), cpu_seconds_self()
-            for message in messages:
-                if message.error():
-                    continue
-                key, value = message.key(), message.value()
-                partition, offset = message.partition(), message.offset()
-                assert key is not None and value is not None
-                assert partition is not None and offset is not None
-                stored = step(key, value, partition, offset, db.get(key))
-                db[key] = stored
-                producer.produce(changelog, key=key, value=stored, partition=partition)
-                done += 1
-                if done == expected:
-                    finished, cpu_end = time.perf_counter(), cpu_seconds_self()
-            if messages:
-                producer.flush(30)
-                consumer.commit(asynchronous=False)
-    finally:
-        consumer.close()
-        db.close()
-    assert started is not None
-    return Measurement(events=expected, seconds=finished - started, cpu_seconds=cpu_end - cpu_start)
 
 
 #: ``parse(key, value) -> increment`` of the careful loop (raises on a record it refuses).
