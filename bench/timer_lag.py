@@ -7,9 +7,10 @@ times are spread evenly over a window of ``--window-s`` seconds that starts ``--
 after the first message is sent, so that all of them are pending when the first comes due (the
 report says whether that held). The benchmark waits until every timer has fired.
 
-**What the lag is.** The runtime's own measure, ``timer_lag_ms`` of the worker's
-``GET /stream-app/metrics/``: for each firing, the wall time at which the runtime started the
-wake that fires it minus the timer's due time. The report adds two figures the bench app notes
+**What the lag is.** The runtime's own measure: for each firing, the wall time at which the
+runtime started the wake that fires it (``CellState.now_ms``) minus the timer's due time, over
+every firing (``timer_lag_ms``; the worker's ``GET /stream-app/metrics/`` keeps only the last
+200,000, reported as ``metrics_timer_lag_ms``). The report adds two figures the bench app notes
 itself in ``on_timeout`` (see :mod:`bench.apps.timer_cell`): ``callback_lag_ms``, the wall time
 when ``on_timeout`` actually runs minus the due time, and ``in_wake_delay_ms``, the difference
 (time spent firing the timers before it in the same wake). The goal is a runtime p99 <= 100 ms
@@ -153,7 +154,7 @@ def _measure(
     metrics: dict[str, Any] = worker.get_json("/stream-app/metrics/")
     observed = _observe(worker, lags=True)
     warnings = worker.log_text().count("[WARNING]")
-    lag = metrics["timer_lag_ms"]
+    lag = observed["runtime_lag_ms"]
     p99 = lag["p99"]
     met = p99 is not None and p99 <= GOAL_P99_MS
     wakes = observed["wakes_that_fired"]
@@ -170,6 +171,7 @@ def _measure(
         "timers_fired": metrics["timers_fired"],
         "timers_skipped": metrics["timers_skipped"],
         "timer_lag_ms": lag,
+        "metrics_timer_lag_ms": metrics["timer_lag_ms"],
         "callback_lag_ms": observed["callback_lag_ms"],
         "in_wake_delay_ms": observed["in_wake_delay_ms"],
         "wakes_that_fired": wakes,
@@ -225,7 +227,7 @@ def main() -> None:
         "window_s": args.window_s,
         "broker": broker.source,
         **WorkerOptions.from_args(args).as_json(),
-        "lag": "runtime's own timer_lag_ms: wall time at the start of the firing wake minus due",
+        "lag": "wall time at the start of the firing wake minus due, every firing",
         **figures,
     }
     report = {
