@@ -18,19 +18,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import shutil
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import faust
+from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP, ProducerT
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
 from stream_app.errors import FlushTimeoutError
 from stream_app.kafka.reading import last_record_offsets
+from stream_app.kafka.restore import RestoreJob, restore
 
 __all__ = [
     "CLEAN_MARKER",
@@ -47,6 +52,7 @@ __all__ = [
     "judge_recovery_from_its_start",
     "partition_db",
     "read_committed",
+    "restore_changelogs_fast",
     "send_buffer_that_drains",
     "set_persisted_offset",
     "streams_flowing",
@@ -389,6 +395,106 @@ def set_persisted_offset(table: Any, changelog_topic: str, partition: int, offse
     table.data.set_persisted_offset(TP(changelog_topic, partition), offset)
 
 
+# -- table recovery at the speed of reading --------------------------------------------------
+
+
+def _fast_restorable(table: Any) -> bool:
+    """Whether recovery may fill ``table`` without Faust's per-record path: a RocksDB store,
+    and no ``on_changelog_event`` callback, which wants every record as a Faust event."""
+    return isinstance(table.data, RocksDBStore) and table._on_changelog_event is None
+
+
+def restore_changelogs_fast(app: PatchedApp) -> None:
+    """Let :func:`stream_app.kafka.restore.restore` read changelog partitions before Faust's
+    recovery does, so that Faust's recovery finds them up to date.
+
+    Faust's recovery (``faust.tables.recovery.Recovery._restart_recovery``) seeks its consumer
+    to the offset each changelog partition's database records, then reads the rest record by
+    record (a few thousand per second). It seeks the active partitions before it reads them,
+    and the standby partitions after the actives are recovered, each through
+    ``Recovery._seek_offsets(consumer, tps, offsets, title)``. Here that method first restores
+    ``tps`` of every RocksDB table (:func:`_fast_restorable`) from ``offsets[tp] + 1`` (Faust's
+    offsets are the last offset applied: the persisted offset or the earliest one) into the
+    partition's database (``rocksdb.Store._db_for_partition``), then moves ``offsets[tp]`` to
+    the last offset read, and Faust seeks there: an active partition has nothing left to read
+    (``Recovery.need_recovery`` is false), a standby continues from there as Faust's own.
+
+    ``Recovery._wait``, which runs each step of the recovery until a rebalance or a stop, also
+    bounds each step by ``broker_request_timeout`` and treats running out as the service
+    stopping: for this step it waits without that bound (a restore takes as long as the
+    changelog is long). A rebalance or a stop cancels the step; the restore then stops at the
+    end of its batch (and a partition the store closed is dropped at once). Partition
+    assignment, the offsets Faust starts from and everything after are Faust's.
+    """
+    tables: Any = app.tables
+    recovery: Any = tables.recovery
+    seek_offsets, wait = recovery._seek_offsets, recovery._wait
+
+    async def own_seek_offsets(consumer: Any, tps: set[TP], offsets: Any, title: str) -> None:
+        await _restore_before_seek(app, recovery, tps, offsets, title)
+        await seek_offsets(consumer, tps, offsets, title)
+
+    async def own_wait(coro: Any, timeout: Any = None) -> None:
+        if getattr(coro, "cr_code", None) is own_seek_offsets.__code__:
+            timeout = None
+        await wait(coro, timeout=timeout)
+
+    recovery._seek_offsets = own_seek_offsets
+    recovery._wait = own_wait
+
+
+async def _restore_before_seek(
+    app: PatchedApp, recovery: Any, tps: set[TP], offsets: Any, title: str
+) -> None:
+    jobs = []
+    for tp in sorted(tps):
+        table = recovery.tp_to_table.get(tp)
+        if table is None or not _fast_restorable(table):
+            continue
+        applied = offsets.get(tp)
+        db = partition_db(table, tp.partition)
+        jobs.append(
+            RestoreJob(
+                topic=tp.topic,
+                partition=tp.partition,
+                start=0 if applied is None or applied < 0 else applied + 1,
+                db=db,
+                offset_key=FAUST_OFFSET_KEY,
+                still_ours=_still_open(table, tp.partition, db),
+            )
+        )
+    if not jobs:
+        return
+    stop = threading.Event()
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.run_in_executor(
+            None,
+            functools.partial(
+                restore,
+                app.bootstrap_servers,
+                jobs,
+                read_committed=app.exactly_once,
+                stop=stop,
+                title=title,
+            ),
+        )
+    finally:
+        # Cancelled by a rebalance or a stop: the thread ends after its current batch.
+        stop.set()
+    for job in jobs:
+        tp = TP(job.topic, job.partition)
+        if job.covered is not None and (offsets.get(tp) is None or job.covered > offsets[tp]):
+            offsets[tp] = job.covered
+
+
+def _still_open(table: Any, partition: int, db: Any) -> Callable[[], bool]:
+    """Whether Faust's RocksDB store of ``table`` still has ``db`` open for ``partition``
+    (``rocksdb.Store._dbs``; revoking a partition removes it)."""
+    dbs = table.data._dbs
+    return lambda: dbs.get(partition) is db
+
+
 # -- the app's private hooks --------------------------------------------------------------------
 
 
@@ -397,7 +503,8 @@ class PatchedApp(faust.App):
 
     Overrides three private hooks of ``faust.App``: ``flow_control`` (a cached property),
     ``_new_consumer`` and ``_new_producer``, each of which calls Faust's and patches the object
-    it returns. :class:`~stream_app.kafka.app.StreamApp` builds on it.
+    it returns; its ``on_start`` patches the table recovery (:func:`restore_changelogs_fast`).
+    :class:`~stream_app.kafka.app.StreamApp` builds on it.
 
     Attributes:
         exactly_once: stream_app's ``exactly_once`` is in force: the consumer reads
@@ -418,6 +525,13 @@ class PatchedApp(faust.App):
     def flow_control(self) -> FlowControlEvent:
         """Faust's flow control of the stream queues, as :class:`KeepingFlowControl`."""
         return KeepingFlowControl(loop=self.loop)
+
+    async def on_start(self) -> None:
+        """Faust's start, with table recovery reading changelogs in bulk first
+        (:func:`restore_changelogs_fast`); before the consumer joins, so from the first
+        rebalance on."""
+        await super().on_start()
+        restore_changelogs_fast(self)
 
     def _new_consumer(self) -> Any:
         consumer: Any = super()._new_consumer()

@@ -79,6 +79,15 @@ INTERNALS = [
     ("faust.transport.producer", "ProducerBuffer", "state", "faust_patches.drain_send_buffer"),
     ("faust.stores.rocksdb", "Store", "_db_for_partition", "faust_patches.partition_db"),
     ("faust.stores.rocksdb", "Store", "set_persisted_offset", "faust_patches.set_persisted_offset"),
+    ("faust.app.base", "App", "on_start", "faust_patches.PatchedApp.on_start (fast restore)"),
+    (
+        "faust.tables.recovery",
+        "Recovery",
+        "_seek_offsets",
+        "faust_patches.restore_changelogs_fast",
+    ),
+    ("faust.tables.recovery", "Recovery", "_wait", "faust_patches.restore_changelogs_fast"),
+    ("faust.stores.rocksdb", "Store", "apply_changelog_batch", "kafka.restore (same bytes)"),
 ]
 
 #: Attributes set on instances in ``__init__`` (not visible on the class): module, class, name.
@@ -87,6 +96,9 @@ INSTANCE_ATTRIBUTES = [
     ("faust.transport.consumer", "ThreadDelegateConsumer", "_thread"),
     ("faust.transport.producer", "ProducerBuffer", "message_sent"),
     ("faust.tables.recovery", "Recovery", "_recovery_started_at"),
+    ("faust.tables.recovery", "Recovery", "tp_to_table"),
+    ("faust.stores.rocksdb", "Store", "_dbs"),
+    ("faust.tables.base", "Collection", "_on_changelog_event"),
 ]
 
 
@@ -126,14 +138,15 @@ def test_every_attribute_faust_patches_replaces_is_checked_above() -> None:
     from stream_app.kafka import faust_patches
 
     source = inspect.getsource(faust_patches)
-    set_on_instances = set(re.findall(r"^\s+(?:consumer|thread|buffer)\.(\w+) = ", source, re.M))
+    patched = r"^\s+(?:consumer|thread|buffer|recovery)\.(\w+) = "
+    set_on_instances = set(re.findall(patched, source, re.M))
     overridden = {
         name
         for name, member in vars(faust_patches.PatchedApp).items()
         if hasattr(faust.App, name) and hasattr(member, "__get__") and not name.startswith("__")
     }
     checked = {row[2] for row in INTERNALS} | {row[2] for row in INSTANCE_ATTRIBUTES}
-    assert {"_getmany", "_highwaters", "_isolation_level"} <= set_on_instances
+    assert {"_getmany", "_highwaters", "_isolation_level", "_seek_offsets"} <= set_on_instances
     assert {"_new_consumer", "_new_producer", "flow_control"} <= overridden
     unchecked = (set_on_instances | overridden) - checked
     assert not unchecked, f"faust_patches replaces {sorted(unchecked)} without a row above"
