@@ -391,6 +391,9 @@ class Runtime:
         if missing:
             logger.info("creating topics: %s", ", ".join(d.name for d in missing))
             apply_changes(admin, [TopicChange(d, "create") for d in missing])
+        # Faust need not declare these again (DeclaredOnceTopic).
+        self.app.existing_topics.update(metadata.topics)
+        self.app.existing_topics.update(d.name for d in missing)
 
 
 def _drivable(app: StreamApp, settings: Settings) -> StreamApp:

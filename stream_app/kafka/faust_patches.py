@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import faust
+from confluent_kafka import IsolationLevel, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP, ProducerT
 from mode.utils.objects import cached_property
@@ -151,6 +153,60 @@ def hand_topics_to(consumer: Any, taker: InputTaker) -> None:
     consumer.verify_event_path = own_verify_event_path
 
 
+def list_offsets_in_one_request(consumer: Any, app: PatchedApp) -> None:
+    """Answer the consumer's ``highwaters`` and ``earliest_offsets`` with one confluent-kafka
+    ``ListOffsets`` request each.
+
+    Faust's recovery asks for both at every rebalance (``Recovery._build_highwaters`` and
+    ``_build_offsets``), through the aiokafka consumer's thread, in the middle of the group's
+    rebalance: each answer took about 1.5 s there (a standalone aiokafka consumer answers the
+    same question in a millisecond), so every worker start and every rebalance waited 3 s
+    before its tables were even looked at. The admin client asks the partition leaders
+    directly.
+
+    The earliest offsets are the same as aiokafka's. The ends are those recovery can reach: it
+    counts a changelog partition done when the last record it received has the end offset minus
+    one. Under ``at_least_once`` that is the high watermark. Under stream_app's ``exactly_once``
+    (``read_committed``, :func:`read_committed`) every changelog partition ends with a
+    transaction marker, which is never received, so the end of the partition as the consumer
+    reads it (the last stable offset) is never reached (Faust's own ``exactly_once`` gives up
+    waiting after 10 s without records, and by then may have skipped records still queued):
+    the end given is the offset after the last committed record before the last stable offset
+    (:func:`_committed_record_ends`).
+    """
+    admin: list[AdminClient] = []
+    isolation = (
+        IsolationLevel.READ_COMMITTED if app.exactly_once else IsolationLevel.READ_UNCOMMITTED
+    )
+
+    async def offsets(spec: OffsetSpec, partitions: tuple[TP, ...]) -> dict[TP, int]:
+        if not partitions:
+            return {}
+        if not admin:
+            admin.append(AdminClient({"bootstrap.servers": app.bootstrap_servers}))
+        request = {TopicPartition(tp.topic, tp.partition): spec for tp in partitions}
+        answers = admin[0].list_offsets(
+            request, isolation_level=isolation, request_timeout=app.conf.broker_request_timeout
+        )
+        found = {}
+        for asked, future in answers.items():
+            info = await asyncio.wrap_future(future)
+            found[TP(asked.topic, asked.partition)] = info.offset
+        return found
+
+    async def highwaters(*partitions: TP) -> dict[TP, int]:
+        ends = await offsets(OffsetSpec.latest(), partitions)  # type: ignore[no-untyped-call]
+        if app.exactly_once:
+            return await _committed_record_ends(app.bootstrap_servers, ends)
+        return ends
+
+    async def earliest_offsets(*partitions: TP) -> dict[TP, int]:
+        return await offsets(OffsetSpec.earliest(), partitions)  # type: ignore[no-untyped-call]
+
+    consumer.highwaters = highwaters
+    consumer.earliest_offsets = earliest_offsets
+
+
 def judge_recovery_from_its_start(consumer: Any, app: faust.App) -> None:
     """Make Faust's recovery watchdog count from the recovery's start, not the consumer's.
 
@@ -171,23 +227,16 @@ def judge_recovery_from_its_start(consumer: Any, app: faust.App) -> None:
     consumer.verify_recovery_event_path = own_verify_recovery_event_path
 
 
-def read_committed(thread: Any, bootstrap: str) -> None:
+def read_committed(thread: Any) -> None:
     """Make Faust's aiokafka consumer ``thread`` read ``read_committed`` while Faust commits
-    offsets the ``at_least_once`` way, and give table recovery ends it can reach.
+    offsets the ``at_least_once`` way.
 
-    - ``AIOKafkaConsumerThread._create_worker_consumer`` makes an aiokafka consumer that reads
-      ``read_uncommitted`` unless Faust runs its own transactions; here the consumer's
-      ``_isolation_level`` is set to ``read_committed`` before its fetcher starts.
-    - ``AIOKafkaConsumerThread._highwaters`` gives recovery the end offsets it waits for: it
-      counts a changelog partition done when the last record it received has the end offset
-      minus one. Under ``exactly_once`` every changelog partition ends with a transaction
-      marker, which is never received, so that never happens (Faust's own ``exactly_once``
-      gives up waiting after 10 s without records, and by then may have skipped records still
-      queued). Here the end of each partition is the offset after its last committed record
-      before the last stable offset (:func:`~stream_app.kafka.reading.last_record_offsets`).
+    ``AIOKafkaConsumerThread._create_worker_consumer`` makes an aiokafka consumer that reads
+    ``read_uncommitted`` unless Faust runs its own transactions; here the consumer's
+    ``_isolation_level`` is set to ``read_committed`` before its fetcher starts. (The ends table
+    recovery waits for are :func:`list_offsets_in_one_request`'s.)
     """
     create = thread._create_worker_consumer
-    end_offsets = thread._highwaters
 
     def create_read_committed(transport: Any) -> Any:
         consumer = create(transport)
@@ -195,24 +244,24 @@ def read_committed(thread: Any, bootstrap: str) -> None:
         consumer._isolation_level = "read_committed"
         return consumer
 
-    async def record_ends(partitions: list[TP]) -> dict[TP, int]:
-        # Under read_committed the broker answers with the last stable offsets.
-        stable: dict[TP, int] = dict(await end_offsets(partitions))
-        loop = asyncio.get_running_loop()
-        last = await loop.run_in_executor(
-            None,
-            last_record_offsets,
-            bootstrap,
-            {(tp.topic, tp.partition): offset or 0 for tp, offset in stable.items()},
-        )
-        ends = {}
-        for tp in stable:
-            offset = last.get((tp.topic, tp.partition))
-            ends[tp] = 0 if offset is None else offset + 1
-        return ends
-
     thread._create_worker_consumer = create_read_committed
-    thread._highwaters = record_ends
+
+
+async def _committed_record_ends(bootstrap: str, stable: dict[TP, int]) -> dict[TP, int]:
+    """The offset after the last committed record before each partition's last stable offset
+    (``stable``), read by :func:`~stream_app.kafka.reading.last_record_offsets` off the loop."""
+    loop = asyncio.get_running_loop()
+    last = await loop.run_in_executor(
+        None,
+        last_record_offsets,
+        bootstrap,
+        {(tp.topic, tp.partition): offset or 0 for tp, offset in stable.items()},
+    )
+    ends = {}
+    for tp in stable:
+        offset = last.get((tp.topic, tp.partition))
+        ends[tp] = 0 if offset is None else offset + 1
+    return ends
 
 
 # -- the producer's send buffer -----------------------------------------------------------------
@@ -495,6 +544,32 @@ def _still_open(table: Any, partition: int, db: Any) -> Callable[[], bool]:
     return lambda: dbs.get(partition) is db
 
 
+# -- topics -------------------------------------------------------------------------------------
+
+
+class DeclaredOnceTopic(faust.Topic):
+    """A Faust topic that is not declared again when it is known to exist.
+
+    Faust declares a topic each time a part of it starts using it: a table's changelog when the
+    table starts and again when recovery starts, every subscribed topic when the conductor
+    subscribes, the leader-assignor topic. Each declaration is a metadata round trip and a
+    create request through the admin client, about half a second on a busy machine, so a
+    worker with three tables spent some 5 s of its start declaring topics that the runtime had
+    created (or found) a moment before. ``maybe_declare`` promises to create a topic "only if
+    it does not exist": this one asks the app's :attr:`PatchedApp.existing_topics` first, and
+    adds what it declared to it. A declaration never changed an existing topic's
+    configuration, so skipping it changes nothing else.
+    """
+
+    async def maybe_declare(self) -> None:
+        """Declare the topic unless every one of its names is known to exist."""
+        known: set[str] = getattr(self.app, "existing_topics", set())
+        if all(name in known for name in self.topics):
+            return
+        await super().maybe_declare()
+        known.update(self.topics)
+
+
 # -- the app's private hooks --------------------------------------------------------------------
 
 
@@ -510,11 +585,18 @@ class PatchedApp(faust.App):
         exactly_once: stream_app's ``exactly_once`` is in force: the consumer reads
             ``read_committed`` (:func:`read_committed`).
         bootstrap_servers: The brokers as ``host:port,...``, for :func:`read_committed`.
+        existing_topics: Topics known to exist on the cluster, which :class:`DeclaredOnceTopic`
+            does not declare again (filled as topics are found, created or declared).
     """
 
     exactly_once: bool = False
     bootstrap_servers: str = ""
     _input_taker: InputTaker | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("Topic", DeclaredOnceTopic)
+        super().__init__(*args, **kwargs)
+        self.existing_topics: set[str] = set()
 
     def take_input_topics(self, taker: InputTaker) -> None:
         """Let ``taker`` read ``taker.topics`` instead of this app's consumer (see
@@ -536,8 +618,9 @@ class PatchedApp(faust.App):
     def _new_consumer(self) -> Any:
         consumer: Any = super()._new_consumer()
         if self.exactly_once:
-            read_committed(consumer._thread, self.bootstrap_servers)
+            read_committed(consumer._thread)
         judge_recovery_from_its_start(consumer, self)
+        list_offsets_in_one_request(consumer, self)
         if self._input_taker is not None:
             hand_topics_to(consumer, self._input_taker)
         return consumer

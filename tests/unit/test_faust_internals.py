@@ -58,11 +58,19 @@ INTERNALS = [
         "faust_patches.read_committed",
     ),
     (
-        "faust.transport.drivers.aiokafka",
-        "AIOKafkaConsumerThread",
-        "_highwaters",
-        "faust_patches.read_committed",
+        "faust.transport.consumer",
+        "Consumer",
+        "highwaters",
+        "faust_patches.list_offsets_in_one_request",
     ),
+    (
+        "faust.transport.consumer",
+        "Consumer",
+        "earliest_offsets",
+        "faust_patches.list_offsets_in_one_request",
+    ),
+    ("faust.types.settings.settings", "Settings", "Topic", "faust_patches.DeclaredOnceTopic"),
+    ("faust.topics", "Topic", "maybe_declare", "faust_patches.DeclaredOnceTopic"),
     ("faust.transport.producer", "ProducerBuffer", "put", "faust_patches.send_buffer_that_drains"),
     (
         "faust.transport.producer",
@@ -146,7 +154,7 @@ def test_every_attribute_faust_patches_replaces_is_checked_above() -> None:
         if hasattr(faust.App, name) and hasattr(member, "__get__") and not name.startswith("__")
     }
     checked = {row[2] for row in INTERNALS} | {row[2] for row in INSTANCE_ATTRIBUTES}
-    assert {"_getmany", "_highwaters", "_isolation_level", "_seek_offsets"} <= set_on_instances
+    assert {"_getmany", "highwaters", "_isolation_level", "_seek_offsets"} <= set_on_instances
     assert {"_new_consumer", "_new_producer", "flow_control"} <= overridden
     unchecked = (set_on_instances | overridden) - checked
     assert not unchecked, f"faust_patches replaces {sorted(unchecked)} without a row above"
