@@ -46,7 +46,18 @@ not).
 Prints one JSON object: each subject's figures per guarantee (medians over ``--rounds``), and
 the ratios: ``R_quix_alo``/``R_quix_eos`` = cell / Quix, ``R_faust_*`` = cell / Faust,
 ``R_state_*`` = cell / careful (events per second to durability), ``R_eos`` = cell exactly-once
-/ cell at-least-once (goal >= 0.75), ``R_eos_careful`` and ``R_eos_quix`` for reference.
+/ cell at-least-once (goal >= 0.75), ``R_eos_careful`` and ``R_eos_quix`` for reference;
+``R_<peer>_applied_<g>``: the same ratios to the last record applied, and the CPU per event
+ratios.
+
+**How Quix commits** (3.28.1, ``Application._run_dataframe``): one message per ``poll``; after
+each poll (``consumer_poll_timeout`` 1 s when idle) it checks its checkpoint, which expires
+``commit_interval`` after it was opened (at start, then after each commit), not after its first
+record. A commit writes the checkpoint's state to RocksDB and produces one changelog record
+per key changed in it, flushes the producer, then commits the offsets (or, exactly-once, sends
+them into the transaction and commits it). Like the cell's, its durable time for a run of a few
+seconds depends on where the commit timer stands when the input starts: ``applied_s`` and CPU
+per event are the steadier figures there.
 
 Run: ``.venv/bin/python -m bench.peers [--records N] [--cells N] [--partitions N] [--rounds N]
 [--guarantees G ...] [--save]``; ``--setup`` only makes the Quix virtualenv.
@@ -471,14 +482,24 @@ def _subject(rounds: list[Result]) -> dict[str, Any]:
     return figures
 
 
-def ratios(medians: dict[str, dict[str, Measurement]], guarantees: list[str]) -> dict[str, float]:
-    """The headline ratios of events per second to durability (see the module docstring)."""
+def ratios(
+    medians: dict[str, dict[str, Measurement]],
+    applied: dict[str, dict[str, float]],
+    guarantees: list[str],
+) -> dict[str, float]:
+    """The headline ratios of events per second to durability (see the module docstring), the
+    CPU per event ratios, and beside each ``R_<peer>_<g>`` the same ratio to the last record
+    applied (``R_<peer>_applied_<g>``): to durability, a run of a few seconds is quantized by
+    the commit interval; to the last record applied, it is not."""
     found: dict[str, float] = {}
     for guarantee in guarantees:
         cell = medians[guarantee]["cell"].events_per_s
         suffix = SUFFIX[guarantee]
         for name, other in (("R_quix", "quix"), ("R_faust", "faust"), ("R_state", "careful")):
             found[f"{name}_{suffix}"] = round(cell / medians[guarantee][other].events_per_s, 3)
+            found[f"{name}_applied_{suffix}"] = round(
+                applied[guarantee][other] / applied[guarantee]["cell"], 3
+            )
             cpu = medians[guarantee]["cell"].cpu_us_per_event
             found[f"cpu_per_event_cell_over_{other}_{suffix}"] = round(
                 cpu / medians[guarantee][other].cpu_us_per_event, 3
@@ -549,7 +570,11 @@ def main() -> None:
         g: {name: median_of([m.durable for m, _ in rounds]) for name, rounds in subjects.items()}
         for g, subjects in results.items()
     }
-    found = ratios(medians, guarantees)
+    applied = {
+        g: {name: _middle([m.applied_s for m, _ in rounds]) for name, rounds in subjects.items()}
+        for g, subjects in results.items()
+    }
+    found = ratios(medians, applied, guarantees)
     subjects_report = {
         g: {name: _subject(rounds) for name, rounds in subjects.items()}
         for g, subjects in results.items()
