@@ -94,16 +94,18 @@ def produce_all(
         raise RuntimeError(f"{left} record(s) to {topic} not acknowledged after 120s")
 
 
-def setup_app(bootstrap: str, workdir: Path, name: str) -> Settings:
+def setup_app(
+    bootstrap: str, workdir: Path, name: str, *, partitions: int = PARTITIONS
+) -> Settings:
     """Settings for a fresh app id (its own topics and consumer group) and its counter topics.
 
     Creates ``<app>.counter.in``, ``<app>-counter-changelog`` and ``<app>.dead-letters`` from
-    ``topics/counter.toml``, all with :data:`PARTITIONS` partitions.
+    ``topics/counter.toml``, all with ``partitions`` partitions (:data:`PARTITIONS`).
     """
     app_id = f"bench-{name}-{uuid.uuid4().hex[:6]}"
     # One data dir for every app of the run: each app id keeps its state in its own subfolder.
     settings = Settings(
-        app_id=app_id, bootstrap_servers=bootstrap, partitions=PARTITIONS, data_dir=workdir / "data"
+        app_id=app_id, bootstrap_servers=bootstrap, partitions=partitions, data_dir=workdir / "data"
     )
     admin = AdminClient({"bootstrap.servers": bootstrap})
     definitions = load_definitions([project_root() / "topics" / "counter.toml"], settings)
@@ -297,6 +299,7 @@ def run_careful_loop(
     codec: Codec,
     commit_interval_s: float,
     batch: int = 500,
+    exactly_once: bool = False,
 ) -> DurableMeasurement:
     """A careful hand-written stateful worker, in this process: the fair baseline of a cell.
 
@@ -312,6 +315,12 @@ def run_careful_loop(
        durable before its input is marked done). The loop never uses ``expected`` to decide
        when to commit, only to know when to stop.
 
+    With ``exactly_once`` the producer is transactional (``transactional.id`` from ``group``):
+    the changelog records of a commit interval are produced in one transaction, and the commit
+    of step 5 sends the offsets processed into it (``send_offsets_to_transaction``) and commits
+    it (which waits for everything produced in it), then begins the next one. Everything else is
+    the same.
+
     Timed from the first record taken to the return of the commit that covers the last record
     (to durability), with the time to the last record applied beside it; CPU is this process's
     user + system time over the durable interval, librdkafka's threads included.
@@ -326,9 +335,18 @@ def run_careful_loop(
             "enable.auto.commit": False,
         }
     )
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all", "enable.idempotence": True}
-    )
+    producer_config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "linger.ms": 5,
+        "acks": "all",
+        "enable.idempotence": True,
+    }
+    if exactly_once:
+        producer_config["transactional.id"] = f"{group}-careful"
+    producer = Producer(producer_config)
+    if exactly_once:
+        producer.init_transactions(60)
+        producer.begin_transaction()
     consumer.subscribe([topic])
     done = 0
     started: float | None = None
@@ -383,17 +401,23 @@ def run_careful_loop(
             now = time.perf_counter()
             idle = not messages
             if pending and (idle or now - last_commit >= commit_interval_s):
-                if producer.flush(60):
-                    raise RuntimeError("careful loop: changelog records not acknowledged")
-                consumer.commit(
-                    offsets=[TopicPartition(topic, p, o) for p, o in sorted(pending.items())],
-                    asynchronous=False,
-                )
+                offsets = [TopicPartition(topic, p, o) for p, o in sorted(pending.items())]
+                if exactly_once:
+                    producer.send_offsets_to_transaction(
+                        offsets, consumer.consumer_group_metadata(), 60
+                    )
+                    producer.commit_transaction(60)
+                else:
+                    if producer.flush(60):
+                        raise RuntimeError("careful loop: changelog records not acknowledged")
+                    consumer.commit(offsets=offsets, asynchronous=False)
                 pending.clear()
                 last_commit = time.perf_counter()
                 if done >= expected:
                     cpu_end = cpu_seconds_self()
                     break
+                if exactly_once:
+                    producer.begin_transaction()
     finally:
         consumer.close()
         db.close()

@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ from bench._common import (
     worker_env,
 )
 from bench.apps.model import BEHAVIOUR, MESSAGES, Count, Increment
+from stream_app.settings import Settings
 from stream_app.testing import ConditionTimeout, ProbeFailed, WorkerProcess, wait_for
 from stream_app.testing.dev_broker import kafka_broker
 
@@ -138,17 +140,21 @@ def run_worker(
     module: str,
     name: str,
     options: WorkerOptions,
+    settings: Settings | None = None,
+    env_extra: Mapping[str, str] | None = None,
 ) -> tuple[DurableMeasurement, dict[str, Any]]:
-    """Subjects 3 and 4: a ``faust worker`` of ``module`` on a fresh app id, records
-    pre-produced; timed to its group's offsets committed to the end of the input.
+    """Subjects 3 and 4: a ``faust worker`` of ``module`` on a fresh app id (``settings``, or
+    new ones from :func:`~bench._common.setup_app`), records pre-produced; timed to its group's
+    offsets committed to the end of the input. ``env_extra`` is added to the worker's
+    environment (e.g. ``STREAM_APP_PROCESSING_GUARANTEE``).
 
     Returns the measurement and extra figures (``misrouted``).
     """
-    settings = setup_app(bootstrap, workdir, name)
+    settings = settings or setup_app(bootstrap, workdir, name)
     topic = settings.input_topic(BEHAVIOUR)
     produce_all(bootstrap, topic, records)
     extra, log = options.files(settings.app_id, workdir)
-    env = worker_env(settings, BENCH_EXPECTED=str(len(records)), **extra)
+    env = worker_env(settings, BENCH_EXPECTED=str(len(records)), **{**extra, **(env_extra or {})})
     with running_worker(module, env, log) as worker:
 
         def progress() -> dict[str, Any]:
