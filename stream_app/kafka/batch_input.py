@@ -198,6 +198,9 @@ class BatchInput:
         self._delivered: dict[tuple[str, int], int] = {}
         self._failed: list[KafkaError] = []
         self._lock = asyncio.Lock()
+        #: ``at_least_once``: the group commit of the last interval's offsets, made while the
+        #: next batches are processed; awaited before the next commit (:meth:`_settle`).
+        self._committing: asyncio.Future[None] | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="stream_app-input")
         self._last_commit = time.monotonic()
         #: Longest one blocking Kafka call of a commit may take (``Settings.kafka_call_timeout_s``).
@@ -301,7 +304,13 @@ class BatchInput:
                         await self._commit()
                     await self._assign(wanted)
                     continue
-                messages = await loop.run_in_executor(self._pool, self._take)
+                messages = self._take_ready()
+                if messages:
+                    # Records were waiting: no thread hop to fetch them, but let the event
+                    # loop run its other tasks between batches.
+                    await asyncio.sleep(0)
+                else:
+                    messages = await loop.run_in_executor(self._pool, self._take)
                 if messages and streams_flowing(consumer) and self._wanted == self._assigned:
                     await self._process(messages)
                 elif messages:
@@ -313,7 +322,7 @@ class BatchInput:
                     continue
                 due = time.monotonic() - self._last_commit >= self.app.conf.broker_commit_interval
                 if due and await self._broker_answers():
-                    await self._commit()
+                    await self._commit(wait=False)
 
     async def _broker_answers(self) -> bool:
         """Under ``exactly_once``, whether the cluster answers a transactional producer's
@@ -351,7 +360,15 @@ class BatchInput:
             self._unanswered_since = None
         return True
 
+    def _take_ready(self) -> list[Message]:
+        """The records already fetched, up to a batch, without waiting (on the loop's thread:
+        a batch that is there costs no hop to the input thread and back)."""
+        consumer = self._consumer
+        return consumer.consume(BATCH_MAX, 0) if consumer is not None else []
+
     def _take(self) -> list[Message]:
+        """Wait up to :data:`POLL_TIMEOUT_S` for a record, then take the others already fetched
+        (in the input thread). ``consume`` with a time-out would wait for a full batch."""
         consumer = self._consumer
         if consumer is None:
             return []
@@ -623,10 +640,18 @@ class BatchInput:
 
     # -- commit ----------------------------------------------------------------------------
 
-    async def _commit(self) -> None:
+    async def _commit(self, *, wait: bool = True) -> None:
         """Commit the input processed so far: once everything it produced is acknowledged
         (``at_least_once``), or with everything it produced, in one transaction per partition
-        (``exactly_once``)."""
+        (``exactly_once``).
+
+        Under ``at_least_once`` with ``wait=False`` (the commits of the interval) the offsets
+        go to the group in the background, once the outputs are acknowledged: input keeps
+        flowing during the group's round trip, which otherwise held every record arriving
+        meanwhile. The next commit (or a rebalance, or a stop) waits for it first, so commits
+        stay in order and a failed one still stops the worker.
+        """
+        await self._settle()
         self._last_commit = time.monotonic()
         offsets = dict(self._processed)
         if self.exactly_once:
@@ -651,14 +676,38 @@ class BatchInput:
         self._delivered.clear()
         if not offsets:
             return
-        if self.exactly_once or await commit_offsets(self.app.consumer, offsets):
-            self.commits += 1
-            for tp, offset in offsets.items():
-                if self._processed.get(tp) == offset:
-                    del self._processed[tp]
+        if self.exactly_once:
+            self._committed(offsets)
+        elif wait:
+            await self._commit_offsets(offsets)
+        else:
+            self._committing = asyncio.ensure_future(self._commit_offsets(offsets))
+
+    async def _commit_offsets(self, offsets: dict[TP, int]) -> None:
+        """Commit ``offsets`` to the group through Faust's consumer (``at_least_once``)."""
+        if await commit_offsets(self.app.consumer, offsets):
+            self._committed(offsets)
+
+    def _committed(self, offsets: dict[TP, int]) -> None:
+        """``offsets`` are committed: forget those no record processed since has moved on."""
+        self.commits += 1
+        for tp, offset in offsets.items():
+            if self._processed.get(tp) == offset:
+                del self._processed[tp]
+
+    async def _settle(self) -> None:
+        """Wait for the group commit still in flight, if any; raise what it raised."""
+        committing, self._committing = self._committing, None
+        if committing is not None:
+            await committing
 
     async def close(self) -> None:
         """Close the Kafka clients (after :meth:`drain`)."""
+        try:
+            await self._settle()
+        except Exception as exc:
+            # Stopping anyway: offsets not committed are read again by the next owner.
+            logger.warning("batch input: the last offset commit failed: %s", exc)
         self._close_transactions(keep=frozenset())
         loop = asyncio.get_running_loop()
         consumer, self._consumer = self._consumer, None
