@@ -21,7 +21,10 @@ everything else Faust does:
   ``broker_commit_interval`` and whenever a rebalance or shutdown takes the partitions, and only
   after every changelog record and every other record produced for the committed input has been
   acknowledged. The changelog offset each partition's database has applied is persisted at the
-  same time, so recovery replays the changelog from there.
+  same time, so recovery replays the changelog from there. The interval's commit sends the
+  offsets to the group in the background, so input arriving during that round trip is not held
+  (it set the tail of the end-to-end latency); the next commit, a rebalance or a stop waits for
+  it first.
 
 A crash loses nothing acknowledged: input whose offset was not committed is read again (at
 least once), exactly as with Faust's own commit.
