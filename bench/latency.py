@@ -12,15 +12,17 @@ records per second for ``--seconds`` seconds, each timed from the moment just be
 2. **entity**: ``EntityClient.request_future`` ``send`` calls to the ledger's ``counter``
    entities (``stream_app.examples.ledger``, same guarantee), timed from the call to its reply.
 3. **raw**: a raw confluent-kafka consume -> produce loop (:mod:`bench.apps.raw_echo`, its own
-   process, at least once): the floor any worker on this broker could reach.
+   process, at least once): the floor any worker on this broker could reach. Its bulk CPU per
+   event is measured as the cell's, so ``R_cpu_1000_raw`` shows what the per-wake cost of any
+   consume -> produce process at that rate is, against its own bulk cost.
 
 The paced producer keeps to a schedule (the ``n``-th record is due at ``start + n / rate``) so
 a late wake does not shift every later record; the keys cycle over ``--cells`` cells (murmur2
 partitioned, as the workers route). Each subject's worker runs through every rate in turn
 after a warm-up; its CPU per event at a rate is the process's user + system CPU over the
 window (from the first record sent to the last output seen) divided by the records sent. The
-cell's **bulk** CPU per event is then measured on the same worker: ``--bulk`` records produced
-at once, CPU to the last output seen.
+**bulk** CPU per event of the cell and of the raw loop is then measured on the same process:
+``--bulk`` records produced at once, CPU to the last output seen.
 
 Prints one JSON object: per subject and rate the record count and p50/p99/p99.9/max latency in
 ms and the CPU per event, and the headline figures ``p99_ms_cell_<rate>``,
@@ -31,8 +33,9 @@ the cell's and the entity's latency follow the commit interval; the goals are fo
 ``at_least_once``.
 
 Run: ``.venv/bin/python -m bench.latency [--rates 100 1000 5000] [--seconds 60]
-[--guarantee at_least_once|exactly_once] [--save]`` (``--save`` keeps the report in
-``bench/results/latency.json``).
+[--guarantee at_least_once|exactly_once] [--input-linger-ms MS] [--save]`` (``--save`` keeps the
+report in ``bench/results/latency.json``; ``--input-linger-ms`` sets the workers'
+``input_linger_ms``, default 0).
 """
 
 from __future__ import annotations
@@ -277,6 +280,14 @@ def _create_topic(bootstrap: str, topic: str) -> None:
         future.result(30)
 
 
+def _worker_settings(args: argparse.Namespace) -> dict[str, str]:
+    """The settings the cell and entity workers run with."""
+    return {
+        "STREAM_APP_PROCESSING_GUARANTEE": args.guarantee,
+        "STREAM_APP_INPUT_LINGER_MS": str(args.input_linger_ms),
+    }
+
+
 def run_cell(
     bootstrap: str,
     workdir: Path,
@@ -288,7 +299,7 @@ def run_cell(
     out = output_topic(settings.app_id)
     _create_topic(bootstrap, out)
     extra, log = options.files(settings.app_id, workdir)
-    env = worker_env(settings, STREAM_APP_PROCESSING_GUARANTEE=args.guarantee, **extra)
+    env = worker_env(settings, **_worker_settings(args), **extra)
     outputs = Outputs(bootstrap, out).start()
     try:
         with running_worker("bench.apps.latency_cell", env, log) as worker:
@@ -322,7 +333,7 @@ def raw_loop(bootstrap: str, source: str, target: str, group: str) -> Iterator[i
 
 
 def run_raw(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Subject 3: the raw consume -> produce loop (at least once)."""
+    """Subject 3: the raw consume -> produce loop (at least once), and its bulk CPU."""
     name = f"bench-lat-raw-{uuid.uuid4().hex[:6]}"
     source, target = f"{name}.in", f"{name}.out"
     _create_topic(bootstrap, source)
@@ -331,7 +342,7 @@ def run_raw(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
     try:
         with raw_loop(bootstrap, source, target, name) as pid:
             ticks = Ticks(bootstrap, source, args.cells)
-            return measure_records(pid, ticks, outputs, args.rates, args.seconds, 0)
+            return measure_records(pid, ticks, outputs, args.rates, args.seconds, args.bulk)
     finally:
         outputs.stop()
 
@@ -346,7 +357,7 @@ def run_entity(bootstrap: str, workdir: Path, args: argparse.Namespace) -> dict[
         data_dir=workdir / "data",
         processing_guarantee=args.guarantee,
     )
-    env = worker_env(settings, STREAM_APP_PROCESSING_GUARANTEE=args.guarantee)
+    env = worker_env(settings, **_worker_settings(args))
     figures: dict[str, Any] = {}
     with (
         running_worker("stream_app.examples.ledger", env, workdir / f"{app_id}.log") as worker,
@@ -373,8 +384,16 @@ def run_entity(bootstrap: str, workdir: Path, args: argparse.Namespace) -> dict[
 
             cpu = process_cpu_seconds(worker.pid)
             count = paced(rate, args.seconds, call)
-            for future in futures:
-                future.result(DRAIN_TIMEOUT_S)
+            try:
+                wait_for(
+                    lambda pending=futures: sum(1 for f in pending if not f.done()),
+                    lambda missing: missing == 0,
+                    timeout=DRAIN_TIMEOUT_S,
+                    interval=0.05,
+                    what=f"replies to the {count} sends at {rate:g}/s",
+                )
+            except ConditionTimeout as exc:
+                raise ConditionTimeout(f"{exc}\n{worker.log_text()[-4000:]}") from None
             used = process_cpu_seconds(worker.pid) - cpu
             figures[_rate_key(rate)] = {
                 **summary(latencies),
@@ -396,6 +415,12 @@ def main() -> None:
         "--bulk", type=int, default=20_000, help="records of the cell's bulk CPU burst"
     )
     parser.add_argument(
+        "--input-linger-ms",
+        type=int,
+        default=0,
+        help="the cell and entity workers' STREAM_APP_INPUT_LINGER_MS (default 0)",
+    )
+    parser.add_argument(
         "--save", action="store_true", help="also write the report to bench/results/latency.json"
     )
     add_worker_arguments(parser)
@@ -410,6 +435,7 @@ def main() -> None:
     report: dict[str, Any] = {
         "benchmark": "latency",
         "guarantee": args.guarantee,
+        "input_linger_ms": args.input_linger_ms,
         "rates_per_s": args.rates,
         "seconds_per_rate": args.seconds,
         "cells": args.cells,
@@ -421,7 +447,8 @@ def main() -> None:
         "(<app_id>.counter.out); entity: the send's reply; raw: the record a raw confluent-kafka "
         "consume->produce loop copies (its own process, at least once, linger.ms 5 like the "
         "workers' output producer). CPU = the worker's user+sys over the window / records; "
-        "cell bulk = records produced at once to the same worker, CPU to the last output seen",
+        "bulk (cell, raw) = records produced at once to the same process, CPU to the last output "
+        "seen",
         "raw": raw,
         "cell": cell,
         "entity": entity,
@@ -436,6 +463,11 @@ def main() -> None:
         r_cpu = cell[key]["cpu_us_per_event"] / cell["bulk"]["cpu_us_per_event"]
         report["R_latency_p99"] = round(r_latency, 3)
         report["R_cpu_1000"] = round(r_cpu, 3)
+        # The same ratio for the floor: how much of the cell's is the per-wake cost any
+        # consume -> produce process pays at this rate.
+        report["R_cpu_1000_raw"] = round(
+            raw[key]["cpu_us_per_event"] / raw["bulk"]["cpu_us_per_event"], 3
+        )
         goals = {
             "R_latency_p99": {"goal": f"<= {GOAL_R_LATENCY}", "met": r_latency <= GOAL_R_LATENCY},
             f"p99_ms_cell_{key}": {"goal": f"<= {GOAL_P99_MS}", "met": p99 <= GOAL_P99_MS},
