@@ -300,7 +300,12 @@ class EntityClient:
     def _run(self) -> None:
         while not self._closed.is_set():
             self._producer.poll(0)
-            for record in self._consumer.consume(num_messages=500, timeout=0.02):
+            # Wait for one reply, then take the others already fetched: ``consume`` with a
+            # time-out would hold the first reply until 500 came or the time-out passed.
+            first = self._consumer.poll(0.02)
+            if first is None:
+                continue
+            for record in [first, *self._consumer.consume(num_messages=499, timeout=0)]:
                 value = record.value()
                 if record.error() is not None or value is None:
                     continue

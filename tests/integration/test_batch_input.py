@@ -107,3 +107,38 @@ def test_a_rebalance_hands_partitions_over_without_replaying_them(
     assert counts(second) == dict.fromkeys(CELLS, 7), "no input was applied twice"
     taken = second.get_json("/stream-app/metrics/")["batch_input"]
     assert taken["records"] > 0 and taken["partitions"], taken
+
+
+def test_interval_commits_cover_the_input_while_the_worker_runs_with_an_input_linger(
+    cells_env: dict[str, str],
+    start_worker: Callable[..., WorkerProcess],
+    bootstrap: str,
+    tmp_path: Path,
+) -> None:
+    """The interval's commit sends the offsets to the group in the background, and the broker
+    holds the input's fetches (``input_linger_ms``): every record is still applied once, and
+    the commits made while the worker runs (no stop, no rebalance) reach the end of the input."""
+    env = {
+        **cells_env,
+        "STREAM_APP_COMMIT_INTERVAL_S": "0.3",
+        "STREAM_APP_INPUT_LINGER_MS": "20",
+        "PROBE_TIMER_LOG": str(tmp_path / "timers.log"),
+        "PROBE_EFFECT_LOG": str(tmp_path / "effects.log"),
+        "PROBE_HANDLER_LOG": str(tmp_path / "handler.log"),
+        "PROBE_FIX_FILE": str(tmp_path / "fixed"),
+    }
+    worker = start_worker(MODULE, env, name="linger")
+    group, topic = env["STREAM_APP_APP_ID"], f"{env['STREAM_APP_APP_ID']}.probe.in"
+    for round_ in range(1, 4):
+        add_rounds(env, 1)
+        wait_counts(worker, round_, f"{round_} adds applied to every cell")
+        wait_for(
+            lambda: committed_to_end(bootstrap, group, topic),
+            bool,
+            timeout=60,
+            what=f"the interval commits covering round {round_}",
+        )
+    assert counts(worker) == dict.fromkeys(CELLS, 3), "every add applied exactly once"
+    stats = worker.get_json("/stream-app/metrics/")["batch_input"]
+    assert stats["commits"] >= 3, stats
+    assert worker.alive()
