@@ -370,7 +370,14 @@ class BatchInput:
         return [first, *consumer.consume(BATCH_MAX - 1, 0)]
 
     async def _process(self, messages: list[Message]) -> None:
-        processed = self._processed
+        """Hand each record to its engine, then end the batch (:meth:`at_batch_end`).
+
+        The batch's offsets count as processed only once the batch has ended: a record whose
+        handler raised, and the records before it in the batch, are never committed (their
+        table writes may still wait in a write cache), so a stop after the failure reads them
+        again.
+        """
+        processed: dict[TP, int] = {}
         handlers = self._handlers
         works = self._works
         for message in messages:
@@ -389,6 +396,7 @@ class BatchInput:
             self.records += 1
         for flush in self._batch_ends:
             flush()
+        self._processed.update(processed)
         self.batches += 1
         if self._producer is not None:
             self._producer.poll(0)
