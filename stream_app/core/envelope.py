@@ -93,6 +93,35 @@ class CellMessage(Generic[BodyT]):
     project: str | None = None
     config: Any = None
 
+    def __init__(
+        self,
+        cell_id: str,
+        type: str,
+        body: BodyT,
+        id: str | None,
+        reply_to: str | None,
+        project: str | None = None,
+        config: Any = None,
+    ) -> None:
+        # The dataclass's own __init__ of a frozen class sets each field through
+        # object.__setattr__, about as costly as validating the envelope: one is made per
+        # record, so the fields are set through their slots' descriptors instead.
+        cell_id_, type_, body_, id_, reply_to_, project_, config_ = _MESSAGE_SLOTS
+        cell_id_(self, cell_id)
+        type_(self, type)
+        body_(self, body)
+        id_(self, id)
+        reply_to_(self, reply_to)
+        project_(self, project)
+        config_(self, config)
+
+
+#: The setters of :class:`CellMessage`'s slots, in field order (see its ``__init__``).
+_MESSAGE_SLOTS: tuple[Any, ...] = tuple(
+    getattr(CellMessage, name).__set__
+    for name in ("cell_id", "type", "body", "id", "reply_to", "project", "config")
+)
+
 
 class MessageTypes:
     """The message types a behaviour accepts, and the validator of its records.

@@ -10,11 +10,14 @@ partition forwards it to the right one.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 
 __all__ = ["partition_for"]
+
+#: Most cell ids whose hash is remembered; past it the memory starts again (cheaper per call
+#: than a least-recently-used cache, whose bookkeeping costs as much as a hit's lookup).
+CACHE_MAX = 1 << 16
+_hashes: dict[bytes, int] = {}
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -25,10 +28,11 @@ def partition_for(key: bytes, partitions: int) -> int:
     """
     if partitions < 1:
         raise ValueError(f"a topic has at least one partition, got partitions={partitions}")
-    return _positive_hash(key) % partitions
-
-
-@lru_cache(maxsize=1 << 16)
-def _positive_hash(key: bytes) -> int:
-    # murmur2 is pure Python (about 4 µs a key); a worker sees the same cell ids again and again.
-    return int(murmur2(key) & 0x7FFFFFFF)
+    found = _hashes.get(key)
+    if found is None:
+        # murmur2 is pure Python (about 4 µs a key); a worker sees the same cell ids again and
+        # again (every record's partition is checked against it).
+        if len(_hashes) >= CACHE_MAX:
+            _hashes.clear()
+        found = _hashes[key] = int(murmur2(key) & 0x7FFFFFFF)
+    return found % partitions

@@ -35,8 +35,9 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, Field, ValidationError, create_model
 from pydantic_core import from_json
 
 from stream_app.api.behaviour import Behaviour
@@ -218,6 +219,8 @@ class CellEngine:
             Exhausted.PARK, f"behaviour {self.name!r}"
         )
         self._owned: dict[int, _Partition] = {}
+        #: Reads a stored record of this behaviour version in one pass (see :meth:`_read`).
+        self._stored = _stored_model(behaviour)
 
     # -- partition bookkeeping -------------------------------------------------------------
 
@@ -385,8 +388,7 @@ class CellEngine:
         """
         behaviour = self.behaviour
         raw = self.cells.get(work.partition, key)
-        record = CellRecord.decode(raw) if raw is not None else None
-        timers = dict(record.timers) if record is not None else {}
+        timers, load = self._read(raw)
         if retire is not None:
             timers = _retired(timers, retire)
         if trigger == "message":
@@ -403,7 +405,7 @@ class CellEngine:
             if attempt > 1:
                 await asyncio.sleep(policy.delay(attempt))
             try:
-                data = behaviour.load(record.version, record.data) if record is not None else None
+                data = load()
                 state: CellState[Any] = CellState(
                     app_id=self.settings.app_id,
                     behaviour=self.name,
@@ -444,6 +446,39 @@ class CellEngine:
         )
         return last, policy.attempts
 
+    def _read(self, raw: bytes | None) -> tuple[dict[str, int], Callable[[], Any]]:
+        """A stored cell record's pending timers, and a function that returns its data as the
+        behaviour's model (a fresh one each call: a callback tried again must not see what the
+        failed try did to it; ``None`` for a dead cell).
+
+        Data stored by this version of the behaviour is read in one pydantic pass over the JSON
+        (:attr:`_stored`); anything else (older versions to migrate, a behaviour that overrides
+        ``load``, data that does not validate) goes through :meth:`CellRecord.decode` and
+        :meth:`Behaviour.load`, which raise the errors a callback's try fails with.
+        """
+        if raw is None:
+            return {}, _dead
+        stored_type = self._stored
+        if stored_type is not None:
+            try:
+                stored: Any = stored_type.model_validate_json(raw)
+            except ValidationError:
+                pass
+            else:
+                first = [stored.data]
+
+                def fresh() -> Any:
+                    if first:
+                        return first.pop()
+                    again: Any = stored_type.model_validate_json(raw)
+                    return again.data
+
+                timers: dict[str, int] = stored.timers
+                return timers, fresh
+        record = CellRecord.decode(raw)
+        behaviour = self.behaviour
+        return dict(record.timers), lambda: behaviour.load(record.version, record.data)
+
     def _encode(self, state: CellState[Any]) -> bytes | None:
         """The new data as JSON; raises (inside the retry loop) if it is not the data model."""
         if state.data is None:
@@ -453,7 +488,8 @@ class CellEngine:
                 f"{self.name}: state.data must be a {self.behaviour.data_model.__name__} or "
                 f"None, got {type(state.data).__name__}"
             )
-        dumped: bytes = state.data.model_dump_json().encode()
+        # What model_dump_json() does, without its wrapper and the str round trip.
+        dumped: bytes = type(state.data).__pydantic_serializer__.to_json(state.data)
         return dumped
 
     def _rejected(
@@ -909,6 +945,27 @@ class CellEngine:
                 "waiting": len(parked.items),
             }
         return result
+
+
+def _dead() -> None:
+    """The data of a dead cell."""
+    return None
+
+
+def _stored_model(behaviour: Behaviour[Any]) -> type[BaseModel] | None:
+    """A model of the stored record (:class:`CellRecord`) of the behaviour's current version,
+    its ``data`` validated as the behaviour's data model: one pydantic pass over the stored JSON
+    instead of a parse, a copy and a validation of the parsed data. ``None`` when the behaviour
+    overrides :meth:`Behaviour.load` (it must see every stored record)."""
+    if type(behaviour).load is not Behaviour.load:
+        return None
+    version: Any = Literal[behaviour.version]  # a Literal of a runtime value
+    return create_model(
+        f"{behaviour.data_model.__name__}StoredV{behaviour.version}",
+        v=(version, ...),
+        data=(behaviour.data_model, ...),
+        timers=(dict[str, int], Field(default_factory=dict)),
+    )
 
 
 def _message_item(origin: Origin, value: bytes, now: int) -> ParkedItem:

@@ -193,6 +193,9 @@ class BatchInput:
         #: Records the changelog offset a table partition's database has reached, by changelog
         #: topic: ``persist(partition, offset)``.
         self._changelogs: dict[str, Callable[[int, int], None]] = {}
+        #: Called when a batch has been processed, before anything can commit it (the tables'
+        #: write caches: :meth:`at_batch_end`).
+        self._batch_ends: list[Callable[[], None]] = []
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         #: Partitions Faust last asked to fetch (set by the app's consumer on each fetch).
@@ -241,6 +244,12 @@ class BatchInput:
         """Records produced to ``topic`` are a table's changelog: at each commit, call
         ``persist(partition, offset)`` with the last offset acknowledged on each partition."""
         self._changelogs[topic] = persist
+
+    def at_batch_end(self, flush: Callable[[], None]) -> None:
+        """Call ``flush()`` after each batch is processed, before the next commit, so that what
+        it holds back from the batch's records (a table's pending writes and their changelog
+        records) goes into the records' units of work before their offsets are committed."""
+        self._batch_ends.append(flush)
 
     @property
     def topics(self) -> frozenset[str]:
@@ -386,7 +395,14 @@ class BatchInput:
         return [first, *consumer.consume(BATCH_MAX - 1, 0)]
 
     async def _process(self, messages: list[Message]) -> None:
-        processed = self._processed
+        """Hand each record to its engine, then end the batch (:meth:`at_batch_end`).
+
+        The batch's offsets count as processed only once the batch has ended: a record whose
+        handler raised, and the records before it in the batch, are never committed (their
+        table writes may still wait in a write cache), so a stop after the failure reads them
+        again.
+        """
+        processed: dict[TP, int] = {}
         handlers = self._handlers
         works = self._works
         for message in messages:
@@ -403,6 +419,9 @@ class BatchInput:
             await handler(record, work)
             processed[work.tp] = record.offset + 1
             self.records += 1
+        for flush in self._batch_ends:
+            flush()
+        self._processed.update(processed)
         self.batches += 1
         if self._producer is not None:
             self._producer.poll(0)

@@ -34,6 +34,7 @@ from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP, ProducerT
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
+from rocksdict import WriteBatch
 
 from stream_app.errors import FlushTimeoutError
 from stream_app.kafka.reading import last_record_offsets
@@ -431,6 +432,16 @@ def partition_db(table: Any, partition: int) -> Any:
     RocksDB call per access, and produces the changelog record itself.
     """
     return table.data._db_for_partition(partition)
+
+
+def write_batch() -> Any:
+    """An empty RocksDB ``WriteBatch`` for a database of :func:`partition_db`.
+
+    Faust internal: Faust's store opens its rocksdict databases in raw mode (keys and values
+    are bytes, no pickling; ``rocksdb.Store._options``), and a write batch must be in the same
+    mode as its database.
+    """
+    return WriteBatch(raw_mode=True)
 
 
 def set_persisted_offset(table: Any, changelog_topic: str, partition: int, offset: int) -> None:

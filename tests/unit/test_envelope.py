@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import decimal
 import enum
@@ -455,3 +456,26 @@ def test_nested_models_are_strict_too() -> None:
     value = envelope_bytes("rich", {**RICH_BODY.model_dump(mode="json"), "inner": {"n": "3"}})
     with pytest.raises(SchemaViolationError, match=r"rich\.body\.inner\.n"):
         RICH.decode(b"k", value, max_bytes=MAX)
+
+
+def test_a_cell_message_stays_a_frozen_dataclass() -> None:
+    """CellMessage sets its fields through its slots (a faster __init__); it stays frozen,
+    comparable, hashable and replaceable like the dataclass it is."""
+    message: CellMessage[Any] = CellMessage("c", "increment", None, "m-1", None)
+    assert message == CellMessage(
+        cell_id="c", type="increment", body=None, id="m-1", reply_to=None, project=None
+    )
+    assert (message.project, message.config) == (None, None)
+    assert hash(message) == hash(CellMessage("c", "increment", None, "m-1", None))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        message.type = "other"  # type: ignore[misc]
+    assert dataclasses.replace(message, config={"a": 1}).config == {"a": 1}
+    assert [f.name for f in dataclasses.fields(message)] == [
+        "cell_id",
+        "type",
+        "body",
+        "id",
+        "reply_to",
+        "project",
+        "config",
+    ]
