@@ -39,7 +39,8 @@ class Settings(BaseSettings):
         processing_guarantee: ``at_least_once`` (default) or ``exactly_once`` (a Kafka
             transaction per input partition; see :mod:`stream_app.kafka.batch_input`).
         commit_interval_s: How often input offsets are committed (Faust's
-            ``broker_commit_interval``; also when a rebalance or a stop takes the partitions).
+            ``broker_commit_interval``; also when the input runs dry, at most every 0.1 s, and
+            when a rebalance or a stop takes the partitions).
             A crash replays everything read since the last commit: every record processed in
             up to one commit interval. That is counted in records, not seconds: with a backlog
             it is as many records as the worker processes in that time (thousands; a restart

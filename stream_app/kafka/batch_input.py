@@ -18,7 +18,8 @@ everything else Faust does:
   to RocksDB, and their changelog records and every other output of the record are produced
   into that unit, to a confluent-kafka producer.
 - **Offsets are committed through Faust's consumer** (a group member), every
-  ``broker_commit_interval`` and whenever a rebalance or shutdown takes the partitions, and only
+  ``broker_commit_interval``, when a fetch finds the input drained (at most every
+  :data:`IDLE_COMMIT_MIN_S`), and whenever a rebalance or shutdown takes the partitions, and only
   after every changelog record and every other record produced for the committed input has been
   acknowledged. The changelog offset each partition's database has applied is persisted at the
   same time, so recovery replays the changelog from there. The interval's commit sends the
@@ -92,6 +93,9 @@ logger = logging.getLogger(__name__)
 BATCH_MAX = 500
 #: Longest a fetch waits for the first record of a batch, in seconds.
 POLL_TIMEOUT_S = 0.02
+#: A fetch that finds the input drained commits what was processed, if the last commit is at
+#: least this old (seconds); otherwise commits wait for ``broker_commit_interval``.
+IDLE_COMMIT_MIN_S = 0.1
 #: With an input linger, the bytes of records that end a fetch before the linger does.
 LINGER_FETCH_BYTES = 1_048_576
 #: Threads that initialise and commit the partitions' transactions side by side.
@@ -337,8 +341,14 @@ class BatchInput:
                     await self._commit()
                     await self._assign(frozenset())
                     continue
-                due = time.monotonic() - self._last_commit >= self.app.conf.broker_commit_interval
-                if due and await self._broker_answers():
+                since = time.monotonic() - self._last_commit
+                due = since >= self.app.conf.broker_commit_interval
+                # The input ran dry with processed records uncommitted: commit them now rather
+                # than at the end of the interval (a drained backlog is durable at once, a quiet
+                # partition's outputs are visible at once under exactly_once), at most once per
+                # IDLE_COMMIT_MIN_S so that a trickle of records does not commit after each one.
+                drained = not messages and bool(self._processed) and since >= IDLE_COMMIT_MIN_S
+                if (due or drained) and await self._broker_answers():
                     await self._commit(wait=False)
 
     async def _broker_answers(self) -> bool:

@@ -247,31 +247,39 @@ def test_a_paused_worker_that_lost_its_partitions_cannot_commit_events(
 ) -> None:
     """A zombie: worker A is frozen (SIGSTOP) with a transaction open, B takes its partitions
     and handles the same input again, then A wakes up. A's transactions are fenced by B's
-    producers (same transactional ids): none of its events may reach the committed log."""
-    env = {**cells_env, **EOS_ENV, "STREAM_APP_COMMIT_INTERVAL_S": "2"}
+    producers (same transactional ids): none of its events may reach the committed log.
+
+    The increments are produced without pauses, far faster than A handles them, so A is frozen
+    in the middle of a backlog: its input never runs dry (which commits at once), so it holds
+    open transactions, and it is frozen before its commit interval ends."""
+    messages = 3 * MESSAGES
+    env = {**cells_env, **EOS_ENV, "STREAM_APP_COMMIT_INTERVAL_S": "30"}
     settings = settings_from_env(env)
     topic = settings.input_topic("counter")
     zombie = start_worker(MODULE, env, name="zombie")
-    first = IncrementProducer(bootstrap, topic, seed=11)
+    first = IncrementProducer(bootstrap, topic, seed=11, messages=messages, pause_s=0.0)
     first.start()
     wait_applied(zombie, 300, "the first worker handling increments")
     assert zombie.process is not None
     os.kill(zombie.process.pid, signal.SIGSTOP)  # frozen mid-stream, transactions open
     try:
+        # The premise: frozen with input left, so with transactions open (not all committed).
+        committed = fold_log(counter, settings).events
+        assert committed < messages, f"the zombie committed all {committed} events before SIGSTOP"
         wait_group_empty(bootstrap, settings.app_id, "the frozen worker dropped from the group")
         # Another machine: its own data directory (the zombie still holds its databases).
         elsewhere = {**env, "STREAM_APP_DATA_DIR": env["STREAM_APP_DATA_DIR"] + "-successor"}
         restarts: list[str] = []
         successor = start_restarting(start_worker, elsewhere, "successor", restarts)
         first.join(timeout=300)
-        assert not first.failures and sum(first.acked.values()) == MESSAGES
+        assert not first.failures and sum(first.acked.values()) == messages
         wait_for(
             lambda: values(successor),
             lambda seen: seen == dict(first.acked),
             timeout=240,
             what="the successor handling every increment",
         )
-        committed_fold(settings)  # the successor's transactions committed
+        committed_fold(settings, messages)  # the successor's transactions committed
     finally:
         os.kill(zombie.process.pid, signal.SIGCONT)  # the zombie wakes up
     # Its next transaction call meets the successor's producers (same transactional ids, newer
@@ -286,12 +294,12 @@ def test_a_paused_worker_that_lost_its_partitions_cannot_commit_events(
     assert "fenced by a newer instance" in log and "stopping the worker" in log, log[-3000:]
     successor.kill()
     wait_group_empty(bootstrap, settings.app_id, "both workers gone from the group")
-    report = committed_fold(settings)
+    report = committed_fold(settings, messages)
     assert not report.duplicates, (
         f"the zombie committed events: {list(report.duplicates.items())[:5]}"
     )
     assert not report.gaps, f"sequence gaps: {list(report.gaps.items())[:5]}"
-    assert report.events == MESSAGES
+    assert report.events == messages
     assert not report.mismatched
     assert {i: state["value"] for i, (_, state) in report.folded.items()} == dict(first.acked)
 
