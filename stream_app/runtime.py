@@ -458,6 +458,6 @@ class _WorkerStatus:
         """Dead letters published by this process, by reason."""
         return dict(self._runtime.dead_letters.counts)
 
-    def batch_input_stats(self) -> dict[str, Any] | None:
+    def batch_input_stats(self) -> dict[str, Any]:
         """The batched input's counters (records, batches, commits, partitions read)."""
         return self._runtime.batch_input.stats()
