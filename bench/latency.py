@@ -241,6 +241,37 @@ class Ticks:
         return range(first, first + count)
 
 
+def _latency_table(report: dict[str, Any], rates: list[float]) -> dict[str, Any]:
+    """Every subject's latency and CPU per event at each rate, as one table for the README
+    (:mod:`bench.report`)."""
+    rows = []
+    for subject in ("raw", "cell", "entity"):
+        for rate in rates:
+            figures = report[subject].get(_rate_key(rate))
+            if figures is None:
+                continue
+            rows.append(
+                [
+                    subject,
+                    rate,
+                    figures.get("p50_ms"),
+                    figures.get("p99_ms"),
+                    figures.get("p999_ms"),
+                    figures.get("max_ms"),
+                    figures.get("cpu_us_per_event"),
+                ]
+            )
+        bulk = report[subject].get("bulk")
+        if bulk is not None:
+            rows.append([subject, "bulk", None, None, None, None, bulk.get("cpu_us_per_event")])
+    columns = ["subject", "rate/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "CPU µs/event"]
+    return {
+        "title": "Latency (produce -> output seen) and worker CPU",
+        "columns": columns,
+        "rows": rows,
+    }
+
+
 def _rate_key(rate: float) -> str:
     return f"{rate:g}"
 
@@ -474,6 +505,7 @@ def main() -> None:
             "R_cpu_1000": {"goal": f"<= {GOAL_R_CPU}", "met": r_cpu <= GOAL_R_CPU},
         }
     report["goals"] = goals
+    report["tables"] = [_latency_table(report, args.rates)]
     if args.save:
         save_result("latency", report)
     print(json.dumps(report, indent=2))

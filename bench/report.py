@@ -57,16 +57,20 @@ def _is_subject(value: Any) -> bool:
     return isinstance(value, dict) and "events_per_s" in value
 
 
-def _subjects(report: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every subject measurement in ``report``: top-level ones, and those one level down (a
-    report may group its subjects by guarantee)."""
+def _subjects(
+    report: dict[str, Any], prefix: str = "", depth: int = 0
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every subject measurement in ``report``: top-level ones, and those up to two levels down
+    (a report may group its subjects, by guarantee for example); a group named ``subjects``
+    adds nothing to the names."""
     for name, value in report.items():
         if name in ("environment", "goals"):
             continue
         if _is_subject(value):
             yield prefix + name, value
-        elif isinstance(value, dict) and not prefix:
-            yield from _subjects(value, prefix=f"{name} / ")
+        elif isinstance(value, dict) and depth < 2:
+            inner = prefix if name == "subjects" else f"{prefix}{name} / "
+            yield from _subjects(value, inner, depth + 1)
 
 
 def _headlines(report: dict[str, Any]) -> list[Row]:
@@ -85,9 +89,17 @@ def _headlines(report: dict[str, Any]) -> list[Row]:
     return rows
 
 
-def _subject_rows(report: dict[str, Any]) -> list[Row]:
+#: Optional subject figures shown as a column when any subject of the report has them.
+OPTIONAL_COLUMNS = {"changelog_records": "changelog records"}
+
+
+def _subject_table(report: dict[str, Any]) -> tuple[list[str], list[Row]]:
+    subjects = list(_subjects(report))
+    extra = [key for key in OPTIONAL_COLUMNS if any(key in subject for _, subject in subjects)]
+    columns = ["subject", "events/s", "CPU µs/event", "to durability (s)", "applied (s)"]
+    columns += [OPTIONAL_COLUMNS[key] for key in extra]
     rows = []
-    for name, subject in _subjects(report):
+    for name, subject in subjects:
         rows.append(
             [
                 name,
@@ -95,9 +107,10 @@ def _subject_rows(report: dict[str, Any]) -> list[Row]:
                 _number(subject.get("cpu_us_per_event")),
                 _number(subject.get("seconds")),
                 _number(subject.get("applied_s")),
+                *(_number(subject.get(key)) for key in extra),
             ]
         )
-    return rows
+    return columns, rows
 
 
 def _settings(report: dict[str, Any]) -> str:
@@ -135,9 +148,8 @@ def render(name: str, report: dict[str, Any]) -> list[str]:
     headlines = _headlines(report)
     if headlines:
         lines += [*_table(["figure", "value", "goal", "met"], headlines), ""]
-    subjects = _subject_rows(report)
+    columns, subjects = _subject_table(report)
     if subjects:
-        columns = ["subject", "events/s", "CPU µs/event", "to durability (s)", "applied (s)"]
         lines += [*_table(columns, subjects), ""]
     for table in report.get("tables", []):
         lines += [f"{table['title']}:", ""]
