@@ -39,6 +39,7 @@ from rocksdict import WriteBatch
 from stream_app.errors import FlushTimeoutError
 from stream_app.kafka.reading import last_record_offsets
 from stream_app.kafka.restore import RestoreJob, restore
+from stream_app.logs import rdkafka_logger
 
 __all__ = [
     "CLEAN_MARKER",
@@ -184,7 +185,11 @@ def list_offsets_in_one_request(consumer: Any, app: PatchedApp) -> None:
         if not partitions:
             return {}
         if not admin:
-            admin.append(AdminClient({"bootstrap.servers": app.bootstrap_servers}))
+            config: dict[str, Any] = {
+                "bootstrap.servers": app.bootstrap_servers,
+                "logger": rdkafka_logger(),
+            }
+            admin.append(AdminClient(config))
         request = {TopicPartition(tp.topic, tp.partition): spec for tp in partitions}
         answers = admin[0].list_offsets(
             request, isolation_level=isolation, request_timeout=app.conf.broker_request_timeout
