@@ -581,9 +581,19 @@ class DeclaredOnceTopic(faust.Topic):
         """Declare the topic unless every one of its names is known to exist."""
         known: set[str] = getattr(self.app, "existing_topics", set())
         if all(name in known for name in self.topics):
+            await self._track()
             return
         await super().maybe_declare()
         known.update(self.topics)
+
+    async def _track(self) -> None:
+        """Have the producer's metadata cover the topic, as a declaration would (Faust's
+        ``Producer.create_topic`` ends with a metadata update, and routing a table key to its
+        partition, ``Producer.key_partition``, reads the producer's metadata)."""
+        producer: Any = await self.app.maybe_start_producer()
+        client = producer._ensure_producer().client
+        for name in self.topics:
+            await client.add_topic(name)
 
 
 # -- the app's private hooks --------------------------------------------------------------------

@@ -71,6 +71,13 @@ INTERNALS = [
     ),
     ("faust.types.settings.settings", "Settings", "Topic", "faust_patches.DeclaredOnceTopic"),
     ("faust.topics", "Topic", "maybe_declare", "faust_patches.DeclaredOnceTopic"),
+    (
+        "faust.transport.drivers.aiokafka",
+        "Producer",
+        "_ensure_producer",
+        "faust_patches.DeclaredOnceTopic._track",
+    ),
+    ("aiokafka.client", "AIOKafkaClient", "add_topic", "faust_patches.DeclaredOnceTopic._track"),
     ("faust.transport.producer", "ProducerBuffer", "put", "faust_patches.send_buffer_that_drains"),
     (
         "faust.transport.producer",
