@@ -22,6 +22,7 @@ import functools
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,8 +157,8 @@ def hand_topics_to(consumer: Any, taker: InputTaker) -> None:
 
 
 def list_offsets_in_one_request(consumer: Any, app: PatchedApp) -> None:
-    """Answer the consumer's ``highwaters`` and ``earliest_offsets`` with one confluent-kafka
-    ``ListOffsets`` request each.
+    """Answer the consumer's ``highwaters`` and ``earliest_offsets`` with confluent-kafka
+    ``ListOffsets`` requests.
 
     Faust's recovery asks for both at every rebalance (``Recovery._build_highwaters`` and
     ``_build_offsets``), through the aiokafka consumer's thread, in the middle of the group's
@@ -166,22 +167,26 @@ def list_offsets_in_one_request(consumer: Any, app: PatchedApp) -> None:
     before its tables were even looked at. The admin client asks the partition leaders
     directly.
 
-    The earliest offsets are the same as aiokafka's. The ends are those recovery can reach: it
-    counts a changelog partition done when the last record it received has the end offset minus
-    one. Under ``at_least_once`` that is the high watermark. Under stream_app's ``exactly_once``
-    (``read_committed``, :func:`read_committed`) every changelog partition ends with a
-    transaction marker, which is never received, so the end of the partition as the consumer
-    reads it (the last stable offset) is never reached (Faust's own ``exactly_once`` gives up
-    waiting after 10 s without records, and by then may have skipped records still queued):
-    the end given is the offset after the last committed record before the last stable offset
-    (:func:`_committed_record_ends`).
+    The earliest offsets are aiokafka's. The ends are those recovery can reach: it counts a
+    changelog partition done when the last record it received has the end offset minus one.
+    Under ``at_least_once`` that is the high watermark. Under stream_app's ``exactly_once``
+    (``read_committed``) every changelog partition ends with a transaction marker, which is
+    never received, so the end of the partition as the consumer reads it (the last stable
+    offset) is never reached (Faust's own ``exactly_once`` gives up waiting after 10 s without
+    records, and by then may have skipped records still queued): the end given is the offset
+    after the last committed record before the last stable offset (:func:`_committed_record_ends`).
+    The last stable offset is read once it has caught up with the high watermark, for at most
+    :data:`TXN_SETTLE_S`: a transaction the previous owner has just committed has its markers
+    written after its commit returned, and until then its records are past the last stable
+    offset while the persisted offset of the tables already counts them (recovery would stop
+    with a ``ConsistencyError``). A transaction left open by a crashed owner keeps it behind;
+    after the bound, its records are not counted, as they are not committed.
     """
     admin: list[AdminClient] = []
-    isolation = (
-        IsolationLevel.READ_COMMITTED if app.exactly_once else IsolationLevel.READ_UNCOMMITTED
-    )
 
-    async def offsets(spec: OffsetSpec, partitions: tuple[TP, ...]) -> dict[TP, int]:
+    async def offsets(
+        spec: OffsetSpec, partitions: tuple[TP, ...], isolation: IsolationLevel
+    ) -> dict[TP, int]:
         if not partitions:
             return {}
         if not admin:
@@ -200,14 +205,23 @@ def list_offsets_in_one_request(consumer: Any, app: PatchedApp) -> None:
             found[TP(asked.topic, asked.partition)] = info.offset
         return found
 
+    latest: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+    earliest: OffsetSpec = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+
     async def highwaters(*partitions: TP) -> dict[TP, int]:
-        ends = await offsets(OffsetSpec.latest(), partitions)  # type: ignore[no-untyped-call]
-        if app.exactly_once:
-            return await _committed_record_ends(app.bootstrap_servers, ends)
-        return ends
+        high = await offsets(latest, partitions, IsolationLevel.READ_UNCOMMITTED)
+        if not app.exactly_once:
+            return high
+        deadline = time.monotonic() + TXN_SETTLE_S
+        while True:
+            stable = await offsets(latest, partitions, IsolationLevel.READ_COMMITTED)
+            settled = all(stable[tp] >= high[tp] for tp in stable)
+            if settled or time.monotonic() >= deadline:
+                return await _committed_record_ends(app.bootstrap_servers, stable)
+            await asyncio.sleep(0.05)
 
     async def earliest_offsets(*partitions: TP) -> dict[TP, int]:
-        return await offsets(OffsetSpec.earliest(), partitions)  # type: ignore[no-untyped-call]
+        return await offsets(earliest, partitions, IsolationLevel.READ_UNCOMMITTED)
 
     consumer.highwaters = highwaters
     consumer.earliest_offsets = earliest_offsets
@@ -239,8 +253,8 @@ def read_committed(thread: Any) -> None:
 
     ``AIOKafkaConsumerThread._create_worker_consumer`` makes an aiokafka consumer that reads
     ``read_uncommitted`` unless Faust runs its own transactions; here the consumer's
-    ``_isolation_level`` is set to ``read_committed`` before its fetcher starts. (The ends table
-    recovery waits for are :func:`list_offsets_in_one_request`'s.)
+    ``_isolation_level`` is set to ``read_committed`` before its fetcher starts. (The ends that
+    table recovery waits for are :func:`list_offsets_in_one_request`'s.)
     """
     create = thread._create_worker_consumer
 
@@ -594,6 +608,11 @@ class DeclaredOnceTopic(faust.Topic):
         client = producer._ensure_producer().client
         for name in self.topics:
             await client.add_topic(name)
+
+
+#: Longest recovery waits for the last stable offset of a changelog partition to catch up
+#: with its high watermark (:func:`list_offsets_in_one_request`), in seconds.
+TXN_SETTLE_S = 2.0
 
 
 # -- the app's private hooks --------------------------------------------------------------------

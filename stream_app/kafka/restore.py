@@ -67,8 +67,8 @@ class RestoreJob:
         offset_key: The key under which the database keeps the last changelog offset applied.
         still_ours: Whether the store still has ``db`` open for this partition; a partition
             revoked mid-restore is dropped.
-        covered: After :func:`restore`: the last offset read (applied or skipped) that the
-            database records, or ``None`` if nothing was read.
+        covered: After :func:`restore`: the offset of the last record applied, which the
+            database records, or ``None`` if none was.
         records: After :func:`restore`: records applied.
     """
 
@@ -81,6 +81,7 @@ class RestoreJob:
     covered: int | None = None
     records: int = 0
     _end: int = field(default=0, repr=False)
+    _at_end: bool = field(default=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,9 +231,11 @@ def _apply_batch(consumer: Any, pending: dict[tuple[str, int], RestoreJob]) -> i
         if error is not None:
             if error.code() == KafkaError._PARTITION_EOF:
                 # Everything before the reported offset was read (or skipped: aborted records,
-                # transaction markers), up to the end this restore keeps to.
+                # transaction markers). The offset recorded stays the last record's: Faust's
+                # recovery counts a partition done at its last record (a marker's offset would
+                # be "past the end" to its consistency check).
                 job._end = min(job._end, message.offset())
-                last[key] = max(last.get(key, -1), job._end - 1)
+                job._at_end = True
                 continue
             if error.fatal():
                 raise KafkaException(error)
@@ -263,7 +266,7 @@ def _apply_batch(consumer: Any, pending: dict[tuple[str, int], RestoreJob]) -> i
         job.db.write(batch)
         job.covered = offset
     for key, job in list(pending.items()):
-        if job.covered is not None and job.covered >= job._end - 1:
+        if job._at_end or (job.covered is not None and job.covered >= job._end - 1):
             del pending[key]
     return applied
 
