@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import faust
 from confluent_kafka import IsolationLevel, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
+from faust.exceptions import ConsumerNotStarted
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP, ProducerT
 from mode.utils.objects import cached_property
@@ -128,6 +129,11 @@ def hand_topics_to(consumer: Any, taker: InputTaker) -> None:
     - ``Consumer.verify_event_path`` is Faust's stream watchdog: it knows only Faust's fetches
       and streams, so on the taker's partitions it saw none and logged an ERROR ("Stream has
       not started processing") about 70 times a minute on a healthy worker. Here it skips them.
+      It also judges a partition's first fetch from the consumer's *start*, so a partition
+      assigned by a rebalance, not fetched yet when the watchdog next ran, was logged as an
+      ERROR ("Aiokafka has not sent fetch request ... since start") once the worker had been up
+      longer than the timeout; here each partition of an assignment is judged only once the
+      timeout has passed since the watchdog first saw it in that assignment.
     """
     getmany, wait_empty = consumer._getmany, consumer.wait_empty
     verify_event_path = consumer.verify_event_path
@@ -147,9 +153,23 @@ def hand_topics_to(consumer: Any, taker: InputTaker) -> None:
         await taker.drain()
         await wait_empty()
 
+    assignment: list[frozenset[TP]] = [frozenset()]
+    first_asked: dict[TP, float] = {}
+
     def own_verify_event_path(now: float, tp: TP) -> None:
-        if tp.topic not in taker.topics:
-            verify_event_path(now, tp)
+        if tp.topic in taker.topics:
+            return
+        try:
+            current = frozenset(consumer.assignment())
+        except ConsumerNotStarted:
+            current = frozenset()
+        if current != assignment[0]:
+            assignment[0] = current
+            first_asked.clear()
+        timeout = consumer._thread.tp_fetch_request_timeout_secs
+        if now - first_asked.setdefault(tp, now) < timeout:
+            return
+        verify_event_path(now, tp)
 
     consumer._getmany = own_getmany
     consumer.wait_empty = own_wait_empty

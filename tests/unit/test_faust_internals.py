@@ -109,6 +109,7 @@ INTERNALS = [
 INSTANCE_ATTRIBUTES = [
     ("aiokafka.consumer.consumer", "AIOKafkaConsumer", "_isolation_level"),
     ("faust.transport.consumer", "ThreadDelegateConsumer", "_thread"),
+    ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "tp_fetch_request_timeout_secs"),
     ("faust.transport.producer", "ProducerBuffer", "message_sent"),
     ("faust.tables.recovery", "Recovery", "_recovery_started_at"),
     ("faust.tables.recovery", "Recovery", "tp_to_table"),

@@ -52,8 +52,24 @@ def test_the_stream_watchdog_skips_the_partitions_the_batched_input_reads(
     _app, consumer, checked = watched
     now = monotonic()
     consumer.verify_event_path(now, TP("orders.in", 0))
+    consumer.verify_event_path(now + 301, TP("orders.in", 0))
     consumer.verify_event_path(now, TP("effects", 0))
+    consumer.verify_event_path(now + 301, TP("effects", 0))
     assert checked == [("stream", TP("effects", 0))]
+
+
+def test_the_stream_watchdog_judges_a_partition_from_its_assignment_not_the_worker_start(
+    watched: tuple[Any, Any, list[tuple[str, TP]]],
+) -> None:
+    """A worker up for an hour gets a partition in a rebalance: the watchdog's first look at it
+    comes before its first fetch; Faust would log "has not sent fetch request since start"."""
+    _app, consumer, checked = watched
+    now = monotonic()
+    consumer.verify_event_path(now, TP("effects", 1))
+    consumer.verify_event_path(now + 10, TP("effects", 1))
+    assert checked == []
+    consumer.verify_event_path(now + 301, TP("effects", 1))
+    assert checked == [("stream", TP("effects", 1))]
 
 
 def test_the_recovery_watchdog_waits_for_the_recovery_not_the_worker(
