@@ -70,6 +70,26 @@ def build_state(bootstrap: str, topic: str) -> dict[str, int]:
     return {f"c-{i}": 4 if i < 10 else 10 for i in range(40)}
 
 
+def state_built_and_stopped(
+    bootstrap: str, env: dict[str, str], workers: Callable[..., WorkerProcess]
+) -> dict[str, int]:
+    """A first worker builds :func:`build_state`, its changelog holds it, and it stops cleanly;
+    the counts the live cells have."""
+    settings = settings_from_env(env)
+    changelog = settings.changelog_topic("counter")
+    first = workers(env, name="first")
+    expected = build_state(bootstrap, settings.input_topic("counter"))
+    assert wait_counts(first, "counter", expected) == expected
+    wait_for(
+        lambda: changelog_has(bootstrap, changelog, expected),
+        lambda ok: ok,
+        timeout=60,
+        what="the state in the changelog",
+    )
+    assert first.stop() == 0
+    return expected
+
+
 def changelog_has(bootstrap: str, topic: str, expected: dict[str, int]) -> bool:
     """Whether the latest changelog record of every cell gives ``expected`` (tombstones too)."""
     latest: dict[str, int | None] = {}
@@ -91,16 +111,7 @@ def test_fresh_worker_restores_the_same_state_through_the_fast_path(
     env = {**app_env, "STREAM_APP_PROCESSING_GUARANTEE": guarantee}
     settings = settings_from_env(env)
     changelog = settings.changelog_topic("counter")
-    first = workers(env, name="first")
-    expected = build_state(bootstrap, settings.input_topic("counter"))
-    assert wait_counts(first, "counter", expected) == expected
-    wait_for(
-        lambda: changelog_has(bootstrap, changelog, expected),
-        lambda ok: ok,
-        timeout=60,
-        what="the state in the changelog",
-    )
-    assert first.stop() == 0
+    expected = state_built_and_stopped(bootstrap, env, workers)
     built = table_contents(Path(env["STREAM_APP_DATA_DIR"]), "counter")
     assert len(built) == len(expected)
 
@@ -126,16 +137,7 @@ def test_aborted_changelog_records_are_not_restored(
     env = {**app_env, "STREAM_APP_PROCESSING_GUARANTEE": "exactly_once"}
     settings = settings_from_env(env)
     changelog = settings.changelog_topic("counter")
-    first = workers(env, name="first")
-    expected = build_state(bootstrap, settings.input_topic("counter"))
-    assert wait_counts(first, "counter", expected) == expected
-    wait_for(
-        lambda: changelog_has(bootstrap, changelog, expected),
-        lambda ok: ok,
-        timeout=60,
-        what="the state in the changelog",
-    )
-    assert first.stop() == 0
+    expected = state_built_and_stopped(bootstrap, env, workers)
     live = {r.key: r for r in read_topic(bootstrap, changelog) if r.value is not None}
     donor = live[b"c-20"]
 
