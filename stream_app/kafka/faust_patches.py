@@ -33,6 +33,7 @@ from confluent_kafka import IsolationLevel, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from faust.exceptions import ConsumerNotStarted
 from faust.stores.rocksdb import Store as RocksDBStore
+from faust.tables import TableManager
 from faust.types import TP, ProducerT
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
@@ -51,6 +52,7 @@ __all__ = [
     "KeepingFlowControl",
     "PatchedApp",
     "SendCounts",
+    "TableManagerStartingAtOnce",
     "commit_offsets",
     "discard_unclean_tables",
     "drain_send_buffer",
@@ -630,6 +632,27 @@ class DeclaredOnceTopic(faust.Topic):
             await client.add_topic(name)
 
 
+# -- tables ----------------------------------------------------------------------------------
+
+
+class TableManagerStartingAtOnce(TableManager):
+    """Faust's table manager without the second it sleeps as it starts.
+
+    ``TableManager.on_start`` sleeps one second before it registers the tables' changelog
+    channels and starts recovery, giving parts that start alongside it time to add tables:
+    a second of every worker's start, also when every table was defined at import, as the
+    runtime's are (a behaviour's tables are made when it is registered). A table added once
+    the channels are registered still fails loudly (Faust's ``RuntimeError``, "Too late to
+    add tables at this point"), so a late table cannot go unnoticed.
+    """
+
+    async def on_start(self) -> None:
+        """Register the changelog channels and start recovery, as Faust does after its sleep."""
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
+
+
 #: Longest recovery waits for the last stable offset of a changelog partition to catch up
 #: with its high watermark (:func:`list_offsets_in_one_request`), in seconds.
 TXN_SETTLE_S = 2.0
@@ -660,6 +683,7 @@ class PatchedApp(faust.App):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("Topic", DeclaredOnceTopic)
+        kwargs.setdefault("TableManager", TableManagerStartingAtOnce)
         super().__init__(*args, **kwargs)
         self.existing_topics: set[str] = set()
 

@@ -9,8 +9,10 @@ disk stayed down for about a minute per 300,000 records of state.
 :func:`restore` does the reading instead, before Faust's recovery reads a partition (the hook
 is :func:`stream_app.kafka.faust_patches.restore_changelogs_fast`): one confluent-kafka
 consumer, joining no group, reads every given changelog partition from a start offset to its
-end in large batches, and each batch goes into one RocksDB ``WriteBatch`` per partition, which
-also records the offset it reaches under Faust's own offset key. Faust's recovery then finds
+end in large batches; what it reads of a partition is kept as the last value of each key and
+written in one RocksDB ``WriteBatch`` per :data:`FLUSH_KEYS` keys (a key changed ten times in
+the changelog is written once), which also records the offset it reaches under Faust's own
+offset key. Faust's recovery then finds
 the partition up to date and reads nothing of it (or only what was written since).
 
 What Faust's recovery would write, this writes, byte for byte: each record's raw key and value
@@ -21,7 +23,7 @@ stable offset, as Faust's consumer does under stream_app's ``exactly_once``.
 
 It runs in a thread (the event loop keeps serving the group, the web view and rebalances), one
 restore at a time. A rebalance or a stop sets ``stop``; a partition whose database the store
-closed (revoked) is dropped at once. Every batch records its offset with its writes,
+closed (revoked) is dropped at once. Every write batch records its offset with its writes,
 atomically, so a restore stopped anywhere is resumed from where it got to.
 """
 
@@ -40,12 +42,26 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from stream_app.logs import rdkafka_logger
 
-__all__ = ["BATCH_RECORDS", "PROGRESS_EVERY_S", "RestoreJob", "RestoreSummary", "restore"]
+__all__ = [
+    "BATCH_RECORDS",
+    "FLUSH_BYTES",
+    "FLUSH_KEYS",
+    "PROGRESS_EVERY_S",
+    "RestoreJob",
+    "RestoreSummary",
+    "restore",
+]
 
 logger = logging.getLogger(__name__)
 
-#: Records taken from the consumer per call (one write batch per partition for each).
+#: Records taken from the consumer per call.
 BATCH_RECORDS = 10_000
+
+#: A partition's reads are written once they hold this many distinct keys (or
+#: :data:`FLUSH_BYTES` of values), and at its end: a key changed many times in the changelog is
+#: written once per flush, not once per record (a bound on the memory a restore takes).
+FLUSH_KEYS = 100_000
+FLUSH_BYTES = 32 * 1024 * 1024
 
 #: Least time between two progress lines in the log.
 PROGRESS_EVERY_S = 5.0
@@ -82,6 +98,11 @@ class RestoreJob:
     records: int = 0
     _end: int = field(default=0, repr=False)
     _at_end: bool = field(default=False, repr=False)
+    #: Read and not yet written: the last value (``None``: a delete) of each key read, and the
+    #: offset of the last record read; keys updated again and again are written once.
+    _writes: dict[bytes, bytes | None] = field(default_factory=dict, repr=False)
+    _bytes: int = field(default=0, repr=False)
+    _last: int | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,16 +207,26 @@ def _restore(
         done = 0
         last_log = started
         while pending and not stop.is_set():
-            done += _apply_batch(consumer, pending)
+            done += _read_batch(consumer, pending)
             for key, job in list(pending.items()):
                 if not job.still_ours():
                     logger.info("%s[%d]: revoked while restoring; dropped", *key)
                     del pending[key]
                     consumer.incremental_unassign([TopicPartition(*key)])
+                    continue
+                finished = job._at_end or (job._last is not None and job._last >= job._end - 1)
+                if finished or len(job._writes) >= FLUSH_KEYS or job._bytes >= FLUSH_BYTES:
+                    _flush(job)
+                if finished:
+                    del pending[key]
             now = time.monotonic()
             if now - last_log >= PROGRESS_EVERY_S:
                 last_log = now
                 _log_progress(title, done, total, now - started)
+        for job in pending.values():
+            # Stopped: keep what was read; the next restore goes on from there.
+            if job.still_ours():
+                _flush(job)
         seconds = time.monotonic() - started
         summary = RestoreSummary(title, len(jobs), done, seconds, stopped=bool(pending))
         if jobs:
@@ -213,18 +244,20 @@ def _restore(
         consumer.close()
 
 
-def _apply_batch(consumer: Any, pending: dict[tuple[str, int], RestoreJob]) -> int:
-    """Take one batch from ``consumer`` into one write batch per partition; the records applied.
+def _read_batch(consumer: Any, pending: dict[tuple[str, int], RestoreJob]) -> int:
+    """Take one batch from ``consumer`` into the partitions' pending writes; the records read.
 
-    A partition leaves ``pending`` at its end: the end of the partition reported by the
-    consumer, or the high watermark noted at the start.
+    A partition is at its end once the consumer reports it, or at the high watermark noted at
+    the start.
     """
-    batches: dict[tuple[str, int], Any] = {}
-    last: dict[tuple[str, int], int] = {}
     applied = 0
+    job: RestoreJob | None = None
+    current: tuple[str, int] | None = None
     for message in consumer.consume(BATCH_RECORDS, timeout=0.5):
         key = (message.topic(), message.partition())
-        job = pending.get(key)
+        if key != current:
+            current = key
+            job = pending.get(key)
         if job is None:
             continue
         error = message.error()
@@ -244,31 +277,31 @@ def _apply_batch(consumer: Any, pending: dict[tuple[str, int], RestoreJob]) -> i
         offset = message.offset()
         if offset >= job._end:
             continue
-        batch = batches.get(key)
-        if batch is None:
-            batch = batches[key] = rocksdict.WriteBatch(raw_mode=True)
         value = message.value()
-        if value is None:
-            batch.delete(message.key())
-        else:
-            batch.put(message.key(), value)
-        last[key] = offset
+        job._writes[message.key()] = value
+        job._bytes += len(value) if value is not None else 0
+        job._last = offset
         job.records += 1
         applied += 1
-    for key, offset in last.items():
-        job = pending[key]
-        if job.covered is not None and offset <= job.covered:
-            continue
-        batch = batches.get(key)
-        if batch is None:
-            batch = batches[key] = rocksdict.WriteBatch(raw_mode=True)
-        batch.put(job.offset_key, str(offset).encode())
-        job.db.write(batch)
-        job.covered = offset
-    for key, job in list(pending.items()):
-        if job._at_end or (job.covered is not None and job.covered >= job._end - 1):
-            del pending[key]
     return applied
+
+
+def _flush(job: RestoreJob) -> None:
+    """Write ``job``'s pending writes, and the offset of the last record they cover, in one
+    RocksDB write batch (atomically: a restore stopped after it resumes from that offset)."""
+    if job._last is None or (job.covered is not None and job._last <= job.covered):
+        return
+    batch = rocksdict.WriteBatch(raw_mode=True)
+    for key, value in job._writes.items():
+        if value is None:
+            batch.delete(key)
+        else:
+            batch.put(key, value)
+    batch.put(job.offset_key, str(job._last).encode())
+    job.db.write(batch)
+    job.covered = job._last
+    job._writes.clear()
+    job._bytes = 0
 
 
 def _log_progress(title: str, done: int, total: int, seconds: float) -> None:

@@ -22,6 +22,18 @@ INTERNALS = [
     ("faust.app.base", "App", "flow_control", "faust_patches.PatchedApp.flow_control"),
     ("faust.app.base", "App", "_new_consumer", "faust_patches.PatchedApp._new_consumer"),
     ("faust.app.base", "App", "_new_producer", "faust_patches.PatchedApp._new_producer"),
+    (
+        "faust.tables.manager",
+        "TableManager",
+        "on_start",
+        "faust_patches.TableManagerStartingAtOnce",
+    ),
+    (
+        "faust.tables.manager",
+        "TableManager",
+        "_update_channels",
+        "faust_patches.TableManagerStartingAtOnce",
+    ),
     ("faust.app.base", "App", "in_worker", "app.StreamApp.on_stop (stop deadline)"),
     ("faust.app.base", "App", "tables", "faust_patches.judge_recovery_from_its_start"),
     (
