@@ -913,6 +913,8 @@ class CellEngine:
                     "name": name,
                     "due_ms": due,
                     "every_ms": entry.every if entry else None,
+                    "cron": entry.cron if entry else None,
+                    "tz": entry.tz if entry else None,
                     "misfire": entry.misfire.value if entry else None,
                     "payload": entry.payload if entry else None,
                 }
