@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import PydanticSerializationError, to_json
 
 from stream_app.core.envelope import CellMessage, body_payload
-from stream_app.core.timers import MAX_DUE_MS, Misfire, TimerEntry
+from stream_app.core.timers import MAX_DUE_MS, CronSchedule, Misfire, TimerEntry
 
 __all__ = [
     "CellState",
@@ -204,6 +204,8 @@ class CellState(Generic[DataT]):
         after: float | timedelta | None = None,
         at: datetime | int | None = None,
         every: float | timedelta | None = None,
+        cron: str | None = None,
+        tz: str | None = None,
         payload: Any = None,
         misfire: Misfire = Misfire.FIRE_ONCE,
         max_catch_up: int = 1,
@@ -217,6 +219,13 @@ class CellState(Generic[DataT]):
                 datetime is refused: its meaning would depend on the worker's time zone.
             every: Re-arm with this period after each firing (a recurring timer). With
                 neither ``after`` nor ``at``, the first firing is one period from now.
+            cron: Recur on this 5-field cron schedule instead (``"0 9 * * MON-FRI"``), in the
+                local time of ``tz``; the first firing is its first occurrence strictly after
+                :attr:`now_ms`. Not with ``after``, ``at`` or ``every``. Across daylight-saving
+                changes it fires as Debian cron does (see
+                :class:`~stream_app.core.timers.CronSchedule`): a time the clocks skip fires
+                once at the change, a fixed time in the repeated hour fires once.
+            tz: The IANA time zone of ``cron`` (``"Europe/Amsterdam"``); default UTC.
             payload: Any JSON value, given back in :attr:`FiredTimer.payload`.
             misfire: What to do when it came due while no worker owned the cell's partition.
             max_catch_up: The most missed occurrences fired under :attr:`Misfire.CATCH_UP`.
@@ -225,10 +234,35 @@ class CellState(Generic[DataT]):
         moves. A cell that is dead when the invocation ends gets no timers.
 
         Raises:
-            ValueError: Both ``after`` and ``at``, none of ``after``/``at``/``every``, a
-                period that is not positive, or a naive ``at`` datetime.
+            ValueError: Both ``after`` and ``at``, none of ``after``/``at``/``every``/``cron``,
+                ``cron`` with any of them, ``tz`` without ``cron``, a bad cron expression or an
+                unknown zone (the message names it), a period that is not positive, or a naive
+                ``at`` datetime.
             TypeError: ``payload`` cannot be serialised as JSON.
         """
+        if cron is not None:
+            if after is not None or at is not None or every is not None:
+                raise ValueError(
+                    "set_timer: cron= recurs on its own; give no after=, at= or every="
+                )
+            try:
+                schedule = CronSchedule(cron, tz)
+            except ValueError as exc:
+                raise ValueError(f"set_timer: {exc}") from exc
+            return self._arm(
+                TimerEntry(
+                    cell=self.cell_id,
+                    name=name,
+                    due=min(schedule.next_after(self.now_ms), MAX_DUE_MS),
+                    cron=schedule.expression,
+                    tz=tz,
+                    payload=_checked_payload(payload),
+                    misfire=misfire,
+                    max_catch_up=max_catch_up,
+                )
+            )
+        if tz is not None:
+            raise ValueError("set_timer: tz= is the time zone of a cron= schedule; give cron=")
         period = _ms(every) if every is not None else None
         if at is not None and after is not None:
             raise ValueError("set_timer: give either after= or at=, not both")
@@ -242,18 +276,21 @@ class CellState(Generic[DataT]):
             raise ValueError("set_timer: give after=, at= or every=")
         if period is not None and period <= 0:
             raise ValueError(f"set_timer: every must be positive, got {every!r}")
-        _check_payload("set_timer", payload)
-        entry = TimerEntry(
-            cell=self.cell_id,
-            name=name,
-            due=max(0, min(due, MAX_DUE_MS)),
-            every=period,
-            payload=payload,
-            misfire=misfire,
-            max_catch_up=max_catch_up,
+        return self._arm(
+            TimerEntry(
+                cell=self.cell_id,
+                name=name,
+                due=max(0, min(due, MAX_DUE_MS)),
+                every=period,
+                payload=_checked_payload(payload),
+                misfire=misfire,
+                max_catch_up=max_catch_up,
+            )
         )
-        self._outputs.timers[name] = entry
-        self._pending[name] = entry.due
+
+    def _arm(self, entry: TimerEntry) -> int:
+        self._outputs.timers[entry.name] = entry
+        self._pending[entry.name] = entry.due
         return entry.due
 
     def cancel_timer(self, name: str = "timeout") -> bool:
@@ -343,6 +380,11 @@ def _check_payload(method: str, payload: Any) -> None:
         to_json(payload)
     except PydanticSerializationError as exc:
         raise TypeError(f"{method}: payload is not JSON-serialisable: {exc}") from exc
+
+
+def _checked_payload(payload: Any) -> Any:
+    _check_payload("set_timer", payload)
+    return payload
 
 
 def _datetime_ms(at: datetime) -> int:

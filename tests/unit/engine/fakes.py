@@ -30,7 +30,7 @@ from stream_app.core.partitioner import partition_for
 from stream_app.core.records import Headers, InputRecord
 from stream_app.core.retry import CELL_RETRY, RetryPolicy
 from stream_app.engine.cells import CONTROL_HEADER, CellEngine, CellRecord, EngineSettings
-from stream_app.engine.ports import Outputs, RuntimeMetrics
+from stream_app.engine.ports import Clock, Outputs, RuntimeMetrics
 
 APP = "unit"
 PARTITIONS = 4
@@ -225,10 +225,18 @@ class Harness:
     Args:
         behaviour: The behaviour to run.
         cell_retry: The settings' retry policy for a behaviour that names none.
+        clock: The engine's clock (default: the system clock).
     """
 
-    def __init__(self, behaviour: Behaviour[Any], cell_retry: RetryPolicy = CELL_RETRY) -> None:
+    def __init__(
+        self,
+        behaviour: Behaviour[Any],
+        cell_retry: RetryPolicy = CELL_RETRY,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
         self.behaviour = behaviour
+        self.clock = clock
         self.settings = EngineSettings(
             app_id=APP,
             partitions=PARTITIONS,
@@ -259,6 +267,7 @@ class Harness:
             dead_letters=self.dead_letters,
             wakes=self.wakes,
             metrics=self.metrics,
+            clock=self.clock,
         )
         engine.assign(range(PARTITIONS))
         return engine
