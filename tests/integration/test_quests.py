@@ -1,0 +1,194 @@
+"""The quest layer on a real broker, in real `faust worker` processes (``tests.apps.quest_probe``).
+
+One worker serves the first test's many contexts (each assertion uses contexts of its own), so
+the file costs two worker starts and a restart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream_app import DeadLetter, QuestClient
+from stream_app.testing import WorkerProcess, read_topic, settings_from_env, wait_for
+
+pytestmark = pytest.mark.integration
+
+StartWorker = Callable[..., WorkerProcess]
+MODULE = "tests.apps.quest_probe"
+
+
+def jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of ``path`` (none when it does not exist yet)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def context(worker: WorkerProcess, context_id: str) -> dict[str, Any]:
+    """A context as its owner describes it (``quests`` empty when it has none)."""
+    described: dict[str, Any] = worker.get_json(f"/stream-app/quests/ctx/{context_id}/")
+    return described
+
+
+def wait_context(
+    worker: WorkerProcess, context_id: str, done: Callable[[dict[str, Any]], bool], what: str
+) -> dict[str, Any]:
+    return wait_for(lambda: context(worker, context_id), done, timeout=30, what=what)
+
+
+def variables(described: dict[str, Any], quest: str) -> dict[str, Any]:
+    result: dict[str, Any] = described["quests"][quest]["variables"]
+    return result
+
+
+def test_event_forms_races_outgoing_events_windows_and_dead_letters(
+    start_worker: StartWorker, cells_env: dict[str, str], bootstrap: str, tmp_path: Path
+) -> None:
+    outbox = tmp_path / "outbox.jsonl"
+    env = {**cells_env, "QUEST_PROBE_OUTBOX": str(outbox), "QUEST_PROBE_WINDOW_S": "2"}
+    settings = settings_from_env(env)
+    worker = start_worker(MODULE, env)
+    with QuestClient("ctx", settings) as quests:
+        for quest in ("resetter", "counter", "relay"):
+            quests.add_quest("alice", quest)
+        quests.add_quest("bob", "relay")
+        quests.add_quest("carol", "meal")
+        quests.add_quest("dave", "meal")
+    alice = wait_context(worker, "alice", lambda c: len(c["quests"]) == 3, "alice's quests")
+    first = alice["quests"]["counter"]["instance"]
+
+    # The three forms: a multicast, a selector event, an instance event.
+    with QuestClient("ctx", settings) as quests:
+        quests.send_event("alice", "tick")
+        quests.send_event("alice", "tock", selector="counter.count")
+        quests.send_event("alice", "tock", selector="counter.count", instance=first)
+    alice = wait_context(
+        worker, "alice", lambda c: variables(c, "counter")["n"] == 3, "three counted events"
+    )
+    assert variables(alice, "counter")["instances"] == [first] * 3
+
+    # A removed quest's instance event is ignored and counted, even with the quest re-added.
+    with QuestClient("ctx", settings) as quests:
+        quests.remove_quest("alice", "counter")
+        quests.add_quest("alice", "counter")
+        quests.send_event("alice", "tock", selector="counter.count", instance=first)
+    alice = wait_context(worker, "alice", lambda c: c["ignored"] == 1, "the stale event ignored")
+    second = alice["quests"]["counter"]["instance"]
+    assert second != first
+    assert variables(alice, "counter") == {"n": 0, "instances": []}
+    assert "ignored event 'tock' for counter/" in worker.log_text()
+
+    # A multicast whose first call (resetter) removes and re-adds counter: the new counter
+    # never gets the tick bound to the old one; the next tick reaches it.
+    with QuestClient("ctx", settings) as quests:
+        quests.send_event("alice", "tick", {"restart": True})
+        quests.send_event("alice", "tick")
+    alice = wait_context(
+        worker, "alice", lambda c: variables(c, "counter")["n"] == 1, "the next tick counted"
+    )
+    third = alice["quests"]["counter"]["instance"]
+    assert third not in (first, second)
+    assert variables(alice, "counter")["instances"] == [third]
+
+    # Outgoing events: to another context, and to a declared topic.
+    with QuestClient("ctx", settings) as quests:
+        quests.send_event("alice", "ping", {"to": "bob"})
+    wait_context(worker, "bob", lambda c: variables(c, "relay")["n"] == 1, "bob's pong")
+    published = [
+        json.loads(r.value or b"{}")
+        for r in read_topic(bootstrap, f"{settings.app_id}.quest-out")
+        if r.key == b"alice"
+    ]
+    assert published == [{"event_name": "pinged", "event_context": "alice", "data": {"to": "bob"}}]
+
+    # A dependency window met (carol) and missed (dave), each effect once.
+    with QuestClient("ctx", settings) as quests:
+        quests.send_event("carol", "workout")
+        quests.send_event("carol", "meal")
+        quests.send_event("dave", "workout")
+    kinds = wait_for(
+        lambda: sorted((e["user"], e["kind"]) for e in jsonl(outbox)),
+        lambda seen: ("dave", "missed") in seen and ("carol", "met") in seen,
+        timeout=30,
+        what="carol's window met and dave's missed",
+    )
+    assert kinds == [("carol", "met"), ("dave", "missed")]
+    assert context(worker, "dave")["quests"]["meal"]["windows"] == {}
+
+    # Bad events: dead letters with their reasons; the contexts keep being served.
+    with QuestClient("ctx", settings) as quests:
+        quests.add_quest("erin", "no_such_quest")
+        quests.call_quest("counter", "no_such_action", "alice")
+        quests.send_event("carol", "tick", selector="timed.x")
+        quests.send_event("bob", "tock", selector="counter.count")
+        quests.cells.send("ctx", "alice", "event", {"data": {}})  # no event_name
+        quests.cells.send("ctx", "alice", "event", {"event_name": "tick", "event_context": "x"})
+        quests.send_event("alice", "tick")
+
+    def letters() -> dict[str, str]:
+        found = {}
+        for r in read_topic(bootstrap, settings.dead_letter_topic):
+            letter = DeadLetter.from_record(r.key, r.value, r.headers)
+            found[letter.reason + ":" + (letter.key or b"").decode()] = letter.error
+        return found
+
+    found = wait_for(letters, lambda f: len(f) == 6, timeout=30, what="six dead letters")
+    assert sorted(found) == [
+        "quest-not-active:bob",
+        "schema:alice",
+        "unknown-action:alice",
+        "unknown-action:carol",
+        "unknown-quest:erin",
+        "wrong-context:alice",
+    ]
+    assert "no_such_quest" in found["unknown-quest:erin"]
+    assert "no_such_action" in found["unknown-action:alice"]
+    assert "event_name" in found["schema:alice"]
+    wait_context(worker, "alice", lambda c: variables(c, "counter")["n"] == 2, "alice still served")
+
+    # Every active instance, gathered from the partitions' owners.
+    instances = worker.get_json("/stream-app/quests/ctx/")
+    assert sorted((i["context"], i["quest"]) for i in instances.values()) == [
+        ("alice", "counter"),
+        ("alice", "relay"),
+        ("alice", "resetter"),
+        ("bob", "relay"),
+        ("carol", "meal"),
+        ("dave", "meal"),
+    ]
+    assert instances[third]["context"] == "alice"
+    assert worker.error_lines() == []
+
+
+def test_a_deadline_fires_after_a_sigkill_and_a_restart(
+    start_worker: StartWorker, cells_env: dict[str, str], tmp_path: Path
+) -> None:
+    outbox = tmp_path / "outbox.jsonl"
+    env = {**cells_env, "QUEST_PROBE_OUTBOX": str(outbox), "QUEST_PROBE_DEADLINE_S": "10"}
+    settings = settings_from_env(env)
+    worker = start_worker(MODULE, env)
+    with QuestClient("ctx", settings) as quests:
+        quests.add_quest("frank", "timed")
+        quests.add_quest("frank", "counter")
+    frank = wait_context(worker, "frank", lambda c: len(c["quests"]) == 2, "frank's quests")
+    instance = frank["quests"]["timed"]["instance"]
+    deadline = frank["quests"]["timed"]["deadline_ms"]
+    assert [t["due_ms"] for t in frank["timers"]] == [deadline]
+    worker.kill()
+    assert jsonl(outbox) == []
+
+    worker = start_worker(MODULE, env, name="restarted")
+    fired = wait_for(
+        lambda: [e for e in jsonl(outbox) if e["kind"] == "deadline"],
+        bool,
+        timeout=60,
+        what="the deadline effect after the restart",
+    )
+    assert {(e["user"], e["instance"]) for e in fired} == {("frank", instance)}
+    frank = wait_context(worker, "frank", lambda c: "timed" not in c["quests"], "timed ended")
+    assert list(frank["quests"]) == ["counter"] and frank["timers"] == []
