@@ -39,10 +39,16 @@ from stream_app import ActionContext, Effect, NoVariables, Quest, QuestBehaviour
 __all__ = [
     "Workouts",
     "app",
+    "count",
     "deliver",
+    "failed",
     "fitness",
     "meal_after_workout",
+    "meal_in_time",
+    "no_meal",
+    "remind",
     "runtime",
+    "start",
     "three_workouts",
 ]
 
@@ -96,14 +102,26 @@ def remind(ctx: ActionContext[Workouts]) -> None:
 
 three_workouts.cron("reminder", "0 18 */2 * *", remind, tz=lambda v: v.tz)
 
+
+
+def meal_in_time(ctx: ActionContext[NoVariables]) -> None:
+    """The meal came within ten minutes of the workout."""
+    ctx.effect("reward", {"user": ctx.context, "quest": ctx.quest})
+
+
+def no_meal(ctx: ActionContext[NoVariables]) -> None:
+    """Ten minutes passed since the workout without a meal."""
+    ctx.effect("nudge", {"user": ctx.context, "quest": ctx.quest})
+
+
 meal_after_workout = Quest("meal_after_workout", variables=NoVariables)
 meal_after_workout.window(
     "meal",
     opens_on="workout_logged",
     closes_on="meal_logged",
     within=timedelta(minutes=10),
-    met=lambda ctx: ctx.effect("reward", {"user": ctx.context, "quest": ctx.quest}),
-    missed=lambda ctx: ctx.effect("nudge", {"user": ctx.context, "quest": ctx.quest}),
+    met=meal_in_time,
+    missed=no_meal,
 )
 
 fitness = QuestBehaviour("fitness", quests=[three_workouts, meal_after_workout])
