@@ -37,13 +37,14 @@ from stream_app.core.partitioner import partition_for
 from stream_app.core.retry import RetryPolicy
 from stream_app.engine.cells import CellEngine, EngineSettings
 from stream_app.engine.effects import EffectDispatcher, EffectHandler
-from stream_app.engine.ports import RuntimeMetrics
+from stream_app.engine.ports import Clock, RuntimeMetrics, SystemClock
 from stream_app.engine.reactor import Reactor, ReactorHandler
 from stream_app.errors import ConfigError
 from stream_app.kafka.agents import feed_effects, feed_reactor
 from stream_app.kafka.app import StreamApp, create_app
 from stream_app.kafka.batch_input import BatchInput
 from stream_app.kafka.cell_store import CellDeadLetters, CellTables, FaustWakes
+from stream_app.kafka.clock import ClockFeed, clock_topic_definition
 from stream_app.kafka.dead_letters import DeadLetterSink
 from stream_app.kafka.topics import TopicChange, TopicDefinition, apply_changes
 from stream_app.settings import Settings, get_settings
@@ -84,6 +85,9 @@ class Runtime:
         metrics: This process's counters.
         batch_input: Reads the cell input topics in batches and runs their commits (and, under
             ``exactly_once``, their transactions).
+        clock: Where the engines read the time: the wall clock, or under
+            ``STREAM_APP_CLOCK=driven`` (tests only) the clock moved by ``<app_id>.clock``.
+        clock_feed: What moves a driven clock (``None`` under the system clock).
 
     Raises:
         ConfigError: ``app`` is not a :class:`StreamApp` made by ``create_app(settings)``.
@@ -97,6 +101,8 @@ class Runtime:
         self.batch_input = BatchInput(self.settings, self.app)
         self._cell_dead_letters = CellDeadLetters(self.settings, self.dead_letters.counts)
         self._wakes = FaustWakes(self.app)
+        self.clock_feed = ClockFeed(self.settings) if self.settings.clock == "driven" else None
+        self.clock: Clock = self.clock_feed.clock if self.clock_feed else SystemClock()
         self._engine_settings = EngineSettings(
             app_id=self.settings.app_id,
             partitions=self.settings.partitions,
@@ -117,6 +123,10 @@ class Runtime:
         #: Topics the layers publish to (``CellState.publish``), created with the others.
         self.published_topics: dict[str, dict[str, str]] = {}
         self.app.before_start(self._ensure_topics)
+        if self.clock_feed is not None:
+            # After the topics exist, before the group is joined: see stream_app.kafka.clock.
+            self.app.before_start(self.clock_feed.catch_up)
+            self.app.task(self.clock_feed.follow)
         self.app.timer(SWEEP_INTERVAL_S, name="stream_app.sweep")(self._sweep)
         install_views(self.app, _WorkerStatus(self))
 
@@ -136,6 +146,7 @@ class Runtime:
             dead_letters=self._cell_dead_letters,
             wakes=self._wakes,
             metrics=self.metrics,
+            clock=self.clock,
         )
         tables.follow_assignment(engine.assign)
         self.batch_input.register(engine.topic_name, engine.on_input)
@@ -363,7 +374,7 @@ class Runtime:
         )
         wanted.extend((topic, {"cleanup.policy": "delete"}) for topic in self.reactor.topics)
         wanted.extend(sorted(self.published_topics.items()))
-        return [
+        definitions = [
             TopicDefinition(
                 name=name,
                 partitions=s.partitions,
@@ -373,6 +384,9 @@ class Runtime:
             )
             for name, config in wanted
         ]
+        if self.clock_feed is not None:
+            definitions.append(clock_topic_definition(s.clock_topic, s.replication_factor))
+        return definitions
 
     async def _ensure_topics(self) -> None:
         await asyncio.to_thread(self.ensure_topics)
@@ -470,6 +484,7 @@ class _WorkerStatus:
             "released": m.released,
             "booted": m.booted,
             "misrouted": m.misrouted,
+            **({"clock": feed.describe()} if (feed := self._runtime.clock_feed) else {}),
         }
 
     def dead_letter_counts(self) -> dict[str, int]:

@@ -18,9 +18,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream_app.core.retry import CELL_RETRY, HANDLER_RETRY, Exhausted, RetryPolicy
 
-__all__ = ["ProcessingGuarantee", "Settings", "get_settings"]
+__all__ = ["ClockKind", "ProcessingGuarantee", "Settings", "get_settings"]
 
 ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
+#: Where a worker's time comes from: the wall clock, or (tests only) the app's clock topic.
+ClockKind = Literal["system", "driven"]
 
 
 class Settings(BaseSettings):
@@ -82,6 +84,12 @@ class Settings(BaseSettings):
         handler_retry: The retry policy of effect and reactor handlers registered without one
             (``STREAM_APP_HANDLER_RETRY``, JSON); the work is dead-lettered when its tries are
             exhausted. Default 5 tries, pauses from 0.2 s doubling up to 5 s.
+        clock: ``system`` (default): timers come due by the wall clock and a message is handled
+            at its record's timestamp. ``driven``, **for tests only**: the worker's time is the
+            latest ``{"now_ms": N}`` record of :attr:`clock_topic`, and every invocation
+            (message, timer, boot) runs at that time; a test moves it with
+            :class:`stream_app.testing.DrivenClock` to make days pass in a second. The worker
+            logs a WARNING at start when it is driven.
     """
 
     model_config = SettingsConfigDict(
@@ -116,6 +124,7 @@ class Settings(BaseSettings):
     topics_dir: Path = Path("topics")
     cell_retry: RetryPolicy = CELL_RETRY
     handler_retry: RetryPolicy = HANDLER_RETRY
+    clock: ClockKind = "system"
 
     @field_validator("cell_retry")
     @classmethod
@@ -177,6 +186,12 @@ class Settings(BaseSettings):
     def effects_topic(self) -> str:
         """Name of the app's effects topic."""
         return f"{self.app_id}.effects"
+
+    @property
+    def clock_topic(self) -> str:
+        """Name of the topic that drives the workers' clock under ``clock=driven``:
+        ``<app_id>.clock``."""
+        return f"{self.app_id}.clock"
 
     @property
     def replies_topic(self) -> str:

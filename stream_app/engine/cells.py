@@ -59,7 +59,15 @@ from stream_app.core.records import Headers, InputRecord
 from stream_app.core.replies import Reply, parse_reply_to
 from stream_app.core.retry import CELL_RETRY, Exhausted, RetryPolicy
 from stream_app.core.timers import TimerEntry, decode_due_key, plan_firing
-from stream_app.engine.ports import DeadLetters, Outputs, RuntimeMetrics, TableStore, WakeSender
+from stream_app.engine.ports import (
+    Clock,
+    DeadLetters,
+    Outputs,
+    RuntimeMetrics,
+    SystemClock,
+    TableStore,
+    WakeSender,
+)
 from stream_app.errors import InvalidMessageError, RejectMessage, SchemaViolationError
 
 __all__ = ["CONTROL_HEADER", "CellEngine", "CellRecord", "EngineSettings", "encode_record"]
@@ -169,10 +177,6 @@ def _header(headers: Headers, name: str) -> bytes | None:
     return None
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class CellEngine:
     """Runs one behaviour's cells: messages, boots, timers, parking and release.
 
@@ -188,6 +192,9 @@ class CellEngine:
         dead_letters: Where invalid, rejected and discarded work goes.
         wakes: Sends the sweep's wake records.
         metrics: The worker's counters.
+        clock: The time: when timers are due and the ``now`` of each invocation (default the
+            wall clock and the records' timestamps; a test's
+            :class:`~stream_app.engine.ports.ManualClock` under ``STREAM_APP_CLOCK=driven``).
     """
 
     def __init__(
@@ -201,6 +208,7 @@ class CellEngine:
         dead_letters: DeadLetters,
         wakes: WakeSender,
         metrics: RuntimeMetrics,
+        clock: Clock | None = None,
     ) -> None:
         self.behaviour = behaviour
         self.name = behaviour.name
@@ -213,6 +221,7 @@ class CellEngine:
         self.dead_letters = dead_letters
         self.wakes = wakes
         self.metrics = metrics
+        self.clock = clock or SystemClock()
         #: How a raising callback is tried again before the cell is parked: the behaviour's
         #: policy, else the settings'.
         self.retry = (behaviour.retry or settings.cell_retry).ending_in(
@@ -230,7 +239,7 @@ class CellEngine:
         A partition newly owned gets a new generation and boots with its first record.
         """
         mine = set(partitions)
-        now = _now_ms()
+        now = self.clock.now_ms()
         for p in list(self._owned):
             if p not in mine:
                 del self._owned[p]
@@ -249,7 +258,7 @@ class CellEngine:
         Work waits when the partition has not booted yet, when its earliest timer is due, or
         when messages were injected for it. At most one wake is in flight per partition.
         """
-        now, mono = _now_ms(), time.monotonic()
+        now, mono = self.clock.now_ms(), time.monotonic()
         for p, part in list(self._owned.items()):
             if part.wake_sent is not None and mono - part.wake_sent < WAKE_RESEND_S:
                 continue
@@ -280,12 +289,16 @@ class CellEngine:
         the partition's due timers before it (a busy partition does not wait for a wake).
         """
         part = self._owned.get(record.partition)
-        now = record.timestamp_ms or _now_ms()
+        now = self.clock.invocation_ms(record.timestamp_ms)
         if part is not None and part.needs_boot:
             await self._boot(work, part, now)
         control = _header(record.headers, CONTROL_HEADER)
         if control is None:
-            if part is not None and part.next_due is not None and part.next_due <= _now_ms():
+            if (
+                part is not None
+                and part.next_due is not None
+                and part.next_due <= self.clock.now_ms()
+            ):
                 await self._fire_due(work, part)
             await self._on_record(record, work, now)
         elif control == b"wake":
@@ -690,7 +703,7 @@ class CellEngine:
                 cell_id=key.decode(),
                 error=f"{type(exc).__name__}: {exc}",
                 attempts=attempts,
-                since_ms=_now_ms(),
+                since_ms=self.clock.now_ms(),
                 items=[item],
             )
             self.metrics.parked += 1
@@ -735,7 +748,7 @@ class CellEngine:
                     cell_id=parked.cell_id,
                     error=f"{type(exc).__name__}: {exc}",
                     attempts=attempts,
-                    since_ms=_now_ms(),
+                    since_ms=self.clock.now_ms(),
                     items=items[index:],
                 )
                 self.parked.put(work, key, again.model_dump_json().encode())
@@ -820,7 +833,7 @@ class CellEngine:
         3. If the batch was full the next due time is in the past, so the sweep sends another
            wake at once and the rest fire then, with other records in between.
         """
-        now = _now_ms()
+        now = self.clock.now_ms()
         batch, next_due = self._scan(work.partition, part, now, FIRE_BATCH)
         part.next_due = next_due
         for _, raw in batch:
@@ -832,7 +845,7 @@ class CellEngine:
             return  # a wake for a partition this worker no longer owns
         part.wake_sent = None
         await self._fire_due(work, part)
-        now = _now_ms()
+        now = self.clock.now_ms()
         while part.injected:
             cell_key, value = part.injected.popleft()
             await self._on_injected(work, cell_key, value, now)

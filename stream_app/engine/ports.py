@@ -18,6 +18,11 @@ with in-memory fakes:
 - :class:`WakeSender`: a plain send, outside any unit of work, for the wake records of the
   sweep.
 - :class:`RuntimeMetrics`: counters (a plain dataclass the engine increments).
+- :class:`Clock`: the time: when timers are due and the ``now`` of each invocation. The
+  :class:`SystemClock` of a worker reads the wall clock and the records' timestamps; a
+  :class:`ManualClock`, for tests only, is moved by hand (or, in a worker with
+  ``STREAM_APP_CLOCK=driven``, by the records of ``<app_id>.clock``), so a test can make days
+  pass in a second.
 
 The effect dispatcher and the reactor (:mod:`stream_app.engine.effects`,
 :mod:`stream_app.engine.reactor`) are fed by Faust agents on the Kafka side
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -44,13 +50,16 @@ from stream_app.core.records import Headers
 from stream_app.core.retry import RetryPolicy
 
 __all__ = [
+    "Clock",
     "DeadLetterPublisher",
     "DeadLetters",
     "EffectCounters",
+    "ManualClock",
     "Outputs",
     "Pauses",
     "RuntimeMetrics",
     "SourceRecord",
+    "SystemClock",
     "TableStore",
     "WakeSender",
 ]
@@ -149,6 +158,71 @@ class WakeSender(Protocol):
     ) -> None:
         """Send the record; returns once it is handed to the client (not acknowledged)."""
         ...
+
+
+class Clock(Protocol):
+    """Where the engine reads the time (milliseconds since the epoch)."""
+
+    def now_ms(self) -> int:
+        """The time now: timers due at or before it fire, and a timer fires at it."""
+        ...
+
+    def invocation_ms(self, record_timestamp_ms: int | None) -> int:
+        """The ``now`` of an invocation caused by a record with this timestamp (``None``: the
+        record has none)."""
+        ...
+
+
+class SystemClock:
+    """The worker's wall clock; a message is handled at its record's timestamp.
+
+    Timers come due by the wall clock, and a timer's invocation runs at the wall-clock time it
+    fired. A message's invocation runs at its record's timestamp (the wall clock when the record
+    has none), so a replay of the record sees the same time.
+    """
+
+    def now_ms(self) -> int:
+        """The wall clock."""
+        return int(time.time() * 1000)
+
+    def invocation_ms(self, record_timestamp_ms: int | None) -> int:
+        """The record's timestamp, else the wall clock."""
+        return record_timestamp_ms or self.now_ms()
+
+
+class ManualClock:
+    """A clock that moves only when told to, forward only: **for tests only**.
+
+    Everything time-related in an engine reading it follows it: timers come due when it passes
+    their due time, and every invocation (message, timer, boot) runs at its time, whatever the
+    record's timestamp. A worker started with ``STREAM_APP_CLOCK=driven`` has one, moved by the
+    records of its ``<app_id>.clock`` topic (:mod:`stream_app.kafka.clock`).
+
+    Args:
+        start_ms: Its time until it is first moved.
+    """
+
+    def __init__(self, start_ms: int) -> None:
+        self._now_ms = start_ms
+
+    def now_ms(self) -> int:
+        """The time it was last moved to."""
+        return self._now_ms
+
+    def invocation_ms(self, record_timestamp_ms: int | None) -> int:
+        """The clock's time: under a driven clock the record's timestamp does not count."""
+        return self._now_ms
+
+    def set(self, now_ms: int) -> None:
+        """Set the time to ``now_ms``, even backwards (to start it somewhere)."""
+        self._now_ms = now_ms
+
+    def move_to(self, now_ms: int) -> bool:
+        """Move to ``now_ms`` if that is later; return whether it moved (it never goes back)."""
+        if now_ms <= self._now_ms:
+            return False
+        self._now_ms = now_ms
+        return True
 
 
 @dataclass

@@ -2,10 +2,11 @@
 
 :class:`WorkerProcess` runs ``faust -A <module> worker`` as a subprocess with its own settings
 (app id, data dir, web port), waits for it to be ready, and stops it by pid (SIGTERM, or SIGKILL
-to simulate a crash). :func:`wait_for` polls a condition with a deadline and reports what it saw
-last when the deadline passes. :func:`read_topic` reads a topic from the beginning to its current
-end with a confluent-kafka consumer; :func:`committed_to_end` tells whether a consumer group has
-committed all of a topic.
+to simulate a crash). :class:`DrivenClock` sets the time of workers run with a driven clock
+(``STREAM_APP_CLOCK=driven``). :func:`wait_for` polls a condition with a deadline and reports
+what it saw last when the deadline passes. :func:`read_topic` reads a topic from the beginning to
+its current end with a confluent-kafka consumer; :func:`committed_to_end` tells whether a
+consumer group has committed all of a topic.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from typing import Any, TypeVar
 
 from stream_app.kafka.reading import Record, read_records
 from stream_app.settings import Settings
+from stream_app.testing.clock import DrivenClock
 
 __all__ = [
     "ConditionTimeout",
+    "DrivenClock",
     "ProbeFailed",
     "SteadyLoad",
     "WorkerProcess",
