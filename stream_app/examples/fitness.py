@@ -96,12 +96,12 @@ def count(ctx: ActionContext[Workouts]) -> None:
 
 
 def remind(ctx: ActionContext[Workouts]) -> None:
-    """The cron reminder: how many workouts are still to do."""
-    ctx.effect("remind", {"user": ctx.context, "left": 3 - ctx.vars.workouts})
+    """The cron reminder: how many workouts are still to do (``due_ms``: the reminder's time)."""
+    left = 3 - ctx.vars.workouts
+    ctx.effect("remind", {"user": ctx.context, "left": left, "due_ms": ctx.event["due_ms"]})
 
 
 three_workouts.cron("reminder", "0 18 */2 * *", remind, tz=lambda v: v.tz)
-
 
 
 def meal_in_time(ctx: ActionContext[NoVariables]) -> None:

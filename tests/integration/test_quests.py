@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from stream_app import DeadLetter, QuestClient
 from stream_app.testing import WorkerProcess, read_topic, settings_from_env, wait_for
+from stream_app.testing.clock import DrivenClock
 
 pytestmark = pytest.mark.integration
 
@@ -192,3 +195,84 @@ def test_a_deadline_fires_after_a_sigkill_and_a_restart(
     assert {(e["user"], e["instance"]) for e in fired} == {("frank", instance)}
     frank = wait_context(worker, "frank", lambda c: "timed" not in c["quests"], "timed ended")
     assert list(frank["quests"]) == ["counter"] and frank["timers"] == []
+
+
+def paris_18h_utc_ms(day: int) -> int:
+    """18:00 in Paris on ``day`` March 2027, in ms since the epoch (summer time from the
+    28th)."""
+    at = datetime(2027, 3, day, 18, tzinfo=ZoneInfo("Europe/Paris"))
+    return int(at.timestamp()) * 1000
+
+
+def test_fitness_example_end_to_end_under_a_driven_clock(
+    start_worker: StartWorker, cells_env: dict[str, str], bootstrap: str, tmp_path: Path
+) -> None:
+    outbox = tmp_path / "outbox.jsonl"
+    env = {**cells_env, "FITNESS_OUTBOX": str(outbox), "STREAM_APP_CLOCK": "driven"}
+    settings = settings_from_env(env)
+    clock = DrivenClock(bootstrap, settings.app_id)
+    start = clock.set(datetime(2027, 3, 25, 12, tzinfo=UTC))
+    worker = start_worker("stream_app.examples.fitness", env)
+
+    def described(user: str) -> dict[str, Any]:
+        found: dict[str, Any] = worker.get_json(f"/stream-app/quests/fitness/{user}/")
+        return found
+
+    def effects(kind: str, user: str) -> list[dict[str, Any]]:
+        unique = {e["id"]: e for e in jsonl(outbox) if e["kind"] == kind and e["user"] == user}
+        return list(unique.values())
+
+    def meal_window_open(c: dict[str, Any]) -> bool:
+        return "meal" in c["quests"].get("meal_after_workout", {}).get("windows", {})
+
+    with QuestClient("fitness", settings) as quests:
+        for user in ("alice", "bob"):
+            quests.add_quest(user, "three_workouts", {"tz": "Europe/Paris"})
+        quests.add_quest("alice", "meal_after_workout")
+        quests.send_event("alice", "workout_logged")
+        quests.send_event("bob", "workout_logged")
+    wait_for(lambda: described("alice"), meal_window_open, timeout=30, what="a meal window")
+
+    # A meal five minutes after the workout: rewarded.
+    clock.advance(timedelta(minutes=5))
+    clock.wait_seen(worker)
+    with QuestClient("fitness", settings) as quests:
+        quests.send_event("alice", "meal_logged")
+        quests.send_event("alice", "workout_logged")
+    wait_for(lambda: effects("reward", "alice"), bool, timeout=30, what="the meal reward")
+    alice = wait_for(lambda: described("alice"), meal_window_open, timeout=30, what="reopened")
+    assert alice["quests"]["meal_after_workout"]["windows"]["meal"] == start + 15 * 60_000
+
+    # No meal within ten minutes of the second workout: a nudge.
+    clock.advance(timedelta(minutes=11))
+    wait_for(lambda: effects("nudge", "alice"), bool, timeout=30, what="the nudge")
+
+    # The third workout wins the reward and ends the quest, its reminder with it.
+    with QuestClient("fitness", settings) as quests:
+        quests.remove_quest("alice", "meal_after_workout")
+        quests.send_event("alice", "workout_logged")
+    wait_for(lambda: described("alice"), lambda c: c["quests"] == {}, timeout=30, what="alice done")
+    rewards = effects("reward", "alice")
+    assert sorted(r["quest"] for r in rewards) == ["meal_after_workout", "three_workouts"]
+
+    # bob: a reminder at 18:00 Paris time every other day (across the change to summer time
+    # on the 28th), then the deadline after seven days ends the quest.
+    reminders = [paris_18h_utc_ms(day) for day in (25, 27, 29, 31)]
+    for _ in range(14):
+        clock.advance(timedelta(hours=12))
+        clock.wait_seen(worker)
+        wait_for(
+            lambda: sorted(e["due_ms"] for e in effects("remind", "bob")),
+            lambda seen: seen == [d for d in reminders if d <= clock.now_ms],
+            timeout=30,
+            what=f"bob's reminders up to {clock.now.isoformat()}",
+        )
+    assert paris_18h_utc_ms(29) - paris_18h_utc_ms(27) == (2 * 24 - 1) * 3_600_000
+    assert {e["left"] for e in effects("remind", "bob")} == {2}
+    failed = wait_for(
+        lambda: effects("quest_failed", "bob"), bool, timeout=30, what="bob's deadline"
+    )
+    assert [f["workouts"] for f in failed] == [1]
+    bob = wait_for(lambda: described("bob"), lambda c: c["quests"] == {}, timeout=30, what="ended")
+    assert bob["timers"] == []
+    assert effects("remind", "alice") == [] and worker.error_lines() == []
