@@ -14,8 +14,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from click.testing import CliRunner
 
 from stream_app import DeadLetter, QuestClient
+from stream_app.cli.main import cli
 from stream_app.testing import WorkerProcess, read_topic, settings_from_env, wait_for
 from stream_app.testing.clock import DrivenClock
 
@@ -165,6 +167,41 @@ def test_event_forms_races_outgoing_events_windows_and_dead_letters(
         ("dave", "meal"),
     ]
     assert instances[third]["context"] == "alice"
+
+    # The console: send and call, list and instances through the views, tail the topic.
+    url = f"http://127.0.0.1:{worker.web_port}"
+
+    def console(*args: str) -> str:
+        result = CliRunner().invoke(cli, ["quests", *args], env=env, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    console("send", "ctx", "alice", "tock", "--selector", "counter.count")
+    console("call", "ctx", "counter", "count", "alice", "--event", '{"why": "console"}')
+    wait_context(worker, "alice", lambda c: variables(c, "counter")["n"] == 4, "console events")
+    listed = console("list", "ctx", "alice", "--url", url)
+    assert f"counter  instance={third}" in listed and '"n":4' in listed
+    assert "ignored=1" in listed
+    assert f"alice  counter  {third}" in console("instances", "ctx", "--url", url)
+    tailed = console(
+        "tail",
+        "ctx",
+        "--context",
+        "alice",
+        "--event",
+        "tock",
+        "--from-beginning",
+        "--max",
+        "4",
+        "--idle",
+        "30",
+    ).splitlines()
+    assert [line.split("  ")[1:5] for line in tailed] == [
+        ["alice", "event", "tock", "selector"],
+        ["alice", "event", "tock", "instance"],
+        ["alice", "event", "tock", "instance"],
+        ["alice", "event", "tock", "selector"],
+    ]
     assert worker.error_lines() == []
 
 
