@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from itertools import chain, islice, takewhile
+from itertools import chain, dropwhile, islice, takewhile
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -52,6 +52,8 @@ CRON_COUNT_LIMIT = 1000
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
+#: More than any repeated hour lasts: how far a cron iteration's start moves out of one.
+_UNFOLD_MS = 3 * 3_600_000
 
 
 class Misfire(StrEnum):
@@ -115,12 +117,23 @@ class CronSchedule:
 
     def after(self, ms: int) -> Iterator[int]:
         """The occurrences strictly after ``ms``, oldest first (an endless iterator)."""
-        return (_epoch_ms(at) for at in CronSim(self.expression, self._local(ms)))
+        start = self._start(ms, -_UNFOLD_MS)
+        found = (_epoch_ms(at) for at in CronSim(self.expression, start))
+        return dropwhile(lambda at: at <= ms, found)
 
     def before(self, ms: int) -> Iterator[int]:
         """The occurrences strictly before ``ms``, newest first (an endless iterator)."""
+        start = self._start(ms, _UNFOLD_MS)
+        found = (_epoch_ms(at) for at in CronSim(self.expression, start, reverse=True))
+        return dropwhile(lambda at: at >= ms, found)
+
+    def _start(self, ms: int, unfold_ms: int) -> datetime:
+        # cronsim walks wall-clock time: from a start in the second pass of a repeated hour
+        # (fold=1) it misses or repeats that hour's occurrences. Such a start is moved out of
+        # the hour (back to iterate forward, on to iterate in reverse); the caller drops what
+        # the move added.
         start = self._local(ms)
-        return (_epoch_ms(at) for at in CronSim(self.expression, start, reverse=True))
+        return self._local(ms + unfold_ms) if start.fold else start
 
     def next_after(self, ms: int) -> int:
         """The first occurrence strictly after ``ms``."""
