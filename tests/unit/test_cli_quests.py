@@ -10,6 +10,8 @@ from click.testing import CliRunner
 from stream_app.cli.main import cli
 from stream_app.cli.quests import describe_record, format_context
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def test_tail_lines_name_the_context_type_event_and_form() -> None:
     selector = b'{"type":"event","body":{"event_name":"tock","event_selector":"q.a"}}'
@@ -71,3 +73,13 @@ def test_the_schema_of_a_quest_behaviour_has_the_three_event_forms(tmp_path: Pat
         "event_selector",
         "quest_instance",
     ]
+
+
+def test_the_published_schema_of_the_fitness_contexts_is_current() -> None:
+    from stream_app.examples.fitness import fitness
+
+    committed = json.loads((ROOT / "schemas" / "fitness.schema.json").read_text())
+    assert committed == fitness.message_types.json_schema(), (
+        "schemas/fitness.schema.json is stale: run "
+        "`stream-app schemas export stream_app.examples.fitness:fitness`"
+    )

@@ -82,9 +82,7 @@ DOC_INCLUDES = includes(DOC.read_text())
 README = ROOT / "README.md"
 QUESTS = ROOT / "docs" / "quests.md"
 #: Included blocks of every page: (page, block).
-PAGE_INCLUDES = [
-    (page, i) for page in (DOC, README, QUESTS) for i in includes(page.read_text())
-]
+PAGE_INCLUDES = [(page, i) for page in (DOC, README, QUESTS) for i in includes(page.read_text())]
 
 
 def test_the_docs_include_every_example() -> None:
