@@ -117,7 +117,7 @@ def test_event_forms_races_outgoing_events_windows_and_dead_letters(
         quests.send_event("carol", "meal")
         quests.send_event("dave", "workout")
     kinds = wait_for(
-        lambda: sorted((e["user"], e["kind"]) for e in jsonl(outbox)),
+        lambda: sorted({e["id"]: (e["user"], e["kind"]) for e in jsonl(outbox)}.values()),
         lambda seen: ("dave", "missed") in seen and ("carol", "met") in seen,
         timeout=30,
         what="carol's window met and dave's missed",
@@ -289,8 +289,14 @@ def test_fitness_example_end_to_end_under_a_driven_clock(
         quests.remove_quest("alice", "meal_after_workout")
         quests.send_event("alice", "workout_logged")
     wait_for(lambda: described("alice"), lambda c: c["quests"] == {}, timeout=30, what="alice done")
-    rewards = effects("reward", "alice")
-    assert sorted(r["quest"] for r in rewards) == ["meal_after_workout", "three_workouts"]
+    # Effects are dispatched after the commit that emitted them: wait for the handler.
+    rewarded = wait_for(
+        lambda: sorted(r["quest"] for r in effects("reward", "alice")),
+        lambda quests: len(quests) == 2,
+        timeout=30,
+        what="alice's second reward delivered",
+    )
+    assert rewarded == ["meal_after_workout", "three_workouts"]
 
     # bob: a reminder at 18:00 Paris time every other day (across the change to summer time
     # on the 28th), then the deadline after seven days ends the quest.
