@@ -204,7 +204,8 @@ class QuestContext(BaseModel):
 
     Attributes:
         quests: Quest name -> its active instance.
-        ignored: Instance events (and timers) that arrived for an instance no longer active.
+        ignored: Instance events, timers and removes that arrived for an instance no longer
+            active (counted while the context lives: a context without quests is deleted).
     """
 
     model_config = ConfigDict(extra="forbid")
