@@ -16,8 +16,10 @@ from __future__ import annotations
 from stream_app.api.behaviour import Behaviour
 from stream_app.api.culture import CellCulture, CellRun
 from stream_app.api.entities import Entity, EntityEffect, EventRecord
+from stream_app.api.quests import ActionContext, NoVariables, Quest, QuestBehaviour
 from stream_app.clients.cells import CellClient
 from stream_app.clients.entities import AsyncEntityClient, EntityClient
+from stream_app.clients.quests import QuestClient
 from stream_app.core.cell import CellState, Effect, FiredTimer
 from stream_app.core.dead_letters import DeadLetter
 from stream_app.core.envelope import CellMessage, MessageTypes
@@ -32,12 +34,17 @@ from stream_app.errors import (
     InvalidMessageError,
     MalformedJSONError,
     OversizedMessageError,
+    QuestEventError,
+    QuestNotActiveError,
     RejectMessage,
     ReplyTimeoutError,
     RequestRejectedError,
     SchemaViolationError,
     StreamAppError,
+    UnknownActionError,
     UnknownMessageTypeError,
+    UnknownQuestError,
+    WrongContextError,
 )
 from stream_app.runtime import Runtime
 from stream_app.settings import Settings, get_settings
@@ -45,6 +52,7 @@ from stream_app.settings import Settings, get_settings
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActionContext",
     "AsyncEntityClient",
     "Behaviour",
     "CellClient",
@@ -67,7 +75,13 @@ __all__ = [
     "MalformedJSONError",
     "MessageTypes",
     "Misfire",
+    "NoVariables",
     "OversizedMessageError",
+    "Quest",
+    "QuestBehaviour",
+    "QuestClient",
+    "QuestEventError",
+    "QuestNotActiveError",
     "ReactorRecord",
     "RejectMessage",
     "Reply",
@@ -78,7 +92,10 @@ __all__ = [
     "SchemaViolationError",
     "Settings",
     "StreamAppError",
+    "UnknownActionError",
     "UnknownMessageTypeError",
+    "UnknownQuestError",
+    "WrongContextError",
     "__version__",
     "get_settings",
 ]

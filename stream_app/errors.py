@@ -19,6 +19,12 @@ again (a malformed topic definition, a message that does not validate).
     │   ├── PortInUseError          the broker port is taken by another process
     │   └── BrokerStartError        the broker process died or did not answer in time (retriable)
     ├── RejectMessage               raised by a handler: this message can never apply (dead letter)
+    │   └── QuestEventError         a quest event, add, remove or call that can never apply
+    │       ├── UnknownQuestError       names a quest the context behaviour does not define
+    │       ├── UnknownActionError      names an action the quest does not define or that
+    │       │                           does not listen to the event
+    │       ├── QuestNotActiveError     a selector event or call for a quest not active
+    │       └── WrongContextError       event_context differs from the record key
     ├── DataVersionError            stored cell data the behaviour cannot read (parks the cell)
     ├── ReplyTimeoutError           a request/reply send got no reply in time (retriable)
     ├── RequestRejectedError        the entity refused a message sent with send
@@ -44,6 +50,8 @@ __all__ = [
     "MalformedJSONError",
     "OversizedMessageError",
     "PortInUseError",
+    "QuestEventError",
+    "QuestNotActiveError",
     "RejectMessage",
     "ReplyTimeoutError",
     "RequestRejectedError",
@@ -53,7 +61,10 @@ __all__ = [
     "TopicDefinitionError",
     "TopicPlanError",
     "TransactionError",
+    "UnknownActionError",
     "UnknownMessageTypeError",
+    "UnknownQuestError",
+    "WrongContextError",
 ]
 
 
@@ -141,6 +152,39 @@ class RejectMessage(StreamAppError):
     """
 
     reason = "rejected"
+
+
+class QuestEventError(RejectMessage):
+    """A quest message that can never apply to its context: dead-lettered with :attr:`reason`,
+    the context unchanged."""
+
+    reason = "quest"
+
+
+class UnknownQuestError(QuestEventError):
+    """The message names a quest the context behaviour does not define."""
+
+    reason = "unknown-quest"
+
+
+class UnknownActionError(QuestEventError):
+    """The message names an action the quest does not define, or a selector event names an
+    action that does not listen to the event's name."""
+
+    reason = "unknown-action"
+
+
+class QuestNotActiveError(QuestEventError):
+    """A selector event or a call for a quest that is not active in the context (an
+    *instance* event for an ended instance is ignored instead: see the quest layer)."""
+
+    reason = "quest-not-active"
+
+
+class WrongContextError(QuestEventError):
+    """The event's ``event_context`` differs from the record key (the context it reached)."""
+
+    reason = "wrong-context"
 
 
 class DataVersionError(StreamAppError):

@@ -31,6 +31,7 @@ from pydantic import BaseModel
 
 from stream_app.api.behaviour import Behaviour
 from stream_app.api.entities import Entity
+from stream_app.api.quests import QuestBehaviour
 from stream_app.core.envelope import envelope_bytes
 from stream_app.core.partitioner import partition_for
 from stream_app.core.retry import RetryPolicy
@@ -51,6 +52,7 @@ from stream_app.web.views import (
     CellInspection,
     install_behaviour_views,
     install_entity_views,
+    install_quest_views,
     install_views,
 )
 
@@ -61,6 +63,7 @@ logger = logging.getLogger(__name__)
 B = TypeVar("B", bound=Behaviour[Any])
 F = TypeVar("F", bound=Callable[..., Any])
 E = TypeVar("E", bound=Entity[Any])
+Q = TypeVar("Q", bound=QuestBehaviour)
 
 #: How often the sweep looks for due timers (seconds).
 SWEEP_INTERVAL_S = 0.02
@@ -171,6 +174,21 @@ class Runtime:
             self.app, entity, self.engines[entity.name], self.cell_tables[entity.name].cells.table
         )
         return entity
+
+    def quests(self, behaviour: Q) -> Q:
+        """Run the contexts of the quest behaviour ``behaviour``; returns it.
+
+        Its contexts are its cells; the topics its actions publish to are created with the
+        app's other topics (and partition count), and the quest views are installed
+        (``/stream-app/quests/<name>/...``). See :mod:`stream_app.api.quests`.
+        """
+        for topic in behaviour.topics:
+            self.published_topics[topic] = {"cleanup.policy": "delete"}
+        self.behaviour(behaviour)
+        install_quest_views(
+            self.app, self.engines[behaviour.name], self.cell_tables[behaviour.name].cells.table
+        )
+        return behaviour
 
     def effect_handler(self, kind: str, *, retry: RetryPolicy | None = None) -> Callable[[F], F]:
         """Decorator: handle effects of ``kind`` (see :mod:`stream_app.engine.effects`).

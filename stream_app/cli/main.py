@@ -11,6 +11,7 @@ from stream_app.cli.dead_letters import dead_letters
 from stream_app.cli.demo import demo
 from stream_app.cli.entities import entities
 from stream_app.cli.kafka import kafka
+from stream_app.cli.quests import quests
 from stream_app.cli.schemas import schemas
 from stream_app.cli.topics import topics
 from stream_app.errors import StreamAppError
@@ -31,6 +32,7 @@ cli.add_command(demo)
 cli.add_command(cells)
 cli.add_command(dead_letters)
 cli.add_command(entities)
+cli.add_command(quests)
 
 
 def main() -> None:

@@ -6,6 +6,12 @@
 - ``GET /stream-app/parked/<behaviour>/``: every parked cell, gathered from every worker.
 - ``GET /stream-app/entities/<type>/<id>/``: an entity's current state and the sequence
   number of its last event (``init()`` and 0 for an entity without events), from its owner.
+- ``GET /stream-app/quests/<behaviour>/<context>/``: a context's active quests (instance ids,
+  variables, open windows, deadline), its pending timers and the events it ignored, from its
+  owner.
+- ``GET /stream-app/quests/<behaviour>/``: every active quest instance, gathered from every
+  worker (a query across partitions, not a global set): ``instance id -> {context, quest,
+  started_ms}``.
 - ``GET /stream-app/metrics/``: this worker's counters, dead letters by reason, timer lag.
 
 Listing views ask each worker that holds partitions of the behaviour's table for its own part
@@ -31,6 +37,7 @@ __all__ = [
     "WorkerStatus",
     "install_behaviour_views",
     "install_entity_views",
+    "install_quest_views",
     "install_views",
 ]
 
@@ -152,6 +159,44 @@ def install_entity_views(
                 "parked": described["parked"] is not None,
             }
         )
+
+
+def install_quest_views(app: faust.App, engine: CellInspection, table: Any) -> None:
+    """Install the views of a quest behaviour's contexts (after its behaviour's views);
+    ``table`` as for :func:`install_behaviour_views`."""
+    name = engine.name
+
+    @app.page(f"/stream-app/quests/{name}/{{context}}/", name=f"stream_app.quests.{name}")
+    @app.table_route(table=table, match_info="context")
+    async def one_context(web: Any, request: Any, context: str) -> Any:
+        described = engine.describe(context)
+        data = described["data"] or {}
+        return web.json(
+            {
+                "behaviour": name,
+                "context": context,
+                "quests": data.get("quests", {}),
+                "ignored": data.get("ignored", 0),
+                "timers": described["timers"],
+                "parked": described["parked"],
+            },
+            status=200 if described["alive"] or described["parked"] else 404,
+        )
+
+    def local_instances() -> dict[str, Any]:
+        return {
+            instance["instance"]: {
+                "context": context,
+                "quest": quest,
+                "started_ms": instance["started_ms"],
+            }
+            for context, data in engine.local_cells().items()
+            for quest, instance in data.get("quests", {}).items()
+        }
+
+    @app.page(f"/stream-app/quests/{name}/", name=f"stream_app.quest_instances.{name}")
+    async def instances(web: Any, request: Any) -> Any:
+        return web.json(await _gather(app, engine, request, local_instances))
 
 
 async def _gather(

@@ -80,16 +80,20 @@ def locate(path: Path, code: str) -> str:
 
 DOC_INCLUDES = includes(DOC.read_text())
 README = ROOT / "README.md"
+QUESTS = ROOT / "docs" / "quests.md"
 #: Included blocks of every page: (page, block).
-PAGE_INCLUDES = [(DOC, i) for i in DOC_INCLUDES] + [
-    (README, i) for i in includes(README.read_text())
-]
+PAGE_INCLUDES = [(page, i) for page in (DOC, README, QUESTS) for i in includes(page.read_text())]
 
 
 def test_the_docs_include_every_example() -> None:
     paths = {i.path for i in DOC_INCLUDES}
     for name in EXAMPLES:
         assert f"stream_app/examples/{name}.py" in paths, f"docs/cells.md shows no {name}.py code"
+
+
+def test_the_quests_page_shows_the_fitness_example() -> None:
+    shown = {i.path for page, i in PAGE_INCLUDES if page == QUESTS}
+    assert shown == {"stream_app/examples/fitness.py"}, "docs/quests.md shows no fitness.py code"
 
 
 def test_the_readme_shows_the_counter_as_it_is() -> None:

@@ -8,6 +8,7 @@ import stream_app
 from stream_app import errors
 
 PUBLIC_API = [
+    "ActionContext",
     "AsyncEntityClient",
     "Behaviour",
     "CellClient",
@@ -30,7 +31,13 @@ PUBLIC_API = [
     "MalformedJSONError",
     "MessageTypes",
     "Misfire",
+    "NoVariables",
     "OversizedMessageError",
+    "Quest",
+    "QuestBehaviour",
+    "QuestClient",
+    "QuestEventError",
+    "QuestNotActiveError",
     "ReactorRecord",
     "RejectMessage",
     "Reply",
@@ -41,7 +48,10 @@ PUBLIC_API = [
     "SchemaViolationError",
     "Settings",
     "StreamAppError",
+    "UnknownActionError",
     "UnknownMessageTypeError",
+    "UnknownQuestError",
+    "WrongContextError",
     "__version__",
     "get_settings",
 ]
@@ -90,7 +100,7 @@ def test_version_is_a_release_string() -> None:
 
 def test_every_error_class_is_a_stream_app_error() -> None:
     error_names = [name for name in stream_app.__all__ if name.endswith("Error")]
-    assert len(error_names) == 11
+    assert len(error_names) == 16
     for name in error_names:
         cls = getattr(stream_app, name)
         assert inspect.isclass(cls), name
