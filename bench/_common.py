@@ -27,7 +27,7 @@ from rocksdict import Rdict, WriteBatch
 
 from stream_app.kafka.topics import apply_changes, load_definitions, plan_changes
 from stream_app.settings import Settings
-from stream_app.testing import ConditionTimeout, WorkerProcess, wait_for
+from stream_app.testing import ConditionTimeout, ProbeFailed, WorkerProcess, wait_for
 from stream_app.testing.dev_broker import find_free_port, project_root
 
 __all__ = [
@@ -52,7 +52,9 @@ __all__ = [
     "running_worker",
     "save_result",
     "setup_app",
+    "subject_figures",
     "wait_committed",
+    "worker_durable",
     "worker_env",
 ]
 
@@ -70,22 +72,29 @@ def make_records(count: int, cells: int, *, seed: int = 7) -> list[tuple[bytes, 
 
 
 def produce_all(
-    bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], *, murmur2: bool = True
+    bootstrap: str,
+    topic: str,
+    records: list[tuple[bytes, bytes]],
+    *,
+    murmur2: bool = True,
+    timestamps: Callable[[int], int] | None = None,
 ) -> None:
     """Produce ``records`` to ``topic`` and wait until the broker has acknowledged all of them.
 
     With ``murmur2`` (the default) keys are partitioned as Kafka's Java client and the stream_app
     workers do, so a cell worker receives no misrouted records to forward; every subject gets
-    the same partitioning so that they see the same per-partition load.
+    the same partitioning so that they see the same per-partition load. ``timestamps(i)``, if
+    given, is the timestamp (ms) of record ``i`` (else the producer's clock).
     """
     config: dict[str, Any] = {"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all"}
     if murmur2:
         config["partitioner"] = "murmur2_random"
     producer = Producer(config)
-    for key, value in records:
+    for index, (key, value) in enumerate(records):
+        stamp = timestamps(index) if timestamps is not None else 0
         while True:
             try:
-                producer.produce(topic, key=key, value=value)
+                producer.produce(topic, key=key, value=value, timestamp=stamp)
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -285,6 +294,65 @@ class DurableMeasurement:
     def as_json(self) -> dict[str, Any]:
         """The figures as printed."""
         return {**self.durable.as_json(), "applied_s": round(self.applied_s, 3)}
+
+
+def subject_figures(rounds: list[DurableMeasurement]) -> dict[str, Any]:
+    """One subject's figures over its rounds: the medians, the median ``applied_s``, and with
+    more than one round each round's events/s and CPU per event."""
+    figures = median_of([m.durable for m in rounds]).as_json()
+    figures["applied_s"] = round(statistics.median_low(m.applied_s for m in rounds), 3)
+    if len(rounds) > 1:
+        figures["rounds_events_per_s"] = [round(m.durable.events_per_s, 1) for m in rounds]
+        figures["rounds_cpu_us_per_event"] = [round(m.durable.cpu_us_per_event, 1) for m in rounds]
+    return figures
+
+
+def worker_durable(
+    worker: WorkerProcess,
+    *,
+    events: int,
+    bootstrap: str,
+    group: str,
+    topic: str,
+    what: str,
+    timeout: float,
+) -> tuple[DurableMeasurement, dict[str, Any]]:
+    """Time a benchmark worker to durability: wait until its ``GET /bench/progress/`` (a
+    :class:`bench.apps.harness.Progress`) says the ``events`` are applied, then until ``group``
+    has committed to the end of ``topic``. Returns the measurement (from the worker's first
+    record) and the worker's last progress snapshot.
+
+    Raises:
+        ProbeFailed: The worker died.
+        ConditionTimeout: Not done within ``timeout`` (with the worker's log tail).
+    """
+
+    def progress() -> dict[str, Any]:
+        if not worker.alive():
+            raise ProbeFailed(f"{what}: the worker died:\n{worker.log_text()[-4000:]}")
+        snapshot: dict[str, Any] = worker.get_json("/bench/progress/")
+        return snapshot
+
+    try:
+        done = wait_for(
+            progress,
+            lambda s: s["done_wall"] is not None,
+            timeout=timeout,
+            interval=0.1,
+            what=what,
+        )
+        committed_at = wait_committed(bootstrap, group, topic)
+        committed_cpu = process_cpu_seconds(worker.pid)
+    except ConditionTimeout as exc:
+        raise ConditionTimeout(
+            f"{exc}\n--- worker log tail ---\n{worker.log_text()[-4000:]}"
+        ) from None
+    durable = Measurement(
+        events=events,
+        seconds=committed_at - done["first_wall"],
+        cpu_seconds=committed_cpu - done["first_cpu"],
+    )
+    return DurableMeasurement(durable, done["done_wall"] - done["first_wall"]), progress()
 
 
 def run_careful_loop(

@@ -51,25 +51,23 @@ from bench._common import (
     PARTITIONS,
     Codec,
     DurableMeasurement,
-    Measurement,
     Parse,
     WorkerOptions,
     add_worker_arguments,
     check_worker_arguments,
     make_records,
     median_of,
-    process_cpu_seconds,
     produce_all,
     run_careful_loop,
     running_worker,
     save_result,
     setup_app,
-    wait_committed,
+    subject_figures,
+    worker_durable,
     worker_env,
 )
 from bench.apps.model import BEHAVIOUR, MESSAGES, Count, Increment
 from stream_app.settings import Settings
-from stream_app.testing import ConditionTimeout, ProbeFailed, WorkerProcess, wait_for
 from stream_app.testing.dev_broker import kafka_broker
 
 GOAL_R_STATE = 0.6
@@ -156,50 +154,25 @@ def run_worker(
     extra, log = options.files(settings.app_id, workdir)
     env = worker_env(settings, BENCH_EXPECTED=str(len(records)), **{**extra, **(env_extra or {})})
     with running_worker(module, env, log) as worker:
-
-        def progress() -> dict[str, Any]:
-            if not worker.alive():
-                raise ProbeFailed(f"{name} worker died:\n{worker.log_text()[-4000:]}")
-            snapshot: dict[str, Any] = worker.get_json("/bench/progress/")
-            return snapshot
-
-        try:
-            done = wait_for(
-                progress,
-                lambda s: s["done_wall"] is not None,
-                timeout=PROCESS_TIMEOUT_S,
-                interval=0.25,
-                what=f"{name}: all {len(records)} records applied",
-            )
-            committed_at = wait_committed(bootstrap, settings.app_id, topic)
-            committed_cpu = process_cpu_seconds(worker.pid)
-        except ConditionTimeout as exc:
-            raise ConditionTimeout(f"{exc}\n--- worker log tail ---\n{_tail(worker)}") from None
-        final = progress()
+        measured, final = worker_durable(
+            worker,
+            events=len(records),
+            bootstrap=bootstrap,
+            group=settings.app_id,
+            topic=topic,
+            what=f"{name}: all {len(records)} records applied",
+            timeout=PROCESS_TIMEOUT_S,
+        )
     if final["count"] != len(records):
         raise AssertionError(f"{name} applied {final['count']} records, sent {len(records)}")
-    durable = Measurement(
-        events=len(records),
-        seconds=committed_at - done["first_wall"],
-        cpu_seconds=committed_cpu - done["first_cpu"],
-    )
     figures = {"misrouted": final["misrouted"]} if "misrouted" in final else {}
-    return DurableMeasurement(durable, done["done_wall"] - done["first_wall"]), figures
-
-
-def _tail(worker: WorkerProcess) -> str:
-    return worker.log_text()[-4000:]
+    return measured, figures
 
 
 def _subject(
     rounds: list[DurableMeasurement], extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    figures = median_of([m.durable for m in rounds]).as_json()
-    figures["applied_s"] = round(sorted(m.applied_s for m in rounds)[len(rounds) // 2], 3)
-    if len(rounds) > 1:
-        figures["rounds_events_per_s"] = [round(m.durable.events_per_s, 1) for m in rounds]
-        figures["rounds_cpu_us_per_event"] = [round(m.durable.cpu_us_per_event, 1) for m in rounds]
-    return {**figures, **(extra or {})}
+    return {**subject_figures(rounds), **(extra or {})}
 
 
 SUBJECTS = ("careful", "careful_json", "faust", "cell")

@@ -56,7 +56,7 @@ BEHAVIOUR = "ticker"
 GOAL_P99_MS = 100.0
 
 
-def _memory_kib(pid: int) -> dict[str, int]:
+def memory_kib(pid: int) -> dict[str, int]:
     """The worker's resident set now (``VmRSS``) and at its peak (``VmHWM``), in KiB."""
     fields = dict(
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
@@ -64,7 +64,7 @@ def _memory_kib(pid: int) -> dict[str, int]:
     return {name: int(fields[name].split()[0]) for name in ("VmRSS", "VmHWM")}
 
 
-def _rss_mib(memory: dict[str, int]) -> dict[str, float]:
+def rss_mib(memory: dict[str, int]) -> dict[str, float]:
     return {
         "rss_mib": round(memory["VmRSS"] / 1024, 1),
         "peak_mib": round(memory["VmHWM"] / 1024, 1),
@@ -136,7 +136,7 @@ def _measure(
         what=f"all {messages} arm messages applied",
     )
     set_s = armed["last_arm_wall"] - sent_at
-    memory_set = _memory_kib(worker.pid)
+    memory_set = memory_kib(worker.pid)
     # CPU over the firing window only: from the first due time to the last firing.
     while time.time() * 1000 < first_due_ms:
         time.sleep(min(0.05, max(0.0, first_due_ms / 1000 - time.time())))
@@ -150,7 +150,7 @@ def _measure(
     )
     fired_by = time.time()
     cpu = process_cpu_seconds(worker.pid) - cpu_before
-    memory_fired = _memory_kib(worker.pid)
+    memory_fired = memory_kib(worker.pid)
     metrics: dict[str, Any] = worker.get_json("/stream-app/metrics/")
     observed = _observe(worker, lags=True)
     warnings = worker.log_text().count("[WARNING]")
@@ -165,8 +165,8 @@ def _measure(
             "all_set_before_first_due": armed["last_arm_wall"] * 1000 < first_due_ms,
         },
         "worker_memory": {
-            "all_set": _rss_mib(memory_set),
-            "all_fired": _rss_mib(memory_fired),
+            "all_set": rss_mib(memory_set),
+            "all_fired": rss_mib(memory_fired),
         },
         "timers_fired": metrics["timers_fired"],
         "timers_skipped": metrics["timers_skipped"],

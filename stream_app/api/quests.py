@@ -174,6 +174,9 @@ class Quest(Generic[V]):
         self.actions: dict[str, _ActionDef] = {}
         self.recurring: dict[str, _Recurring] = {}
         self.windows: dict[str, _Window] = {}
+        #: Every event name an action or a window of this quest runs on (:meth:`listens_to`
+        #: is asked once per quest for every multicast).
+        self._events: frozenset[str] = frozenset()
 
     def action(self, name: str | None = None, *, on: Sequence[str] = ()) -> Callable[[F], F]:
         """Declare the decorated function an action that runs on the events named in ``on``
@@ -201,6 +204,7 @@ class Quest(Generic[V]):
             raise ValueError(f"quest {self.name!r} already has an action {action!r}")
         names = (events,) if isinstance(events, str) else tuple(events)
         self.actions[action] = _ActionDef(action, fn, names)
+        self._events |= frozenset(names)
 
     def every(
         self,
@@ -255,7 +259,7 @@ class Quest(Generic[V]):
         _check_name("window", name)
         if name in self.windows:
             raise ValueError(f"quest {self.name!r} already has a window {name!r}")
-        self.windows[name] = _Window(
+        window = _Window(
             name,
             frozenset([opens_on] if isinstance(opens_on, str) else opens_on),
             frozenset([closes_on] if isinstance(closes_on, str) else closes_on),
@@ -263,12 +267,12 @@ class Quest(Generic[V]):
             met,
             missed,
         )
+        self.windows[name] = window
+        self._events |= window.opens_on | window.closes_on
 
     def listens_to(self, event_name: str) -> bool:
         """Whether an action or a window of this quest runs on ``event_name``."""
-        return any(event_name in a.on for a in self.actions.values()) or any(
-            event_name in w.opens_on or event_name in w.closes_on for w in self.windows.values()
-        )
+        return event_name in self._events
 
     def _add_recurring(self, recurring: _Recurring) -> None:
         _check_name("timer", recurring.name)
@@ -570,7 +574,7 @@ class _Invocation:
             for fn, name in self._handlers(quest, instance, event.event_name):
                 if not self.is_active(instance):
                     break  # step 2: ended (or replaced) by an earlier call
-                self._call(instance, fn, name, event.data, None)
+                self._call(instance, fn, name, event.data, None, quest)
 
     def _handlers(
         self, quest: Quest[Any], instance: QuestInstance, event_name: str
@@ -734,8 +738,10 @@ class _Invocation:
         event_name: str,
         data: dict[str, Any],
         timer: FiredTimer | None,
+        quest: Quest[Any] | None = None,
     ) -> None:
-        quest = self.behaviour.quest(instance.quest)
+        if quest is None:
+            quest = self.behaviour.quest(instance.quest)
         variables = quest.variables.model_validate(instance.variables)
         fn(ActionContext(self, instance, variables, event_name, data, timer))
         if self.is_active(instance):
