@@ -287,7 +287,7 @@ def main() -> None:
         "--timer-contexts", type=int, default=1_000_000, help="contexts with a recurring timer"
     )
     parser.add_argument(
-        "--beat-s", type=float, default=240.0, help="period of their timer (> the setup time)"
+        "--beat-s", type=float, default=450.0, help="period of their timer (> the setup time)"
     )
     parser.add_argument(
         "--window-s", type=float, default=600.0, help="seconds their first due times span"

@@ -700,7 +700,7 @@ class _Invocation:
                 at=instance.deadline_ms,
                 payload=payload,
             )
-        logger.info("%s: started quest %s/%s", state.cell_id, quest_name, ident)
+        logger.debug("%s: started quest %s/%s", state.cell_id, quest_name, ident)
         return instance
 
     def end(self, instance: QuestInstance) -> None:
@@ -712,7 +712,7 @@ class _Invocation:
         for name in self.state.timers:
             if name.startswith(prefix):
                 self.state.cancel_timer(name)
-        logger.info("%s: ended quest %s/%s", self.state.cell_id, instance.quest, instance.instance)
+        logger.debug("%s: ended quest %s/%s", self.state.cell_id, instance.quest, instance.instance)
 
     def is_active(self, instance: QuestInstance) -> bool:
         """Whether ``instance`` is its quest's active instance in this context."""
