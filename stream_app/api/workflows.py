@@ -552,9 +552,13 @@ class RunState:
         try:
             data = workflow.validate_payload(workflow.root, payload)
         except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc']) or '(payload)'}: {error['msg']}"
+                for error in exc.errors()
+            )
             raise WorkflowInputError(
                 f"workflow {workflow.name!r}: the input does not fit root node type "
-                f"{workflow.root!r}: {exc}"
+                f"{workflow.root!r}: {problems}"
             ) from exc
         root = Node.create(workflow.name, run_id, workflow.root, data, at=at)
         record = RunRecord(
