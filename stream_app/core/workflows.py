@@ -25,7 +25,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_serializer,
+    field_validator,
+)
 
 __all__ = [
     "MAIN_LINE",
@@ -306,6 +313,52 @@ class RunRecord(BaseModel):
     forks_completed: list[str] = Field(default_factory=list)
     started_at: str
     finished_at: str | None = None
+
+    @field_serializer("nodes", mode="wrap")
+    def _compact_traces(
+        self, nodes: dict[str, Node], handler: SerializerFunctionWrapHandler
+    ) -> Any:
+        """Leave out every trace that is its predecessor's trace and its predecessor.
+
+        A trace holds every ancestor, so a run of ``n`` nodes in a row holds ``n**2 / 2`` ids in
+        its traces; stored in full, a record of a few hundred nodes would outgrow a Kafka
+        record. Only the root's and the join nodes' traces say something their predecessor's
+        does not; the others are rebuilt when the record is read (:meth:`_rebuild_traces`).
+        """
+        data = handler(nodes)
+        for node_id, node in nodes.items():
+            predecessor = nodes.get(node.predecessor_id or "")
+            inferred = () if predecessor is None else (*predecessor.trace, predecessor.id)
+            if node.trace == inferred and isinstance(data, dict):
+                data[node_id].pop("trace", None)
+        return data
+
+    @field_validator("nodes", mode="before")
+    @classmethod
+    def _rebuild_traces(cls, value: Any) -> Any:
+        """Put back the traces :meth:`_compact_traces` left out, ancestors first."""
+        if not isinstance(value, dict) or all(
+            not isinstance(node, dict) or "trace" in node for node in value.values()
+        ):
+            return value
+        nodes = {
+            node_id: dict(node) if isinstance(node, dict) else node
+            for node_id, node in value.items()
+        }
+        for node_id in nodes:
+            chain: list[dict[str, Any]] = []
+            current: Any = nodes.get(node_id)
+            while isinstance(current, dict) and "trace" not in current:
+                chain.append(current)
+                current = nodes.get(current.get("predecessor_id") or "")
+            for node in reversed(chain):
+                predecessor = nodes.get(node.get("predecessor_id") or "")
+                if predecessor is None:
+                    node["trace"] = []
+                    continue
+                trace = predecessor["trace"] if isinstance(predecessor, dict) else predecessor.trace
+                node["trace"] = [*trace, node["predecessor_id"]]
+        return nodes
 
     @property
     def done(self) -> bool:

@@ -12,7 +12,7 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream_app.core.workflows import NodeStatus, RunStatus
+from stream_app.core.workflows import NodeStatus, RunRecord, RunStatus
 from stream_app.engine.workflows import LocalEngine
 from stream_app.testing.workflows import (
     Shape,
@@ -43,6 +43,8 @@ def test_every_driver_gives_the_same_run(shape: Shape, payload: dict[str, int], 
     assert run_outcome(shuffled) == run_outcome(sequential)
     assert trace_problems(sequential, workflow) == []
     assert trace_problems(shuffled, workflow) == []
+    stored = RunRecord.model_validate_json(shuffled.model_dump_json())
+    assert stored == shuffled
 
 
 @PROPERTY
