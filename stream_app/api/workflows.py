@@ -26,7 +26,8 @@ The rest of the DSL:
   capped backoff (the workflow's ``retry`` when left out); ``error_edge="handler"``: when the
   attempts are exhausted the node is stored ``failed`` and a ``handler`` node is derived from it
   with a :class:`Failure` payload, so error handling is part of the workflow. Without an error
-  edge the run fails.
+  edge the run fails, once the work already under way (other forks) has finished: a run ends
+  the same way whichever engine runs it and in whatever order its tasks finish.
 
 :meth:`Workflow.validate` refuses a definition that cannot run (unknown or unreachable node
 types, a join on forks no action opens, an action on a final type, a type with no way on) with
@@ -573,10 +574,21 @@ class RunState:
 
     @staticmethod
     def apply(workflow: Workflow, record: RunRecord, result: TaskResult, *, at: datetime) -> Step:
-        """Apply the result of one attempt; see the module docstring for what follows.
+        """Apply the result of one attempt at a node, as the run's single writer.
 
-        A result for a run that has ended, or for a (node, attempt) no longer awaited, is
-        ignored: the record is returned as it is, with no tasks.
+        1. A result for a run that has ended, or for a (node, attempt) no longer awaited (a
+           duplicate, or a stale attempt), is ignored: the record is returned as it is.
+        2. ``ok``: the node is stored ``processed`` (``final`` if its type is final), its
+           successors ``pending``, each with a task; successors on new forks open a fork
+           group; a fork left without work completes, and a group whose forks all completed
+           creates its join node (with its task), exactly once.
+        3. Not ``ok`` with attempts left: the node keeps its last error and a retry task is
+           returned with its pause (the node type's policy; the jitter is drawn from the
+           task's key, so a replay waits as long).
+        4. Not ``ok`` and no attempts left: the node is stored ``failed``; its type's error
+           edge derives a :class:`Failure` node (with its task) in its place.
+        5. No work left in flight: the run ends, ``failed`` if a node failed without an error
+           edge (``message`` lists them), ``succeeded`` otherwise.
         """
         if record.done or record.in_flight.get(result.node_id) != result.attempt:
             return Step(record, done=record.done)
