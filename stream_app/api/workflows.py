@@ -51,6 +51,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import to_jsonable_python
 
 from stream_app.core.retry import RetryPolicy
 from stream_app.core.workflow_graph import Graph, GraphEdge, GraphNode
@@ -355,13 +356,19 @@ class Workflow:
     def validate_payload(self, node_type: str, payload: dict[str, Any]) -> dict[str, Any]:
         """``payload`` checked against the payload model of ``node_type``, as JSON data.
 
+        A type without a model takes any JSON object; its payload is turned into JSON data too
+        (tuples into lists, times into strings), so a node is the same in one process as after
+        a trip through Kafka.
+
         Raises:
             KeyError: ``node_type`` is not declared.
             pydantic.ValidationError: The payload fails the model.
+            pydantic_core.PydanticSerializationError: The payload cannot be JSON.
         """
         model = self._types[node_type].payload
         if model is None:
-            return dict(payload)
+            data: dict[str, Any] = to_jsonable_python(payload)
+            return data
         return model.model_validate(payload).model_dump(mode="json")
 
     # -- execution --------------------------------------------------------------------------

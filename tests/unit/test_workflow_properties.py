@@ -23,7 +23,7 @@ from stream_app.testing.workflows import (
 )
 from tests.workflow_shapes import inputs, shapes
 
-PROPERTY = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=100, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _no_sleep(_: float) -> None:

@@ -432,3 +432,18 @@ def test_definition_mistakes_are_refused_where_they_are_made() -> None:
 def test_the_examples_are_valid() -> None:
     assert generic.validate() is generic
     assert sources.validate() is sources
+
+
+def test_payloads_without_a_model_are_stored_as_json_data() -> None:
+    wf = Workflow("loose", root="n")
+    wf.node("n")
+    wf.node("out", final=True)
+
+    @wf.action("n", to=["out"])
+    def act(node: Node, ctx: EdgeContext) -> None:
+        ctx.derive("out", payload={"pair": (1, 2), "at": AT})
+
+    record = LocalEngine(wf.validate()).run({"tags": ("a",)}, run_id="run-1")
+    (out,) = record.finals()
+    assert out.payload == {"pair": [1, 2], "at": "2026-01-01T00:00:00Z"}
+    assert record.nodes[out.predecessor_id or ""].payload == {"tags": ["a"]}
