@@ -29,7 +29,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
+    SerializationInfo,
     field_serializer,
     field_validator,
 )
@@ -53,6 +53,8 @@ MAIN_LINE = ""
 #: Attributes of a successor an action may set through ``derive``'s ``overrides``; the others
 #: (workflow, run, predecessor, trace, id, created_at) are inferred and cannot be overridden.
 _OVERRIDABLE = frozenset({"fork", "joins", "status", "message", "attempts"})
+#: What a stored run leaves out of a node whose trace it can rebuild.
+_TRACE = {"trace"}
 
 
 def edge_id(*parts: str) -> str:
@@ -314,51 +316,57 @@ class RunRecord(BaseModel):
     started_at: str
     finished_at: str | None = None
 
-    @field_serializer("nodes", mode="wrap")
-    def _compact_traces(
-        self, nodes: dict[str, Node], handler: SerializerFunctionWrapHandler
-    ) -> Any:
+    @field_serializer("nodes")
+    def _compact_traces(self, nodes: dict[str, Node], info: SerializationInfo) -> dict[str, Any]:
         """Leave out every trace that is its predecessor's trace and its predecessor.
 
         A trace holds every ancestor, so a run of ``n`` nodes in a row holds ``n**2 / 2`` ids in
         its traces; stored in full, a record of a few hundred nodes would outgrow a Kafka
-        record. Only the root's and the join nodes' traces say something their predecessor's
-        does not; the others are rebuilt when the record is read (:meth:`_rebuild_traces`).
+        record. Only the join nodes' traces say something their predecessor's does not; the
+        others are rebuilt when the record is read (:meth:`_rebuild_traces`).
         """
-        data = handler(nodes)
+        mode = "json" if info.mode_is_json() else "python"
+        data: dict[str, Any] = {}
         for node_id, node in nodes.items():
             predecessor = nodes.get(node.predecessor_id or "")
-            inferred = () if predecessor is None else (*predecessor.trace, predecessor.id)
-            if node.trace == inferred and isinstance(data, dict):
-                data[node_id].pop("trace", None)
+            inferable = (
+                not node.trace
+                if predecessor is None
+                else node.trace[-1:] == (predecessor.id,) and node.trace[:-1] == predecessor.trace
+            )
+            data[node_id] = node.model_dump(mode=mode, exclude=_TRACE if inferable else None)
         return data
 
     @field_validator("nodes", mode="before")
     @classmethod
     def _rebuild_traces(cls, value: Any) -> Any:
-        """Put back the traces :meth:`_compact_traces` left out, ancestors first."""
+        """Put back the traces :meth:`_compact_traces` left out, ancestors first.
+
+        Each node is validated without its trace, and the trace is then built from its
+        predecessor's (a tuple in C, not ``n`` strings validated one by one).
+        """
         if not isinstance(value, dict) or all(
             not isinstance(node, dict) or "trace" in node for node in value.values()
         ):
             return value
-        nodes = {
-            node_id: dict(node) if isinstance(node, dict) else node
-            for node_id, node in value.items()
-        }
-        for node_id in nodes:
-            chain: list[dict[str, Any]] = []
-            current: Any = nodes.get(node_id)
-            while isinstance(current, dict) and "trace" not in current:
+        built: dict[str, Node] = {}
+        waiting: dict[str, Node] = {}
+        for node_id, raw in value.items():
+            if isinstance(raw, dict) and "trace" not in raw:
+                waiting[node_id] = Node.model_validate(raw)
+            else:
+                built[node_id] = raw if isinstance(raw, Node) else Node.model_validate(raw)
+        for node_id in list(waiting):
+            chain: list[Node] = []
+            current = waiting.pop(node_id, None)
+            while current is not None:
                 chain.append(current)
-                current = nodes.get(current.get("predecessor_id") or "")
+                current = waiting.pop(current.predecessor_id or "", None)
             for node in reversed(chain):
-                predecessor = nodes.get(node.get("predecessor_id") or "")
-                if predecessor is None:
-                    node["trace"] = []
-                    continue
-                trace = predecessor["trace"] if isinstance(predecessor, dict) else predecessor.trace
-                node["trace"] = [*trace, node["predecessor_id"]]
-        return nodes
+                predecessor = built.get(node.predecessor_id or "")
+                trace = () if predecessor is None else (*predecessor.trace, predecessor.id)
+                built[node.id] = node.model_copy(update={"trace": trace})
+        return {node_id: built[node_id] for node_id in value}
 
     @property
     def done(self) -> bool:
