@@ -284,7 +284,10 @@ class RunRecord(BaseModel):
     """Everything the run's single writer keeps: its node store and bookkeeping.
 
     Only :class:`~stream_app.api.workflows.RunState` changes a record, and it returns a new one
-    instead of changing the one it is given.
+    instead of changing the one it is given. Serialized, a record leaves out the traces it can
+    rebuild from the predecessor's (all but the join nodes'), so that it grows with its nodes
+    and not with their square; ``model_dump_json(context={"full_traces": True})`` writes every
+    trace out, and reading either form gives the same record.
 
     Attributes:
         workflow: The workflow's name.
@@ -323,13 +326,15 @@ class RunRecord(BaseModel):
         A trace holds every ancestor, so a run of ``n`` nodes in a row holds ``n**2 / 2`` ids in
         its traces; stored in full, a record of a few hundred nodes would outgrow a Kafka
         record. Only the join nodes' traces say something their predecessor's does not; the
-        others are rebuilt when the record is read (:meth:`_rebuild_traces`).
+        others are rebuilt when the record is read (:meth:`_rebuild_traces`). For a reader
+        who wants every trace written out, dump with ``context={"full_traces": True}``.
         """
         mode = "json" if info.mode_is_json() else "python"
+        full = isinstance(info.context, dict) and bool(info.context.get("full_traces"))
         data: dict[str, Any] = {}
         for node_id, node in nodes.items():
             predecessor = nodes.get(node.predecessor_id or "")
-            inferable = (
+            inferable = not full and (
                 not node.trace
                 if predecessor is None
                 else node.trace[-1:] == (predecessor.id,) and node.trace[:-1] == predecessor.trace

@@ -117,6 +117,9 @@ def test_a_stored_run_leaves_out_the_traces_it_can_rebuild() -> None:
     assert RunRecord.model_validate_json(data) == record
     (done,) = record.finals()
     assert len(done.trace) == 300
+    full = record.model_dump_json(context={"full_traces": True})
+    assert full.count('"trace"') == 301
+    assert RunRecord.model_validate_json(full) == record
 
 
 def test_a_stored_run_keeps_the_traces_of_its_join_nodes() -> None:
