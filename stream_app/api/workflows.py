@@ -178,13 +178,18 @@ class EdgeContext:
         self._derived: list[Node] = []
 
     def derive(
-        self, name: str, *, payload: dict[str, Any] | BaseModel | None = None, **overrides: Any
+        self,
+        name: str,
+        *,
+        payload: dict[str, Any] | BaseModel | None = None,
+        message: str | None = None,
     ) -> Node:
         """Derive a successor of type ``name`` (one of the action's ``to`` types).
 
         ``payload`` (a dict or a model; left out: the node's payload) is validated against the
-        type's payload model; ``overrides`` are :meth:`Node.derive`'s. The successor's id comes
-        from the run, the node, the action and how many nodes the action derived before it.
+        type's payload model; ``message`` is a note kept on the successor. The successor's id
+        comes from the run, the node, the action and how many nodes the action derived before
+        it; its fork, status and attempts are the state machine's.
 
         Raises:
             ValueError: ``name`` is not one of the action's successor types.
@@ -205,7 +210,7 @@ class EdgeContext:
             action=self._action.name,
             at=self.now,
             payload=data,
-            **overrides,
+            message=message,
         )
         if self._action.fork:
             successor = successor.model_copy(update={"fork": successor.id})
@@ -600,6 +605,9 @@ class RunState:
         if record.done or record.in_flight.get(result.node_id) != result.attempt:
             return Step(record, done=record.done)
         writer = _Writer(workflow, record, at)
+        refused = _refused_successors(record, result)
+        if refused:
+            result = result.model_copy(update={"ok": False, "successors": (), "error": refused})
         if result.ok:
             writer.processed(result)
         else:
@@ -801,6 +809,28 @@ class _Writer:
         return Task(
             workflow=self.workflow.name, run_id=self.record.run_id, node=node, attempt=attempt
         )
+
+
+def _refused_successors(record: RunRecord, result: TaskResult) -> str | None:
+    """Why the successors of ``result`` cannot be stored (``None`` if they can).
+
+    They come from a worker (and, on Kafka, from a topic anyone may write to): a successor
+    must be of this run, derived from the node, on its fork or on a fork of its own. A result
+    that breaks this counts as a failed attempt rather than breaking the run's bookkeeping.
+    """
+    node = record.nodes[result.node_id]
+    for successor in result.successors:
+        if (
+            successor.run_id != record.run_id
+            or successor.workflow != record.workflow
+            or successor.predecessor_id != node.id
+            or successor.fork not in (node.fork, successor.id)
+        ):
+            return (
+                f"refused successor {successor.id} ({successor.name!r}): not derived from "
+                f"node {node.id} of run {record.run_id} on its fork or a new one"
+            )
+    return None
 
 
 def _ends(branch: list[Node]) -> list[Node]:

@@ -447,3 +447,19 @@ def test_payloads_without_a_model_are_stored_as_json_data() -> None:
     (out,) = record.finals()
     assert out.payload == {"pair": [1, 2], "at": "2026-01-01T00:00:00Z"}
     assert record.nodes[out.predecessor_id or ""].payload == {"tags": ["a"]}
+
+
+def test_a_result_with_a_successor_not_derived_from_its_node_counts_as_a_failure() -> None:
+    wf = flaky_workflow(failures=0, attempts=2, error_edge=False)
+    first = start(wf, {"v": 0})
+    good = wf.execute(first.tasks[0], at=AT)
+    (successor,) = good.successors
+    for forged in (
+        successor.model_copy(update={"fork": "elsewhere"}),
+        successor.model_copy(update={"predecessor_id": "other"}),
+        successor.model_copy(update={"run_id": "run-2"}),
+    ):
+        step = apply(wf, first.record, good.model_copy(update={"successors": (forged,)}))
+        (node,) = step.record.nodes.values()
+        assert node.message is not None and node.message.startswith("refused successor")
+        assert step.tasks == [] and len(step.retries) == 1
