@@ -31,6 +31,7 @@ __all__ = [
     "Fetched",
     "Input",
     "Output",
+    "Source",
     "Summary",
     "Topic",
     "WithA",
