@@ -652,7 +652,9 @@ class _Writer:
        fork *before* the group's 1 is taken off, so the opener's fork cannot complete early.
 
     Each result is applied once (``in_flight``), so each count falls to 0 once and each join
-    is created once, whatever the order of the results.
+    is created once, whatever the order of the results. Join and error-edge nodes are derived
+    as actions ``:join`` and ``:error``, names no user action can have, so their ids cannot
+    meet the id of a node an action derived.
     """
 
     def __init__(self, workflow: Workflow, record: RunRecord, at: datetime) -> None:
@@ -739,12 +741,9 @@ class _Writer:
             failed.derive(
                 error_edge,
                 index=0,
-                action="error",
+                action=":error",
                 at=self.at,
                 payload=payload,
-                status=NodeStatus.PENDING,
-                message=None,
-                attempts=0,
             )
         )
         self._add_work(node.fork, -1)
@@ -770,14 +769,11 @@ class _Writer:
             joined = forker.derive(
                 target,
                 index=0,
-                action="join",
+                action=":join",
                 at=self.at,
                 payload=payload,
                 fork=forker.fork,
                 joins=tuple(group.tokens),
-                status=NodeStatus.PENDING,
-                message=None,
-                attempts=0,
             )
             trace = (*joined.trace, *(n.id for branch in branches for n in branch))
             joined = joined.model_copy(update={"trace": trace})
