@@ -2,7 +2,8 @@
 
 The drivers are the sequential engine, the thread-pool engine and the shuffled driver (random
 order, tasks and results delivered twice: the model of the Kafka engine). Each generated run
-must also keep the trace and join invariants (:func:`trace_problems`).
+must also keep the trace and join invariants (:func:`trace_problems`), and a run cancelled at
+any point must stay as it was cancelled whatever results arrive after.
 """
 
 from __future__ import annotations
