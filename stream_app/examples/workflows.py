@@ -31,7 +31,6 @@ __all__ = [
     "Fetched",
     "Input",
     "Output",
-    "Source",
     "Summary",
     "Topic",
     "WithA",
