@@ -17,6 +17,7 @@ from stream_app.api.behaviour import Behaviour
 from stream_app.api.culture import CellCulture, CellRun
 from stream_app.api.entities import Entity, EntityEffect, EventRecord
 from stream_app.api.quests import ActionContext, NoVariables, Quest, QuestBehaviour
+from stream_app.api.workflows import EdgeContext, Failure, Joined, Workflow
 from stream_app.clients.cells import CellClient
 from stream_app.clients.entities import AsyncEntityClient, EntityClient
 from stream_app.clients.quests import QuestClient
@@ -26,7 +27,9 @@ from stream_app.core.envelope import CellMessage, MessageTypes
 from stream_app.core.replies import Reply
 from stream_app.core.retry import Exhausted, RetryPolicy
 from stream_app.core.timers import Misfire
+from stream_app.core.workflows import Node, NodeStatus, RunRecord, RunStatus
 from stream_app.engine.reactor import ReactorRecord
+from stream_app.engine.workflows import LocalEngine
 from stream_app.errors import (
     ConfigError,
     DataVersionError,
@@ -44,6 +47,8 @@ from stream_app.errors import (
     UnknownActionError,
     UnknownMessageTypeError,
     UnknownQuestError,
+    WorkflowDefinitionError,
+    WorkflowInputError,
     WrongContextError,
 )
 from stream_app.runtime import Runtime
@@ -63,19 +68,25 @@ __all__ = [
     "ConfigError",
     "DataVersionError",
     "DeadLetter",
+    "EdgeContext",
     "Effect",
     "Entity",
     "EntityClient",
     "EntityEffect",
     "EventRecord",
     "Exhausted",
+    "Failure",
     "FiredTimer",
     "InvalidKeyError",
     "InvalidMessageError",
+    "Joined",
+    "LocalEngine",
     "MalformedJSONError",
     "MessageTypes",
     "Misfire",
     "NoVariables",
+    "Node",
+    "NodeStatus",
     "OversizedMessageError",
     "Quest",
     "QuestBehaviour",
@@ -88,6 +99,8 @@ __all__ = [
     "ReplyTimeoutError",
     "RequestRejectedError",
     "RetryPolicy",
+    "RunRecord",
+    "RunStatus",
     "Runtime",
     "SchemaViolationError",
     "Settings",
@@ -95,6 +108,9 @@ __all__ = [
     "UnknownActionError",
     "UnknownMessageTypeError",
     "UnknownQuestError",
+    "Workflow",
+    "WorkflowDefinitionError",
+    "WorkflowInputError",
     "WrongContextError",
     "__version__",
     "get_settings",

@@ -9,7 +9,9 @@ again (a malformed topic definition, a message that does not validate).
 
     StreamAppError
     ├── ConfigError                 settings or definitions that cannot be used
-    │   └── TopicDefinitionError    a file under topics/ is malformed (names file and field)
+    │   ├── TopicDefinitionError    a file under topics/ is malformed (names file and field)
+    │   └── WorkflowDefinitionError a workflow that cannot run (unknown or unreachable node
+    │                               types, a join on forks that cannot exist, ...)
     ├── TopicPlanError              topics apply refuses a change (e.g. shrinking partitions)
     ├── FlushTimeoutError           produced records could not be sent before a commit (retriable)
     ├── ChangelogError              outputs of processed input were not acknowledged in time
@@ -34,6 +36,8 @@ again (a malformed topic definition, a message that does not validate).
     ├── ReplyTimeoutError           a request/reply send got no reply in time (retriable)
     ├── RequestRejectedError        the entity refused a message sent with send
     ├── RunFailedError              a workflow run waited for ended failed or cancelled
+    ├── WorkflowInputError          a run's input no workflow can take (unknown workflow,
+    │                               a payload failing the root node type's model)
     └── InvalidMessageError         a record cannot become a cell message (goes to dead letters)
         ├── OversizedMessageError
         ├── MalformedJSONError
@@ -76,6 +80,8 @@ __all__ = [
     "UnknownQuestError",
     "UnknownRunError",
     "UnknownWorkflowError",
+    "WorkflowDefinitionError",
+    "WorkflowInputError",
     "WrongContextError",
 ]
 
@@ -103,6 +109,14 @@ class TopicDefinitionError(ConfigError):
         self.field = field
         self.problem = problem
         super().__init__(f"{path}: {field}: {problem}")
+
+
+class WorkflowDefinitionError(ConfigError):
+    """A workflow definition that cannot run, refused when it is validated (at registration).
+
+    The message names every problem found: node types that are unknown, unreachable from the
+    root or without a way on, joins on forks no action opens, actions on final node types.
+    """
 
 
 class TopicPlanError(StreamAppError):
@@ -314,3 +328,8 @@ class RunFailedError(StreamAppError):
         self.run_id = run_id
         self.status = status
         self.ended = ended
+
+
+class WorkflowInputError(StreamAppError):
+    """A run that cannot start: an unknown workflow, or an input that fails the payload model
+    of the workflow's root node type (the message holds the validation errors)."""

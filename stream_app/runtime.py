@@ -40,7 +40,7 @@ from stream_app.engine.cells import CellEngine, EngineSettings
 from stream_app.engine.effects import EffectDispatcher, EffectHandler
 from stream_app.engine.ports import Clock, RuntimeMetrics, SystemClock
 from stream_app.engine.reactor import Reactor, ReactorHandler
-from stream_app.engine.workflows import TaskRunner, WorkflowBehaviour
+from stream_app.engine.workflow_runs import TaskRunner, WorkflowBehaviour
 from stream_app.errors import ConfigError
 from stream_app.kafka.agents import feed_effects, feed_reactor
 from stream_app.kafka.app import StreamApp, create_app
@@ -201,7 +201,7 @@ class Runtime:
         ended runs ``<app_id>.<name>.done`` are created with the app's other topics; every
         worker runs its share of the tasks (a reactor handler of the work topic) and sends
         each result back to its run, acknowledged; the run views are installed
-        (``/stream-app/workflows/<name>/...``). See :mod:`stream_app.engine.workflows`.
+        (``/stream-app/workflows/<name>/...``). See :mod:`stream_app.engine.workflow_runs`.
         """
         name = behaviour.name
         behaviour.bind(

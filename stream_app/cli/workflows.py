@@ -46,7 +46,7 @@ def find_workflows(module_name: str) -> dict[str, Workflow]:
         click.ClickException: The module cannot be imported.
     """
     from stream_app.api.workflows import Workflow
-    from stream_app.engine.workflows import WorkflowBehaviour
+    from stream_app.engine.workflow_runs import WorkflowBehaviour
 
     found: dict[str, Workflow] = {}
     for value in vars(import_app(module_name)).values():

@@ -1,7 +1,7 @@
 """Start, wait for, inspect and cancel workflow runs from any process, through Kafka.
 
 :class:`WorkflowClient` talks to one workflow behaviour
-(:class:`~stream_app.engine.workflows.WorkflowBehaviour`)::
+(:class:`~stream_app.engine.workflow_runs.WorkflowBehaviour`)::
 
     with WorkflowClient("jobs", settings, workflows=[generic]) as client:
         run_id = client.start("generic", {"input": "hello"})      # background: durable on return

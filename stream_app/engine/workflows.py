@@ -1,280 +1,166 @@
-"""The Kafka engine of workflows: a run is a cell, its tasks are records of a work topic.
+"""The local workflow engine: one process, no Kafka, the same :class:`RunState` as on Kafka.
 
-A :class:`WorkflowBehaviour` runs one or more :class:`~stream_app.api.workflows.Workflow`
-definitions. Each run is one cell of it, keyed by the run id; its data is the run's
-:class:`~stream_app.core.workflows.RunRecord` (the node store and the bookkeeping of forks,
-joins, attempts and applied results). Every decision about a run is taken by the pure state
-machine :class:`~stream_app.api.workflows.RunState`, the same one the local engine drives: this
-module only carries its inputs and outputs over Kafka. That is why both engines reach the same
-nodes for the same input.
+:class:`LocalEngine` drives a run the way the Kafka engine does, with an in-process queue for
+the work topic and a thread pool for the workers:
 
-The protocol of a run, with ``B`` the behaviour and ``A`` the app id:
+1. :meth:`RunState.start` gives the record and the root task;
+2. tasks are executed with :meth:`Workflow.execute` (inline, or on ``parallel`` threads);
+3. each result is applied by :meth:`RunState.apply` in the calling thread, the run's single
+   writer, which returns the tasks to run now and the retries to run after their pause;
+4. the run ends when the state machine says it is done.
 
-1. A ``start`` (:class:`~stream_app.core.workflow_messages.StartRun`) reaches the run's cell on
-   ``A.B.in``. :meth:`RunState.start` stores the root node; the tasks it asks for are published
-   to ``A.B.tasks``, keyed by node id, in the cell's commit (so they exist if and only if the
-   record that asks for them does).
-2. Every worker reads its share of ``A.B.tasks`` (a reactor handler, :class:`TaskRunner`), runs
-   :meth:`Workflow.execute` on the task in a thread, with the task record's timestamp as the
-   edge's time, and sends the :class:`~stream_app.core.workflows.TaskResult` back to the run's
-   cell as a ``result`` message, acknowledged by the broker before the task's offset can be
-   committed. A crash in between runs the task again: at least once, and the same successors
-   (their ids and times come from the run and the task record).
-3. The cell applies each result with :meth:`RunState.apply`, which ignores a result already
-   applied (a task run twice, a duplicate record), fires a join once, and asks for the next
-   tasks (published as in step 1) and for retries after a delay: a retry is a durable timer on
-   the run's cell (``retry:<node id>``) whose firing publishes the task again. A failing
-   action therefore never fails the cell: its error comes back as a result like any other.
-4. When the run ends (succeeded, failed or cancelled) its pending retry timers are cancelled
-   and a :class:`~stream_app.core.workflow_messages.RunEnded` is published to ``A.B.done``, on
-   the partition numbered like the run's, where :class:`~stream_app.clients.workflows.
-   WorkflowClient` waits for it. The cell keeps the run's record: its trace stays inspectable.
-
-Messages that can never apply (an unknown workflow, a payload failing the root node type's
-model, a result or cancel for a run that does not exist) are rejected and dead-lettered with
-their reason (:class:`~stream_app.errors.RunMessageError`).
+Because the engine only moves tasks and results, a run gives the same nodes and traces here as
+on a cluster (up to times); the engine's own choices (order of execution, thread timing) cannot
+change them, and the property tests check that.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+import heapq
+import itertools
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import UTC, datetime
+from typing import Any
 
-from stream_app.api.behaviour import Behaviour
-from stream_app.api.workflows import RunState, Workflow
-from stream_app.core.cell import CellState
-from stream_app.core.envelope import envelope_bytes
-from stream_app.core.retry import RetryPolicy
-from stream_app.core.workflow_messages import CancelRun, RunEnded, StartRun
+from stream_app.api.workflows import RunState, Step, Workflow
 from stream_app.core.workflows import RunRecord, Task, TaskResult
-from stream_app.engine.reactor import ReactorRecord
-from stream_app.errors import (
-    ConfigError,
-    RunConflictError,
-    RunInputError,
-    UnknownRunError,
-    UnknownWorkflowError,
-    WorkflowInputError,
-)
 
-__all__ = ["RETRY_TIMER_PREFIX", "ResultSender", "TaskRunner", "WorkflowBehaviour"]
-
-logger = logging.getLogger(__name__)
-
-#: A node waiting for its next attempt has the timer ``retry:<node id>`` on its run's cell.
-RETRY_TIMER_PREFIX = "retry:"
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-#: Sends a task's result to its run: ``(run_id, envelope) -> None`` once Kafka acknowledged it.
-ResultSender = Callable[[str, bytes], Awaitable[None]]
+__all__ = ["LocalEngine"]
 
 
-class WorkflowBehaviour(Behaviour[RunRecord]):
-    """The runs of some workflows: one run is one cell, keyed by its run id.
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class LocalEngine:
+    """Runs a workflow in this process, sequentially or on a thread pool.
 
     Args:
-        name: The behaviour's name: runs' messages go to ``<app_id>.<name>.in``, their tasks to
-            ``<app_id>.<name>.tasks`` and the runs that ended to ``<app_id>.<name>.done``.
-        workflows: The workflows it runs (each validated here).
-        retry: As for :class:`~stream_app.api.behaviour.Behaviour`: how a failing *engine*
-            callback is retried before the run's cell is parked. Actions never fail the cell;
-            their retries are the node types' own (:class:`~stream_app.api.workflows.Workflow`).
-
-    Raises:
-        WorkflowDefinitionError: A workflow does not validate.
-        ValueError: Two workflows with one name, or a bad behaviour name.
-
-    Register it with :meth:`Runtime.workflows <stream_app.runtime.Runtime.workflows>`, which
-    names its topics (:meth:`bind`) and runs the tasks on every worker.
+        workflow: The workflow (validated here).
+        sleep: Waits out a retry's pause (a test passes a function that records and returns).
+        clock: The time handed to the state machine and the actions.
     """
 
     def __init__(
         self,
-        name: str,
+        workflow: Workflow,
         *,
-        workflows: Sequence[Workflow],
-        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], datetime] = _utc_now,
     ) -> None:
-        super().__init__(
-            name,
-            messages={"start": StartRun, "result": TaskResult, "cancel": CancelRun},
-            data=RunRecord,
-            retry=retry,
+        self.workflow = workflow.validate()
+        self._sleep = sleep
+        self._clock = clock
+
+    def run(
+        self, payload: dict[str, Any], *, run_id: str | None = None, parallel: int = 1
+    ) -> RunRecord:
+        """Run the workflow on ``payload`` to its end; returns the run's record.
+
+        Args:
+            payload: The root node's payload.
+            run_id: The run's id (a new uuid4 when left out).
+            parallel: Threads executing tasks (1: each task in turn, in this thread).
+
+        Raises:
+            WorkflowInputError: ``payload`` fails the root node type's model.
+            ValueError: ``parallel`` is below 1.
+        """
+        if parallel < 1:
+            raise ValueError(f"parallel must be >= 1, got {parallel}")
+        record, tasks = RunState.start(
+            self.workflow, run_id or str(uuid.uuid4()), payload, at=self._clock()
         )
-        self.workflows: dict[str, Workflow] = {}
-        for workflow in workflows:
-            if workflow.name in self.workflows:
-                raise ValueError(f"behaviour {name!r}: two workflows named {workflow.name!r}")
-            workflow.validate()
-            self.workflows[workflow.name] = workflow
-        self._tasks_topic: str | None = None
-        self._done_topic: str | None = None
-
-    def bind(self, *, tasks_topic: str, done_topic: str) -> None:
-        """Name the work topic and the topic of ended runs (the runtime does, from the app id)."""
-        self._tasks_topic = tasks_topic
-        self._done_topic = done_topic
-
-    @property
-    def tasks_topic(self) -> str:
-        """The work topic (``<app_id>.<name>.tasks``).
-
-        Raises:
-            ConfigError: The behaviour was not registered on a runtime.
-        """
-        if self._tasks_topic is None:
-            raise ConfigError(f"workflow behaviour {self.name!r}: register it with runtime.workflows")
-        return self._tasks_topic
-
-    @property
-    def done_topic(self) -> str:
-        """The topic of ended runs (``<app_id>.<name>.done``).
-
-        Raises:
-            ConfigError: The behaviour was not registered on a runtime.
-        """
-        if self._done_topic is None:
-            raise ConfigError(f"workflow behaviour {self.name!r}: register it with runtime.workflows")
-        return self._done_topic
-
-    def workflow(self, name: str) -> Workflow:
-        """The workflow called ``name``.
-
-        Raises:
-            UnknownWorkflowError: The behaviour runs no such workflow.
-        """
-        workflow = self.workflows.get(name)
-        if workflow is None:
-            raise UnknownWorkflowError(
-                f"{self.name}: unknown workflow {name!r} (runs: {', '.join(sorted(self.workflows))})"
-            )
-        return workflow
-
-    # -- the run's cell ----------------------------------------------------------------------
-
-    def handle_message(self, state: CellState[RunRecord]) -> None:
-        """Apply a ``start``, ``result`` or ``cancel`` to the run (see the module docs)."""
-        message = state.message
-        assert message is not None
-        body = message.body
-        if isinstance(body, StartRun):
-            self._start(state, body)
-        elif isinstance(body, TaskResult):
-            self._result(state, body)
-        elif isinstance(body, CancelRun):
-            self._cancel(state, body)
-
-    def on_timeout(self, state: CellState[RunRecord]) -> None:
-        """A retry came due: publish the node's next attempt."""
-        fired = state.timer
-        record = state.data
-        assert fired is not None and record is not None
-        if not fired.name.startswith(RETRY_TIMER_PREFIX) or record.done:
-            logger.warning("%s/%s: ignoring timer %s", self.name, state.cell_id, fired.name)
-            return
-        self._publish_task(state, Task.model_validate(fired.payload))
-
-    def _start(self, state: CellState[RunRecord], body: StartRun) -> None:
-        existing = state.data
-        if existing is not None:
-            if existing.workflow != body.workflow:
-                raise RunConflictError(
-                    f"{self.name}: run {state.cell_id!r} is a run of {existing.workflow!r}, "
-                    f"not of {body.workflow!r}"
-                )
-            logger.info("%s/%s: run already started; start ignored", self.name, state.cell_id)
-            return
-        workflow = self.workflow(body.workflow)
-        try:
-            record, tasks = RunState.start(workflow, state.cell_id, body.payload, at=state.now)
-        except WorkflowInputError as exc:
-            raise RunInputError(f"{self.name}/{state.cell_id}: {exc}") from exc
-        self._store(state, None, record, tasks, [])
-
-    def _result(self, state: CellState[RunRecord], result: TaskResult) -> None:
-        record = self._existing(state, "result")
-        if result.run_id != state.cell_id:
-            raise UnknownRunError(
-                f"{self.name}: a result for run {result.run_id!r} reached run {state.cell_id!r}"
-            )
-        step = RunState.apply(self.workflow(record.workflow), record, result, at=state.now)
-        self._store(state, record, step.record, step.tasks, step.retries)
-
-    def _cancel(self, state: CellState[RunRecord], body: CancelRun) -> None:
-        record = self._existing(state, "cancel")
-        if record.done:
-            logger.info("%s/%s: run already ended; cancel ignored", self.name, state.cell_id)
-            return
-        cancelled = RunState.cancel(record, at=state.now)
-        if body.reason is not None and cancelled.message is None:
-            cancelled = cancelled.model_copy(update={"message": body.reason})
-        self._store(state, record, cancelled, [], [])
-
-    def _existing(self, state: CellState[RunRecord], what: str) -> RunRecord:
-        if state.data is None:
-            raise UnknownRunError(f"{self.name}: {what} for run {state.cell_id!r}, which does not exist")
-        return state.data
-
-    def _store(
-        self,
-        state: CellState[RunRecord],
-        before: RunRecord | None,
-        record: RunRecord,
-        tasks: Sequence[Task],
-        retries: Sequence[tuple[Task, float]],
-    ) -> None:
-        """Keep ``record`` and ask for its work, in this commit.
-
-        1. Tasks to run now go to the work topic; each retry becomes the node's timer.
-        2. A run that has just ended loses its retry timers and is announced on the done topic.
-        """
-        for task in tasks:
-            self._publish_task(state, task)
-        for task, delay in retries:
-            state.set_timer(
-                RETRY_TIMER_PREFIX + task.node.id,
-                after=timedelta(seconds=max(delay, 0.0)),
-                payload=task.model_dump(mode="json"),
-            )
-        if record.done and (before is None or not before.done):
-            for name in state.timers:
-                if name.startswith(RETRY_TIMER_PREFIX):
-                    state.cancel_timer(name)
-            state.publish(self.done_topic, RunEnded.of(record).model_dump_json().encode())
-            logger.info("%s/%s: run %s", self.name, state.cell_id, record.status)
-        state.data = record
-
-    def _publish_task(self, state: CellState[RunRecord], task: Task) -> None:
-        state.publish(self.tasks_topic, task.model_dump_json().encode(), key=task.node.id)
+        run = _Run(self.workflow, record, tasks, self._sleep, self._clock)
+        if parallel == 1:
+            return run.sequential()
+        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="workflow") as pool:
+            return run.threaded(pool)
 
 
-class TaskRunner:
-    """The worker side of the queue: runs each task of a workflow behaviour's work topic.
+class _Run:
+    """One run's queue (ready tasks), delayed retries and record, owned by the calling thread.
 
-    A reactor handler (:mod:`stream_app.engine.reactor`) of ``<app_id>.<name>.tasks``, so it
-    inherits its guarantees: one task at a time per worker, the offset committed only after
-    the result is acknowledged, a task that keeps failing to *deliver* its result dead-lettered
-    (the action's own errors are results, not failures).
-
-    Args:
-        behaviour: The workflow behaviour whose tasks it runs.
-        send: Sends a result envelope to a run's input, returning once it is acknowledged.
+    Retry pauses are measured on a logical clock that the engine advances by what it asks
+    ``sleep`` to wait, and by the real time that passes; a retry runs once its pause is over.
     """
 
-    def __init__(self, behaviour: WorkflowBehaviour, send: ResultSender) -> None:
-        self.behaviour = behaviour
-        self._send = send
+    def __init__(
+        self,
+        workflow: Workflow,
+        record: RunRecord,
+        tasks: list[Task],
+        sleep: Callable[[float], None],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.workflow = workflow
+        self.record = record
+        self.ready: deque[Task] = deque(tasks)
+        self.delayed: list[tuple[float, int, Task]] = []
+        self._sleep = sleep
+        self._clock = clock
+        self._order = itertools.count()
+        self._origin = time.monotonic()
+        self._skipped = 0.0
 
-    async def __call__(self, record: ReactorRecord) -> None:
-        """Run the task in ``record`` and send its result to the run."""
-        task = Task.model_validate_json(record.value or b"")
-        workflow = self.behaviour.workflow(task.workflow)
-        # The edge's time is the task record's, so a task run again derives the same nodes.
-        at = _EPOCH + timedelta(milliseconds=record.timestamp_ms)
-        # User code may block: the worker's event loop keeps serving cells meanwhile.
-        result = await asyncio.to_thread(workflow.execute, task, at=at)
-        await self._send(task.run_id, envelope_bytes("result", result, id=task.key))
+    def sequential(self) -> RunRecord:
+        while not self.record.done:
+            if not self.ready:
+                self._wait_for_retry()
+                continue
+            task = self.ready.popleft()
+            self._apply(self.workflow.execute(task, at=self._clock()))
+        return self.record
 
+    def threaded(self, pool: ThreadPoolExecutor) -> RunRecord:
+        running: set[Future[TaskResult]] = set()
+        while not self.record.done:
+            self._release_due()
+            while self.ready:
+                task = self.ready.popleft()
+                running.add(pool.submit(self.workflow.execute, task, at=self._clock()))
+            if not running:
+                self._wait_for_retry()
+                continue
+            finished, running = wait(
+                running, timeout=self._until_next(), return_when=FIRST_COMPLETED
+            )
+            for future in finished:
+                self._apply(future.result())
+        for future in running:
+            future.cancel()
+        return self.record
+
+    def _apply(self, result: TaskResult) -> None:
+        step: Step = RunState.apply(self.workflow, self.record, result, at=self._clock())
+        self.record = step.record
+        self.ready.extend(step.tasks)
+        for task, delay in step.retries:
+            heapq.heappush(self.delayed, (self._now() + delay, next(self._order), task))
+
+    def _now(self) -> float:
+        return time.monotonic() - self._origin + self._skipped
+
+    def _until_next(self) -> float | None:
+        return max(0.0, self.delayed[0][0] - self._now()) if self.delayed else None
+
+    def _release_due(self) -> None:
+        now = self._now()
+        while self.delayed and self.delayed[0][0] <= now:
+            self.ready.append(heapq.heappop(self.delayed)[2])
+
+    def _wait_for_retry(self) -> None:
+        if not self.delayed:
+            raise RuntimeError(
+                f"run {self.record.run_id}: no task ready or delayed, but the run is not done"
+            )
+        pause = self._until_next() or 0.0
+        before = time.monotonic()
+        self._sleep(pause)
+        self._skipped += max(0.0, pause - (time.monotonic() - before))
+        self.ready.append(heapq.heappop(self.delayed)[2])
+        self._release_due()

@@ -19,19 +19,25 @@ PUBLIC_API = [
     "ConfigError",
     "DataVersionError",
     "DeadLetter",
+    "EdgeContext",
     "Effect",
     "Entity",
     "EntityClient",
     "EntityEffect",
     "EventRecord",
     "Exhausted",
+    "Failure",
     "FiredTimer",
     "InvalidKeyError",
     "InvalidMessageError",
+    "Joined",
+    "LocalEngine",
     "MalformedJSONError",
     "MessageTypes",
     "Misfire",
     "NoVariables",
+    "Node",
+    "NodeStatus",
     "OversizedMessageError",
     "Quest",
     "QuestBehaviour",
@@ -44,6 +50,8 @@ PUBLIC_API = [
     "ReplyTimeoutError",
     "RequestRejectedError",
     "RetryPolicy",
+    "RunRecord",
+    "RunStatus",
     "Runtime",
     "SchemaViolationError",
     "Settings",
@@ -51,6 +59,9 @@ PUBLIC_API = [
     "UnknownActionError",
     "UnknownMessageTypeError",
     "UnknownQuestError",
+    "Workflow",
+    "WorkflowDefinitionError",
+    "WorkflowInputError",
     "WrongContextError",
     "__version__",
     "get_settings",
@@ -100,7 +111,7 @@ def test_version_is_a_release_string() -> None:
 
 def test_every_error_class_is_a_stream_app_error() -> None:
     error_names = [name for name in stream_app.__all__ if name.endswith("Error")]
-    assert len(error_names) == 16
+    assert len(error_names) == 18
     for name in error_names:
         cls = getattr(stream_app, name)
         assert inspect.isclass(cls), name
