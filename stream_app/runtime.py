@@ -223,9 +223,7 @@ class Runtime:
         self.handler(behaviour.tasks_topic, name=f"workflow-tasks:{name}")(
             TaskRunner(behaviour, send_result)
         )
-        install_workflow_views(
-            self.app, self.engines[name], self.cell_tables[name].cells.table
-        )
+        install_workflow_views(self.app, self.engines[name], self.cell_tables[name].cells.table)
         return behaviour
 
     def effect_handler(self, kind: str, *, retry: RetryPolicy | None = None) -> Callable[[F], F]:

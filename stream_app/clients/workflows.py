@@ -36,11 +36,11 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
-from stream_app.api.workflows import RunState, Workflow
+from pydantic import ValidationError
+
 from stream_app.core.envelope import envelope_bytes
 from stream_app.core.partitioner import partition_for
 from stream_app.core.workflow_messages import RunEnded
@@ -48,7 +48,27 @@ from stream_app.core.workflows import Node, RunRecord, RunStatus
 from stream_app.errors import RunFailedError, StreamAppError, WorkflowInputError
 from stream_app.settings import Settings, get_settings
 
-__all__ = ["AsyncWorkflowClient", "WorkflowClient"]
+__all__ = ["AsyncWorkflowClient", "WorkflowClient", "WorkflowDefinition"]
+
+
+class WorkflowDefinition(Protocol):
+    """What the client reads of a workflow definition (a
+    :class:`~stream_app.api.workflows.Workflow`) to check a start before sending it."""
+
+    @property
+    def name(self) -> str:
+        """The workflow's name."""
+        ...
+
+    @property
+    def root(self) -> str:
+        """The root node type."""
+        ...
+
+    def validate_payload(self, node_type: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """``payload`` checked against ``node_type``'s payload model (raises pydantic's
+        ``ValidationError``)."""
+        ...
 
 
 class WorkflowClient:
@@ -69,7 +89,7 @@ class WorkflowClient:
         behaviour: str,
         settings: Settings | None = None,
         *,
-        workflows: Sequence[Workflow] = (),
+        workflows: Sequence[WorkflowDefinition] = (),
         web_url: str | None = None,
         timeout: float = 60.0,
         config: dict[str, Any] | None = None,
@@ -108,7 +128,13 @@ class WorkflowClient:
                 f"{self.behaviour}: unknown workflow {workflow!r} "
                 f"(runs: {', '.join(sorted(self.workflows))})"
             )
-        RunState.start(definition, "check", payload, at=datetime.now(UTC))
+        try:
+            definition.validate_payload(definition.root, payload)
+        except ValidationError as exc:
+            raise WorkflowInputError(
+                f"workflow {workflow!r}: the input does not fit root node type "
+                f"{definition.root!r}: {exc}"
+            ) from None
 
     def start(
         self,
@@ -131,8 +157,9 @@ class WorkflowClient:
             WorkflowInputError: The start cannot apply (only checked with ``workflows=``).
             StreamAppError: The broker did not acknowledge the start in time.
         """
-        body = {"workflow": workflow, "payload": payload or {}}
-        self.check(workflow, body["payload"])
+        data = payload or {}
+        self.check(workflow, data)
+        body = {"workflow": workflow, "payload": data}
         ident = run_id or str(uuid.uuid4())
         self._send(ident, envelope_bytes("start", body, id=ident), timeout)
         return ident

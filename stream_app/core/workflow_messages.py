@@ -1,7 +1,8 @@
 """The wire format of workflow runs on Kafka: what clients send to a run and what it publishes.
 
-A workflow behaviour ``B`` of app ``A`` (:class:`~stream_app.engine.workflow_runs.WorkflowBehaviour`)
-uses three topics, all with the app's partition count:
+A workflow behaviour ``B`` of app ``A``
+(:class:`~stream_app.engine.workflow_runs.WorkflowBehaviour`) uses three topics, all with the
+app's partition count:
 
 - ``A.B.in``: the runs' input, keyed by run id. Envelopes of type ``start``
   (:class:`StartRun`), ``cancel`` (:class:`CancelRun`) and ``result`` (a

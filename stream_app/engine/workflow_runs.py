@@ -126,7 +126,9 @@ class WorkflowBehaviour(Behaviour[RunRecord]):
             ConfigError: The behaviour was not registered on a runtime.
         """
         if self._tasks_topic is None:
-            raise ConfigError(f"workflow behaviour {self.name!r}: register it with runtime.workflows")
+            raise ConfigError(
+                f"workflow behaviour {self.name!r}: register it with runtime.workflows"
+            )
         return self._tasks_topic
 
     @property
@@ -137,7 +139,9 @@ class WorkflowBehaviour(Behaviour[RunRecord]):
             ConfigError: The behaviour was not registered on a runtime.
         """
         if self._done_topic is None:
-            raise ConfigError(f"workflow behaviour {self.name!r}: register it with runtime.workflows")
+            raise ConfigError(
+                f"workflow behaviour {self.name!r}: register it with runtime.workflows"
+            )
         return self._done_topic
 
     def workflow(self, name: str) -> Workflow:
@@ -149,7 +153,8 @@ class WorkflowBehaviour(Behaviour[RunRecord]):
         workflow = self.workflows.get(name)
         if workflow is None:
             raise UnknownWorkflowError(
-                f"{self.name}: unknown workflow {name!r} (runs: {', '.join(sorted(self.workflows))})"
+                f"{self.name}: unknown workflow {name!r} "
+                f"(runs: {', '.join(sorted(self.workflows))})"
             )
         return workflow
 
@@ -209,13 +214,15 @@ class WorkflowBehaviour(Behaviour[RunRecord]):
             logger.info("%s/%s: run already ended; cancel ignored", self.name, state.cell_id)
             return
         cancelled = RunState.cancel(record, at=state.now)
-        if body.reason is not None and cancelled.message is None:
-            cancelled = cancelled.model_copy(update={"message": body.reason})
+        if body.reason is not None:
+            cancelled = cancelled.model_copy(update={"message": f"cancelled: {body.reason}"})
         self._store(state, record, cancelled, [], [])
 
     def _existing(self, state: CellState[RunRecord], what: str) -> RunRecord:
         if state.data is None:
-            raise UnknownRunError(f"{self.name}: {what} for run {state.cell_id!r}, which does not exist")
+            raise UnknownRunError(
+                f"{self.name}: {what} for run {state.cell_id!r}, which does not exist"
+            )
         return state.data
 
     def _store(
@@ -277,4 +284,3 @@ class TaskRunner:
         # User code may block: the worker's event loop keeps serving cells meanwhile.
         result = await asyncio.to_thread(workflow.execute, task, at=at)
         await self._send(task.run_id, envelope_bytes("result", result, id=task.key))
-
