@@ -77,7 +77,7 @@ def format_trace(record: RunRecord) -> list[str]:
         parent = node.predecessor_id if node.predecessor_id in record.nodes else None
         children.setdefault(parent, []).append(node)
     for siblings in children.values():
-        siblings.sort(key=lambda n: (n.created_at, n.id))
+        siblings.sort(key=lambda n: (bool(n.joins), n.created_at, n.id))
     lines = [header]
 
     def walk(parent: str | None, prefix: str) -> None:
@@ -159,20 +159,22 @@ def run(
 
     Exits with status 1 when the run fails or is cancelled.
     """
-    from stream_app.clients.workflows import WorkflowClient
+    from stream_app.clients.workflows import WorkflowClient, check_start
 
     definitions = list(find_workflows(module).values()) if module else []
-    ident = run_id or str(uuid.uuid4())
-    with WorkflowClient(behaviour, current_settings(), workflows=definitions) as client:
+    if definitions:
         try:
-            client.check(workflow, payload or {})
-            click.echo(ident)
+            check_start(definitions, workflow, payload or {})
+        except WorkflowInputError as exc:
+            raise click.ClickException(f"refused, nothing sent: {exc}") from None
+    ident = run_id or str(uuid.uuid4())
+    with WorkflowClient(behaviour, current_settings()) as client:
+        click.echo(ident)
+        try:
             if background:
                 client.start(workflow, payload, run_id=ident)
                 return
             finals = client.run(workflow, payload, run_id=ident, timeout=timeout)
-        except WorkflowInputError as exc:
-            raise click.ClickException(f"refused, nothing sent: {exc}") from None
         except (RunFailedError, TimeoutError) as exc:
             raise click.ClickException(str(exc)) from None
     for line in _finals(finals):

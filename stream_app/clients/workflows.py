@@ -35,7 +35,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -48,7 +48,7 @@ from stream_app.core.workflows import Node, RunRecord, RunStatus
 from stream_app.errors import RunFailedError, StreamAppError, WorkflowInputError
 from stream_app.settings import Settings, get_settings
 
-__all__ = ["AsyncWorkflowClient", "WorkflowClient", "WorkflowDefinition"]
+__all__ = ["AsyncWorkflowClient", "WorkflowClient", "WorkflowDefinition", "check_start"]
 
 
 class WorkflowDefinition(Protocol):
@@ -69,6 +69,31 @@ class WorkflowDefinition(Protocol):
         """``payload`` checked against ``node_type``'s payload model (raises pydantic's
         ``ValidationError``)."""
         ...
+
+
+def check_start(
+    definitions: Iterable[WorkflowDefinition], workflow: str, payload: dict[str, Any]
+) -> None:
+    """Check a start of ``workflow`` with ``payload`` against ``definitions``, as a worker
+    running them would, before anything is sent.
+
+    Raises:
+        WorkflowInputError: No definition is called ``workflow``, or ``payload`` fails the
+            payload model of its root node type.
+    """
+    known = {definition.name: definition for definition in definitions}
+    definition = known.get(workflow)
+    if definition is None:
+        raise WorkflowInputError(
+            f"unknown workflow {workflow!r} (known: {', '.join(sorted(known))})"
+        )
+    try:
+        definition.validate_payload(definition.root, payload)
+    except ValidationError as exc:
+        raise WorkflowInputError(
+            f"workflow {workflow!r}: the input does not fit root node type "
+            f"{definition.root!r}: {exc}"
+        ) from None
 
 
 class WorkflowClient:
@@ -115,26 +140,14 @@ class WorkflowClient:
     # -- runs ------------------------------------------------------------------------------
 
     def check(self, workflow: str, payload: dict[str, Any]) -> None:
-        """Check a start as the workers would, when the client knows the definitions.
+        """Check a start as the workers would, when the client knows the definitions
+        (:func:`check_start`).
 
         Raises:
             WorkflowInputError: An unknown workflow, or a payload that fails its model.
         """
-        if not self.workflows:
-            return
-        definition = self.workflows.get(workflow)
-        if definition is None:
-            raise WorkflowInputError(
-                f"{self.behaviour}: unknown workflow {workflow!r} "
-                f"(runs: {', '.join(sorted(self.workflows))})"
-            )
-        try:
-            definition.validate_payload(definition.root, payload)
-        except ValidationError as exc:
-            raise WorkflowInputError(
-                f"workflow {workflow!r}: the input does not fit root node type "
-                f"{definition.root!r}: {exc}"
-            ) from None
+        if self.workflows:
+            check_start(self.workflows.values(), workflow, payload)
 
     def start(
         self,
