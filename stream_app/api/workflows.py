@@ -341,6 +341,11 @@ class Workflow:
         declared = self._types.get(node_type)
         return self.retry if declared is None or declared.retry is None else declared.retry
 
+    def error_edge_of(self, node_type: str) -> str | None:
+        """The node type derived from a ``node_type`` node that exhausted its attempts."""
+        declared = self._types.get(node_type)
+        return None if declared is None else declared.error_edge
+
     def is_final(self, node_type: str) -> bool:
         """Whether ``node_type`` is declared final."""
         declared = self._types.get(node_type)
@@ -547,9 +552,13 @@ class RunState:
         try:
             data = workflow.validate_payload(workflow.root, payload)
         except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc']) or '(payload)'}: {error['msg']}"
+                for error in exc.errors()
+            )
             raise WorkflowInputError(
                 f"workflow {workflow.name!r}: the input does not fit root node type "
-                f"{workflow.root!r}: {exc}"
+                f"{workflow.root!r}: {problems}"
             ) from exc
         root = Node.create(workflow.name, run_id, workflow.root, data, at=at)
         record = RunRecord(
@@ -637,11 +646,26 @@ class _Writer:
     def step(self) -> Step:
         record = self.record
         if record.status is RunStatus.RUNNING and not record.in_flight:
-            record.status = RunStatus.SUCCEEDED
+            failures = self._unhandled_failures()
+            record.status = RunStatus.FAILED if failures else RunStatus.SUCCEEDED
+            record.message = "; ".join(failures) or None
             record.finished_at = iso_utc(self.at)
         if record.done:
             self.tasks, self.retries = [], []
         return Step(record, self.tasks, self.retries, record.done)
+
+    def _unhandled_failures(self) -> list[str]:
+        failed = [
+            node
+            for node in self.record.nodes.values()
+            if node.status is NodeStatus.FAILED and self.workflow.error_edge_of(node.name) is None
+        ]
+        failed.sort(key=lambda node: (len(node.trace), node.id))
+        return [
+            f"node {node.name!r} ({node.id}) failed after {node.attempts} attempt(s): "
+            f"{node.message}"
+            for node in failed
+        ]
 
     def processed(self, result: TaskResult) -> None:
         node = self.record.nodes[result.node_id]
@@ -680,18 +704,8 @@ class _Writer:
             update={"status": NodeStatus.FAILED, "attempts": result.attempt, "message": error}
         )
         self._store(failed)
-        error_edge = (
-            self.workflow.node_types[node.name].error_edge
-            if node.name in self.workflow.node_types
-            else None
-        )
+        error_edge = self.workflow.error_edge_of(node.name)
         if error_edge is None:
-            self.record.status = RunStatus.FAILED
-            self.record.message = (
-                f"node {node.name!r} ({node.id}) failed after {result.attempt} attempt(s): {error}"
-            )
-            self.record.finished_at = iso_utc(self.at)
-            self.record.in_flight = {}
             return
         payload = Failure(error=error, node=node.name, payload=node.payload).model_dump(mode="json")
         self._add(

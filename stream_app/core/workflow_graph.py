@@ -92,7 +92,7 @@ class Graph:
         """A Graphviz ``digraph``; vertices keep their keys as ids."""
         lines = [f"digraph {_quote(self.name)} {{", "  rankdir=TB;"]
         for node in self.nodes:
-            label = node.label if node.kind == "type" else f"{node.label}\\n{node.kind}"
+            label = node.label if node.kind == "type" else f"{node.label}\n{node.kind}"
             shape = _DOT_SHAPES.get(node.kind, "box")
             lines.append(f"  {_quote(node.key)} [label={_quote(label)}, shape={shape}];")
         for edge in self.edges:
@@ -110,10 +110,11 @@ def run_graph(record: RunRecord) -> Graph:
     ordered = sorted(record.nodes.values(), key=lambda node: (len(node.trace), node.id))
     nodes = [GraphNode(node.id, _run_label(node), node.status.value) for node in ordered]
     edges: list[GraphEdge] = []
+    joins = {group.joined for group in record.groups.values() if group.joined is not None}
     for node in ordered:
         if node.predecessor_id is None or node.predecessor_id not in record.nodes:
             continue
-        if node.joins:
+        if node.id in joins:
             edges.extend(
                 GraphEdge(end, node.id, "join", "join") for end in _join_sources(record, node)
             )
@@ -141,4 +142,6 @@ def _join_sources(record: RunRecord, join: Node) -> list[str]:
 
 
 def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', "'") + '"'
+    """``text`` as a double-quoted Mermaid or DOT string (line breaks as DOT's ``\\n``)."""
+    escaped = text.replace("\\", "\\\\").replace('"', "'").replace("\n", "\\n")
+    return f'"{escaped}"'

@@ -1,0 +1,93 @@
+"""Nodes, tasks and results: deterministic ids and times, derive, serialization."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from pydantic import ValidationError
+
+from stream_app.core.workflows import Node, NodeStatus, Task, iso_utc
+
+AT = datetime(2026, 3, 4, 5, 6, 7, 890_000, tzinfo=UTC)
+
+
+def root(run_id: str = "run-1") -> Node:
+    return Node.create("wf", run_id, "stage1", {"input": 3}, at=AT)
+
+
+def test_the_root_id_comes_from_the_run_id_alone() -> None:
+    assert root().id == root().id
+    assert root("run-2").id != root().id
+    assert Node.create("wf", "run-1", "other", {}, at=AT + timedelta(days=1)).id == root().id
+
+
+def test_a_successor_id_comes_from_run_predecessor_action_and_index() -> None:
+    node = root()
+    first = node.derive("stage2", index=0, action="go", at=AT)
+    assert node.derive("stage2", index=0, action="go", at=AT + timedelta(hours=1)).id == first.id
+    assert node.derive("stage2", index=1, action="go", at=AT).id != first.id
+    assert node.derive("stage2", index=0, action="other", at=AT).id != first.id
+    assert root("run-2").derive("stage2", index=0, action="go", at=AT).id != first.id
+
+
+def test_derive_infers_the_shared_attributes() -> None:
+    node = root().model_copy(update={"fork": "f1", "status": NodeStatus.PROCESSED})
+    later = AT + timedelta(seconds=5)
+    successor = node.derive("stage2", index=0, action="go", at=later, payload={"a": 1})
+
+    assert (successor.workflow, successor.run_id) == ("wf", "run-1")
+    assert successor.predecessor_id == node.id
+    assert successor.trace == (node.id,)
+    assert successor.fork == "f1"
+    assert successor.status is NodeStatus.PENDING
+    assert successor.created_at == iso_utc(later)
+    assert successor.payload == {"a": 1}
+    assert successor.derive("x", index=0, action="go", at=AT).trace == (node.id, successor.id)
+
+
+def test_derive_copies_the_payload_when_none_is_given_and_takes_overrides() -> None:
+    node = root()
+    successor = node.derive("stage2", index=0, action="go", at=AT, fork=None, joins=("t",))
+    assert successor.payload == {"input": 3}
+    assert successor.payload is not node.payload
+    assert successor.joins == ("t",)
+
+
+@pytest.mark.parametrize("attribute", ["id", "run_id", "trace", "predecessor_id", "created_at"])
+def test_derive_refuses_to_override_an_inferred_attribute(attribute: str) -> None:
+    with pytest.raises(ValueError, match=attribute):
+        root().derive("stage2", index=0, action="go", at=AT, **{attribute: "x"})
+
+
+def test_a_node_is_immutable() -> None:
+    with pytest.raises(ValidationError):
+        root().name = "other"  # type: ignore[misc]
+
+
+def test_serialize_and_deserialize_round_trip() -> None:
+    node = root().derive("stage2", index=2, action="go", at=AT, payload={"a": [1, {"b": None}]})
+    data = node.serialize()
+    assert isinstance(data, bytes)
+    assert Node.deserialize(data) == node
+    assert Node.deserialize(data.decode()) == node
+
+
+def test_created_at_is_utc_iso_8601_whatever_the_zone_given() -> None:
+    paris = datetime(2026, 3, 4, 6, 6, 7, 890_000, tzinfo=timezone(timedelta(hours=1)))
+    node = Node.create("wf", "run-1", "stage1", {}, at=paris)
+    assert node.created_at == "2026-03-04T05:06:07.890+00:00"
+    assert datetime.fromisoformat(node.created_at) == paris
+
+
+def test_a_naive_time_is_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        Node.create("wf", "run-1", "stage1", {}, at=datetime(2026, 1, 1))
+
+
+def test_a_task_key_names_run_node_and_attempt() -> None:
+    node = root()
+    task = Task(workflow="wf", run_id="run-1", node=node, attempt=2)
+    assert task.key == f"run-1/{node.id}/2"
+    with pytest.raises(ValidationError):
+        Task(workflow="wf", run_id="run-1", node=node, attempt=0)
