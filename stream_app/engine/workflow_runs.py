@@ -48,7 +48,7 @@ from stream_app.core.cell import CellState
 from stream_app.core.envelope import envelope_bytes
 from stream_app.core.retry import RetryPolicy
 from stream_app.core.workflow_messages import CancelRun, RunEnded, StartRun
-from stream_app.core.workflows import RunRecord, Task, TaskResult
+from stream_app.core.workflows import RunRecord, RunStatus, Task, TaskResult, iso_utc
 from stream_app.engine.reactor import ReactorRecord
 from stream_app.errors import (
     ConfigError,
@@ -59,12 +59,22 @@ from stream_app.errors import (
     WorkflowInputError,
 )
 
-__all__ = ["RETRY_TIMER_PREFIX", "ResultSender", "TaskRunner", "WorkflowBehaviour"]
+__all__ = [
+    "MAX_RUN_BYTES",
+    "RETRY_TIMER_PREFIX",
+    "ResultSender",
+    "TaskRunner",
+    "WorkflowBehaviour",
+]
 
 logger = logging.getLogger(__name__)
 
 #: A node waiting for its next attempt has the timer ``retry:<node id>`` on its run's cell.
 RETRY_TIMER_PREFIX = "retry:"
+
+#: The default :attr:`WorkflowBehaviour.max_run_bytes`: under the 1 MiB a Kafka record may have
+#: by default (``max.message.bytes``), with room for the cell record around the run's record.
+MAX_RUN_BYTES = 900_000
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -82,6 +92,10 @@ class WorkflowBehaviour(Behaviour[RunRecord]):
         retry: As for :class:`~stream_app.api.behaviour.Behaviour`: how a failing *engine*
             callback is retried before the run's cell is parked. Actions never fail the cell;
             their retries are the node types' own (:class:`~stream_app.api.workflows.Workflow`).
+        max_run_bytes: The largest run record (JSON) a run may keep. A step that would grow it
+            beyond fails the run instead, keeping the record as it was before the step (a
+            record Kafka refuses would stop the worker at every restart); a start whose first
+            record is already too large is dead-lettered (``workflow-input``).
 
     Raises:
         WorkflowDefinitionError: A workflow does not validate.
@@ -97,6 +111,7 @@ class WorkflowBehaviour(Behaviour[RunRecord]):
         *,
         workflows: Sequence[Workflow],
         retry: RetryPolicy | None = None,
+        max_run_bytes: int = MAX_RUN_BYTES,
     ) -> None:
         super().__init__(
             name,
@@ -110,6 +125,7 @@ class WorkflowBehaviour(Behaviour[RunRecord]):
                 raise ValueError(f"behaviour {name!r}: two workflows named {workflow.name!r}")
             workflow.validate()
             self.workflows[workflow.name] = workflow
+        self.max_run_bytes = max_run_bytes
         self._tasks_topic: str | None = None
         self._done_topic: str | None = None
 
@@ -235,9 +251,29 @@ class WorkflowBehaviour(Behaviour[RunRecord]):
     ) -> None:
         """Keep ``record`` and ask for its work, in this commit.
 
-        1. Tasks to run now go to the work topic; each retry becomes the node's timer.
-        2. A run that has just ended loses its retry timers and is announced on the done topic.
+        1. A record over :attr:`max_run_bytes` is not kept: the run fails with the record it
+           had before (a start that big is rejected).
+        2. Tasks to run now go to the work topic; each retry becomes the node's timer.
+        3. A run that has just ended loses its retry timers and is announced on the done topic.
         """
+        size = len(record.model_dump_json())
+        if size > self.max_run_bytes:
+            why = (
+                f"the run's record would grow to {size} bytes, over the {self.max_run_bytes} "
+                "a run may keep (max_run_bytes)"
+            )
+            if before is None:
+                raise RunInputError(f"{self.name}/{state.cell_id}: {why}")
+            logger.error("%s/%s: failing the run: %s", self.name, state.cell_id, why)
+            record = before.model_copy(
+                update={
+                    "status": RunStatus.FAILED,
+                    "message": why,
+                    "in_flight": {},
+                    "finished_at": iso_utc(state.now),
+                }
+            )
+            tasks, retries = [], []
         for task in tasks:
             self._publish_task(state, task)
         for task, delay in retries:

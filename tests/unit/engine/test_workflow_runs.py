@@ -372,3 +372,24 @@ def test_an_unbound_behaviour_says_how_to_register_it() -> None:
 def test_two_workflows_with_one_name_are_refused() -> None:
     with pytest.raises(ValueError, match="two workflows named 'linear'"):
         WorkflowBehaviour("runs", workflows=[linear(), linear()])
+
+
+def test_a_run_whose_record_would_outgrow_the_limit_fails_with_the_record_it_had() -> None:
+    cluster = Cluster(linear())
+    small = len(
+        LocalEngine(linear()).run({"n": 1}, run_id="r9").model_dump_json()
+    )  # the whole run's record
+    cluster.behaviour.max_run_bytes = small - 200
+    cluster.start("r9", "linear", {"n": 1})
+    cluster.work()
+    record = cluster.record("r9")
+    assert record.status is RunStatus.FAILED
+    assert "over the" in (record.message or "") and "max_run_bytes" in (record.message or "")
+    assert len(record.model_dump_json()) <= cluster.behaviour.max_run_bytes
+    assert record.finals() == []
+    [ended] = cluster.ended()
+    assert ended.status is RunStatus.FAILED
+    cluster.behaviour.max_run_bytes = 10
+    cluster.start("r10", "linear", {"n": 1})
+    assert cluster.letters()[-1][0] == "workflow-input"
+    assert cluster.harness.data("r10") is None
