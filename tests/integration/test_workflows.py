@@ -8,6 +8,7 @@ in the middle of a run.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -21,9 +22,11 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 
 from stream_app import (
+    AsyncWorkflowClient,
     CellClient,
     DeadLetter,
     LocalEngine,
+    Node,
     NodeStatus,
     RunEnded,
     RunFailedError,
@@ -34,8 +37,14 @@ from stream_app import (
 )
 from stream_app.cli.main import cli
 from stream_app.core.partitioner import partition_for
-from stream_app.core.workflows import Task
-from stream_app.testing import WorkerProcess, read_topic, settings_from_env, wait_for
+from stream_app.core.workflows import TaskResult
+from stream_app.testing import (
+    WorkerProcess,
+    committed_to_end,
+    read_topic,
+    settings_from_env,
+    wait_for,
+)
 from stream_app.testing.dev_broker import find_free_port
 from stream_app.testing.workflows import Shape, build_workflow, run_outcome, trace_problems
 from tests.apps import workflow_definitions as defs
@@ -121,7 +130,12 @@ def test_linear_and_fork_join_runs_their_trace_graph_and_console(probe: Probe) -
     with probe.client() as client:
         [c] = client.run("chain", {"n": 4}, run_id="chain-1", timeout=60)
         assert (c.name, c.payload, c.status) == ("c", {"n": 50}, NodeStatus.FINAL)
-        [total] = client.run("fan", {"width": 4}, run_id="fan-1", timeout=60)
+
+    async def fan_out() -> list[Node]:
+        async with AsyncWorkflowClient("probe", probe.settings) as client:
+            return await client.run("fan", {"width": 4}, run_id="fan-1", timeout=60)
+
+    [total] = asyncio.run(fan_out())
     assert total.payload == {"n": 0 + 1 + 2 + 3}
     chain_run = probe.record("chain-1")
     assert [chain_run.nodes[i].name for i in c.trace] == ["a", "b"]
@@ -146,7 +160,8 @@ def test_linear_and_fork_join_runs_their_trace_graph_and_console(probe: Probe) -
     assert [line.lstrip("│├└─ ").split("  ")[0] for line in traced[1:]][:2] == ["start", "part"]
     assert sum("joins=4" in line for line in traced) == 1
     drawn = console("graph", "probe", "--run", "chain-1", "--url", url)
-    assert drawn.startswith("flowchart") and all(node_id in drawn for node_id in chain_run.nodes)
+    assert drawn.startswith("flowchart")
+    assert all(f"{node.name} {node.id[:8]}" in drawn for node in chain_run.nodes.values())
     listed = console("list", "probe", "--url", url)
     assert "chain-1  chain  succeeded  nodes=3" in listed
     ran = console("run", "probe", "chain", "--payload", '{"n": 1}', "--app", DEFINITIONS)
@@ -156,10 +171,10 @@ def test_linear_and_fork_join_runs_their_trace_graph_and_console(probe: Probe) -
 
 
 def test_results_delivered_twice_fire_the_join_once_and_add_no_node(probe: Probe) -> None:
-    """Every part's result reaches the run three times: twice by hand (computed here, before
-    the slow worker is done) and once from the worker."""
+    """Every part's result reaches the run three times: twice by hand (built here, before the
+    slow worker is done with its first part) and once from the worker."""
     with probe.client() as client:
-        client.start("fan", {"width": 3, "delay_s": 1.0}, run_id="dup-1")
+        client.start("fan", {"width": 3, "delay_s": 2.0}, run_id="dup-1")
     parts = probe.wait_record(
         "dup-1",
         lambda r: sum(n.name == "part" for n in r.nodes.values()) == 3,
@@ -167,18 +182,27 @@ def test_results_delivered_twice_fire_the_join_once_and_add_no_node(probe: Probe
     )
     cells = CellClient(probe.settings)
     for node in (n for n in parts.nodes.values() if n.name == "part"):
-        task = Task(workflow="fan", run_id="dup-1", node=node, attempt=1)
-        result = defs.fan.execute(task, at=datetime.fromisoformat(node.created_at))
+        # What the worker's execution derives: the same id, from the run and the edge.
+        successor = node.derive(
+            "part_done", index=0, action="work_on_part", at=datetime.fromisoformat(node.created_at)
+        )
+        result = TaskResult(
+            run_id="dup-1", node_id=node.id, attempt=1, ok=True, successors=(successor,)
+        )
         for _ in range(2):
             cells.send("probe", "dup-1", "result", result)
     cells.flush()
     done = probe.wait_record("dup-1", lambda r: r.done, "the run ended")
     assert done.status is RunStatus.SUCCEEDED
+    tasks_topic = probe.settings.tasks_topic("probe")
     wait_for(
-        lambda: len(probe.executions("dup-1")),
-        lambda n: n == 3,
-        timeout=30,
-        what="the worker's own three executions, whose results come last",
+        lambda: (
+            len(probe.executions("dup-1")),
+            committed_to_end(probe.bootstrap, probe.settings.app_id, tasks_topic),
+        ),
+        lambda seen: seen == (3, True),
+        timeout=60,
+        what="the worker's own three tasks done (results sent, offsets committed)",
     )
     # A barrier: a run on the same partition, started after the worker's results were sent.
     later = same_partition_run("dup-1", probe.settings.partitions)
