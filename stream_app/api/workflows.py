@@ -26,7 +26,8 @@ The rest of the DSL:
   capped backoff (the workflow's ``retry`` when left out); ``error_edge="handler"``: when the
   attempts are exhausted the node is stored ``failed`` and a ``handler`` node is derived from it
   with a :class:`Failure` payload, so error handling is part of the workflow. Without an error
-  edge the run fails.
+  edge the run fails, once the work already under way (other forks) has finished: a run ends
+  the same way whichever engine runs it and in whatever order its tasks finish.
 
 :meth:`Workflow.validate` refuses a definition that cannot run (unknown or unreachable node
 types, a join on forks no action opens, an action on a final type, a type with no way on) with
@@ -50,6 +51,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import to_jsonable_python
 
 from stream_app.core.retry import RetryPolicy
 from stream_app.core.workflow_graph import Graph, GraphEdge, GraphNode
@@ -176,13 +178,18 @@ class EdgeContext:
         self._derived: list[Node] = []
 
     def derive(
-        self, name: str, *, payload: dict[str, Any] | BaseModel | None = None, **overrides: Any
+        self,
+        name: str,
+        *,
+        payload: dict[str, Any] | BaseModel | None = None,
+        message: str | None = None,
     ) -> Node:
         """Derive a successor of type ``name`` (one of the action's ``to`` types).
 
         ``payload`` (a dict or a model; left out: the node's payload) is validated against the
-        type's payload model; ``overrides`` are :meth:`Node.derive`'s. The successor's id comes
-        from the run, the node, the action and how many nodes the action derived before it.
+        type's payload model; ``message`` is a note kept on the successor. The successor's id
+        comes from the run, the node, the action and how many nodes the action derived before
+        it; its fork, status and attempts are the state machine's.
 
         Raises:
             ValueError: ``name`` is not one of the action's successor types.
@@ -203,7 +210,7 @@ class EdgeContext:
             action=self._action.name,
             at=self.now,
             payload=data,
-            **overrides,
+            message=message,
         )
         if self._action.fork:
             successor = successor.model_copy(update={"fork": successor.id})
@@ -354,13 +361,19 @@ class Workflow:
     def validate_payload(self, node_type: str, payload: dict[str, Any]) -> dict[str, Any]:
         """``payload`` checked against the payload model of ``node_type``, as JSON data.
 
+        A type without a model takes any JSON object; its payload is turned into JSON data too
+        (tuples into lists, times into strings), so a node is the same in one process as after
+        a trip through Kafka.
+
         Raises:
             KeyError: ``node_type`` is not declared.
             pydantic.ValidationError: The payload fails the model.
+            pydantic_core.PydanticSerializationError: The payload cannot be JSON.
         """
         model = self._types[node_type].payload
         if model is None:
-            return dict(payload)
+            data: dict[str, Any] = to_jsonable_python(payload)
+            return data
         return model.model_validate(payload).model_dump(mode="json")
 
     # -- execution --------------------------------------------------------------------------
@@ -573,14 +586,28 @@ class RunState:
 
     @staticmethod
     def apply(workflow: Workflow, record: RunRecord, result: TaskResult, *, at: datetime) -> Step:
-        """Apply the result of one attempt; see the module docstring for what follows.
+        """Apply the result of one attempt at a node, as the run's single writer.
 
-        A result for a run that has ended, or for a (node, attempt) no longer awaited, is
-        ignored: the record is returned as it is, with no tasks.
+        1. A result for a run that has ended, or for a (node, attempt) no longer awaited (a
+           duplicate, or a stale attempt), is ignored: the record is returned as it is.
+        2. ``ok``: the node is stored ``processed`` (``final`` if its type is final), its
+           successors ``pending``, each with a task; successors on new forks open a fork
+           group; a fork left without work completes, and a group whose forks all completed
+           creates its join node (with its task), exactly once.
+        3. Not ``ok`` with attempts left: the node keeps its last error and a retry task is
+           returned with its pause (the node type's policy; the jitter is drawn from the
+           task's key, so a replay waits as long).
+        4. Not ``ok`` and no attempts left: the node is stored ``failed``; its type's error
+           edge derives a :class:`Failure` node (with its task) in its place.
+        5. No work left in flight: the run ends, ``failed`` if a node failed without an error
+           edge (``message`` lists them), ``succeeded`` otherwise.
         """
         if record.done or record.in_flight.get(result.node_id) != result.attempt:
             return Step(record, done=record.done)
         writer = _Writer(workflow, record, at)
+        refused = _refused_successors(record, result)
+        if refused:
+            result = result.model_copy(update={"ok": False, "successors": (), "error": refused})
         if result.ok:
             writer.processed(result)
         else:
@@ -625,7 +652,9 @@ class _Writer:
        fork *before* the group's 1 is taken off, so the opener's fork cannot complete early.
 
     Each result is applied once (``in_flight``), so each count falls to 0 once and each join
-    is created once, whatever the order of the results.
+    is created once, whatever the order of the results. Join and error-edge nodes are derived
+    as actions ``:join`` and ``:error``, names no user action can have, so their ids cannot
+    meet the id of a node an action derived.
     """
 
     def __init__(self, workflow: Workflow, record: RunRecord, at: datetime) -> None:
@@ -712,12 +741,9 @@ class _Writer:
             failed.derive(
                 error_edge,
                 index=0,
-                action="error",
+                action=":error",
                 at=self.at,
                 payload=payload,
-                status=NodeStatus.PENDING,
-                message=None,
-                attempts=0,
             )
         )
         self._add_work(node.fork, -1)
@@ -743,14 +769,11 @@ class _Writer:
             joined = forker.derive(
                 target,
                 index=0,
-                action="join",
+                action=":join",
                 at=self.at,
                 payload=payload,
                 fork=forker.fork,
                 joins=tuple(group.tokens),
-                status=NodeStatus.PENDING,
-                message=None,
-                attempts=0,
             )
             trace = (*joined.trace, *(n.id for branch in branches for n in branch))
             joined = joined.model_copy(update={"trace": trace})
@@ -782,6 +805,28 @@ class _Writer:
         return Task(
             workflow=self.workflow.name, run_id=self.record.run_id, node=node, attempt=attempt
         )
+
+
+def _refused_successors(record: RunRecord, result: TaskResult) -> str | None:
+    """Why the successors of ``result`` cannot be stored (``None`` if they can).
+
+    They come from a worker (and, on Kafka, from a topic anyone may write to): a successor
+    must be of this run, derived from the node, on its fork or on a fork of its own. A result
+    that breaks this counts as a failed attempt rather than breaking the run's bookkeeping.
+    """
+    node = record.nodes[result.node_id]
+    for successor in result.successors:
+        if (
+            successor.run_id != record.run_id
+            or successor.workflow != record.workflow
+            or successor.predecessor_id != node.id
+            or successor.fork not in (node.fork, successor.id)
+        ):
+            return (
+                f"refused successor {successor.id} ({successor.name!r}): not derived from "
+                f"node {node.id} of run {record.run_id} on its fork or a new one"
+            )
+    return None
 
 
 def _ends(branch: list[Node]) -> list[Node]:

@@ -25,7 +25,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    field_serializer,
+    field_validator,
+)
 
 __all__ = [
     "MAIN_LINE",
@@ -46,6 +53,8 @@ MAIN_LINE = ""
 #: Attributes of a successor an action may set through ``derive``'s ``overrides``; the others
 #: (workflow, run, predecessor, trace, id, created_at) are inferred and cannot be overridden.
 _OVERRIDABLE = frozenset({"fork", "joins", "status", "message", "attempts"})
+#: What a stored run leaves out of a node whose trace it can rebuild.
+_TRACE = {"trace"}
 
 
 def edge_id(*parts: str) -> str:
@@ -275,7 +284,10 @@ class RunRecord(BaseModel):
     """Everything the run's single writer keeps: its node store and bookkeeping.
 
     Only :class:`~stream_app.api.workflows.RunState` changes a record, and it returns a new one
-    instead of changing the one it is given.
+    instead of changing the one it is given. Serialized, a record leaves out the traces it can
+    rebuild from the predecessor's (all but the join nodes'), so that it grows with its nodes
+    and not with their square; ``model_dump_json(context={"full_traces": True})`` writes every
+    trace out, and reading either form gives the same record.
 
     Attributes:
         workflow: The workflow's name.
@@ -306,6 +318,60 @@ class RunRecord(BaseModel):
     forks_completed: list[str] = Field(default_factory=list)
     started_at: str
     finished_at: str | None = None
+
+    @field_serializer("nodes")
+    def _compact_traces(self, nodes: dict[str, Node], info: SerializationInfo) -> dict[str, Any]:
+        """Leave out every trace that is its predecessor's trace and its predecessor.
+
+        A trace holds every ancestor, so a run of ``n`` nodes in a row holds ``n**2 / 2`` ids in
+        its traces; stored in full, a record of a few hundred nodes would outgrow a Kafka
+        record. Only the join nodes' traces say something their predecessor's does not; the
+        others are rebuilt when the record is read (:meth:`_rebuild_traces`). For a reader
+        who wants every trace written out, dump with ``context={"full_traces": True}``.
+        """
+        mode = "json" if info.mode_is_json() else "python"
+        full = isinstance(info.context, dict) and bool(info.context.get("full_traces"))
+        data: dict[str, Any] = {}
+        for node_id, node in nodes.items():
+            predecessor = nodes.get(node.predecessor_id or "")
+            inferable = not full and (
+                not node.trace
+                if predecessor is None
+                else node.trace[-1:] == (predecessor.id,) and node.trace[:-1] == predecessor.trace
+            )
+            data[node_id] = node.model_dump(mode=mode, exclude=_TRACE if inferable else None)
+        return data
+
+    @field_validator("nodes", mode="before")
+    @classmethod
+    def _rebuild_traces(cls, value: Any) -> Any:
+        """Put back the traces :meth:`_compact_traces` left out, ancestors first.
+
+        Each node is validated without its trace, and the trace is then built from its
+        predecessor's (a tuple in C, not ``n`` strings validated one by one).
+        """
+        if not isinstance(value, dict) or all(
+            not isinstance(node, dict) or "trace" in node for node in value.values()
+        ):
+            return value
+        built: dict[str, Node] = {}
+        waiting: dict[str, Node] = {}
+        for node_id, raw in value.items():
+            if isinstance(raw, dict) and "trace" not in raw:
+                waiting[node_id] = Node.model_validate(raw)
+            else:
+                built[node_id] = raw if isinstance(raw, Node) else Node.model_validate(raw)
+        for node_id in list(waiting):
+            chain: list[Node] = []
+            current = waiting.pop(node_id, None)
+            while current is not None:
+                chain.append(current)
+                current = waiting.pop(current.predecessor_id or "", None)
+            for node in reversed(chain):
+                predecessor = built.get(node.predecessor_id or "")
+                trace = () if predecessor is None else (*predecessor.trace, predecessor.id)
+                built[node.id] = node.model_copy(update={"trace": trace})
+        return {node_id: built[node_id] for node_id in value}
 
     @property
     def done(self) -> bool:

@@ -46,6 +46,7 @@ __all__ = [
     "Fetched",
     "Input",
     "Output",
+    "Source",
     "Summary",
     "Topic",
     "WithA",

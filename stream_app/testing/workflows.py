@@ -305,9 +305,7 @@ def trace_problems(record: RunRecord, workflow: Workflow) -> list[str]:
             if set(trace[len(head) :]) != joined:
                 problems.append(f"{node.id}: the join does not trace exactly its forks' nodes")
     for group in record.groups.values():
-        joins = [
-            n for n in nodes.values() if n.id in join_ids and n.predecessor_id == group.forker
-        ]
+        joins = [n for n in nodes.values() if n.id in join_ids and n.predecessor_id == group.forker]
         if group.joined is not None and [n.id for n in joins] != [group.joined]:
             problems.append(f"group of {group.forker}: joins {[n.id for n in joins]}")
         declared = workflow.join_of(nodes[group.forker].name) is not None

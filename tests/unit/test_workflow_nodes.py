@@ -1,13 +1,17 @@
-"""Nodes, tasks and results: deterministic ids and times, derive, serialization."""
+"""Nodes, tasks and records: deterministic ids and times, derive, serialization."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from pydantic import ValidationError
 
-from stream_app.core.workflows import Node, NodeStatus, Task, iso_utc
+from stream_app.api.workflows import EdgeContext, Workflow
+from stream_app.core.workflows import Node, NodeStatus, RunRecord, Task, iso_utc
+from stream_app.engine.workflows import LocalEngine
+from stream_app.examples.workflows import sources
 
 AT = datetime(2026, 3, 4, 5, 6, 7, 890_000, tzinfo=UTC)
 
@@ -91,3 +95,36 @@ def test_a_task_key_names_run_node_and_attempt() -> None:
     assert task.key == f"run-1/{node.id}/2"
     with pytest.raises(ValidationError):
         Task(workflow="wf", run_id="run-1", node=node, attempt=0)
+
+
+def test_a_stored_run_leaves_out_the_traces_it_can_rebuild() -> None:
+    wf = Workflow("long", root="step")
+    wf.node("step")
+    wf.node("done", final=True)
+
+    @wf.action("step", to=["step", "done"])
+    def next_step(node: Node, ctx: EdgeContext) -> None:
+        ctx.derive(
+            "step" if node.payload["n"] < 299 else "done", payload={"n": node.payload["n"] + 1}
+        )
+
+    record = LocalEngine(wf.validate()).run({"n": 0}, run_id="run-1")
+    data = record.model_dump_json()
+
+    assert len(record.nodes) == 301
+    assert data.count('"trace"') == 0
+    assert len(data) < 400 * len(record.nodes)
+    assert RunRecord.model_validate_json(data) == record
+    (done,) = record.finals()
+    assert len(done.trace) == 300
+    full = record.model_dump_json(context={"full_traces": True})
+    assert full.count('"trace"') == 301
+    assert RunRecord.model_validate_json(full) == record
+
+
+def test_a_stored_run_keeps_the_traces_of_its_join_nodes() -> None:
+    record = LocalEngine(sources).run({"topic": "t"}, run_id="run-1")
+    data = json.loads(record.model_dump_json())
+    traced = [node["name"] for node in data["nodes"].values() if "trace" in node]
+    assert traced == ["gathered"]
+    assert RunRecord.model_validate(data) == record

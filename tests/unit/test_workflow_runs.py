@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import BaseModel
 
-from stream_app.api.workflows import EdgeContext, Failure, RunState, Step, Workflow
+from stream_app.api.workflows import EdgeContext, Failure, Joined, RunState, Step, Workflow
 from stream_app.core.retry import Exhausted, RetryPolicy
 from stream_app.core.workflows import Node, NodeStatus, RunRecord, RunStatus, Task, TaskResult
 from stream_app.engine.workflows import LocalEngine
@@ -432,3 +432,56 @@ def test_definition_mistakes_are_refused_where_they_are_made() -> None:
 def test_the_examples_are_valid() -> None:
     assert generic.validate() is generic
     assert sources.validate() is sources
+
+
+def test_payloads_without_a_model_are_stored_as_json_data() -> None:
+    wf = Workflow("loose", root="n")
+    wf.node("n")
+    wf.node("out", final=True)
+
+    @wf.action("n", to=["out"])
+    def act(node: Node, ctx: EdgeContext) -> None:
+        ctx.derive("out", payload={"pair": (1, 2), "at": AT})
+
+    record = LocalEngine(wf.validate()).run({"tags": ("a",)}, run_id="run-1")
+    (out,) = record.finals()
+    assert out.payload == {"pair": [1, 2], "at": "2026-01-01T00:00:00Z"}
+    assert record.nodes[out.predecessor_id or ""].payload == {"tags": ["a"]}
+
+
+def test_a_result_with_a_successor_not_derived_from_its_node_counts_as_a_failure() -> None:
+    wf = flaky_workflow(failures=0, attempts=2, error_edge=False)
+    first = start(wf, {"v": 0})
+    good = wf.execute(first.tasks[0], at=AT)
+    (successor,) = good.successors
+    for forged in (
+        successor.model_copy(update={"fork": "elsewhere"}),
+        successor.model_copy(update={"predecessor_id": "other"}),
+        successor.model_copy(update={"run_id": "run-2"}),
+    ):
+        step = apply(wf, first.record, good.model_copy(update={"successors": (forged,)}))
+        (node,) = step.record.nodes.values()
+        assert node.message is not None and node.message.startswith("refused successor")
+        assert step.tasks == [] and len(step.retries) == 1
+
+
+def test_an_action_named_join_or_error_cannot_take_the_id_of_a_join_or_error_node() -> None:
+    wf = Workflow("names", root="open", retry=RetryPolicy(attempts=1))
+    wf.node("open", payload=Value)
+    wf.node("work", payload=Value, error_edge="done")
+    wf.node("gathered", payload=Joined, final=True)
+    wf.node("done", payload=Failure, final=True)
+    wf.join("gathered", forks_of="open")
+
+    @wf.action("open", to=["work"], fork=True, name="join")
+    def fan(node: Node, ctx: EdgeContext) -> None:
+        ctx.derive("work", payload={"v": 1})
+
+    @wf.action("work", to=["done"], name="error")
+    def fail(node: Node, ctx: EdgeContext) -> None:
+        raise RuntimeError("always")
+
+    record = LocalEngine(wf.validate()).run({"v": 0}, run_id="run-1")
+    assert record.status is RunStatus.SUCCEEDED
+    assert sorted(n.name for n in record.finals()) == ["done", "gathered"]
+    assert len(record.nodes) == 4
