@@ -307,8 +307,13 @@ def test_two_workers_share_a_runs_tasks_and_a_sigkill_loses_nothing(
     (tmp_path / "shapes").mkdir()
     env = probe_env(bootstrap, tmp_path)
     settings_ = settings_from_env(env)
-    first = start_worker(MODULE, env, name="first")
-    second = start_worker(MODULE, env, name="second")
+    # Each worker keeps its tables in a folder of its own (RocksDB locks them).
+    first = start_worker(
+        MODULE, {**env, "STREAM_APP_DATA_DIR": str(tmp_path / "first")}, name="first"
+    )
+    second = start_worker(
+        MODULE, {**env, "STREAM_APP_DATA_DIR": str(tmp_path / "second")}, name="second"
+    )
     workers = {first.pid: first, second.pid: second}
     outbox = tmp_path / "outbox.jsonl"
 
