@@ -162,9 +162,10 @@ def fan_seconds(
         started = []
         for index in range(workers):
             extra, log = options.files(f"{settings.app_id}-{index}", workdir)
-            started.append(
-                stack.enter_context(running_worker(MODULE, {**worker_env(settings), **extra}, log))
-            )
+            # Each worker keeps its tables in a folder of its own (RocksDB locks them).
+            own = {"STREAM_APP_DATA_DIR": str(workdir / f"data-{settings.app_id}-{index}")}
+            env = {**worker_env(settings), **own, **extra}
+            started.append(stack.enter_context(running_worker(MODULE, env, log)))
         wait_for(
             lambda: [len(owned(w)) for w in started],
             lambda counts: all(counts) and sum(counts) == PARTITIONS,
