@@ -200,8 +200,9 @@ class Runtime:
         Its runs are its cells. Its work topic ``<app_id>.<name>.tasks`` and the topic of
         ended runs ``<app_id>.<name>.done`` are created with the app's other topics; every
         worker runs its share of the tasks (a reactor handler of the work topic) and sends
-        each result back to its run, acknowledged; the run views are installed
-        (``/stream-app/workflows/<name>/...``). See :mod:`stream_app.engine.workflow_runs`.
+        each result back to its run before the task's offset is committed; the run views are
+        installed (``/stream-app/workflows/<name>/...``). See
+        :mod:`stream_app.engine.workflow_runs`.
         """
         name = behaviour.name
         behaviour.bind(
@@ -216,13 +217,17 @@ class Runtime:
         input_topic = self.settings.input_topic(name)
 
         async def send_result(run_id: str, envelope: bytes) -> None:
+            # Not awaited to the broker's acknowledgement: the task's offset is committed
+            # after the producer is flushed (as for every reactor handler's output), and the
+            # worker takes its next task meanwhile.
             key = run_id.encode()
             partition = partition_for(key, self.settings.partitions)
-            await self.produce(input_topic, key, envelope, partition, acknowledged=True)
+            await self.produce(input_topic, key, envelope, partition)
 
-        self.handler(behaviour.tasks_topic, name=f"workflow-tasks:{name}")(
-            TaskRunner(behaviour, send_result)
+        runner = TaskRunner(
+            behaviour, send_result, max_result_bytes=self.settings.max_message_bytes
         )
+        self.handler(behaviour.tasks_topic, name=f"workflow-tasks:{name}")(runner)
         install_workflow_views(self.app, self.engines[name], self.cell_tables[name].cells.table)
         return behaviour
 

@@ -17,9 +17,9 @@ The protocol of a run, with ``B`` the behaviour and ``A`` the app id:
 2. Every worker reads its share of ``A.B.tasks`` (a reactor handler, :class:`TaskRunner`), runs
    :meth:`Workflow.execute` on the task in a thread, with the task record's timestamp as the
    edge's time, and sends the :class:`~stream_app.core.workflows.TaskResult` back to the run's
-   cell as a ``result`` message, acknowledged by the broker before the task's offset can be
-   committed. A crash in between runs the task again: at least once, and the same successors
-   (their ids and times come from the run and the task record).
+   cell as a ``result`` message; the task's offset is committed only once that record is
+   flushed to Kafka. A crash in between runs the task again: at least once, and the same
+   successors (their ids and times come from the run and the task record).
 3. The cell applies each result with :meth:`RunState.apply`, which ignores a result already
    applied (a task run twice, a duplicate record), fires a join once, and asks for the next
    tasks (published as in step 1) and for retries after a delay: a retry is a durable timer on
@@ -78,7 +78,7 @@ MAX_RUN_BYTES = 900_000
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-#: Sends a task's result to its run: ``(run_id, envelope) -> None`` once Kafka acknowledged it.
+#: Sends a task's result to its run: ``(run_id, envelope)``, handed to the worker's producer.
 ResultSender = Callable[[str, bytes], Awaitable[None]]
 
 
@@ -298,18 +298,28 @@ class TaskRunner:
     """The worker side of the queue: runs each task of a workflow behaviour's work topic.
 
     A reactor handler (:mod:`stream_app.engine.reactor`) of ``<app_id>.<name>.tasks``, so it
-    inherits its guarantees: one task at a time per worker, the offset committed only after
-    the result is acknowledged, a task that keeps failing to *deliver* its result dead-lettered
-    (the action's own errors are results, not failures).
+    inherits its guarantees: one task at a time per worker, and the task's offset committed
+    only after the result it sent is flushed to Kafka (the commit waits for the producer), so
+    a crash in between runs the task again. The action's own errors are results, not failures
+    of the handler.
+
+    A result larger than a run's input accepts (``max_result_bytes``) would be dead-lettered
+    on arrival and leave its node waiting forever; it is sent as a failed attempt instead,
+    which the node's retry policy and error edge handle like any failure.
 
     Args:
         behaviour: The workflow behaviour whose tasks it runs.
-        send: Sends a result envelope to a run's input, returning once it is acknowledged.
+        send: Hands a result envelope to the producer, for the run's input.
+        max_result_bytes: The largest envelope a run's input accepts
+            (``Settings.max_message_bytes``).
     """
 
-    def __init__(self, behaviour: WorkflowBehaviour, send: ResultSender) -> None:
+    def __init__(
+        self, behaviour: WorkflowBehaviour, send: ResultSender, *, max_result_bytes: int
+    ) -> None:
         self.behaviour = behaviour
         self._send = send
+        self.max_result_bytes = max_result_bytes
 
     async def __call__(self, record: ReactorRecord) -> None:
         """Run the task in ``record`` and send its result to the run."""
@@ -319,4 +329,17 @@ class TaskRunner:
         at = _EPOCH + timedelta(milliseconds=record.timestamp_ms)
         # User code may block: the worker's event loop keeps serving cells meanwhile.
         result = await asyncio.to_thread(workflow.execute, task, at=at)
-        await self._send(task.run_id, envelope_bytes("result", result, id=task.key))
+        envelope = envelope_bytes("result", result, id=task.key)
+        if len(envelope) > self.max_result_bytes:
+            failed = result.model_copy(
+                update={
+                    "ok": False,
+                    "successors": (),
+                    "error": (
+                        f"the result is {len(envelope)} bytes, over the {self.max_result_bytes} "
+                        "a run's input accepts (STREAM_APP_MAX_MESSAGE_BYTES)"
+                    ),
+                }
+            )
+            envelope = envelope_bytes("result", failed, id=task.key)
+        await self._send(task.run_id, envelope)

@@ -346,7 +346,7 @@ def test_the_task_runner_executes_at_the_records_time_and_sends_the_result() -> 
         headers=(),
         timestamp_ms=START_MS,
     )
-    runner = TaskRunner(behaviour, send)
+    runner = TaskRunner(behaviour, send, max_result_bytes=4096)
     asyncio.run(runner(record))
     asyncio.run(runner(record))
     [(run_id, first), (_, again)] = sent
@@ -393,3 +393,34 @@ def test_a_run_whose_record_would_outgrow_the_limit_fails_with_the_record_it_had
     cluster.start("r10", "linear", {"n": 1})
     assert cluster.letters()[-1][0] == "workflow-input"
     assert cluster.harness.data("r10") is None
+
+
+def test_a_result_too_big_for_the_runs_input_is_sent_as_a_failed_attempt() -> None:
+    behaviour = WorkflowBehaviour("runs", workflows=[linear()])
+    sent: list[bytes] = []
+
+    async def send(run_id: str, envelope: bytes) -> None:
+        sent.append(envelope)
+
+    root = Node.create("linear", "r11", "a", {"n": 2}, at=datetime(2030, 1, 1, tzinfo=UTC))
+    task = Task(workflow="linear", run_id="r11", node=root, attempt=2)
+    record = ReactorRecord(
+        topic=TASKS,
+        partition=0,
+        offset=0,
+        key=root.id.encode(),
+        value=task.model_dump_json().encode(),
+        headers=(),
+        timestamp_ms=START_MS,
+    )
+    asyncio.run(TaskRunner(behaviour, send, max_result_bytes=200)(record))
+    [envelope] = sent
+    assert len(envelope) <= 400
+    result = TaskResult.model_validate(json.loads(envelope)["body"])
+    assert (result.node_id, result.attempt, result.ok, result.successors) == (
+        root.id,
+        2,
+        False,
+        (),
+    )
+    assert "over the 200 a run's input accepts" in (result.error or "")
