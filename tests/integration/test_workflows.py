@@ -38,6 +38,7 @@ from stream_app import (
 from stream_app.cli.main import cli
 from stream_app.core.partitioner import partition_for
 from stream_app.core.workflows import TaskResult
+from stream_app.examples.workflows import generic, sources
 from stream_app.testing import (
     WorkerProcess,
     committed_to_end,
@@ -367,3 +368,21 @@ def test_two_workers_share_a_runs_tasks_and_a_sigkill_loses_nothing(
     ran = executions("crash-1")
     assert {e["node"] for e in ran} == {n.id for n in record.nodes.values() if n.name == "part"}
     assert second.pid in {e["pid"] for e in ran}, "the survivor took over"
+
+
+def test_the_examples_run_on_kafka_as_on_the_local_engine(
+    start_worker: StartWorker, cells_env: dict[str, str]
+) -> None:
+    worker = start_worker("stream_app.examples.workflows", cells_env)
+    with WorkflowClient("jobs", settings_from_env(cells_env), workflows=[generic, sources]) as c:
+        [output] = c.run("generic", {"input": 3}, run_id="generic-1", timeout=60)
+        [summary] = c.run("sources", {"topic": "kafka"}, run_id="sources-1", timeout=60)
+    assert output.payload == {"c": 19}
+    assert summary.payload["sources"] == ["archive", "news", "wiki"]
+    for workflow, payload, run_id in (
+        (generic, {"input": 3}, "generic-1"),
+        (sources, {"topic": "kafka"}, "sources-1"),
+    ):
+        answer = worker.get_json(f"/stream-app/workflows/jobs/{run_id}/")
+        kafka = RunRecord.model_validate(answer["run"])
+        assert run_outcome(kafka) == run_outcome(LocalEngine(workflow).run(payload, run_id=run_id))
