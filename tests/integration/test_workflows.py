@@ -1,9 +1,9 @@
 """Workflows on a real broker, in real `faust worker` processes (``tests.apps.workflow_probe``).
 
-One worker, shared by the module, serves the runs of every test but the last (each test uses
-runs of its own, and the property test builds each drawn shape from a file the worker reads);
-the last test starts two workers of another app to share the tasks of a run, then SIGKILLs one
-in the middle of a run.
+One worker, shared by the module, serves the runs of the first five tests (each test uses runs
+of its own, and the property test builds each drawn shape from a file the worker reads); then
+two workers of another app share the tasks of a run, and one is SIGKILLed in the middle of a
+run; last, the examples' own worker runs both examples.
 """
 
 from __future__ import annotations
