@@ -46,7 +46,6 @@ __all__ = [
     "Fetched",
     "Input",
     "Output",
-    "Source",
     "Summary",
     "Topic",
     "WithA",
