@@ -21,14 +21,17 @@ from stream_app.api.workflows import EdgeContext, Failure, Joined, Workflow
 from stream_app.clients.cells import CellClient
 from stream_app.clients.entities import AsyncEntityClient, EntityClient
 from stream_app.clients.quests import QuestClient
+from stream_app.clients.workflows import AsyncWorkflowClient, WorkflowClient
 from stream_app.core.cell import CellState, Effect, FiredTimer
 from stream_app.core.dead_letters import DeadLetter
 from stream_app.core.envelope import CellMessage, MessageTypes
 from stream_app.core.replies import Reply
 from stream_app.core.retry import Exhausted, RetryPolicy
 from stream_app.core.timers import Misfire
+from stream_app.core.workflow_messages import RunEnded
 from stream_app.core.workflows import Node, NodeStatus, RunRecord, RunStatus
 from stream_app.engine.reactor import ReactorRecord
+from stream_app.engine.workflow_runs import WorkflowBehaviour
 from stream_app.engine.workflows import LocalEngine
 from stream_app.errors import (
     ConfigError,
@@ -42,11 +45,17 @@ from stream_app.errors import (
     RejectMessage,
     ReplyTimeoutError,
     RequestRejectedError,
+    RunConflictError,
+    RunFailedError,
+    RunInputError,
+    RunMessageError,
     SchemaViolationError,
     StreamAppError,
     UnknownActionError,
     UnknownMessageTypeError,
     UnknownQuestError,
+    UnknownRunError,
+    UnknownWorkflowError,
     WorkflowDefinitionError,
     WorkflowInputError,
     WrongContextError,
@@ -59,6 +68,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActionContext",
     "AsyncEntityClient",
+    "AsyncWorkflowClient",
     "Behaviour",
     "CellClient",
     "CellCulture",
@@ -99,6 +109,11 @@ __all__ = [
     "ReplyTimeoutError",
     "RequestRejectedError",
     "RetryPolicy",
+    "RunConflictError",
+    "RunEnded",
+    "RunFailedError",
+    "RunInputError",
+    "RunMessageError",
     "RunRecord",
     "RunStatus",
     "Runtime",
@@ -108,7 +123,11 @@ __all__ = [
     "UnknownActionError",
     "UnknownMessageTypeError",
     "UnknownQuestError",
+    "UnknownRunError",
+    "UnknownWorkflowError",
     "Workflow",
+    "WorkflowBehaviour",
+    "WorkflowClient",
     "WorkflowDefinitionError",
     "WorkflowInputError",
     "WrongContextError",

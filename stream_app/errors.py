@@ -21,15 +21,21 @@ again (a malformed topic definition, a message that does not validate).
     │   ├── PortInUseError          the broker port is taken by another process
     │   └── BrokerStartError        the broker process died or did not answer in time (retriable)
     ├── RejectMessage               raised by a handler: this message can never apply (dead letter)
-    │   └── QuestEventError         a quest event, add, remove or call that can never apply
-    │       ├── UnknownQuestError       names a quest the context behaviour does not define
-    │       ├── UnknownActionError      names an action the quest does not define or that
-    │       │                           does not listen to the event
-    │       ├── QuestNotActiveError     a selector event or call for a quest not active
-    │       └── WrongContextError       event_context differs from the record key
+    │   ├── QuestEventError         a quest event, add, remove or call that can never apply
+    │   │   ├── UnknownQuestError       names a quest the context behaviour does not define
+    │   │   ├── UnknownActionError      names an action the quest does not define or that
+    │   │   │                           does not listen to the event
+    │   │   ├── QuestNotActiveError     a selector event or call for a quest not active
+    │   │   └── WrongContextError       event_context differs from the record key
+    │   └── RunMessageError         a workflow run's start, cancel or result that cannot apply
+    │       ├── UnknownWorkflowError    a start names a workflow the behaviour does not run
+    │       ├── RunInputError           a start's payload fails the root node type's model
+    │       ├── RunConflictError        a start for a run id taken by another workflow's run
+    │       └── UnknownRunError         a cancel or result for a run that does not exist
     ├── DataVersionError            stored cell data the behaviour cannot read (parks the cell)
     ├── ReplyTimeoutError           a request/reply send got no reply in time (retriable)
     ├── RequestRejectedError        the entity refused a message sent with send
+    ├── RunFailedError              a workflow run waited for ended failed or cancelled
     ├── WorkflowInputError          a run's input no workflow can take (unknown workflow,
     │                               a payload failing the root node type's model)
     └── InvalidMessageError         a record cannot become a cell message (goes to dead letters)
@@ -59,6 +65,10 @@ __all__ = [
     "RejectMessage",
     "ReplyTimeoutError",
     "RequestRejectedError",
+    "RunConflictError",
+    "RunFailedError",
+    "RunInputError",
+    "RunMessageError",
     "SchemaViolationError",
     "StreamAppError",
     "ToolMissingError",
@@ -68,6 +78,8 @@ __all__ = [
     "UnknownActionError",
     "UnknownMessageTypeError",
     "UnknownQuestError",
+    "UnknownRunError",
+    "UnknownWorkflowError",
     "WorkflowDefinitionError",
     "WorkflowInputError",
     "WrongContextError",
@@ -201,6 +213,39 @@ class WrongContextError(QuestEventError):
     reason = "wrong-context"
 
 
+class RunMessageError(RejectMessage):
+    """A message for a workflow run that can never apply: dead-lettered with :attr:`reason`,
+    the run unchanged."""
+
+    reason = "workflow"
+
+
+class UnknownWorkflowError(RunMessageError):
+    """A start names a workflow the workflow behaviour does not run."""
+
+    reason = "unknown-workflow"
+
+
+class RunInputError(RunMessageError):
+    """A start's payload fails the payload model of the workflow's root node type (the
+    message holds the validation errors)."""
+
+    reason = "workflow-input"
+
+
+class RunConflictError(RunMessageError):
+    """A start for a run id that is already the id of a run of another workflow (a start
+    repeated for the same workflow is ignored instead)."""
+
+    reason = "run-exists"
+
+
+class UnknownRunError(RunMessageError):
+    """A cancel or a task result for a run id no run has."""
+
+    reason = "unknown-run"
+
+
 class DataVersionError(StreamAppError):
     """A cell's stored data cannot be read by the behaviour: written by a newer version, or
     the behaviour's ``migrate`` hook failed. The cell is parked until the code is fixed."""
@@ -266,6 +311,23 @@ class RequestRejectedError(StreamAppError):
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class RunFailedError(StreamAppError):
+    """A workflow run a client waited for ended without succeeding.
+
+    Attributes:
+        run_id: The run.
+        status: ``failed`` or ``cancelled``.
+        ended: The run's :class:`~stream_app.core.workflow_messages.RunEnded` record (its
+            message, its nodes count, when it ended).
+    """
+
+    def __init__(self, message: str, *, run_id: str, status: str, ended: object) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.status = status
+        self.ended = ended
 
 
 class WorkflowInputError(StreamAppError):

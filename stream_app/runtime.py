@@ -6,6 +6,7 @@ A worker module makes one :class:`Runtime` and registers what it runs::
     app = runtime.app                          # what `faust -A module worker` finds
 
     runtime.behaviour(counter)                 # cells: topic, tables, agent, timers
+    runtime.workflows(jobs)                    # workflow runs as cells, their tasks on every worker
     @runtime.effect_handler("email")           # effects emitted by cells
     async def send_email(effect): ...
     @runtime.handler("orders")                 # every record of a topic
@@ -39,6 +40,7 @@ from stream_app.engine.cells import CellEngine, EngineSettings
 from stream_app.engine.effects import EffectDispatcher, EffectHandler
 from stream_app.engine.ports import Clock, RuntimeMetrics, SystemClock
 from stream_app.engine.reactor import Reactor, ReactorHandler
+from stream_app.engine.workflow_runs import TaskRunner, WorkflowBehaviour
 from stream_app.errors import ConfigError
 from stream_app.kafka.agents import feed_effects, feed_reactor
 from stream_app.kafka.app import StreamApp, create_app
@@ -54,6 +56,7 @@ from stream_app.web.views import (
     install_entity_views,
     install_quest_views,
     install_views,
+    install_workflow_views,
 )
 
 __all__ = ["Runtime"]
@@ -64,6 +67,7 @@ B = TypeVar("B", bound=Behaviour[Any])
 F = TypeVar("F", bound=Callable[..., Any])
 E = TypeVar("E", bound=Entity[Any])
 Q = TypeVar("Q", bound=QuestBehaviour)
+W = TypeVar("W", bound=WorkflowBehaviour)
 
 #: How often the sweep looks for due timers (seconds).
 SWEEP_INTERVAL_S = 0.02
@@ -188,6 +192,43 @@ class Runtime:
         install_quest_views(
             self.app, self.engines[behaviour.name], self.cell_tables[behaviour.name].cells.table
         )
+        return behaviour
+
+    def workflows(self, behaviour: W) -> W:
+        """Run the workflow runs of ``behaviour`` and their tasks; returns it.
+
+        Its runs are its cells. Its work topic ``<app_id>.<name>.tasks`` and the topic of
+        ended runs ``<app_id>.<name>.done`` are created with the app's other topics; every
+        worker runs its share of the tasks (a reactor handler of the work topic) and sends
+        each result back to its run before the task's offset is committed; the run views are
+        installed (``/stream-app/workflows/<name>/...``). See
+        :mod:`stream_app.engine.workflow_runs`.
+        """
+        name = behaviour.name
+        behaviour.bind(
+            tasks_topic=self.settings.tasks_topic(name),
+            done_topic=self.settings.done_topic(name),
+        )
+        self.published_topics[behaviour.done_topic] = {
+            "cleanup.policy": "delete",
+            "retention.ms": "604800000",
+        }
+        self.behaviour(behaviour)
+        input_topic = self.settings.input_topic(name)
+
+        async def send_result(run_id: str, envelope: bytes) -> None:
+            # Not awaited to the broker's acknowledgement: the task's offset is committed
+            # after the producer is flushed (as for every reactor handler's output), and the
+            # worker takes its next task meanwhile.
+            key = run_id.encode()
+            partition = partition_for(key, self.settings.partitions)
+            await self.produce(input_topic, key, envelope, partition)
+
+        runner = TaskRunner(
+            behaviour, send_result, max_result_bytes=self.settings.max_message_bytes
+        )
+        self.handler(behaviour.tasks_topic, name=f"workflow-tasks:{name}")(runner)
+        install_workflow_views(self.app, self.engines[name], self.cell_tables[name].cells.table)
         return behaviour
 
     def effect_handler(self, kind: str, *, retry: RetryPolicy | None = None) -> Callable[[F], F]:

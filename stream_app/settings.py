@@ -202,6 +202,16 @@ class Settings(BaseSettings):
         """Name of the event log of entity type ``entity``: ``<app_id>.<entity>.events``."""
         return f"{self.app_id}.{entity}.events"
 
+    def tasks_topic(self, behaviour: str) -> str:
+        """Name of the worker queue of workflow behaviour ``behaviour``:
+        ``<app_id>.<behaviour>.tasks``."""
+        return f"{self.app_id}.{behaviour}.tasks"
+
+    def done_topic(self, behaviour: str) -> str:
+        """Name of the topic where the runs of workflow behaviour ``behaviour`` are announced
+        when they end: ``<app_id>.<behaviour>.done``."""
+        return f"{self.app_id}.{behaviour}.done"
+
     def input_topic(self, behaviour: str) -> str:
         """Name of the input topic of ``behaviour``: ``<app_id>.<behaviour>.in``."""
         return f"{self.app_id}.{behaviour}.in"

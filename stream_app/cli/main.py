@@ -14,6 +14,7 @@ from stream_app.cli.kafka import kafka
 from stream_app.cli.quests import quests
 from stream_app.cli.schemas import schemas
 from stream_app.cli.topics import topics
+from stream_app.cli.workflows import workflows
 from stream_app.errors import StreamAppError
 
 __all__ = ["cli", "main"]
@@ -33,6 +34,7 @@ cli.add_command(cells)
 cli.add_command(dead_letters)
 cli.add_command(entities)
 cli.add_command(quests)
+cli.add_command(workflows)
 
 
 def main() -> None:

@@ -114,7 +114,7 @@ class _Outputs:
     timers: dict[str, TimerEntry | None] = field(default_factory=dict)
     messages: list[OutgoingMessage] = field(default_factory=list)
     effects: list[Effect] = field(default_factory=list)
-    records: list[tuple[str, bytes, int | None]] = field(default_factory=list)
+    records: list[tuple[str, bytes, int | None, bytes | None]] = field(default_factory=list)
 
 
 class CellState(Generic[DataT]):
@@ -355,15 +355,26 @@ class CellState(Generic[DataT]):
         )
         return ident
 
-    def publish(self, topic: str, value: bytes, *, partition: int | None = None) -> None:
+    def publish(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        partition: int | None = None,
+        key: str | None = None,
+    ) -> None:
         """Produce ``value`` to ``topic``, keyed by this cell's id, when this invocation commits.
 
         It goes out with the cell's new data (in the same transaction under ``exactly_once``),
         to ``partition``, by default the partition of ``topic`` numbered like the cell's:
         ``topic`` must then be declared with the app's partition count (the layers built on
-        cells publish their logs and replies this way).
+        cells publish their logs and replies this way). With ``key`` the record is keyed by
+        ``key`` instead, and by default goes to the partition that key hashes to (murmur2, as
+        every producer of the app places it): how a run spreads its tasks over a work topic.
         """
-        self._outputs.records.append((topic, value, partition))
+        self._outputs.records.append(
+            (topic, value, partition, key.encode() if key is not None else None)
+        )
 
     def __repr__(self) -> str:
         return (

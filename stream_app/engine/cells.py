@@ -572,8 +572,12 @@ class CellEngine:
             if new != raw:
                 self.cells.put(work, key, new)
         partition = work.partition
-        for topic, value, target in outputs.records:
-            work.produce(topic, key, value, partition if target is None else target)
+        for topic, value, target, own_key in outputs.records:
+            if own_key is None:
+                work.produce(topic, key, value, partition if target is None else target)
+            else:
+                where = partition_for(own_key, self.partitions) if target is None else target
+                work.produce(topic, own_key, value, where)
         for outgoing in outputs.messages:
             cell = outgoing.cell_id.encode()
             work.produce(

@@ -3,6 +3,12 @@
     python -m stream_app.examples.workflows local            # both, sequentially
     python -m stream_app.examples.workflows local --parallel 4
 
+or on Kafka, where the workflow behaviour ``jobs`` runs both (its runs are cells, their tasks
+are shared by every worker)::
+
+    faust -A stream_app.examples.workflows worker -l info
+    stream-app workflows run jobs generic --payload '{"input": 3}'
+
 ``generic``: ``stage1 → stage2 → stage3 → output``, each stage a node whose payload grows,
 ``{input}`` → ``{input, a}`` → ``{input, a, b}``, until the output node holds ``{c}`` and
 traces the three stages before it.
@@ -24,7 +30,16 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel
 
-from stream_app import EdgeContext, Joined, LocalEngine, Node, RunRecord, Workflow
+from stream_app import (
+    EdgeContext,
+    Joined,
+    LocalEngine,
+    Node,
+    RunRecord,
+    Runtime,
+    Workflow,
+    WorkflowBehaviour,
+)
 
 __all__ = [
     "SOURCES",
@@ -35,10 +50,13 @@ __all__ = [
     "Topic",
     "WithA",
     "WithAB",
+    "app",
     "fetch",
     "generic",
+    "jobs",
     "main",
     "open_sources",
+    "runtime",
     "sources",
     "stage1",
     "stage2",
@@ -177,6 +195,16 @@ def summarise(node: Node, ctx: EdgeContext) -> None:
 
 
 sources.validate()
+
+# -- on Kafka -------------------------------------------------------------------------------
+
+#: Both workflows' runs, as cells of one workflow behaviour.
+jobs = WorkflowBehaviour("jobs", workflows=[generic, sources])
+
+if __name__ != "__main__":  # faust -A imports the module; the local engine needs no Faust app
+    runtime = Runtime()
+    app = runtime.app
+    runtime.workflows(jobs)
 
 # -- command line ---------------------------------------------------------------------------
 

@@ -12,6 +12,11 @@
 - ``GET /stream-app/quests/<behaviour>/``: every active quest instance, gathered from every
   worker (a query across partitions, not a global set): ``instance id -> {context, quest,
   started_ms}``.
+- ``GET /stream-app/workflows/<behaviour>/<run_id>/``: a workflow run's record (status, every
+  node with its status, attempts, trace and payload, the fork bookkeeping), its pending retry
+  timers and parked work, from its owner.
+- ``GET /stream-app/workflows/<behaviour>/``: every run, gathered from every worker: ``run id
+  -> {workflow, status, nodes, started_at, finished_at}``.
 - ``GET /stream-app/metrics/``: this worker's counters, dead letters by reason, timer lag.
 
 Listing views ask each worker that holds partitions of the behaviour's table for its own part
@@ -39,6 +44,7 @@ __all__ = [
     "install_entity_views",
     "install_quest_views",
     "install_views",
+    "install_workflow_views",
 ]
 
 
@@ -197,6 +203,43 @@ def install_quest_views(app: faust.App, engine: CellInspection, table: Any) -> N
     @app.page(f"/stream-app/quests/{name}/", name=f"stream_app.quest_instances.{name}")
     async def instances(web: Any, request: Any) -> Any:
         return web.json(await _gather(app, engine, request, local_instances))
+
+
+def install_workflow_views(app: faust.App, engine: CellInspection, table: Any) -> None:
+    """Install the views of a workflow behaviour's runs (after its behaviour's views);
+    ``table`` as for :func:`install_behaviour_views`."""
+    name = engine.name
+
+    @app.page(f"/stream-app/workflows/{name}/{{run_id}}/", name=f"stream_app.workflow_run.{name}")
+    @app.table_route(table=table, match_info="run_id")
+    async def one_run(web: Any, request: Any, run_id: str) -> Any:
+        described = engine.describe(run_id)
+        return web.json(
+            {
+                "behaviour": name,
+                "run_id": run_id,
+                "run": described["data"],
+                "timers": described["timers"],
+                "parked": described["parked"],
+            },
+            status=200 if described["alive"] or described["parked"] else 404,
+        )
+
+    def local_runs() -> dict[str, Any]:
+        return {
+            run_id: {
+                "workflow": record.get("workflow"),
+                "status": record.get("status"),
+                "nodes": len(record.get("nodes", {})),
+                "started_at": record.get("started_at"),
+                "finished_at": record.get("finished_at"),
+            }
+            for run_id, record in engine.local_cells().items()
+        }
+
+    @app.page(f"/stream-app/workflows/{name}/", name=f"stream_app.workflow_runs.{name}")
+    async def runs(web: Any, request: Any) -> Any:
+        return web.json(await _gather(app, engine, request, local_runs))
 
 
 async def _gather(

@@ -81,8 +81,11 @@ def locate(path: Path, code: str) -> str:
 DOC_INCLUDES = includes(DOC.read_text())
 README = ROOT / "README.md"
 QUESTS = ROOT / "docs" / "quests.md"
+WORKFLOWS = ROOT / "docs" / "workflows.md"
 #: Included blocks of every page: (page, block).
-PAGE_INCLUDES = [(page, i) for page in (DOC, README, QUESTS) for i in includes(page.read_text())]
+PAGE_INCLUDES = [
+    (page, i) for page in (DOC, README, QUESTS, WORKFLOWS) for i in includes(page.read_text())
+]
 
 
 def test_the_docs_include_every_example() -> None:
@@ -94,6 +97,13 @@ def test_the_docs_include_every_example() -> None:
 def test_the_quests_page_shows_the_fitness_example() -> None:
     shown = {i.path for page, i in PAGE_INCLUDES if page == QUESTS}
     assert shown == {"stream_app/examples/fitness.py"}, "docs/quests.md shows no fitness.py code"
+
+
+def test_the_workflows_page_shows_both_examples() -> None:
+    shown = [i for page, i in PAGE_INCLUDES if page == WORKFLOWS]
+    assert {i.path for i in shown} == {"stream_app/examples/workflows.py"}
+    code = "\n".join(i.code or "" for i in shown)
+    assert 'Workflow("generic"' in code and 'Workflow("sources"' in code
 
 
 def test_the_readme_shows_the_counter_as_it_is() -> None:

@@ -64,7 +64,8 @@ def test_first_message_folds_from_init_and_publishes_sequenced_events() -> None:
     counter.events_topic = "app.counter.events"
     state = invoke(counter, Increase(by=4), None)  # type: ignore[arg-type]
     assert state.data == counter.cached_model(seq=1, state=Count(value=4))
-    [(topic, value, partition)] = state._outputs.records
+    [(topic, value, partition, key)] = state._outputs.records
+    assert key is None, "keyed by the entity id"
     assert partition is None, "the events topic is co-partitioned with the cell"
     assert topic == "app.counter.events"
     record = EventRecord.model_validate_json(value)
@@ -125,7 +126,7 @@ def test_a_request_gets_a_reply_with_the_new_state_after_the_events() -> None:
     account.events_topic = "app.account.events"
     opened = account.cached_model(seq=1, state=Balance(owner="bob", balance=10))
     state = invoke(account, Deposit(amount=5), opened, reply_to="app.replies:3")  # type: ignore[arg-type]
-    (event_topic, _, _), (topic, value, partition) = state._outputs.records
+    (event_topic, _, _, _), (topic, value, partition, _) = state._outputs.records
     assert (event_topic, topic, partition) == ("app.account.events", "app.replies", 3)
     reply = Reply.model_validate_json(value)
     assert (reply.correlation_id, reply.ok, reply.seq, reply.events) == ("m-1", True, 2, 1)
@@ -150,7 +151,7 @@ def test_a_handle_without_events_still_answers_with_the_current_state() -> None:
     quiet = entity_handling(lambda message, state: [])
     quiet.events_topic = "app.probe.events"
     state = invoke(quiet, Increase(by=1), None, reply_to="app.replies:1")  # type: ignore[arg-type]
-    [(_, value, _)] = state._outputs.records
+    [(_, value, _, _)] = state._outputs.records
     reply = Reply.model_validate_json(value)
     assert (reply.seq, reply.events, reply.state) == (0, 0, {"value": 0})
     assert state.data is None, "no events: nothing cached"

@@ -10,6 +10,7 @@ from stream_app import errors
 PUBLIC_API = [
     "ActionContext",
     "AsyncEntityClient",
+    "AsyncWorkflowClient",
     "Behaviour",
     "CellClient",
     "CellCulture",
@@ -50,6 +51,11 @@ PUBLIC_API = [
     "ReplyTimeoutError",
     "RequestRejectedError",
     "RetryPolicy",
+    "RunConflictError",
+    "RunEnded",
+    "RunFailedError",
+    "RunInputError",
+    "RunMessageError",
     "RunRecord",
     "RunStatus",
     "Runtime",
@@ -59,7 +65,11 @@ PUBLIC_API = [
     "UnknownActionError",
     "UnknownMessageTypeError",
     "UnknownQuestError",
+    "UnknownRunError",
+    "UnknownWorkflowError",
     "Workflow",
+    "WorkflowBehaviour",
+    "WorkflowClient",
     "WorkflowDefinitionError",
     "WorkflowInputError",
     "WrongContextError",
@@ -111,7 +121,7 @@ def test_version_is_a_release_string() -> None:
 
 def test_every_error_class_is_a_stream_app_error() -> None:
     error_names = [name for name in stream_app.__all__ if name.endswith("Error")]
-    assert len(error_names) == 18
+    assert len(error_names) == 24
     for name in error_names:
         cls = getattr(stream_app, name)
         assert inspect.isclass(cls), name

@@ -317,7 +317,7 @@ def test_emit_and_publish() -> None:
         ),
     ]
     assert state._outputs.records == [
-        ("out", b'{"event_name":"done","event_context":"alice","data":{"y":2}}', None)
+        ("out", b'{"event_name":"done","event_context":"alice","data":{"y":2}}', None, None)
     ]
 
 

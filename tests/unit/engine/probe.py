@@ -54,10 +54,12 @@ class Tell(BaseModel):
 
 
 class Emit(BaseModel):
-    """Emit an effect of ``kind``, and publish a record to ``topic`` if given."""
+    """Emit an effect of ``kind``, and publish a record to ``topic`` if given (keyed by
+    ``key`` if given)."""
 
     kind: str = "notify"
     topic: str | None = None
+    key: str | None = None
 
 
 class Empty(BaseModel):
@@ -120,7 +122,7 @@ def probe(switch: Switch | None = None, retry: RetryPolicy | None = None) -> Beh
         elif message.type == "emit":
             state.emit_effect(body.kind, {"count": data.count})
             if body.topic is not None:
-                state.publish(body.topic, b"published")
+                state.publish(body.topic, b"published", key=body.key)
         elif message.type == "stop":
             state.clear()
             return

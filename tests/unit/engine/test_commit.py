@@ -72,6 +72,18 @@ def test_effects_and_published_records_go_into_the_records_unit() -> None:
     assert harness.metrics.effects_emitted == 1
 
 
+def test_a_record_published_with_its_own_key_goes_to_that_keys_partition() -> None:
+    harness = Harness(probe())
+    record = harness.record("a", "emit", {"topic": "unit.work", "key": "node-7"})
+    harness.feed(record)
+    [published] = harness.outputs("unit.work")
+    assert published.unit == record.partition, "it goes out with the cell's commit"
+    assert (published.key, published.partition) == (
+        b"node-7",
+        partition_for(b"node-7", PARTITIONS),
+    )
+
+
 def test_a_rejected_message_is_dead_lettered_and_answered() -> None:
     harness = Harness(probe())
     harness.feed(harness.record("a", "set", {"value": 3}))
