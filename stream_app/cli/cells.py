@@ -25,6 +25,7 @@ from stream_app.cli.common import (
     current_settings,
     expect_ok,
     json_object,
+    json_output_option,
     quote,
     timeout_option,
     url_option,
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
     from stream_app.clients.cells import CellClient
 
 __all__ = ["cells", "format_cells", "format_parked"]
-
-_as_json = click.option("--json", "as_json", is_flag=True, help="Print the worker's JSON answer.")
 
 
 def format_cells(cells: dict[str, Any]) -> list[str]:
@@ -119,7 +118,7 @@ def get(behaviour: str, cell_id: str, url: str | None, timeout: float) -> None:
 @click.argument("behaviour")
 @url_option
 @timeout_option
-@_as_json
+@json_output_option
 def list_cells(behaviour: str, url: str | None, timeout: float, as_json: bool) -> None:
     """List the live cells of BEHAVIOUR.
 
@@ -132,7 +131,7 @@ def list_cells(behaviour: str, url: str | None, timeout: float, as_json: bool) -
 @click.argument("behaviour")
 @url_option
 @timeout_option
-@_as_json
+@json_output_option
 def parked(behaviour: str, url: str | None, timeout: float, as_json: bool) -> None:
     """List the parked cells of BEHAVIOUR.
 

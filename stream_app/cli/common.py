@@ -31,6 +31,7 @@ __all__ = [
     "find_message_types",
     "import_app",
     "json_object",
+    "json_output_option",
     "quote",
     "timeout_option",
     "url_option",
@@ -46,6 +47,10 @@ url_option = click.option(
 #: ``--timeout``: seconds to wait for an answer.
 timeout_option = click.option(
     "--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for an answer."
+)
+#: ``--json``: print the worker's JSON answer instead of the formatted lines.
+json_output_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print the worker's JSON answer."
 )
 #: ``--app MODULE``: the app module whose messages to check before sending.
 app_option = click.option(

@@ -23,6 +23,7 @@ from stream_app.cli.common import (
     current_settings,
     expect_ok,
     json_object,
+    json_output_option,
     quote,
     timeout_option,
     url_option,
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
     from stream_app.clients.quests import QuestClient
 
 __all__ = ["describe_record", "format_context", "quests"]
-
-_as_json = click.option("--json", "as_json", is_flag=True, help="Print the worker's JSON answer.")
 
 
 def _iso_ms(ms: Any) -> str:
@@ -215,7 +214,7 @@ def remove(behaviour: str, context: str, quest: str, instance: str | None, timeo
 @click.argument("context")
 @url_option
 @timeout_option
-@_as_json
+@json_output_option
 def list_quests(
     behaviour: str, context: str, url: str | None, timeout: float, as_json: bool
 ) -> None:
@@ -240,7 +239,7 @@ def list_quests(
 @click.argument("behaviour")
 @url_option
 @timeout_option
-@_as_json
+@json_output_option
 def instances(behaviour: str, url: str | None, timeout: float, as_json: bool) -> None:
     """List every active quest instance of BEHAVIOUR, gathered from every worker."""
     base = url or current_settings().web_url

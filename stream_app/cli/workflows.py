@@ -22,6 +22,7 @@ from stream_app.cli.common import (
     expect_ok,
     import_app,
     json_object,
+    json_output_option,
     quote,
     timeout_option,
     url_option,
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
     from stream_app.core.workflows import Node, RunRecord
 
 __all__ = ["find_workflows", "format_trace", "workflows"]
-
-_as_json = click.option("--json", "as_json", is_flag=True, help="Print the worker's JSON answer.")
 
 
 def find_workflows(module_name: str) -> dict[str, Workflow]:
@@ -199,7 +198,7 @@ def cancel(behaviour: str, run_id: str, reason: str | None) -> None:
 @click.argument("run_id")
 @url_option
 @timeout_option
-@_as_json
+@json_output_option
 def trace(behaviour: str, run_id: str, url: str | None, timeout: float, as_json: bool) -> None:
     """Print RUN_ID of the workflow BEHAVIOUR as a tree: every node with its status, attempts
     and creation time after the run's start."""
@@ -215,7 +214,7 @@ def trace(behaviour: str, run_id: str, url: str | None, timeout: float, as_json:
 @click.argument("behaviour")
 @url_option
 @timeout_option
-@_as_json
+@json_output_option
 def list_runs(behaviour: str, url: str | None, timeout: float, as_json: bool) -> None:
     """List every run of the workflow BEHAVIOUR, gathered from every worker."""
     base = url or current_settings().web_url
