@@ -13,15 +13,23 @@ module, :mod:`stream_app.kafka.app` or :mod:`stream_app.errors` for instance; se
 
 from __future__ import annotations
 
+from stream_app.api.atomic import Accept, AtomicFold, AtomicLog, Reject, Validation
 from stream_app.api.behaviour import Behaviour
 from stream_app.api.culture import CellCulture, CellRun
 from stream_app.api.entities import Entity, EntityEffect, EventRecord
 from stream_app.api.quests import ActionContext, NoVariables, Quest, QuestBehaviour
 from stream_app.api.workflows import EdgeContext, Failure, Joined, Workflow
+from stream_app.clients.atomic import AsyncAtomicClient, AtomicClient, serve_validator
 from stream_app.clients.cells import CellClient
 from stream_app.clients.entities import AsyncEntityClient, EntityClient
 from stream_app.clients.quests import QuestClient
 from stream_app.clients.workflows import AsyncWorkflowClient, WorkflowClient
+from stream_app.core.atomic import (
+    AtomicEventRecord,
+    AtomicResult,
+    ValidationRequest,
+    ValidationResponse,
+)
 from stream_app.core.cell import CellState, Effect, FiredTimer
 from stream_app.core.dead_letters import DeadLetter
 from stream_app.core.envelope import CellMessage, MessageTypes
@@ -34,6 +42,7 @@ from stream_app.engine.reactor import ReactorRecord
 from stream_app.engine.workflow_runs import WorkflowBehaviour
 from stream_app.engine.workflows import LocalEngine
 from stream_app.errors import (
+    AtomicMessageError,
     ConfigError,
     DataVersionError,
     InvalidKeyError,
@@ -66,9 +75,17 @@ from stream_app.settings import Settings, get_settings
 __version__ = "0.1.0"
 
 __all__ = [
+    "Accept",
     "ActionContext",
+    "AsyncAtomicClient",
     "AsyncEntityClient",
     "AsyncWorkflowClient",
+    "AtomicClient",
+    "AtomicEventRecord",
+    "AtomicFold",
+    "AtomicLog",
+    "AtomicMessageError",
+    "AtomicResult",
     "Behaviour",
     "CellClient",
     "CellCulture",
@@ -104,6 +121,7 @@ __all__ = [
     "QuestEventError",
     "QuestNotActiveError",
     "ReactorRecord",
+    "Reject",
     "RejectMessage",
     "Reply",
     "ReplyTimeoutError",
@@ -125,6 +143,9 @@ __all__ = [
     "UnknownQuestError",
     "UnknownRunError",
     "UnknownWorkflowError",
+    "Validation",
+    "ValidationRequest",
+    "ValidationResponse",
     "Workflow",
     "WorkflowBehaviour",
     "WorkflowClient",
@@ -133,4 +154,5 @@ __all__ = [
     "WrongContextError",
     "__version__",
     "get_settings",
+    "serve_validator",
 ]

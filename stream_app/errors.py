@@ -27,11 +27,14 @@ again (a malformed topic definition, a message that does not validate).
     │   │   │                           does not listen to the event
     │   │   ├── QuestNotActiveError     a selector event or call for a quest not active
     │   │   └── WrongContextError       event_context differs from the record key
-    │   └── RunMessageError         a workflow run's start, cancel or result that cannot apply
-    │       ├── UnknownWorkflowError    a start names a workflow the behaviour does not run
-    │       ├── RunInputError           a start's payload fails the root node type's model
-    │       ├── RunConflictError        a start for a run id taken by another workflow's run
-    │       └── UnknownRunError         a cancel or result for a run that does not exist
+    │   ├── RunMessageError         a workflow run's start, cancel or result that cannot apply
+    │   │   ├── UnknownWorkflowError    a start names a workflow the behaviour does not run
+    │   │   ├── RunInputError           a start's payload fails the root node type's model
+    │   │   ├── RunConflictError        a start for a run id taken by another workflow's run
+    │   │   └── UnknownRunError         a cancel or result for a run that does not exist
+    │   └── AtomicMessageError      an atomic log's store or validation response that cannot
+    │                               apply (the event fails the log's model, the scope is not
+    │                               the key, a validator's answer is malformed)
     ├── DataVersionError            stored cell data the behaviour cannot read (parks the cell)
     ├── ReplyTimeoutError           a request/reply send got no reply in time (retriable)
     ├── RequestRejectedError        the entity refused a message sent with send
@@ -49,6 +52,7 @@ again (a malformed topic definition, a message that does not validate).
 from __future__ import annotations
 
 __all__ = [
+    "AtomicMessageError",
     "BrokerError",
     "BrokerStartError",
     "ChangelogError",
@@ -244,6 +248,15 @@ class UnknownRunError(RunMessageError):
     """A cancel or a task result for a run id no run has."""
 
     reason = "unknown-run"
+
+
+class AtomicMessageError(RejectMessage):
+    """A message for an atomic log's scope that can never apply: a prospective event failing
+    the log's event model or whose scope is not the record key, or a validator's answer whose
+    event or reason fails the log's models. Dead-lettered with :attr:`reason`; the scope is
+    unchanged (a validation waiting for a malformed answer times out)."""
+
+    reason = "atomic"
 
 
 class DataVersionError(StreamAppError):

@@ -7,6 +7,7 @@ A worker module makes one :class:`Runtime` and registers what it runs::
 
     runtime.behaviour(counter)                 # cells: topic, tables, agent, timers
     runtime.workflows(jobs)                    # workflow runs as cells, their tasks on every worker
+    runtime.atomic(bids)                       # atomic logs: one validated event at a time
     @runtime.effect_handler("email")           # effects emitted by cells
     async def send_email(effect): ...
     @runtime.handler("orders")                 # every record of a topic
@@ -30,12 +31,14 @@ from confluent_kafka.admin import AdminClient
 from faust.types.enums import ProcessingGuarantee
 from pydantic import BaseModel
 
+from stream_app.api.atomic import AtomicLog
 from stream_app.api.behaviour import Behaviour
 from stream_app.api.entities import Entity
 from stream_app.api.quests import QuestBehaviour
 from stream_app.core.envelope import envelope_bytes
 from stream_app.core.partitioner import partition_for
 from stream_app.core.retry import RetryPolicy
+from stream_app.engine.atomic_validation import ValidatorRunner
 from stream_app.engine.cells import CellEngine, EngineSettings
 from stream_app.engine.effects import EffectDispatcher, EffectHandler
 from stream_app.engine.ports import Clock, RuntimeMetrics, SystemClock
@@ -68,6 +71,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 E = TypeVar("E", bound=Entity[Any])
 Q = TypeVar("Q", bound=QuestBehaviour)
 W = TypeVar("W", bound=WorkflowBehaviour)
+L = TypeVar("L", bound=AtomicLog[Any, Any])
 
 #: How often the sweep looks for due timers (seconds).
 SWEEP_INTERVAL_S = 0.02
@@ -230,6 +234,51 @@ class Runtime:
         self.handler(behaviour.tasks_topic, name=f"workflow-tasks:{name}")(runner)
         install_workflow_views(self.app, self.engines[name], self.cell_tables[name].cells.table)
         return behaviour
+
+    def atomic(self, log: L) -> L:
+        """Run the scopes of the atomic log ``log`` (and its in-worker validator); returns it.
+
+        Its scopes are its cells. Its validation topic ``<app_id>.<name>.validation`` and its
+        event topic ``<app_id>.<name>.events`` (retained, not compacted) are created with the
+        app's other topics; with an in-worker validator (:meth:`AtomicLog.validator
+        <stream_app.api.atomic.AtomicLog.validator>`) every worker validates its share of the
+        requests (a reactor handler) and sends each answer to its scope before the request's
+        offset is committed. See :mod:`stream_app.api.atomic`.
+
+        Raises:
+            ConfigError: The app is not ``exactly_once``: an atomic log's strict consistency
+                needs the transactions and fencing of that mode.
+        """
+        if self.settings.processing_guarantee != "exactly_once":
+            raise ConfigError(
+                f"atomic log {log.name!r} needs STREAM_APP_PROCESSING_GUARANTEE=exactly_once "
+                f"(the app is {self.settings.processing_guarantee}): without transactions and "
+                "fencing a worker that lost its partitions could still accept events"
+            )
+        name = log.name
+        log.bind(
+            input_topic=self.settings.input_topic(name),
+            validation_topic=self.settings.validation_topic(name),
+            events_topic=self.settings.events_topic(name),
+        )
+        self.published_topics[log.events_topic] = {"cleanup.policy": "delete", "retention.ms": "-1"}
+        self.published_topics[log.validation_topic] = {
+            "cleanup.policy": "delete",
+            "retention.ms": "604800000",
+        }
+        self.behaviour(log)
+        if log.validate_fn is not None:
+            input_topic = log.input_topic
+
+            async def send_response(scope: str, envelope: bytes) -> None:
+                # Flushed before the request's offset is committed, as every reactor output.
+                key = scope.encode()
+                partition = partition_for(key, self.settings.partitions)
+                await self.produce(input_topic, key, envelope, partition)
+
+            runner = ValidatorRunner(log, send_response, self.dead_letters)
+            self.handler(log.validation_topic, name=f"atomic-validator:{name}")(runner)
+        return log
 
     def effect_handler(self, kind: str, *, retry: RetryPolicy | None = None) -> Callable[[F], F]:
         """Decorator: handle effects of ``kind`` (see :mod:`stream_app.engine.effects`).

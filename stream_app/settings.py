@@ -212,6 +212,10 @@ class Settings(BaseSettings):
         when they end: ``<app_id>.<behaviour>.done``."""
         return f"{self.app_id}.{behaviour}.done"
 
+    def validation_topic(self, log: str) -> str:
+        """Name of the validation requests of atomic log ``log``: ``<app_id>.<log>.validation``."""
+        return f"{self.app_id}.{log}.validation"
+
     def input_topic(self, behaviour: str) -> str:
         """Name of the input topic of ``behaviour``: ``<app_id>.<behaviour>.in``."""
         return f"{self.app_id}.{behaviour}.in"

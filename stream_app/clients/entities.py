@@ -186,10 +186,14 @@ class EntityClient:
         project: str | None = None,
         config: Any = None,
         timeout: float | None = None,
+        message_id: str | None = None,
     ) -> Reply:
-        """Like :meth:`send`, returning the whole :class:`Reply` (state, ``seq``, ``events``)."""
+        """Like :meth:`send`, returning the whole :class:`Reply` (state, ``seq``, ``events``);
+        ``message_id`` as for :meth:`request_future`."""
         wait = timeout if timeout is not None else self.timeout
-        future = self.request_future(ref, type, body, project=project, config=config)
+        future = self.request_future(
+            ref, type, body, project=project, config=config, message_id=message_id
+        )
         try:
             reply = future.result(wait)
         except TimeoutError:
@@ -214,13 +218,16 @@ class EntityClient:
         *,
         project: str | None = None,
         config: Any = None,
+        message_id: str | None = None,
     ) -> Future[Reply]:
         """Send a message; the future gives its :class:`Reply` (unchecked: ``ok`` may be false).
 
+        ``message_id`` is the message's id and the reply's correlation id (default: a fresh
+        UUID); a caller that gives one must not have two requests with it in flight.
         A caller that stops waiting should :meth:`forget` the future's correlation id,
         available as ``future.correlation_id``.
         """
-        ident = uuid.uuid4().hex
+        ident = message_id or uuid.uuid4().hex
         replied: Future[Reply] = Future()
         replied.correlation_id = ident  # type: ignore[attr-defined]
         with self._lock:

@@ -8,9 +8,17 @@ import stream_app
 from stream_app import errors
 
 PUBLIC_API = [
+    "Accept",
     "ActionContext",
+    "AsyncAtomicClient",
     "AsyncEntityClient",
     "AsyncWorkflowClient",
+    "AtomicClient",
+    "AtomicEventRecord",
+    "AtomicFold",
+    "AtomicLog",
+    "AtomicMessageError",
+    "AtomicResult",
     "Behaviour",
     "CellClient",
     "CellCulture",
@@ -46,6 +54,7 @@ PUBLIC_API = [
     "QuestEventError",
     "QuestNotActiveError",
     "ReactorRecord",
+    "Reject",
     "RejectMessage",
     "Reply",
     "ReplyTimeoutError",
@@ -67,6 +76,9 @@ PUBLIC_API = [
     "UnknownQuestError",
     "UnknownRunError",
     "UnknownWorkflowError",
+    "Validation",
+    "ValidationRequest",
+    "ValidationResponse",
     "Workflow",
     "WorkflowBehaviour",
     "WorkflowClient",
@@ -75,6 +87,7 @@ PUBLIC_API = [
     "WrongContextError",
     "__version__",
     "get_settings",
+    "serve_validator",
 ]
 
 #: Errors a user of the public API never catches: raised inside a worker (which then stops), by
@@ -121,7 +134,7 @@ def test_version_is_a_release_string() -> None:
 
 def test_every_error_class_is_a_stream_app_error() -> None:
     error_names = [name for name in stream_app.__all__ if name.endswith("Error")]
-    assert len(error_names) == 24
+    assert len(error_names) == 25
     for name in error_names:
         cls = getattr(stream_app, name)
         assert inspect.isclass(cls), name

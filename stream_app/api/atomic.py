@@ -1,0 +1,681 @@
+"""Atomic logs (Atomic Store's model) on the cell runtime: one event at a time per scope.
+
+An :class:`AtomicLog` admits events to the canonical log of a *scope* (an auction lot, an
+account) one at a time, each contingent on the events before it, and leaves the decision to
+the event's originator, a *validator*::
+
+    class Bid(BaseModel):
+        lot: str
+        bidder: str
+        amount: int
+
+    class Refusal(BaseModel):
+        code: str
+
+    bids = AtomicLog(
+        "bids",
+        event=Bid,
+        reason=Refusal,
+        scope=lambda bid: bid.lot,
+        timeout_reason=Refusal(code="timeout"),
+        validation_timeout=timedelta(seconds=5),
+    )
+
+    @bids.validator
+    def beats_the_highest(v: Validation[Bid, BaseModel]) -> Accept[Bid] | Reject[Refusal]:
+        highest = max((bid.amount for bid in v.past_events), default=0)
+        if v.prospective_event.amount > highest:
+            return Accept()
+        return Reject(Refusal(code="too-low"), meta={"highest": highest})
+
+    runtime.atomic(bids)
+
+A scope is one cell of the log's behaviour, keyed by the scope id (taken from the event, as
+Atomic Store's ``StoreIfValid(event)`` did). Its data (:class:`~stream_app.core.atomic.
+AtomicScope`) holds the log's sequence number, its recent events (all of them, or the last
+``keep_last`` and a fold's summary), the validation in flight and the durable queue of the
+requests behind it. The protocol, with ``A`` the app id and ``L`` the log:
+
+1. ``store_if_valid(event)`` is a ``store`` message on ``A.L.in`` keyed by the scope. If no
+   validation is in flight, a :class:`~stream_app.core.atomic.ValidationRequest` goes to
+   ``A.L.validation`` (keyed by the scope) and the durable timer ``validation`` is armed;
+   otherwise the request waits in the queue. One validation is in flight per scope; other
+   scopes proceed in parallel.
+2. A validator answers with a ``validation-response`` message on ``A.L.in``: the in-worker
+   validator (:meth:`AtomicLog.validator`, run by every worker on its share of
+   ``A.L.validation``, in a thread, never on the worker's event loop), or a remote one: any
+   Kafka client that reads ``A.L.validation`` and produces
+   :func:`~stream_app.core.atomic.response_envelope` (:func:`~stream_app.clients.atomic.
+   serve_validator` is one in Python).
+3. The answer to the request in flight decides: an accepted event gets the next sequence
+   number, is appended to the scope's events (and summary), and is published to ``A.L.events``;
+   the :class:`~stream_app.core.atomic.AtomicResult` goes to the caller's reply address; the
+   next queued request is sent for validation. All of it commits together with the answer.
+4. No answer within ``validation_timeout``: the request is rejected with ``timeout_reason`` and
+   the next one proceeds. An answer for a request that is no longer in flight (late, or
+   repeated) is ignored and counted (``AtomicScope.late``).
+5. After a worker restart (or a partition move) the request in flight is asked again, with the
+   same request id and ``attempt`` + 1: validators must expect a request twice.
+
+Atomic logs need fencing: :meth:`Runtime.atomic <stream_app.runtime.Runtime.atomic>` refuses to
+run one unless the app is ``exactly_once``, so an answer is applied once, and a zombie worker
+cannot accept an event its successor also decides on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from stream_app.api.behaviour import Behaviour
+from stream_app.core.atomic import (
+    VALIDATION_RESPONSE,
+    AtomicEventRecord,
+    AtomicResult,
+    AtomicScope,
+    InFlight,
+    PendingStore,
+    StoreRequest,
+    ValidationRequest,
+    ValidationResponse,
+)
+from stream_app.core.cell import CellState
+from stream_app.core.replies import Reply, parse_reply_to
+from stream_app.core.retry import RetryPolicy
+from stream_app.errors import AtomicMessageError, ConfigError
+
+__all__ = [
+    "MAX_SCOPE_BYTES",
+    "VALIDATION_TIMER",
+    "Accept",
+    "AtomicFold",
+    "AtomicLog",
+    "Reject",
+    "Validation",
+    "Validator",
+    "Verdict",
+]
+
+logger = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=BaseModel)
+R = TypeVar("R", bound=BaseModel)
+S = TypeVar("S", bound=BaseModel)
+
+#: The durable timer of the validation in flight.
+VALIDATION_TIMER = "validation"
+
+#: The largest scope record (JSON) a log keeps by default: under the 1 MiB a Kafka record may
+#: have by default, with room for the cell record around it. A log without a fold keeps every
+#: event in its scope's record, so this bounds such a log's length.
+MAX_SCOPE_BYTES = 900_000
+
+
+@dataclass(frozen=True, slots=True)
+class AtomicFold(Generic[S]):
+    """A summary of a scope's events, so that validators need not receive all of them.
+
+    Args:
+        state: The pydantic model of the summary.
+        init: The summary of a scope without events.
+        update: ``update(event, summary) -> summary``: applies one accepted event.
+        keep_last: How many of the latest events validations (and results) still receive.
+    """
+
+    state: type[S]
+    init: Callable[[], S]
+    update: Callable[[Any, S], S]
+    keep_last: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Validation(Generic[E, S]):
+    """What an in-worker validator is given: the request, with its events typed.
+
+    Attributes:
+        request: The request as it went over the wire (ids, attempt, seq, deadline).
+        prospective_event: The event to decide on.
+        past_events: The scope's events, oldest first (all, or the fold's last ``keep_last``).
+        summary: The fold of all of them (logs declaring a fold), else ``None``.
+    """
+
+    request: ValidationRequest
+    prospective_event: E
+    past_events: list[E]
+    summary: S | None
+
+
+@dataclass(frozen=True, slots=True)
+class Accept(Generic[E]):
+    """A validator's "yes": store ``event`` (default: the prospective event as it came)."""
+
+    event: E | None = None
+    meta: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reject(Generic[R]):
+    """A validator's "no", with the reason given back to the caller."""
+
+    reason: R | None = None
+    meta: Any = None
+
+
+#: What a validator returns.
+Verdict = Accept[Any] | Reject[Any]
+#: An in-worker validator: sync (run in a thread) or async.
+Validator = Callable[[Validation[Any, Any]], Verdict | Awaitable[Verdict]]
+
+
+@dataclass(slots=True)
+class _Decision:
+    accepted: bool
+    event: dict[str, Any] | None
+    reason: dict[str, Any] | None
+    meta: Any = None
+    timed_out: bool = False
+    at_ms: int = 0
+
+
+class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
+    """An atomic log: per-scope event logs, each admitting one validated event at a time.
+
+    Args:
+        name: The log's name: its scopes are cells of the behaviour ``name`` (input
+            ``<app_id>.<name>.in``), validations go to ``<app_id>.<name>.validation`` and
+            accepted events to ``<app_id>.<name>.events``.
+        event: The pydantic model of the events.
+        reason: The pydantic model of rejection reasons.
+        scope: ``scope(event) -> str``: the scope an event belongs to.
+        timeout_reason: The reason of a validation that did not answer in time.
+        validation_timeout: How long a validation may take (seconds or a timedelta).
+        fold: A summary validators get with the last ``keep_last`` events, instead of every
+            event (see :class:`AtomicFold`); the full log stays on the event topic.
+        max_pending: The most requests a scope queues behind the one in flight; more are
+            rejected with ``overflow_reason``.
+        overflow_reason: The reason of a request refused because the queue is full, or
+            because the scope's record would outgrow ``max_scope_bytes`` (default:
+            ``timeout_reason``).
+        max_scope_bytes: The largest scope record kept (a log without a fold keeps all its
+            events there).
+        retry: How a failing engine callback is retried before the scope is parked.
+
+    Raises:
+        ValueError: A bad name, a ``keep_last`` below 0, or a ``max_pending`` below 0.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        event: type[E],
+        reason: type[R],
+        scope: Callable[[E], str],
+        timeout_reason: R,
+        validation_timeout: float | timedelta,
+        fold: AtomicFold[Any] | None = None,
+        max_pending: int = 1000,
+        overflow_reason: R | None = None,
+        max_scope_bytes: int = MAX_SCOPE_BYTES,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(
+            name,
+            messages={"store": StoreRequest, VALIDATION_RESPONSE: ValidationResponse},
+            data=AtomicScope,
+            retry=retry,
+        )
+        if fold is not None and fold.keep_last < 0:
+            raise ValueError(f"atomic log {name!r}: keep_last must be >= 0")
+        if max_pending < 0:
+            raise ValueError(f"atomic log {name!r}: max_pending must be >= 0")
+        self.event_model = event
+        self.reason_model = reason
+        self.scope_of = scope
+        self.timeout_reason = timeout_reason
+        self.overflow_reason = overflow_reason if overflow_reason is not None else timeout_reason
+        seconds = (
+            validation_timeout.total_seconds()
+            if isinstance(validation_timeout, timedelta)
+            else float(validation_timeout)
+        )
+        if seconds <= 0:
+            raise ValueError(f"atomic log {name!r}: validation_timeout must be positive")
+        self.timeout_ms = max(1, round(seconds * 1000))
+        self.fold = fold
+        self.max_pending = max_pending
+        self.max_scope_bytes = max_scope_bytes
+        #: The in-worker validator, if one is registered (:meth:`validator`).
+        self.validate_fn: Validator | None = None
+        self._input_topic: str | None = None
+        self._validation_topic: str | None = None
+        self._events_topic: str | None = None
+
+    # -- declaration -------------------------------------------------------------------------
+
+    def validator(self, fn: Validator) -> Validator:
+        """Decorator: register ``fn`` as the in-worker validator of this log.
+
+        ``fn(validation) -> Accept | Reject`` (or a coroutine function returning one). A sync
+        function runs in a thread, so a slow one never stalls the worker; an exception is
+        retried (the reactor's retry policy) and the validation times out if it never
+        answers. Without an in-worker validator the log's validations are for a remote
+        validator (see the module docs).
+        """
+        self.validate_fn = fn
+        return fn
+
+    def bind(self, *, input_topic: str, validation_topic: str, events_topic: str) -> None:
+        """Name the log's topics (the runtime does, from the app id)."""
+        self._input_topic = input_topic
+        self._validation_topic = validation_topic
+        self._events_topic = events_topic
+
+    def _bound(self, topic: str | None) -> str:
+        if topic is None:
+            raise ConfigError(f"atomic log {self.name!r}: register it with runtime.atomic")
+        return topic
+
+    @property
+    def input_topic(self) -> str:
+        """``<app_id>.<name>.in``: stores and validators' answers.
+
+        Raises:
+            ConfigError: The log was not registered on a runtime.
+        """
+        return self._bound(self._input_topic)
+
+    @property
+    def validation_topic(self) -> str:
+        """``<app_id>.<name>.validation``: the validation requests, keyed by scope.
+
+        Raises:
+            ConfigError: The log was not registered on a runtime.
+        """
+        return self._bound(self._validation_topic)
+
+    @property
+    def events_topic(self) -> str:
+        """``<app_id>.<name>.events``: the accepted events, keyed by scope.
+
+        Raises:
+            ConfigError: The log was not registered on a runtime.
+        """
+        return self._bound(self._events_topic)
+
+    # -- typed views -------------------------------------------------------------------------
+
+    def parse_event(self, raw: dict[str, Any], what: str) -> E:
+        """``raw`` validated by the event model.
+
+        Raises:
+            AtomicMessageError: It does not validate.
+        """
+        try:
+            return self.event_model.model_validate(raw)
+        except ValidationError as exc:
+            raise AtomicMessageError(f"{self.name}: {what} is not a valid event: {exc}") from exc
+
+    def validation(self, request: ValidationRequest) -> Validation[E, Any]:
+        """The typed :class:`Validation` of a request (what an in-worker validator gets)."""
+        summary = None
+        if self.fold is not None and request.summary is not None:
+            summary = self.fold.state.model_validate(request.summary)
+        return Validation(
+            request=request,
+            prospective_event=self.event_model.model_validate(request.prospective_event),
+            past_events=[self.event_model.model_validate(e) for e in request.past_events],
+            summary=summary,
+        )
+
+    def response(self, request: ValidationRequest, verdict: Verdict) -> ValidationResponse:
+        """The wire answer to ``request`` for a validator's ``verdict``.
+
+        Raises:
+            TypeError: ``verdict`` is neither :class:`Accept` nor :class:`Reject`.
+        """
+        if isinstance(verdict, Accept):
+            event = verdict.event
+            return ValidationResponse(
+                request_id=request.request_id,
+                scope=request.scope,
+                validation_did_pass=True,
+                event=event.model_dump(mode="json") if event is not None else None,
+                meta=verdict.meta,
+            )
+        if isinstance(verdict, Reject):
+            reason = verdict.reason
+            return ValidationResponse(
+                request_id=request.request_id,
+                scope=request.scope,
+                validation_did_pass=False,
+                reason=reason.model_dump(mode="json") if reason is not None else None,
+                meta=verdict.meta,
+            )
+        raise TypeError(
+            f"atomic log {self.name!r}: a validator returned {verdict!r}, "
+            "not Accept(...) or Reject(...)"
+        )
+
+    async def run_validator(self, request: ValidationRequest) -> ValidationResponse:
+        """Run the in-worker validator on ``request`` (sync ones in a thread).
+
+        Raises:
+            ConfigError: The log has no in-worker validator.
+        """
+        fn = self.validate_fn
+        if fn is None:
+            raise ConfigError(f"atomic log {self.name!r} has no in-worker validator")
+        validation = self.validation(request)
+        if inspect.iscoroutinefunction(fn):
+            verdict = await fn(validation)
+        else:
+            verdict = await asyncio.to_thread(fn, validation)
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+        return self.response(request, verdict)
+
+    # -- the scope's cell --------------------------------------------------------------------
+
+    def empty_scope(self) -> AtomicScope:
+        """The data of a scope without events."""
+        summary = self.fold.init().model_dump(mode="json") if self.fold is not None else None
+        return AtomicScope(summary=summary)
+
+    def handle_message(self, state: CellState[AtomicScope]) -> None:
+        """A ``store`` joins the queue (or starts validating); a ``validation-response``
+        decides the request in flight (see the module docs)."""
+        message = state.message
+        assert message is not None
+        body = message.body
+        if isinstance(body, StoreRequest):
+            self._store(state, body, message.id or state.origin, message.reply_to)
+        elif isinstance(body, ValidationResponse):
+            self._answer(state, body)
+
+    def on_timeout(self, state: CellState[AtomicScope]) -> None:
+        """The validation in flight did not answer in time: reject it, start the next."""
+        fired = state.timer
+        data = state.data
+        assert fired is not None and data is not None
+        payload = fired.payload if isinstance(fired.payload, dict) else {}
+        flight = data.in_flight
+        if (
+            fired.name != VALIDATION_TIMER
+            or flight is None
+            or payload.get("request_id") != flight.request_id
+        ):
+            logger.info("%s/%s: ignoring timer %s", self.name, state.cell_id, fired.name)
+            return
+        logger.info(
+            "%s/%s: validation of %s timed out", self.name, state.cell_id, flight.request_id
+        )
+        decision = _Decision(
+            accepted=False,
+            event=None,
+            reason=self.timeout_reason.model_dump(mode="json"),
+            timed_out=True,
+            at_ms=state.now_ms,
+        )
+        self._decide(state, data.model_copy(), flight, decision)
+
+    def on_boot(self, state: CellState[AtomicScope]) -> None:
+        """Ask the validation in flight again (same request id, ``attempt`` + 1): its answer
+        may have been lost with the worker that asked."""
+        data = state.data
+        if data is None or data.in_flight is None:
+            return
+        flight = data.in_flight
+        data = data.model_copy()
+        self._ask(state, data, flight, attempt=flight.attempt + 1)
+        state.data = data
+
+    def _store(
+        self,
+        state: CellState[AtomicScope],
+        body: StoreRequest,
+        request_id: str,
+        reply_to: str | None,
+    ) -> None:
+        event = self.parse_event(body.event, "the prospective event")
+        scope = self.scope_of(event)
+        if scope != state.cell_id:
+            raise AtomicMessageError(
+                f"{self.name}: the event's scope is {scope!r}, but it was sent to scope "
+                f"{state.cell_id!r} (the record key must be the scope)"
+            )
+        data = state.data.model_copy() if state.data is not None else self.empty_scope()
+        pending = PendingStore(
+            request_id=request_id, event=event.model_dump(mode="json"), reply_to=reply_to
+        )
+        flight = data.in_flight
+        if (flight is not None and flight.request_id == request_id) or any(
+            queued.request_id == request_id for queued in data.queue
+        ):
+            logger.info("%s/%s: %s is already pending", self.name, state.cell_id, request_id)
+            return
+        if flight is None:
+            self._ask(state, data, pending, attempt=1)
+        elif len(data.queue) >= self.max_pending:
+            self._refuse(state, data, pending, f"{self.max_pending} requests are waiting")
+        else:
+            data.queue = [*data.queue, pending]
+        state.data = data
+
+    def _answer(self, state: CellState[AtomicScope], response: ValidationResponse) -> None:
+        if response.scope != state.cell_id:
+            raise AtomicMessageError(
+                f"{self.name}: an answer for scope {response.scope!r} reached scope "
+                f"{state.cell_id!r} (the record key must be the scope)"
+            )
+        data = state.data
+        flight = data.in_flight if data is not None else None
+        if data is None or flight is None or flight.request_id != response.request_id:
+            logger.info(
+                "%s/%s: ignoring an answer to %s, which is not in flight",
+                self.name,
+                state.cell_id,
+                response.request_id,
+            )
+            if data is not None:
+                state.data = data.model_copy(update={"late": data.late + 1})
+            return
+        stored: dict[str, Any] | None = None
+        reason: dict[str, Any] | None = None
+        if response.validation_did_pass:
+            raw = response.event if response.event is not None else flight.event
+            event = self.parse_event(raw, "the validator's event")
+            if self.scope_of(event) != state.cell_id:
+                raise AtomicMessageError(
+                    f"{self.name}: the validator's event belongs to scope "
+                    f"{self.scope_of(event)!r}, not {state.cell_id!r}"
+                )
+            stored = event.model_dump(mode="json")
+        elif response.reason is not None:
+            try:
+                reason = self.reason_model.model_validate(response.reason).model_dump(mode="json")
+            except ValidationError as exc:
+                raise AtomicMessageError(
+                    f"{self.name}: the validator's reason is not a valid reason: {exc}"
+                ) from exc
+        decision = _Decision(
+            accepted=response.validation_did_pass,
+            event=stored,
+            reason=reason,
+            meta=response.meta,
+            at_ms=state.now_ms,
+        )
+        self._decide(state, data.model_copy(), flight, decision)
+
+    def _ask(
+        self, state: CellState[AtomicScope], data: AtomicScope, pending: PendingStore, attempt: int
+    ) -> None:
+        """Send ``pending`` for validation and arm its timer; it becomes the one in flight."""
+        deadline = state.now_ms + self.timeout_ms
+        request = ValidationRequest(
+            request_id=pending.request_id,
+            log=self.name,
+            scope=state.cell_id,
+            attempt=attempt,
+            seq=data.seq,
+            prospective_event=pending.event,
+            past_events=data.recent,
+            summary=data.summary,
+            reply_topic=self.input_topic,
+            deadline_ms=deadline,
+        )
+        state.publish(self.validation_topic, request.model_dump_json().encode())
+        state.set_timer(
+            VALIDATION_TIMER,
+            at=deadline,
+            payload={"request_id": pending.request_id, "attempt": attempt},
+        )
+        data.in_flight = InFlight(
+            request_id=pending.request_id,
+            event=pending.event,
+            reply_to=pending.reply_to,
+            attempt=attempt,
+            deadline_ms=deadline,
+        )
+
+    def _refuse(
+        self, state: CellState[AtomicScope], data: AtomicScope, pending: PendingStore, why: str
+    ) -> None:
+        logger.warning("%s/%s: refusing %s: %s", self.name, state.cell_id, pending.request_id, why)
+        data.rejected += 1
+        self._reply(
+            state,
+            pending,
+            AtomicResult(
+                request_id=pending.request_id,
+                log=self.name,
+                scope=state.cell_id,
+                was_accepted=False,
+                prospective_event=pending.event,
+                seq=data.seq,
+                stored_event_list=data.recent,
+                reason=self.overflow_reason.model_dump(mode="json"),
+            ),
+        )
+
+    def _decide(
+        self,
+        state: CellState[AtomicScope],
+        data: AtomicScope,
+        flight: InFlight,
+        decision: _Decision,
+    ) -> None:
+        """Apply the decision on the request in flight, answer its caller, ask the next."""
+        if decision.accepted and not self._append(state, data, flight, decision):
+            decision = _Decision(
+                accepted=False,
+                event=None,
+                reason=self.overflow_reason.model_dump(mode="json"),
+                meta=decision.meta,
+                at_ms=decision.at_ms,
+            )
+        if decision.accepted:
+            data.accepted += 1
+        else:
+            data.rejected += 1
+            data.timed_out += decision.timed_out
+        self._reply(
+            state,
+            flight,
+            AtomicResult(
+                request_id=flight.request_id,
+                log=self.name,
+                scope=state.cell_id,
+                was_accepted=decision.accepted,
+                prospective_event=flight.event,
+                stored_event=decision.event if decision.accepted else None,
+                seq=data.seq,
+                stored_event_list=data.recent,
+                reason=decision.reason,
+                meta=decision.meta,
+                timed_out=decision.timed_out,
+            ),
+        )
+        if not decision.timed_out:
+            state.cancel_timer(VALIDATION_TIMER)
+        data.in_flight = None
+        if data.queue:
+            following, *rest = data.queue
+            data.queue = rest
+            self._ask(state, data, following, attempt=1)
+        state.data = data
+
+    def _append(
+        self,
+        state: CellState[AtomicScope],
+        data: AtomicScope,
+        flight: InFlight,
+        decision: _Decision,
+    ) -> bool:
+        """Append the accepted event to the scope (False: it would outgrow the scope record)."""
+        assert decision.event is not None
+        event = decision.event
+        recent = [*data.recent, event]
+        summary = data.summary
+        if self.fold is not None:
+            folded = self.fold.update(
+                self.event_model.model_validate(event),
+                self.fold.state.model_validate(summary if summary is not None else {}),
+            )
+            summary = folded.model_dump(mode="json")
+            keep = self.fold.keep_last
+            recent = recent[-keep:] if keep else []
+        grown = data.model_copy(update={"seq": data.seq + 1, "recent": recent, "summary": summary})
+        size = len(grown.model_dump_json())
+        if size > self.max_scope_bytes:
+            logger.error(
+                "%s/%s: refusing %s: the scope's record would grow to %d bytes, over the %d "
+                "it may keep (declare a fold, or raise max_scope_bytes)",
+                self.name,
+                state.cell_id,
+                flight.request_id,
+                size,
+                self.max_scope_bytes,
+            )
+            return False
+        data.seq, data.recent, data.summary = grown.seq, grown.recent, grown.summary
+        record = AtomicEventRecord(
+            log=self.name,
+            scope=state.cell_id,
+            seq=data.seq,
+            event=event,
+            request_id=flight.request_id,
+            meta=decision.meta,
+            at_ms=decision.at_ms,
+        )
+        state.publish(self.events_topic, record.model_dump_json().encode())
+        return True
+
+    def _reply(
+        self, state: CellState[AtomicScope], pending: PendingStore, result: AtomicResult
+    ) -> None:
+        if pending.reply_to is None:
+            return
+        # The engine checked the address when the store message arrived.
+        topic, partition = parse_reply_to(pending.reply_to)
+        reply = Reply(
+            correlation_id=pending.request_id,
+            behaviour=self.name,
+            cell_id=state.cell_id,
+            ok=True,
+            seq=result.seq,
+            events=int(result.was_accepted),
+            state=result.model_dump(mode="json"),
+        )
+        state.publish(topic, reply.model_dump_json().encode(), partition=partition)
+
+    def __repr__(self) -> str:
+        fold = "fold" if self.fold is not None else "full history"
+        return f"<AtomicLog {self.name} event={self.event_model.__name__} {fold}>"
