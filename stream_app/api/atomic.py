@@ -92,6 +92,7 @@ from stream_app.core.retry import RetryPolicy
 from stream_app.errors import AtomicMessageError, ConfigError
 
 __all__ = [
+    "MAX_REQUEST_BYTES",
     "MAX_SCOPE_BYTES",
     "VALIDATION_TIMER",
     "Accept",
@@ -116,6 +117,10 @@ VALIDATION_TIMER = "validation"
 #: have by default, with room for the cell record around it. A log without a fold keeps every
 #: event in its scope's record, so this bounds such a log's length.
 MAX_SCOPE_BYTES = 900_000
+
+#: The largest validation request (JSON) sent: under the 1 MiB a topic accepts by default
+#: (``max.message.bytes``). A request that would be larger is refused with the overflow reason.
+MAX_REQUEST_BYTES = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,11 +209,15 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
             because the scope's record would outgrow ``max_scope_bytes`` (default:
             ``timeout_reason``).
         max_scope_bytes: The largest scope record kept (a log without a fold keeps all its
-            events there).
+            events there, and every log its queue): a request that would grow it beyond is
+            refused with ``overflow_reason``.
+        result_events: How many of the latest events a result's ``stored_event_list`` holds
+            (its ``seq`` says how many the log has).
         retry: How a failing engine callback is retried before the scope is parked.
 
     Raises:
-        ValueError: A bad name, a ``keep_last`` below 0, or a ``max_pending`` below 0.
+        ValueError: A bad name, or a ``keep_last``, ``max_pending`` or ``result_events`` below
+            0.
     """
 
     def __init__(
@@ -224,6 +233,7 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
         max_pending: int = 1000,
         overflow_reason: R | None = None,
         max_scope_bytes: int = MAX_SCOPE_BYTES,
+        result_events: int = 100,
         retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__(
@@ -236,6 +246,8 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
             raise ValueError(f"atomic log {name!r}: keep_last must be >= 0")
         if max_pending < 0:
             raise ValueError(f"atomic log {name!r}: max_pending must be >= 0")
+        if result_events < 0:
+            raise ValueError(f"atomic log {name!r}: result_events must be >= 0")
         self.event_model = event
         self.reason_model = reason
         self.scope_of = scope
@@ -252,6 +264,7 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
         self.fold = fold
         self.max_pending = max_pending
         self.max_scope_bytes = max_scope_bytes
+        self.result_events = result_events
         #: The in-worker validator, if one is registered (:meth:`validator`).
         self.validate_fn: Validator | None = None
         self._input_topic: str | None = None
@@ -434,7 +447,8 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
             return
         flight = data.in_flight
         data = data.model_copy()
-        self._ask(state, data, flight, attempt=flight.attempt + 1)
+        data.in_flight = None
+        self._ask_next(state, data, flight, attempt=flight.attempt + 1)
         state.data = data
 
     def _store(
@@ -462,11 +476,17 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
             logger.info("%s/%s: %s is already pending", self.name, state.cell_id, request_id)
             return
         if flight is None:
-            self._ask(state, data, pending, attempt=1)
+            self._ask_next(state, data, pending, attempt=1)
         elif len(data.queue) >= self.max_pending:
             self._refuse(state, data, pending, f"{self.max_pending} requests are waiting")
         else:
-            data.queue = [*data.queue, pending]
+            queued = data.model_copy(update={"queue": [*data.queue, pending]})
+            size = len(queued.model_dump_json())
+            if size > self.max_scope_bytes:
+                why = f"queueing it would grow the scope's record to {size} bytes"
+                self._refuse(state, data, pending, why)
+            else:
+                data = queued
         state.data = data
 
     def _answer(self, state: CellState[AtomicScope], response: ValidationResponse) -> None:
@@ -514,10 +534,33 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
         )
         self._decide(state, data.model_copy(), flight, decision)
 
+    def _ask_next(
+        self,
+        state: CellState[AtomicScope],
+        data: AtomicScope,
+        pending: PendingStore | None,
+        attempt: int = 1,
+    ) -> None:
+        """Ask for ``pending``'s validation, or else (no ``pending``) the first queued one's;
+        a request too large to send is refused and the next one asked."""
+        while True:
+            if pending is None:
+                if not data.queue:
+                    return
+                pending, *rest = data.queue
+                data.queue = rest
+                attempt = 1
+            if self._ask(state, data, pending, attempt):
+                return
+            why = f"its validation request would exceed {MAX_REQUEST_BYTES} bytes"
+            self._refuse(state, data, pending, why)
+            pending = None
+
     def _ask(
         self, state: CellState[AtomicScope], data: AtomicScope, pending: PendingStore, attempt: int
-    ) -> None:
-        """Send ``pending`` for validation and arm its timer; it becomes the one in flight."""
+    ) -> bool:
+        """Send ``pending`` for validation and arm its timer; it becomes the one in flight.
+        False: its request would be too large to send (nothing done)."""
         deadline = state.now_ms + self.timeout_ms
         request = ValidationRequest(
             request_id=pending.request_id,
@@ -531,7 +574,10 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
             reply_topic=self.input_topic,
             deadline_ms=deadline,
         )
-        state.publish(self.validation_topic, request.model_dump_json().encode())
+        value = request.model_dump_json().encode()
+        if len(value) > MAX_REQUEST_BYTES:
+            return False
+        state.publish(self.validation_topic, value)
         state.set_timer(
             VALIDATION_TIMER,
             at=deadline,
@@ -544,6 +590,7 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
             attempt=attempt,
             deadline_ms=deadline,
         )
+        return True
 
     def _refuse(
         self, state: CellState[AtomicScope], data: AtomicScope, pending: PendingStore, why: str
@@ -560,7 +607,7 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
                 was_accepted=False,
                 prospective_event=pending.event,
                 seq=data.seq,
-                stored_event_list=data.recent,
+                stored_event_list=self._latest(data),
                 reason=self.overflow_reason.model_dump(mode="json"),
             ),
         )
@@ -597,7 +644,7 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
                 prospective_event=flight.event,
                 stored_event=decision.event if decision.accepted else None,
                 seq=data.seq,
-                stored_event_list=data.recent,
+                stored_event_list=self._latest(data),
                 reason=decision.reason,
                 meta=decision.meta,
                 timed_out=decision.timed_out,
@@ -606,10 +653,7 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
         if not decision.timed_out:
             state.cancel_timer(VALIDATION_TIMER)
         data.in_flight = None
-        if data.queue:
-            following, *rest = data.queue
-            data.queue = rest
-            self._ask(state, data, following, attempt=1)
+        self._ask_next(state, data, None)
         state.data = data
 
     def _append(
@@ -657,6 +701,11 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
         )
         state.publish(self.events_topic, record.model_dump_json().encode())
         return True
+
+    def _latest(self, data: AtomicScope) -> list[dict[str, Any]]:
+        if len(data.recent) <= self.result_events:
+            return data.recent
+        return data.recent[-self.result_events :] if self.result_events else []
 
     def _reply(
         self, state: CellState[AtomicScope], pending: PendingStore, result: AtomicResult

@@ -129,8 +129,9 @@ class AtomicResult(BaseModel):
         prospective_event: The event as it was asked to be stored.
         stored_event: The event as stored (the validator may have normalised it), if accepted.
         seq: The scope's sequence number after the request (the stored event's, if accepted).
-        stored_event_list: The scope's events after the request, oldest first (all of them,
-            or the last ``keep_last`` for a log declaring a fold).
+        stored_event_list: The scope's latest events after the request, oldest first: at
+            most the log's ``result_events`` (100 by default), and at most ``keep_last`` for a
+            log declaring a fold.
         reason: Why it was rejected: the validator's reason, or the log's ``timeout_reason``
             (no answer within ``validation_timeout``) or ``overflow_reason`` (too many
             requests waiting).
