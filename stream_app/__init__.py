@@ -15,7 +15,13 @@ from __future__ import annotations
 
 from stream_app.api.behaviour import Behaviour
 from stream_app.api.culture import CellCulture, CellRun
-from stream_app.api.entities import Entity, EntityEffect, EventRecord
+from stream_app.api.entities import (
+    CancelEntityTimer,
+    Entity,
+    EntityEffect,
+    EntityTimer,
+    EventRecord,
+)
 from stream_app.api.quests import ActionContext, NoVariables, Quest, QuestBehaviour
 from stream_app.api.workflows import EdgeContext, Failure, Joined, Workflow
 from stream_app.clients.cells import CellClient
@@ -70,6 +76,7 @@ __all__ = [
     "AsyncEntityClient",
     "AsyncWorkflowClient",
     "Behaviour",
+    "CancelEntityTimer",
     "CellClient",
     "CellCulture",
     "CellMessage",
@@ -83,6 +90,7 @@ __all__ = [
     "Entity",
     "EntityClient",
     "EntityEffect",
+    "EntityTimer",
     "EventRecord",
     "Exhausted",
     "Failure",
