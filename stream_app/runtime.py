@@ -175,7 +175,10 @@ class Runtime:
             ConfigError: The entity needs fencing and the settings say ``at_least_once``.
         """
         if entity.fencing:
-            self.require_fencing(f"entity {entity.name!r}")
+            self.require_fencing(
+                f"entity {entity.name!r}",
+                opt_out="declare Entity(..., fencing=False) to accept that a zombie may append",
+            )
         entity.events_topic = self.settings.events_topic(entity.name)
         self.published_topics[entity.events_topic] = {
             "cleanup.policy": "delete",
@@ -193,7 +196,7 @@ class Runtime:
         """The guarantee this runtime's worker runs under (see :meth:`require_fencing`)."""
         return "exactly_once" if self.app.exactly_once else "at_least_once"
 
-    def require_fencing(self, who: str) -> None:
+    def require_fencing(self, who: str, *, opt_out: str = "") -> None:
         """Run ``exactly_once``, because ``who`` needs fencing: a worker that lost a partition
         (a zombie, frozen past its session timeout) must not write for it once another owns it.
 
@@ -203,6 +206,10 @@ class Runtime:
         app starts; under ``processing_guarantee=auto`` it switches the app to ``exactly_once``
         (:func:`~stream_app.settings.resolve_guarantee`).
 
+        Args:
+            who: What needs it, for the error message (``"entity 'counter'"``).
+            opt_out: How ``who`` could do without, if it can, for the error message.
+
         Raises:
             ConfigError: The settings say ``at_least_once`` explicitly.
         """
@@ -210,9 +217,8 @@ class Runtime:
         if requested == "at_least_once":
             raise ConfigError(
                 f"{who} needs fencing, which STREAM_APP_PROCESSING_GUARANTEE=at_least_once does "
-                "not give (a worker that lost its partitions could still append): use "
-                "exactly_once or auto (the default), or declare Entity(..., fencing=False) to "
-                "accept that a zombie may append"
+                "not give (a worker that lost its partitions could still write): use "
+                "exactly_once or auto (the default)" + (f", or {opt_out}" if opt_out else "")
             )
         self.app.exactly_once = resolve_guarantee(requested, fencing=True) == "exactly_once"
 
