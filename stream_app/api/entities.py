@@ -9,7 +9,7 @@ three pure functions::
         messages={"increment": Increment},
         events={"increased": Increased},
         init=lambda: Count(),
-        handle=lambda message, state: [Increased(by=message.by)],
+        handle=lambda message, state: Increased(by=message.by),
         update=lambda event, state: Count(value=state.value + event.by),
     )
     runtime.entity(counter)
@@ -17,7 +17,7 @@ three pure functions::
 - ``init() -> state``: the state of an entity that has no events yet.
 - ``handle(message, state) -> outputs``: decides. ``message`` is the validated body of an
   incoming message (or of a timer the entity set), ``state`` the current state. It returns
-  what :func:`outputs` accepts: nothing, one output, or a list or tuple of outputs (and of lists
+  what :func:`split_outputs` accepts: nothing, one output, or a list or tuple of outputs (and of lists
   or tuples of outputs, one level deep: ``events``, ``(events, effects)``, ``(event, effect)``).
   An output is an event (an instance of a declared event class), an :class:`EntityEffect`, an
   :class:`EntityTimer` or a :class:`CancelEntityTimer`. Returning no events changes nothing;
@@ -43,9 +43,10 @@ and every event is appended to ``<app_id>.T.events`` (retained, not compacted), 
 entity id, as an :class:`EventRecord` with the entity's next sequence number. The events of a
 message, the new cached state, its effects and its timers are written together, in one Kafka
 transaction: entities need fencing (a worker that lost the partition must not append), so a
-runtime with an entity runs ``exactly_once`` unless the settings say otherwise
-(:meth:`Runtime.entity <stream_app.runtime.Runtime.entity>`; ``Entity(..., fencing=False)`` opts
-out).
+runtime with an entity runs ``exactly_once`` by default, and refuses an explicit
+``at_least_once`` (:meth:`Runtime.entity <stream_app.runtime.Runtime.entity>`). An entity
+declared ``Entity(..., fencing=False)`` may run ``at_least_once``, where its events are produced
+before the message's offset is committed and a zombie may append.
 """
 
 from __future__ import annotations
