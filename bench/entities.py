@@ -1,6 +1,7 @@
 """Entities: tell throughput against the hand-written loop, send latency, and R_eos.
 
-Every subject is a ledger worker (``stream_app.examples.ledger``, the ``counter`` entity) on a
+Every subject is a worker of the ledger's ``counter`` entity (:mod:`bench.apps.entity_counter`:
+the same entity declared ``fencing=False``, so that it may run ``at_least_once`` too) on a
 fresh app id, on one broker, with the same partitions and records:
 
 1. **loop**: the careful hand-written confluent-kafka loop of ``bench._common``
@@ -53,7 +54,7 @@ from stream_app.settings import Settings
 from stream_app.testing.dev_broker import kafka_broker
 
 GOAL_R_EOS = 0.75
-MODULE = "stream_app.examples.ledger"
+MODULE = "bench.apps.entity_counter"
 
 
 def _settings(

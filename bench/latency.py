@@ -10,7 +10,8 @@ records per second for ``--seconds`` seconds, each timed from the moment just be
    ``seq``) to ``<app_id>.counter.out``: the output a user of the cell observes. Seen by a
    ``read_committed`` consumer of that topic.
 2. **entity**: ``EntityClient.request_future`` ``send`` calls to the ledger's ``counter``
-   entities (``stream_app.examples.ledger``, same guarantee), timed from the call to its reply.
+   entities (:mod:`bench.apps.entity_counter`, the same entity declared ``fencing=False`` so it
+   may run ``at_least_once``; same guarantee), timed from the call to its reply.
 3. **raw**: a raw confluent-kafka consume -> produce loop (:mod:`bench.apps.raw_echo`, its own
    process, at least once): the floor any worker on this broker could reach. Its bulk CPU per
    event is measured as the cell's, so ``R_cpu_1000_raw`` shows what the per-wake cost of any
@@ -391,7 +392,7 @@ def run_entity(bootstrap: str, workdir: Path, args: argparse.Namespace) -> dict[
     env = worker_env(settings, **_worker_settings(args))
     figures: dict[str, Any] = {}
     with (
-        running_worker("stream_app.examples.ledger", env, workdir / f"{app_id}.log") as worker,
+        running_worker("bench.apps.entity_counter", env, workdir / f"{app_id}.log") as worker,
         EntityClient(settings, timeout=60) as client,
     ):
 

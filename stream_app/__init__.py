@@ -16,7 +16,13 @@ from __future__ import annotations
 from stream_app.api.atomic import Accept, AtomicFold, AtomicLog, Reject, Validation
 from stream_app.api.behaviour import Behaviour
 from stream_app.api.culture import CellCulture, CellRun
-from stream_app.api.entities import Entity, EntityEffect, EventRecord
+from stream_app.api.entities import (
+    CancelEntityTimer,
+    Entity,
+    EntityEffect,
+    EntityTimer,
+    EventRecord,
+)
 from stream_app.api.quests import ActionContext, NoVariables, Quest, QuestBehaviour
 from stream_app.api.workflows import EdgeContext, Failure, Joined, Workflow
 from stream_app.clients.atomic import AsyncAtomicClient, AtomicClient, serve_validator
@@ -87,6 +93,7 @@ __all__ = [
     "AtomicMessageError",
     "AtomicResult",
     "Behaviour",
+    "CancelEntityTimer",
     "CellClient",
     "CellCulture",
     "CellMessage",
@@ -100,6 +107,7 @@ __all__ = [
     "Entity",
     "EntityClient",
     "EntityEffect",
+    "EntityTimer",
     "EventRecord",
     "Exhausted",
     "Failure",

@@ -52,7 +52,7 @@ from stream_app.kafka.cell_store import CellDeadLetters, CellTables, FaustWakes
 from stream_app.kafka.clock import ClockFeed, clock_topic_definition
 from stream_app.kafka.dead_letters import DeadLetterSink
 from stream_app.kafka.topics import TopicChange, TopicDefinition, apply_changes
-from stream_app.settings import Settings, get_settings
+from stream_app.settings import Guarantee, Settings, get_settings, resolve_guarantee
 from stream_app.web.views import (
     CellInspection,
     install_behaviour_views,
@@ -170,7 +170,19 @@ class Runtime:
         Its messages, cached state and parking are those of the behaviour ``entity.name``; its
         events go to ``<app_id>.<name>.events`` (created with the app's other topics, retained
         and not compacted). See :mod:`stream_app.api.entities`.
+
+        An entity needs fencing (:meth:`require_fencing`) unless it says
+        ``Entity(..., fencing=False)``: under the default ``processing_guarantee=auto`` the
+        runtime then runs ``exactly_once``.
+
+        Raises:
+            ConfigError: The entity needs fencing and the settings say ``at_least_once``.
         """
+        if entity.fencing:
+            self.require_fencing(
+                f"entity {entity.name!r}",
+                opt_out="declare Entity(..., fencing=False) to accept that a zombie may append",
+            )
         entity.events_topic = self.settings.events_topic(entity.name)
         self.published_topics[entity.events_topic] = {
             "cleanup.policy": "delete",
@@ -182,6 +194,37 @@ class Runtime:
             self.app, entity, self.engines[entity.name], self.cell_tables[entity.name].cells.table
         )
         return entity
+
+    @property
+    def guarantee(self) -> Guarantee:
+        """The guarantee this runtime's worker runs under (see :meth:`require_fencing`)."""
+        return "exactly_once" if self.app.exactly_once else "at_least_once"
+
+    def require_fencing(self, who: str, *, opt_out: str = "") -> None:
+        """Run ``exactly_once``, because ``who`` needs fencing: a worker that lost a partition
+        (a zombie, frozen past its session timeout) must not write for it once another owns it.
+
+        Kafka transactions fence: the new owner of a partition initialises its transactional
+        id, which aborts the zombie's transaction and makes its next commit fail. Called at
+        registration (entities; any layer that keeps a log with one writer per key), before the
+        app starts; under ``processing_guarantee=auto`` it switches the app to ``exactly_once``
+        (:func:`~stream_app.settings.resolve_guarantee`).
+
+        Args:
+            who: What needs it, for the error message (``"entity 'counter'"``).
+            opt_out: How ``who`` could do without, if it can, for the error message.
+
+        Raises:
+            ConfigError: The settings say ``at_least_once`` explicitly.
+        """
+        requested = self.settings.processing_guarantee
+        if requested == "at_least_once":
+            raise ConfigError(
+                f"{who} needs fencing, which STREAM_APP_PROCESSING_GUARANTEE=at_least_once does "
+                "not give (a worker that lost its partitions could still write): use "
+                "exactly_once or auto (the default)" + (f", or {opt_out}" if opt_out else "")
+            )
+        self.app.exactly_once = resolve_guarantee(requested, fencing=True) == "exactly_once"
 
     def quests(self, behaviour: Q) -> Q:
         """Run the contexts of the quest behaviour ``behaviour``; returns it.
@@ -539,7 +582,9 @@ def _drivable(app: StreamApp, settings: Settings) -> StreamApp:
             "makes exactly_once itself (Settings.processing_guarantee), not with Faust's "
             "transactions"
         )
-    exactly_once = settings.processing_guarantee == "exactly_once"
+    exactly_once = resolve_guarantee(settings.processing_guarantee, fencing=False) == (
+        "exactly_once"
+    )
     if app.exactly_once != exactly_once or app.conf.id != settings.app_id:
         raise ConfigError(
             f"the Runtime's app was not made by create_app(settings) for these settings (app "

@@ -18,9 +18,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream_app.core.retry import CELL_RETRY, HANDLER_RETRY, Exhausted, RetryPolicy
 
-__all__ = ["ClockKind", "ProcessingGuarantee", "Settings", "get_settings"]
+__all__ = [
+    "ClockKind",
+    "Guarantee",
+    "ProcessingGuarantee",
+    "Settings",
+    "get_settings",
+    "resolve_guarantee",
+]
 
-ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
+#: What the settings ask for: ``auto`` lets the runtime choose (see :func:`resolve_guarantee`).
+ProcessingGuarantee = Literal["auto", "at_least_once", "exactly_once"]
+#: The guarantee a worker runs under.
+Guarantee = Literal["at_least_once", "exactly_once"]
 #: Where a worker's time comes from: the wall clock, or (tests only) the app's clock topic.
 ClockKind = Literal["system", "driven"]
 
@@ -38,8 +48,12 @@ class Settings(BaseSettings):
         partitions: Partition count of every topic the app declares without an explicit count.
             All topics that carry work for a cell must share it (co-partitioning).
         replication_factor: Replication factor of topics declared without an explicit one.
-        processing_guarantee: ``at_least_once`` (default) or ``exactly_once`` (a Kafka
-            transaction per input partition; see :mod:`stream_app.kafka.batch_input`).
+        processing_guarantee: ``auto`` (default), ``at_least_once`` or ``exactly_once`` (a
+            Kafka transaction per input partition; see :mod:`stream_app.kafka.batch_input`).
+            ``auto`` is ``exactly_once`` for a runtime that runs something needing fencing
+            (an entity: a worker that lost its partition must not append to a log) and
+            ``at_least_once`` otherwise (:func:`resolve_guarantee`). An explicit
+            ``at_least_once`` with such a thing is refused at registration.
         commit_interval_s: How often input offsets are committed (Faust's
             ``broker_commit_interval``; also when the input runs dry, at most every 0.1 s, and
             when a rebalance or a stop takes the partitions).
@@ -111,7 +125,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     partitions: int = Field(default=8, ge=1, le=10_000)
     replication_factor: int = Field(default=1, ge=1, le=32)
-    processing_guarantee: ProcessingGuarantee = "at_least_once"
+    processing_guarantee: ProcessingGuarantee = "auto"
     commit_interval_s: float = Field(default=2.8, gt=0.0, le=3600.0)
     input_linger_ms: int = Field(default=0, ge=0, le=1000)
     web_host: str = "127.0.0.1"
@@ -223,6 +237,19 @@ class Settings(BaseSettings):
     def changelog_topic(self, table: str) -> str:
         """Name Faust gives the changelog topic of table ``table``."""
         return f"{self.app_id}-{table}-changelog"
+
+
+def resolve_guarantee(requested: ProcessingGuarantee, *, fencing: bool) -> Guarantee:
+    """The guarantee a worker runs under, from what the settings ask for and whether anything
+    it runs needs fencing (a zombie must not write: entity logs).
+
+    ``auto`` resolves to ``exactly_once`` when fencing is needed, to ``at_least_once``
+    otherwise; an explicit guarantee stays what it is (the runtime refuses an explicit
+    ``at_least_once`` with something that needs fencing, with a message saying who).
+    """
+    if requested == "auto":
+        return "exactly_once" if fencing else "at_least_once"
+    return requested
 
 
 @lru_cache(maxsize=1)

@@ -19,7 +19,7 @@ import faust
 
 from bench.apps.harness import Progress, faust_options, start_profile_if_requested
 from bench.apps.model import BEHAVIOUR, MESSAGES, Count, apply_increment
-from stream_app.settings import get_settings
+from stream_app.settings import get_settings, resolve_guarantee
 
 __all__ = ["app", "counter", "progress"]
 
@@ -36,7 +36,7 @@ app = faust.App(
     datadir=str(settings.app_data_dir),
     topic_partitions=settings.partitions,
     topic_replication_factor=settings.replication_factor,
-    processing_guarantee=settings.processing_guarantee,
+    processing_guarantee=resolve_guarantee(settings.processing_guarantee, fencing=False),
     web_host=settings.web_host,
     web_bind=settings.web_host,
     web_port=settings.web_port,

@@ -22,7 +22,7 @@ import faust
 
 from stream_app.kafka.faust_patches import CLEAN_MARKER, PatchedApp, discard_unclean_tables
 from stream_app.logs import quiet_transient_errors
-from stream_app.settings import Settings
+from stream_app.settings import Settings, resolve_guarantee
 
 __all__ = [
     "STOP_OVERRUN_EXIT",
@@ -180,7 +180,11 @@ def create_app(settings: Settings, **overrides: Any) -> StreamApp:
     options.update(overrides)
     quiet_transient_errors()
     app = StreamApp(settings.app_id, **options)
-    app.exactly_once = settings.processing_guarantee == "exactly_once"
+    # Under ``auto`` the runtime turns it on when it registers something that needs fencing
+    # (Runtime.require_fencing), before the app starts.
+    app.exactly_once = resolve_guarantee(settings.processing_guarantee, fencing=False) == (
+        "exactly_once"
+    )
     app.bootstrap_servers = settings.bootstrap_servers
     app.shutdown_timeout_s = settings.shutdown_timeout_s
     return app

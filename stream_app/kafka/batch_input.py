@@ -174,16 +174,12 @@ class BatchInput:
         app: The app of ``create_app(settings)``, whose consumer leaves the registered topics
             to this reader.
 
-    Attributes:
-        exactly_once: Whether each input partition's outputs and offsets commit in a Kafka
-            transaction of its own.
     """
 
     def __init__(self, settings: Settings, app: StreamApp) -> None:
         self.settings = settings
         #: Faust's app (its consumer's commit and flow state, its producer, crash and stop).
         self.app: Any = app
-        self.exactly_once = settings.processing_guarantee == "exactly_once"
         #: exactly_once: the transactional producer of each input partition read here.
         self._transactions: dict[TP, Producer] = {}
         #: exactly_once: the cause of each transactional producer's fatal error, once it had one.
@@ -227,6 +223,13 @@ class BatchInput:
         self.commits = 0
         self.app.take_input_topics(self)
         self.app.task(self._run)
+
+    @property
+    def exactly_once(self) -> bool:
+        """Whether each input partition's outputs and offsets commit in a Kafka transaction of
+        its own: the app's guarantee (``StreamApp.exactly_once``), which the runtime may turn on
+        when it registers an entity, before the app starts."""
+        return bool(self.app.exactly_once)
 
     def stats(self) -> dict[str, Any]:
         """Records and batches processed, commits made, partitions read (for the metrics)."""

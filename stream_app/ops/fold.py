@@ -39,7 +39,8 @@ class FoldReport:
         duplicates: Entity id -> sequence numbers seen more than once.
         gaps: Entity id -> ``(expected seq, seq found)`` for each jump.
         mismatched: Ids whose folded state or seq differs from the cached one (or that have
-            events but no cached state, or a cached state but no events).
+            events but no cached state, or a cached state but no events, other than the
+            initial state at sequence 0 that an entity without events caches for its timers).
     """
 
     entity: str
@@ -125,9 +126,12 @@ def fold_log(
             continue
         data = json.loads(value)["data"]
         report.cached[ident] = (data["seq"], data["state"])
+    # An entity without events may be cached at sequence 0 with its initial state (it set a
+    # timer): the same as not cached at all.
+    nothing = (0, entity.init().model_dump(mode="json"))
     report.mismatched = sorted(
         ident
         for ident in set(report.folded) | set(report.cached)
-        if report.folded.get(ident) != report.cached.get(ident)
+        if report.folded.get(ident, nothing) != report.cached.get(ident, nothing)
     )
     return report

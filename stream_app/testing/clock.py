@@ -59,6 +59,15 @@ class DrivenClock:
         admin = AdminClient({"bootstrap.servers": bootstrap})
         definition = clock_topic_definition(self.topic, replication_factor=1)
         apply_changes(admin, [c for c in plan_changes(admin, [definition]) if c.action == "create"])
+        # A topic just created may not be in the broker's metadata yet for the reader below.
+        from stream_app.testing import wait_for  # the package imports this module
+
+        wait_for(
+            lambda: _in_metadata(admin, self.topic),
+            lambda found: found,
+            timeout=timeout,
+            what=f"the clock topic {self.topic} in the cluster's metadata",
+        )
         times = [
             t
             for message in read_to_end(bootstrap, self.topic, timeout=timeout)
@@ -119,6 +128,11 @@ class DrivenClock:
             timeout=timeout,
             what=f"worker {worker.pid} at driven time {self.now_ms}",
         )
+
+
+def _in_metadata(admin: AdminClient, topic: str) -> bool:
+    found = admin.list_topics(topic, timeout=10).topics.get(topic)
+    return found is not None and found.error is None and bool(found.partitions)
 
 
 def _datetime_ms(at: datetime) -> int:

@@ -4,7 +4,8 @@ The kill test SIGKILLs the worker four times at random moments while increments 
 no event is in the log twice, sequence numbers have no gaps, every counter equals the number of
 increments the broker acknowledged for it, and every cached state is the fold of its events.
 The zombie test freezes a worker, lets another take its partitions, wakes it, and checks that
-it is fenced: it stops on a failed commit and none of its events reach the log."""
+it is fenced: it stops on a failed commit and none of its events reach the log. It runs the
+ledger with the default settings: an entity makes the runtime exactly-once by itself."""
 
 from __future__ import annotations
 
@@ -40,8 +41,10 @@ BATCH = 100
 PAUSE_S = 0.1
 #: Most increments an open-ended producer sends (about 10 minutes of them).
 MAX_MESSAGES = 600_000
-#: The zombie test's workers: a session timeout long enough for a start on a loaded machine.
-EOS_ENV = {"STREAM_APP_PROCESSING_GUARANTEE": "exactly_once", "STREAM_APP_SESSION_TIMEOUT_S": "20"}
+#: A session timeout long enough for a start on a loaded machine.
+SLOW_START_ENV = {"STREAM_APP_SESSION_TIMEOUT_S": "20"}
+#: The scale-out test's workers.
+EOS_ENV = {"STREAM_APP_PROCESSING_GUARANTEE": "exactly_once", **SLOW_START_ENV}
 
 
 class IncrementProducer(threading.Thread):
@@ -242,21 +245,32 @@ def test_random_sigkills_under_exactly_once_leave_a_clean_log_and_cache(
     assert values(again) == expected
 
 
-def test_a_paused_worker_that_lost_its_partitions_cannot_commit_events(
-    bootstrap: str, cells_env: dict[str, str], start_worker: Callable[..., WorkerProcess]
+def test_under_the_default_settings_a_paused_worker_that_lost_its_partitions_cannot_commit(
+    bootstrap: str,
+    cells_env: dict[str, str],
+    start_worker: Callable[..., WorkerProcess],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A zombie: worker A is frozen (SIGSTOP) with a transaction open, B takes its partitions
     and handles the same input again, then A wakes up. A's transactions are fenced by B's
     producers (same transactional ids): none of its events may reach the committed log.
 
+    Neither worker is told a processing guarantee (``auto``, the default): the ledger's
+    entities need fencing, so the runtime runs exactly-once.
+
     The increments are produced without pauses, far faster than A handles them, so A is frozen
     in the middle of a backlog: its input never runs dry (which commits at once), so it holds
     open transactions, and it is frozen before its commit interval ends."""
     messages = 3 * MESSAGES
-    env = {**cells_env, **EOS_ENV, "STREAM_APP_COMMIT_INTERVAL_S": "30"}
+    monkeypatch.delenv("STREAM_APP_PROCESSING_GUARANTEE", raising=False)
+    env = {**cells_env, **SLOW_START_ENV, "STREAM_APP_COMMIT_INTERVAL_S": "30"}
+    assert not any("GUARANTEE" in name for name in env), "the default settings"
     settings = settings_from_env(env)
+    assert settings.processing_guarantee == "auto"
     topic = settings.input_topic("counter")
     zombie = start_worker(MODULE, env, name="zombie")
+    metrics = zombie.get_json("/stream-app/metrics/")
+    assert metrics["batch_input"]["exactly_once"] is True, "auto resolved for the entities"
     first = IncrementProducer(bootstrap, topic, seed=11, messages=messages, pause_s=0.0)
     first.start()
     wait_applied(zombie, 300, "the first worker handling increments")

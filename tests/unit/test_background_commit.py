@@ -56,6 +56,7 @@ def reader() -> Iterator[BatchInput]:
         producer=SimpleNamespace(flush=_flush),
         consumer=object(),
         conf=app.conf,
+        exactly_once=False,
     )
     try:
         yield reader

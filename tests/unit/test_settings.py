@@ -33,7 +33,7 @@ def test_defaults() -> None:
     assert s.data_dir == Path("data")
     assert s.partitions == 8
     assert s.replication_factor == 1
-    assert s.processing_guarantee == "at_least_once"
+    assert s.processing_guarantee == "auto"
     assert s.web_host == "127.0.0.1"
     assert s.web_port == 6066
     assert s.max_message_bytes == 1_048_576
