@@ -289,15 +289,11 @@ class Runtime:
         offset is committed. See :mod:`stream_app.api.atomic`.
 
         Raises:
-            ConfigError: The app is not ``exactly_once``: an atomic log's strict consistency
-                needs the transactions and fencing of that mode.
+            ConfigError: The settings say ``at_least_once``: an atomic log's strict consistency
+                needs the transactions and fencing of ``exactly_once`` (which the default,
+                ``auto``, turns on; see :meth:`require_fencing`).
         """
-        if self.settings.processing_guarantee != "exactly_once":
-            raise ConfigError(
-                f"atomic log {log.name!r} needs STREAM_APP_PROCESSING_GUARANTEE=exactly_once "
-                f"(the app is {self.settings.processing_guarantee}): without transactions and "
-                "fencing a worker that lost its partitions could still accept events"
-            )
+        self.require_fencing(f"atomic log {log.name!r}")
         name = log.name
         log.bind(
             input_topic=self.settings.input_topic(name),

@@ -57,9 +57,9 @@ requests behind it. The protocol, with ``A`` the app id and ``L`` the log:
 5. After a worker restart (or a partition move) the request in flight is asked again, with the
    same request id and ``attempt`` + 1: validators must expect a request twice.
 
-Atomic logs need fencing: :meth:`Runtime.atomic <stream_app.runtime.Runtime.atomic>` refuses to
-run one unless the app is ``exactly_once``, so an answer is applied once, and a zombie worker
-cannot accept an event its successor also decides on.
+Atomic logs need fencing: :meth:`Runtime.atomic <stream_app.runtime.Runtime.atomic>` runs the
+app ``exactly_once`` (and refuses an explicit ``at_least_once``), so an answer is applied once,
+and a zombie worker cannot accept an event its successor also decides on.
 """
 
 from __future__ import annotations

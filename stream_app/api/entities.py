@@ -17,8 +17,9 @@ three pure functions::
 - ``init() -> state``: the state of an entity that has no events yet.
 - ``handle(message, state) -> outputs``: decides. ``message`` is the validated body of an
   incoming message (or of a timer the entity set), ``state`` the current state. It returns
-  what :func:`split_outputs` accepts: nothing, one output, or a list or tuple of outputs (and of lists
-  or tuples of outputs, one level deep: ``events``, ``(events, effects)``, ``(event, effect)``).
+  what :func:`split_outputs` accepts: nothing, one output, or a list or tuple of outputs (and
+  of lists or tuples of outputs, one level deep: ``events``, ``(events, effects)``,
+  ``(event, effect)``).
   An output is an event (an instance of a declared event class), an :class:`EntityEffect`, an
   :class:`EntityTimer` or a :class:`CancelEntityTimer`. Returning no events changes nothing;
   raising :class:`~stream_app.errors.RejectMessage` sends the message to the dead-letter topic

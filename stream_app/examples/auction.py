@@ -3,9 +3,9 @@
 A bid is accepted only if the lot is open and the bid beats the current highest by the lot's
 increment. The decision is the originator's: the validator is a separate process (any Kafka
 client could be; this one is Python), and the worker only keeps each lot's log consistent, one
-bid at a time. Run it with a broker up (``stream-app kafka up``) and the app exactly-once::
+bid at a time. Run it with a broker up (``stream-app kafka up``); an atomic log runs
+exactly-once (the default guarantee, ``auto``, turns it on)::
 
-    export STREAM_APP_PROCESSING_GUARANTEE=exactly_once
     faust -A stream_app.examples.auction worker -l info          # the lots
     python -m stream_app.examples.auction validate                # the validator
     python -m stream_app.examples.auction listen lot-1            # prints accepted bids
