@@ -55,6 +55,7 @@ from stream_app.kafka.topics import TopicChange, TopicDefinition, apply_changes
 from stream_app.settings import Settings, get_settings
 from stream_app.web.views import (
     CellInspection,
+    install_atomic_views,
     install_behaviour_views,
     install_entity_views,
     install_quest_views,
@@ -243,7 +244,8 @@ class Runtime:
         app's other topics; with an in-worker validator (:meth:`AtomicLog.validator
         <stream_app.api.atomic.AtomicLog.validator>`) every worker validates its share of the
         requests (a reactor handler) and sends each answer to its scope before the request's
-        offset is committed. See :mod:`stream_app.api.atomic`.
+        offset is committed; the scope views are installed (``/stream-app/atomic/<name>/...``).
+        See :mod:`stream_app.api.atomic`.
 
         Raises:
             ConfigError: The app is not ``exactly_once``: an atomic log's strict consistency
@@ -278,6 +280,7 @@ class Runtime:
 
             runner = ValidatorRunner(log, send_response, self.dead_letters)
             self.handler(log.validation_topic, name=f"atomic-validator:{name}")(runner)
+        install_atomic_views(self.app, self.engines[name], self.cell_tables[name].cells.table)
         return log
 
     def effect_handler(self, kind: str, *, retry: RetryPolicy | None = None) -> Callable[[F], F]:
