@@ -467,6 +467,8 @@ class Runtime:
         )
         wanted.extend((topic, {"cleanup.policy": "delete"}) for topic in self.reactor.topics)
         wanted.extend(sorted(self.published_topics.items()))
+        # A topic may be both read and written by the app (an atomic log's validation topic,
+        # read by its in-worker validator): declared once, with the last (published) settings.
         definitions = [
             TopicDefinition(
                 name=name,
@@ -475,7 +477,7 @@ class Runtime:
                 config=dict(config),
                 source=Path("<runtime>"),
             )
-            for name, config in wanted
+            for name, config in dict(wanted).items()
         ]
         if self.clock_feed is not None:
             definitions.append(clock_topic_definition(s.clock_topic, s.replication_factor))
