@@ -39,7 +39,7 @@ from stream_app.core.atomic import (
 )
 from stream_app.core.envelope import MessageTypes
 
-__all__ = ["atomic_schemas", "export_atomic_schemas"]
+__all__ = ["atomic_models", "atomic_schemas", "export_atomic_schemas"]
 
 _DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -54,14 +54,14 @@ def _typed(base: type[BaseModel], log: AtomicLog[Any, Any], **fields: Any) -> ty
     return model
 
 
-def atomic_schemas(log: AtomicLog[Any, Any]) -> dict[str, dict[str, Any]]:
-    """The JSON Schemas of ``log``'s documents, by file name suffix (``""`` for the input
-    envelope, ``"validation-request"``...; see the module docs)."""
+def atomic_models(log: AtomicLog[Any, Any]) -> dict[str, type[BaseModel]]:
+    """The wire models with ``log``'s own models in place of the JSON objects: ``store`` (the
+    body of a ``store`` message), ``validation-request``, ``validation-response``,
+    ``event-record`` and ``result``."""
     event, reason = log.event_model, log.reason_model
     summary: Any = log.fold.state | None if log.fold is not None else None
-    store = _typed(StoreRequest, log, event=event)
-    response = _typed(ValidationResponse, log, event=event | None, reason=reason | None)
-    models: dict[str, type[BaseModel]] = {
+    return {
+        "store": _typed(StoreRequest, log, event=event),
         "validation-request": _typed(
             ValidationRequest,
             log,
@@ -69,7 +69,9 @@ def atomic_schemas(log: AtomicLog[Any, Any]) -> dict[str, dict[str, Any]]:
             past_events=list[event],  # type: ignore[valid-type]
             summary=summary,
         ),
-        "validation-response": response,
+        "validation-response": _typed(
+            ValidationResponse, log, event=event | None, reason=reason | None
+        ),
         "event-record": _typed(AtomicEventRecord, log, event=event),
         "result": _typed(
             AtomicResult,
@@ -80,6 +82,13 @@ def atomic_schemas(log: AtomicLog[Any, Any]) -> dict[str, dict[str, Any]]:
             reason=reason | None,
         ),
     }
+
+
+def atomic_schemas(log: AtomicLog[Any, Any]) -> dict[str, dict[str, Any]]:
+    """The JSON Schemas of ``log``'s documents, by file name suffix (``""`` for the input
+    envelope, ``"validation-request"``...; see the module docs)."""
+    models = atomic_models(log)
+    store, response = models.pop("store"), models["validation-response"]
     envelope = MessageTypes(log.name, {"store": store, VALIDATION_RESPONSE: response})
     schemas = {"": envelope.json_schema()}
     for suffix, model in models.items():

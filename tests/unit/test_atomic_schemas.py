@@ -4,6 +4,7 @@ the auction example (``schemas/lots*.schema.json``) and kept current."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from stream_app.api.atomic import AtomicLog
-from stream_app.api.atomic_schemas import atomic_schemas
+from stream_app.api.atomic_schemas import atomic_models, atomic_schemas
 from stream_app.cli.main import cli
+from stream_app.core.atomic import VALIDATION_RESPONSE
+from stream_app.core.envelope import MessageTypes
 from stream_app.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,3 +101,31 @@ def test_export_writes_every_document(lots: AtomicLog[Any, Any], tmp_path: Path)
     for suffix in SUFFIXES:
         written = json.loads((tmp_path / path(suffix)).read_text())
         assert written == json.loads((ROOT / "schemas" / path(suffix)).read_text())
+
+
+def documents(text: str) -> list[tuple[str, str]]:
+    """``(kind, JSON)`` of each ```json block marked ``<!-- document: kind -->``."""
+    lines = text.splitlines()
+    found = []
+    for index, line in enumerate(lines):
+        match = re.fullmatch(r"<!-- document: (\S+) -->", line.strip())
+        if match is None:
+            continue
+        assert lines[index + 1].strip() == "```json", f"line {index + 1}: no ```json block"
+        end = lines.index("```", index + 2)
+        found.append((match[1], "\n".join(lines[index + 2 : end])))
+    return found
+
+
+def test_the_documents_shown_in_the_docs_are_valid(lots: AtomicLog[Any, Any]) -> None:
+    models = atomic_models(lots)
+    envelope = MessageTypes(
+        "lots", {"store": models["store"], VALIDATION_RESPONSE: models["validation-response"]}
+    )
+    shown = documents((ROOT / "docs" / "atomic.md").read_text())
+    assert [kind for kind, _ in shown] == ["envelope", *SUFFIXES[1:]]
+    for kind, text in shown:
+        if kind == "envelope":
+            envelope.decode(b"lot-1", text.encode(), max_bytes=1 << 20)
+        else:
+            models[kind].model_validate_json(text, strict=True)
