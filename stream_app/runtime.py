@@ -55,6 +55,7 @@ from stream_app.kafka.topics import TopicChange, TopicDefinition, apply_changes
 from stream_app.settings import Guarantee, Settings, get_settings, resolve_guarantee
 from stream_app.web.views import (
     CellInspection,
+    install_atomic_views,
     install_behaviour_views,
     install_entity_views,
     install_quest_views,
@@ -286,7 +287,8 @@ class Runtime:
         app's other topics; with an in-worker validator (:meth:`AtomicLog.validator
         <stream_app.api.atomic.AtomicLog.validator>`) every worker validates its share of the
         requests (a reactor handler) and sends each answer to its scope before the request's
-        offset is committed. See :mod:`stream_app.api.atomic`.
+        offset is committed; the scope views are installed (``/stream-app/atomic/<name>/...``).
+        See :mod:`stream_app.api.atomic`.
 
         Raises:
             ConfigError: The settings say ``at_least_once``: an atomic log's strict consistency
@@ -317,6 +319,7 @@ class Runtime:
 
             runner = ValidatorRunner(log, send_response, self.dead_letters)
             self.handler(log.validation_topic, name=f"atomic-validator:{name}")(runner)
+        install_atomic_views(self.app, self.engines[name], self.cell_tables[name].cells.table)
         return log
 
     def effect_handler(self, kind: str, *, retry: RetryPolicy | None = None) -> Callable[[F], F]:
@@ -503,6 +506,8 @@ class Runtime:
         )
         wanted.extend((topic, {"cleanup.policy": "delete"}) for topic in self.reactor.topics)
         wanted.extend(sorted(self.published_topics.items()))
+        # A topic may be both read and written by the app (an atomic log's validation topic,
+        # read by its in-worker validator): declared once, with the last (published) settings.
         definitions = [
             TopicDefinition(
                 name=name,
@@ -511,7 +516,7 @@ class Runtime:
                 config=dict(config),
                 source=Path("<runtime>"),
             )
-            for name, config in wanted
+            for name, config in dict(wanted).items()
         ]
         if self.clock_feed is not None:
             definitions.append(clock_topic_definition(s.clock_topic, s.replication_factor))

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from stream_app.cli.atomic import atomic
 from stream_app.cli.cells import cells
 from stream_app.cli.dead_letters import dead_letters
 from stream_app.cli.demo import demo
@@ -35,6 +36,7 @@ cli.add_command(dead_letters)
 cli.add_command(entities)
 cli.add_command(quests)
 cli.add_command(workflows)
+cli.add_command(atomic)
 
 
 def main() -> None:

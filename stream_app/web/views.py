@@ -17,6 +17,11 @@
   timers and parked work, from its owner.
 - ``GET /stream-app/workflows/<behaviour>/``: every run, gathered from every worker: ``run id
   -> {workflow, status, nodes, started_at, finished_at}``.
+- ``GET /stream-app/atomic/<log>/<scope>/``: an atomic log's scope (sequence number, summary,
+  recent events, the validation in flight, the queue behind it and its counters), its timer and
+  parked work, from its owner.
+- ``GET /stream-app/atomic/<log>/``: every scope, gathered from every worker: ``scope -> {seq,
+  in_flight, queued, accepted, rejected, timed_out, late}``.
 - ``GET /stream-app/metrics/``: this worker's counters, dead letters by reason, timer lag.
 
 Listing views ask each worker that holds partitions of the behaviour's table for its own part
@@ -40,6 +45,7 @@ from stream_app.api.entities import Entity
 __all__ = [
     "CellInspection",
     "WorkerStatus",
+    "install_atomic_views",
     "install_behaviour_views",
     "install_entity_views",
     "install_quest_views",
@@ -240,6 +246,54 @@ def install_workflow_views(app: faust.App, engine: CellInspection, table: Any) -
     @app.page(f"/stream-app/workflows/{name}/", name=f"stream_app.workflow_runs.{name}")
     async def runs(web: Any, request: Any) -> Any:
         return web.json(await _gather(app, engine, request, local_runs))
+
+
+def install_atomic_views(app: faust.App, engine: CellInspection, table: Any) -> None:
+    """Install the views of an atomic log's scopes (after its behaviour's views); ``table`` as
+    for :func:`install_behaviour_views`."""
+    name = engine.name
+
+    @app.page(f"/stream-app/atomic/{name}/{{scope}}/", name=f"stream_app.atomic_scope.{name}")
+    @app.table_route(table=table, match_info="scope")
+    async def one_scope(web: Any, request: Any, scope: str) -> Any:
+        described = engine.describe(scope)
+        data = described["data"] or {}
+        queue = data.get("queue", [])
+        return web.json(
+            {
+                "log": name,
+                "scope": scope,
+                "seq": data.get("seq", 0),
+                "summary": data.get("summary"),
+                "recent": data.get("recent", []),
+                "in_flight": data.get("in_flight"),
+                "queued": len(queue),
+                "queue": [pending["request_id"] for pending in queue],
+                **{counter: data.get(counter, 0) for counter in _ATOMIC_COUNTERS},
+                "timers": described["timers"],
+                "parked": described["parked"],
+            },
+            status=200 if described["alive"] or described["parked"] else 404,
+        )
+
+    def local_scopes() -> dict[str, Any]:
+        return {
+            scope: {
+                "seq": data.get("seq", 0),
+                "in_flight": (data.get("in_flight") or {}).get("request_id"),
+                "queued": len(data.get("queue", [])),
+                **{counter: data.get(counter, 0) for counter in _ATOMIC_COUNTERS},
+            }
+            for scope, data in engine.local_cells().items()
+        }
+
+    @app.page(f"/stream-app/atomic/{name}/", name=f"stream_app.atomic_scopes.{name}")
+    async def scopes(web: Any, request: Any) -> Any:
+        return web.json(await _gather(app, engine, request, local_scopes))
+
+
+#: The counters of an atomic scope (:class:`~stream_app.core.atomic.AtomicScope`).
+_ATOMIC_COUNTERS = ("accepted", "rejected", "timed_out", "late")
 
 
 async def _gather(

@@ -82,9 +82,12 @@ DOC_INCLUDES = includes(DOC.read_text())
 README = ROOT / "README.md"
 QUESTS = ROOT / "docs" / "quests.md"
 WORKFLOWS = ROOT / "docs" / "workflows.md"
+ATOMIC = ROOT / "docs" / "atomic.md"
 #: Included blocks of every page: (page, block).
 PAGE_INCLUDES = [
-    (page, i) for page in (DOC, README, QUESTS, WORKFLOWS) for i in includes(page.read_text())
+    (page, i)
+    for page in (DOC, README, QUESTS, WORKFLOWS, ATOMIC)
+    for i in includes(page.read_text())
 ]
 
 
@@ -104,6 +107,19 @@ def test_the_workflows_page_shows_both_examples() -> None:
     assert {i.path for i in shown} == {"stream_app/examples/workflows.py"}
     code = "\n".join(i.code or "" for i in shown)
     assert 'Workflow("generic"' in code and 'Workflow("sources"' in code
+
+
+def test_the_atomic_page_shows_the_auction_example() -> None:
+    shown = [i for page, i in PAGE_INCLUDES if page == ATOMIC]
+    assert {i.path for i in shown} == {"stream_app/examples/auction.py"}
+    code = "\n".join(i.code or "" for i in shown)
+    assert 'AtomicLog(\n    "lots"' in code and "def decide(" in code
+
+
+def test_every_docs_page_is_linked_from_the_readme() -> None:
+    readme = README.read_text()
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        assert f"(docs/{page.name})" in readme, f"README.md does not link docs/{page.name}"
 
 
 def test_the_readme_shows_the_counter_as_it_is() -> None:

@@ -331,3 +331,30 @@ def test_describe_update_configs_only() -> None:
     lines = change.describe()
     assert lines == ["~ x.counter.in", "    ~ retention.ms: 1 -> 604800000"]
     assert not any("partitions" in line for line in lines)
+
+
+def test_a_topic_both_read_and_published_is_declared_once() -> None:
+    from pydantic import BaseModel
+
+    from stream_app import Accept, AtomicLog, Runtime
+
+    class Event(BaseModel):
+        scope: str
+
+    log: AtomicLog[Event, Event] = AtomicLog(
+        "log",
+        event=Event,
+        reason=Event,
+        scope=lambda event: event.scope,
+        timeout_reason=Event(scope="-"),
+        validation_timeout=1,
+    )
+    log.validator(lambda validation: Accept())
+    s = settings("shop", partitions=4).model_copy(update={"processing_guarantee": "exactly_once"})
+    runtime = Runtime(s)
+    runtime.atomic(log)
+    names = [t.name for t in runtime.topic_definitions()]
+    assert "shop.log.validation" in runtime.reactor.topics, "read by the in-worker validator"
+    assert sorted(names) == sorted(set(names))
+    [validation] = [t for t in runtime.topic_definitions() if t.name == "shop.log.validation"]
+    assert validation.config == {"cleanup.policy": "delete", "retention.ms": "604800000"}
