@@ -462,7 +462,14 @@ class Runtime:
                 },
             )
         )
-        wanted.extend((topic, {"cleanup.policy": "delete"}) for topic in self.reactor.topics)
+        # A topic both published and handled here (an atomic log's validation topic with an
+        # in-worker validator) is declared once, with its published config: the broker refuses
+        # a creation request that names a topic twice.
+        wanted.extend(
+            (topic, {"cleanup.policy": "delete"})
+            for topic in self.reactor.topics
+            if topic not in self.published_topics
+        )
         wanted.extend(sorted(self.published_topics.items()))
         definitions = [
             TopicDefinition(

@@ -331,3 +331,36 @@ def test_describe_update_configs_only() -> None:
     lines = change.describe()
     assert lines == ["~ x.counter.in", "    ~ retention.ms: 1 -> 604800000"]
     assert not any("partitions" in line for line in lines)
+
+
+def test_an_atomic_log_with_an_in_worker_validator_declares_each_topic_once() -> None:
+    from pydantic import BaseModel
+
+    from stream_app import Accept, AtomicLog, Runtime, Validation
+
+    class Bid(BaseModel):
+        lot: str
+
+    class Refusal(BaseModel):
+        code: str
+
+    bids: AtomicLog[Bid, Refusal] = AtomicLog(
+        "bids",
+        event=Bid,
+        reason=Refusal,
+        scope=lambda bid: bid.lot,
+        timeout_reason=Refusal(code="timeout"),
+        validation_timeout=5,
+    )
+
+    @bids.validator
+    def accept(validation: Validation[Bid, None]) -> Accept[Bid]:
+        return Accept()
+
+    s = settings("shop", partitions=4).model_copy(update={"processing_guarantee": "exactly_once"})
+    runtime = Runtime(s)
+    runtime.atomic(bids)
+    names = [t.name for t in runtime.topic_definitions()]
+    assert sorted(names) == sorted(set(names))
+    [validation] = [t for t in runtime.topic_definitions() if t.name == "shop.bids.validation"]
+    assert validation.config["retention.ms"] == "604800000"
