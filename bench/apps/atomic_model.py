@@ -107,7 +107,7 @@ def beats_the_highest(v: Validation[Bid, High]) -> Accept[Bid] | Reject[Refusal]
 
 
 @full.validator
-def beats_every_past_bid(v: Validation[Bid, None]) -> Accept[Bid] | Reject[Refusal]:
+def beats_every_past_bid(v: Validation[Bid, BaseModel]) -> Accept[Bid] | Reject[Refusal]:
     """Accept a bid above every past bid."""
     highest = max((bid.amount for bid in v.past_events), default=0)
     if v.prospective_event.amount > highest:
