@@ -308,7 +308,7 @@ class Runtime:
             "retention.ms": "604800000",
         }
         self.behaviour(log)
-        if log.validate_fn is not None:
+        if log.validate_fn is not None and not log.inline:
             input_topic = log.input_topic
 
             async def send_response(scope: str, envelope: bytes) -> None:

@@ -70,7 +70,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
 
@@ -140,21 +140,56 @@ class AtomicFold(Generic[S]):
     keep_last: int = 10
 
 
-@dataclass(frozen=True, slots=True)
 class Validation(Generic[E, S]):
     """What an in-worker validator is given: the request, with its events typed.
 
+    The typed views are made when first read (a validator that needs only the summary does
+    not pay for typing every past event).
+
     Attributes:
-        request: The request as it went over the wire (ids, attempt, seq, deadline).
-        prospective_event: The event to decide on.
-        past_events: The scope's events, oldest first (all, or the fold's last ``keep_last``).
-        summary: The fold of all of them (logs declaring a fold), else ``None``.
+        request: The request (ids, attempt, seq, deadline; the events as JSON objects).
     """
 
-    request: ValidationRequest
-    prospective_event: E
-    past_events: list[E]
-    summary: S | None
+    __slots__ = ("_event", "_past", "_summary", "_summary_model", "_typed", "request")
+
+    def __init__(
+        self,
+        request: ValidationRequest,
+        event_model: type[E],
+        summary_model: type[S] | None,
+        prospective_event: E | None = None,
+    ) -> None:
+        self.request = request
+        self._typed = event_model
+        self._summary_model = summary_model
+        self._event = prospective_event
+        self._past: list[E] | None = None
+        self._summary: S | None = None
+
+    @property
+    def prospective_event(self) -> E:
+        """The event to decide on."""
+        if self._event is None:
+            self._event = self._typed.model_validate(self.request.prospective_event)
+        return self._event
+
+    @property
+    def past_events(self) -> list[E]:
+        """The scope's events, oldest first (all, or the fold's last ``keep_last``)."""
+        if self._past is None:
+            self._past = [self._typed.model_validate(e) for e in self.request.past_events]
+        return self._past
+
+    @property
+    def summary(self) -> S | None:
+        """The fold of all of them (logs declaring a fold), else ``None``."""
+        raw = self.request.summary
+        if self._summary is None and self._summary_model is not None and raw is not None:
+            self._summary = self._summary_model.model_validate(raw)
+        return self._summary
+
+    def __repr__(self) -> str:
+        return f"<Validation {self.request.log}/{self.request.scope} {self.request.request_id}>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,23 +302,55 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
         self.result_events = result_events
         #: The in-worker validator, if one is registered (:meth:`validator`).
         self.validate_fn: Validator | None = None
+        #: Whether :attr:`validate_fn` runs in the scope's invocation (:meth:`validator`).
+        self.inline = False
         self._input_topic: str | None = None
         self._validation_topic: str | None = None
         self._events_topic: str | None = None
 
     # -- declaration -------------------------------------------------------------------------
 
-    def validator(self, fn: Validator) -> Validator:
+    @overload
+    def validator(self, fn: Validator) -> Validator: ...
+
+    @overload
+    def validator(self, *, inline: bool = False) -> Callable[[Validator], Validator]: ...
+
+    def validator(
+        self, fn: Validator | None = None, *, inline: bool = False
+    ) -> Validator | Callable[[Validator], Validator]:
         """Decorator: register ``fn`` as the in-worker validator of this log.
 
-        ``fn(validation) -> Accept | Reject`` (or a coroutine function returning one). A sync
-        function runs in a thread, so a slow one never stalls the worker; an exception is
+        ``fn(validation) -> Accept | Reject`` (or a coroutine function returning one). By
+        default a validation is a request on the validation topic that every worker serves: a
+        sync function runs in a thread, so a slow one never stalls the worker; an exception is
         retried (the reactor's retry policy) and the validation times out if it never
         answers. Without an in-worker validator the log's validations are for a remote
         validator (see the module docs).
+
+        ``@log.validator(inline=True)`` is for a quick, pure, synchronous function (like an
+        entity's ``handle``): it is called in the scope's own invocation, so a store is
+        decided in the transaction that takes it, with no request, answer or timer (and no
+        timeout: it must not block). An exception is retried and then parks the scope, like
+        any cell callback's.
+
+        Register it before the log is registered (``runtime.atomic(log)``): the runtime
+        decides then whether its workers serve the log's validation topic.
+
+        Raises:
+            ValueError: ``inline`` with a coroutine function.
         """
-        self.validate_fn = fn
-        return fn
+
+        def register(validate: Validator) -> Validator:
+            if inline and inspect.iscoroutinefunction(validate):
+                raise ValueError(
+                    f"atomic log {self.name!r}: an inline validator must be a plain function"
+                )
+            self.validate_fn = validate
+            self.inline = inline
+            return validate
+
+        return register(fn) if fn is not None else register
 
     def bind(self, *, input_topic: str, validation_topic: str, events_topic: str) -> None:
         """Name the log's topics (the runtime does, from the app id)."""
@@ -338,15 +405,8 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
 
     def validation(self, request: ValidationRequest) -> Validation[E, Any]:
         """The typed :class:`Validation` of a request (what an in-worker validator gets)."""
-        summary = None
-        if self.fold is not None and request.summary is not None:
-            summary = self.fold.state.model_validate(request.summary)
-        return Validation(
-            request=request,
-            prospective_event=self.event_model.model_validate(request.prospective_event),
-            past_events=[self.event_model.model_validate(e) for e in request.past_events],
-            summary=summary,
-        )
+        summary_model = self.fold.state if self.fold is not None else None
+        return Validation(request, self.event_model, summary_model)
 
     def response(self, request: ValidationRequest, verdict: Verdict) -> ValidationResponse:
         """The wire answer to ``request`` for a validator's ``verdict``.
@@ -437,7 +497,10 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
             timed_out=True,
             at_ms=state.now_ms,
         )
-        self._decide(state, data.model_copy(), flight, decision)
+        data = data.model_copy()
+        self._decide(state, data, flight, decision)
+        self._ask_next(state, data, None)
+        state.data = data
 
     def on_boot(self, state: CellState[AtomicScope]) -> None:
         """Ask the validation in flight again (same request id, ``attempt`` + 1): its answer
@@ -507,17 +570,34 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
             if data is not None:
                 state.data = data.model_copy(update={"late": data.late + 1})
             return
+        data = data.model_copy()
+        self._decide(state, data, flight, self._decision(state, flight, response))
+        self._ask_next(state, data, None)
+        state.data = data
+
+    def _decision(
+        self, state: CellState[AtomicScope], pending: PendingStore, response: ValidationResponse
+    ) -> _Decision:
+        """What a validator's ``response`` to ``pending`` decides (its event and reason checked
+        against the log's models).
+
+        Raises:
+            AtomicMessageError: The event or reason does not validate, or the event belongs
+                to another scope.
+        """
         stored: dict[str, Any] | None = None
         reason: dict[str, Any] | None = None
         if response.validation_did_pass:
-            raw = response.event if response.event is not None else flight.event
-            event = self.parse_event(raw, "the validator's event")
-            if self.scope_of(event) != state.cell_id:
-                raise AtomicMessageError(
-                    f"{self.name}: the validator's event belongs to scope "
-                    f"{self.scope_of(event)!r}, not {state.cell_id!r}"
-                )
-            stored = event.model_dump(mode="json")
+            if response.event is None:
+                stored = pending.event  # validated when it was stored
+            else:
+                event = self.parse_event(response.event, "the validator's event")
+                if self.scope_of(event) != state.cell_id:
+                    raise AtomicMessageError(
+                        f"{self.name}: the validator's event belongs to scope "
+                        f"{self.scope_of(event)!r}, not {state.cell_id!r}"
+                    )
+                stored = event.model_dump(mode="json")
         elif response.reason is not None:
             try:
                 reason = self.reason_model.model_validate(response.reason).model_dump(mode="json")
@@ -525,14 +605,13 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
                 raise AtomicMessageError(
                     f"{self.name}: the validator's reason is not a valid reason: {exc}"
                 ) from exc
-        decision = _Decision(
+        return _Decision(
             accepted=response.validation_did_pass,
             event=stored,
             reason=reason,
             meta=response.meta,
             at_ms=state.now_ms,
         )
-        self._decide(state, data.model_copy(), flight, decision)
 
     def _ask_next(
         self,
@@ -542,7 +621,8 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
         attempt: int = 1,
     ) -> None:
         """Ask for ``pending``'s validation, or else (no ``pending``) the first queued one's;
-        a request too large to send is refused and the next one asked."""
+        a request too large to send is refused and the next one asked. An inline validator
+        decides each at once, so none stays in flight."""
         while True:
             if pending is None:
                 if not data.queue:
@@ -550,11 +630,38 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
                 pending, *rest = data.queue
                 data.queue = rest
                 attempt = 1
+            if self.inline:
+                self._validate_inline(state, data, pending)
+                pending = None
+                continue
             if self._ask(state, data, pending, attempt):
                 return
             why = f"its validation request would exceed {MAX_REQUEST_BYTES} bytes"
             self._refuse(state, data, pending, why)
             pending = None
+
+    def _validate_inline(
+        self, state: CellState[AtomicScope], data: AtomicScope, pending: PendingStore
+    ) -> None:
+        """Decide ``pending`` with the inline validator, in this invocation."""
+        fn = self.validate_fn
+        assert fn is not None
+        # Built from data this log validated already: no second validation of every event.
+        request = ValidationRequest.model_construct(
+            request_id=pending.request_id,
+            log=self.name,
+            scope=state.cell_id,
+            attempt=1,
+            seq=data.seq,
+            prospective_event=pending.event,
+            past_events=data.recent,
+            summary=data.summary,
+            reply_topic=self.input_topic,
+            deadline_ms=state.now_ms,
+        )
+        verdict = fn(self.validation(request))
+        response = self.response(request, verdict)  # type: ignore[arg-type]
+        self._decide(state, data, pending, self._decision(state, pending, response))
 
     def _ask(
         self, state: CellState[AtomicScope], data: AtomicScope, pending: PendingStore, attempt: int
@@ -597,6 +704,8 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
     ) -> None:
         logger.warning("%s/%s: refusing %s: %s", self.name, state.cell_id, pending.request_id, why)
         data.rejected += 1
+        if pending.reply_to is None:
+            return
         self._reply(
             state,
             pending,
@@ -616,10 +725,11 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
         self,
         state: CellState[AtomicScope],
         data: AtomicScope,
-        flight: InFlight,
+        flight: PendingStore,
         decision: _Decision,
     ) -> None:
-        """Apply the decision on the request in flight, answer its caller, ask the next."""
+        """Apply the decision on ``flight`` (the request in flight, or one an inline validator
+        decided) to ``data`` and answer its caller."""
         if decision.accepted and not self._append(state, data, flight, decision):
             decision = _Decision(
                 accepted=False,
@@ -633,34 +743,33 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
         else:
             data.rejected += 1
             data.timed_out += decision.timed_out
-        self._reply(
-            state,
-            flight,
-            AtomicResult(
-                request_id=flight.request_id,
-                log=self.name,
-                scope=state.cell_id,
-                was_accepted=decision.accepted,
-                prospective_event=flight.event,
-                stored_event=decision.event if decision.accepted else None,
-                seq=data.seq,
-                stored_event_list=self._latest(data),
-                reason=decision.reason,
-                meta=decision.meta,
-                timed_out=decision.timed_out,
-            ),
-        )
-        if not decision.timed_out:
+        if flight.reply_to is not None:
+            self._reply(
+                state,
+                flight,
+                AtomicResult(
+                    request_id=flight.request_id,
+                    log=self.name,
+                    scope=state.cell_id,
+                    was_accepted=decision.accepted,
+                    prospective_event=flight.event,
+                    stored_event=decision.event if decision.accepted else None,
+                    seq=data.seq,
+                    stored_event_list=self._latest(data),
+                    reason=decision.reason,
+                    meta=decision.meta,
+                    timed_out=decision.timed_out,
+                ),
+            )
+        if VALIDATION_TIMER in state.timers:
             state.cancel_timer(VALIDATION_TIMER)
         data.in_flight = None
-        self._ask_next(state, data, None)
-        state.data = data
 
     def _append(
         self,
         state: CellState[AtomicScope],
         data: AtomicScope,
-        flight: InFlight,
+        flight: PendingStore,
         decision: _Decision,
     ) -> bool:
         """Append the accepted event to the scope (False: it would outgrow the scope record)."""
