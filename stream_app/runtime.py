@@ -464,6 +464,10 @@ class Runtime:
         )
         wanted.extend((topic, {"cleanup.policy": "delete"}) for topic in self.reactor.topics)
         wanted.extend(sorted(self.published_topics.items()))
+        # A topic is declared once: the validation topic of an atomic log with an in-worker
+        # validator is both a reactor topic and a published one (whose config, declared later,
+        # wins). Twice in one CreateTopics request, librdkafka crashed the worker.
+        unique = dict(wanted)
         definitions = [
             TopicDefinition(
                 name=name,
@@ -472,7 +476,7 @@ class Runtime:
                 config=dict(config),
                 source=Path("<runtime>"),
             )
-            for name, config in wanted
+            for name, config in unique.items()
         ]
         if self.clock_feed is not None:
             definitions.append(clock_topic_definition(s.clock_topic, s.replication_factor))

@@ -331,3 +331,34 @@ def test_describe_update_configs_only() -> None:
     lines = change.describe()
     assert lines == ["~ x.counter.in", "    ~ retention.ms: 1 -> 604800000"]
     assert not any("partitions" in line for line in lines)
+
+
+def test_an_atomic_logs_validation_topic_is_declared_once_with_its_retention() -> None:
+    """With an in-worker validator, the validation topic is a reactor topic and a published
+    one; declared twice, the worker's CreateTopics request crashed librdkafka."""
+    from pydantic import BaseModel
+
+    from stream_app import Accept, AtomicLog, Runtime
+
+    class Bid(BaseModel):
+        lot: str
+
+    class Why(BaseModel):
+        code: str
+
+    bids = AtomicLog(
+        "bids",
+        event=Bid,
+        reason=Why,
+        scope=lambda bid: bid.lot,
+        timeout_reason=Why(code="timeout"),
+        validation_timeout=1.0,
+    )
+    bids.validator(lambda _validation: Accept())
+    s = Settings(app_id="shop", partitions=4, processing_guarantee="exactly_once")
+    runtime = Runtime(s)
+    runtime.atomic(bids)
+    names = [t.name for t in runtime.topic_definitions()]
+    assert len(names) == len(set(names)), names
+    [validation] = [t for t in runtime.topic_definitions() if t.name == "shop.bids.validation"]
+    assert validation.config["retention.ms"] == "604800000"
