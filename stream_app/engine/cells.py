@@ -291,7 +291,9 @@ class CellEngine:
         part = self._owned.get(record.partition)
         now = self.clock.invocation_ms(record.timestamp_ms)
         if part is not None and part.needs_boot:
-            await self._boot(work, part, now)
+            # At the clock's time, not the record's: the record may be an old one read again
+            # after a restart, and what a cell does at boot (re-arm a deadline) starts now.
+            await self._boot(work, part, self.clock.now_ms())
         control = _header(record.headers, CONTROL_HEADER)
         if control is None:
             if (
