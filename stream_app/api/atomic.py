@@ -667,8 +667,11 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
         self, state: CellState[AtomicScope], data: AtomicScope, pending: PendingStore, attempt: int
     ) -> bool:
         """Send ``pending`` for validation and arm its timer; it becomes the one in flight.
-        False: its request would be too large to send (nothing done)."""
-        deadline = state.now_ms + self.timeout_ms
+        False: its request would be too large to send (nothing done).
+
+        The deadline counts from the worker's clock, not the store's timestamp: a store read
+        from a backlog (or after a restart) gets its whole ``validation_timeout``."""
+        deadline = max(state.now_ms, state.clock_ms) + self.timeout_ms
         request = ValidationRequest(
             request_id=pending.request_id,
             log=self.name,

@@ -136,9 +136,12 @@ class CellState(Generic[DataT]):
         timer: The timer that fired (``on_timeout`` only).
         trigger: What woke the cell: ``message``, ``timeout`` or ``boot``.
         now_ms: The invocation's time (milliseconds since the epoch). For a message, the
-            record's timestamp, so a replay sees the same time; for a boot, the timestamp of the
-            record that triggered it; for a timeout, the worker's clock when it fired (at or
+            record's timestamp, so a replay sees the same time; for a boot, the worker's clock
+            when the partition booted; for a timeout, the worker's clock when it fired (at or
             after :attr:`FiredTimer.due_ms`).
+        clock_ms: The worker's clock when the invocation began. For a message read long after
+            it was produced (a backlog, a restart) it is later than :attr:`now_ms`: a deadline
+            that starts with the invocation (a validation's time-out) starts here.
         origin: Where the invocation came from; the seed of its effect ids.
     """
 
@@ -155,6 +158,7 @@ class CellState(Generic[DataT]):
         timers: dict[str, int],
         message: CellMessage[Any] | None = None,
         timer: FiredTimer | None = None,
+        clock_ms: int | None = None,
     ) -> None:
         self.cell_id = cell_id
         self.behaviour = behaviour
@@ -163,6 +167,7 @@ class CellState(Generic[DataT]):
         self.timer = timer
         self.trigger = trigger
         self.now_ms = now_ms
+        self.clock_ms = now_ms if clock_ms is None else clock_ms
         self.origin = origin
         self._app_id = app_id
         self._pending = dict(timers)

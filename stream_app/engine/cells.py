@@ -432,6 +432,7 @@ class CellEngine:
                     timers=timers,
                     message=message,
                     timer=timer,
+                    clock_ms=self.clock.now_ms(),
                 )
                 callback(state)
                 encoded = self._encode(state)

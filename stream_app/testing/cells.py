@@ -37,6 +37,7 @@ def cell_state(
     cell_id: str = "cell-1",
     app_id: str = "app",
     now_ms: int = 1_000,
+    clock_ms: int | None = None,
     origin: str | None = None,
     timers: dict[str, int] | None = None,
 ) -> CellState[Any]:
@@ -52,6 +53,7 @@ def cell_state(
         cell_id: The cell's id.
         app_id: The application id (it seeds effect ids).
         now_ms: The invocation's time.
+        clock_ms: The worker's clock at the invocation (default: ``now_ms``).
         origin: Where the invocation came from; default: offset 0 of partition 0 of the
             behaviour's input topic.
         timers: The cell's pending timers, ``name -> due_ms``.
@@ -75,6 +77,7 @@ def cell_state(
         data=data,
         trigger=trigger or ("timeout" if timer is not None else "message"),
         now_ms=now_ms,
+        clock_ms=clock_ms,
         origin=origin or f"{app_id}.{name}.in/0/0",
         timers=dict(timers or {}),
         message=decoded,

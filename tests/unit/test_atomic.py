@@ -841,3 +841,18 @@ def test_random_flows_match_the_reference_model(steps: list[tuple[str, int]]) ->
         assert (VALIDATION_TIMER in scope.timers) == (model.flight is not None)
     assert replied == model.results, "every result, in the order decided"
     assert asked == model.started, "each request is asked once, in arrival order"
+
+
+def test_a_store_read_from_a_backlog_gets_its_whole_validation_timeout() -> None:
+    log = make_log()
+    state = cell_state(
+        log,
+        cell_id=LOT,
+        message=("store", {"event": {"lot": LOT, "bidder": "ann", "amount": 100}}),
+        now_ms=1_000,
+        clock_ms=60_000,
+    )
+    log.handle_message(state)
+    assert state.data is not None and state.data.in_flight is not None
+    assert state.data.in_flight.deadline_ms == 60_000 + log.timeout_ms
+    assert state.timers == {VALIDATION_TIMER: 60_000 + log.timeout_ms}
