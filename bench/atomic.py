@@ -5,7 +5,7 @@ Every part runs ``faust -A bench.apps.atomic_bids worker`` (its subjects are in
 the entity runs it too), one fresh app id per worker, :data:`~bench._common.PARTITIONS`
 partitions, on one broker in one run.
 
-**Throughput** (``R_atomic``, goal >= 0.5). Two subjects, the same shape: ``--scopes`` scopes
+**Throughput** (``R_atomic``, goal >= 0.5). Three subjects, the same shape: ``--scopes`` scopes
 (1,000), ``--per-scope`` bids each (20), amounts rising within a scope so that every bid is
 accepted, produced at once (:func:`~bench._common.produce_all`, keyed by scope) to an idle,
 ready worker:
@@ -13,7 +13,9 @@ ready worker:
 1. **atomic**: ``store`` envelopes (no ``reply_to``: no client waits) to the ``bids`` log,
    whose fold keeps the highest bid and whose in-worker validator accepts a bid above it. Each
    scope has one validation in flight and the rest of its bids queued behind it.
-2. **entity**: ``bid`` messages (a ``tell`` each) to the ``lots`` entity, whose ``handle``
+2. **inline**: the same to the ``quick`` log, whose validator (the same function) runs
+   inline: each store is decided in its own invocation, one step, as an entity decides.
+3. **entity**: ``bid`` messages (a ``tell`` each) to the ``lots`` entity, whose ``handle``
    applies the same rule.
 
 Each is timed from the first record produced to the moment a ``read_committed`` consumer has
@@ -21,7 +23,10 @@ seen every accepted event on the subject's event topic (``<app>.bids.events``,
 ``<app>.lots.events``); worker CPU (user + system, every thread) over the same interval. Every
 scope's events are checked: ``--per-scope`` each, and for the log ``seq`` 1, 2, ... in order.
 After an untimed warm-up round of each, ``--rounds`` rounds; medians reported.
-``R_atomic`` = atomic accepted events/s ÷ entity events/s.
+``R_atomic`` = inline accepted events/s ÷ entity events/s (the in-worker validator as a
+quick, pure function is registered: ``@log.validator(inline=True)``); ``R_atomic_served`` =
+atomic ÷ entity (the validator served from the validation topic, as a slow or async one is:
+two messages and a hop through Kafka per store).
 
 **Round trips**, in the first measured round's workers, after the throughput: ``--calls``
 sequential ``store_if_valid`` calls from one :class:`~stream_app.AtomicClient` and as many
@@ -83,7 +88,8 @@ from bench._common import (
     subject_figures,
     worker_env,
 )
-from bench.apps.atomic_model import KEEP_LAST, Bid, bids, full
+from bench.apps.atomic_model import KEEP_LAST, Bid, bids, full, quick
+from stream_app import AtomicLog
 from stream_app.clients.atomic import AsyncAtomicClient, AtomicClient
 from stream_app.clients.entities import AsyncEntityClient, EntityClient
 from stream_app.core.atomic import AtomicEventRecord, AtomicScope, StoreRequest
@@ -100,6 +106,8 @@ GOAL_R_ATOMIC = 0.5
 PHASE_TIMEOUT_S = 900.0
 #: The entity subject's name, and the atomic logs' (see :mod:`bench.apps.atomic_bids`).
 ENTITY = "lots"
+#: The atomic subjects' logs: the validator served from the validation topic, and inline.
+LOGS: dict[str, AtomicLog[Bid, Any]] = {"atomic": bids, "inline": quick}
 
 Records = list[tuple[bytes, bytes]]
 
@@ -292,16 +300,19 @@ def _concurrent(
     return times
 
 
-def atomic_round_trips(settings: Settings, calls: int, callers: int) -> dict[str, Any]:
-    """``store_if_valid`` p50/p99: sequential from one client, then ``callers`` at once."""
+def atomic_round_trips(
+    settings: Settings, calls: int, callers: int, log: AtomicLog[Bid, Any]
+) -> dict[str, Any]:
+    """``store_if_valid`` p50/p99 on ``log``: sequential from one client, then ``callers`` at
+    once."""
 
     def store(i: int) -> None:
         result = client.store_if_valid(Bid(scope="rt-seq", amount=i + 1), timeout=60)
         assert result.was_accepted, result
 
-    with AtomicClient(bids, settings, timeout=60) as client:
+    with AtomicClient(log, settings, timeout=60) as client:
         sequential = _sequential(store, calls)
-    async_client = AsyncAtomicClient(bids, settings, timeout=60)
+    async_client = AsyncAtomicClient(log, settings, timeout=60)
 
     async def store_async(index: int, i: int) -> None:
         bid = Bid(scope=f"rt-c{index}", amount=i + 1)
@@ -348,13 +359,14 @@ def run_throughput(
     per_scope: int,
     round_trips: bool,
 ) -> tuple[DurableMeasurement, dict[str, Any] | None]:
-    """One subject (``atomic`` or ``entity``), once, on a fresh worker: its events timed; then,
-    if asked, its round trips."""
+    """One subject (``atomic``, ``inline`` or ``entity``), once, on a fresh worker: its events
+    timed; then, if asked, its round trips."""
     settings = _settings(bootstrap, workdir, subject)
     env, log = _env(settings, WorkerOptions.from_args(args), workdir)
     scopes = [f"scope-{i}" for i in range(args.scopes)]
-    name = bids.name if subject == "atomic" else ENTITY
-    make = store_record if subject == "atomic" else entity_record
+    atomic_log = LOGS.get(subject)
+    name = atomic_log.name if atomic_log is not None else ENTITY
+    make = store_record if atomic_log is not None else entity_record
     records = workload(make, scopes, per_scope, first=1)
     with running_worker(MODULE, env, log) as worker:
         measured, events = timed_events(
@@ -367,16 +379,17 @@ def run_throughput(
         )
         check_events(name, events, dict.fromkeys(scopes, per_scope), first_seq=1)
         trips = None
-        if round_trips:
-            measure = atomic_round_trips if subject == "atomic" else entity_round_trips
-            trips = measure(settings, args.calls, args.concurrency)
+        if round_trips and atomic_log is not None:
+            trips = atomic_round_trips(settings, args.calls, args.concurrency, atomic_log)
+        elif round_trips:
+            trips = entity_round_trips(settings, args.calls, args.concurrency)
     # Timed to the last event committed: "applied" is the same moment here.
     return DurableMeasurement(measured, measured.seconds), trips
 
 
 def throughput(bootstrap: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Warm-up, rounds, medians, ``R_atomic`` and the round trips."""
-    subjects = ("entity", "atomic")
+    subjects = ("entity", "atomic", "inline")
     if args.warmup:
         for subject in subjects:
             run_throughput(
@@ -392,11 +405,15 @@ def throughput(bootstrap: str, workdir: Path, args: argparse.Namespace) -> dict[
             results[subject].append(measured)
             if round_trips is not None:
                 trips[subject] = round_trips
-    entity, atomic = (median_of([m.durable for m in results[s]]) for s in subjects)
+    entity, atomic, inline = (median_of([m.durable for m in results[s]]) for s in subjects)
     return {
         "subjects": {subject: subject_figures(results[subject]) for subject in subjects},
-        "R_atomic": round(atomic.events_per_s / entity.events_per_s, 3),
+        "R_atomic": round(inline.events_per_s / entity.events_per_s, 3),
+        "R_atomic_served": round(atomic.events_per_s / entity.events_per_s, 3),
         "cpu_per_event_atomic_over_entity": round(
+            inline.cpu_us_per_event / entity.cpu_us_per_event, 3
+        ),
+        "cpu_per_event_served_over_entity": round(
             atomic.cpu_us_per_event / entity.cpu_us_per_event, 3
         ),
         "round_trips_ms": trips,
@@ -563,6 +580,10 @@ def main() -> None:
         if not args.skip_throughput:
             part = throughput(broker.bootstrap, workdir, args)
             report["R_atomic"] = part.pop("R_atomic")
+            report["R_atomic_served"] = part.pop("R_atomic_served")
+            report["cpu_per_event_served_over_entity"] = part.pop(
+                "cpu_per_event_served_over_entity"
+            )
             report["cpu_per_event_atomic_over_entity"] = part.pop(
                 "cpu_per_event_atomic_over_entity"
             )

@@ -6,6 +6,9 @@ imported, so that the benchmark's clients can use the logs' definitions.
 - ``bids``, an :class:`~stream_app.AtomicLog` whose fold keeps the highest bid
   (:class:`High`) and the last :data:`KEEP_LAST` events; its in-worker validator accepts a bid
   that beats the summary's highest.
+- ``quick``, the ``bids`` log with its validator ``inline``
+  (``@log.validator(inline=True)``): decided in the store's own invocation, with no request
+  on the validation topic, no answer and no timer.
 - ``full``, the same log without a fold: every past event is in the scope's record and in
   every :class:`~stream_app.core.atomic.ValidationRequest`; its validator accepts a bid that
   beats every past event.
@@ -38,6 +41,7 @@ __all__ = [
     "full",
     "lots",
     "place",
+    "quick",
     "raise_highest",
 ]
 
@@ -87,6 +91,16 @@ bids: AtomicLog[Bid, Refusal] = AtomicLog(
     fold=AtomicFold(state=High, init=High, update=raise_highest, keep_last=KEEP_LAST),
 )
 
+quick: AtomicLog[Bid, Refusal] = AtomicLog(
+    "quick",
+    event=Bid,
+    reason=Refusal,
+    scope=lambda bid: bid.scope,
+    timeout_reason=_TIMEOUT,
+    validation_timeout=timedelta(seconds=60),
+    fold=AtomicFold(state=High, init=High, update=raise_highest, keep_last=KEEP_LAST),
+)
+
 full: AtomicLog[Bid, Refusal] = AtomicLog(
     "full",
     event=Bid,
@@ -104,6 +118,9 @@ def beats_the_highest(v: Validation[Bid, High]) -> Accept[Bid] | Reject[Refusal]
     if v.prospective_event.amount > highest:
         return Accept()
     return Reject(Refusal(code="too-low"))
+
+
+quick.validator(inline=True)(beats_the_highest)
 
 
 @full.validator

@@ -144,27 +144,32 @@ class Validation(Generic[E, S]):
     """What an in-worker validator is given: the request, with its events typed.
 
     The typed views are made when first read (a validator that needs only the summary does
-    not pay for typing every past event).
-
-    Attributes:
-        request: The request (ids, attempt, seq, deadline; the events as JSON objects).
+    not pay for typing every past event, an inline validator nothing for the request).
     """
 
-    __slots__ = ("_event", "_past", "_summary", "_summary_model", "_typed", "request")
+    __slots__ = ("_event", "_past", "_request", "_summary", "_summary_model", "_typed")
 
     def __init__(
         self,
-        request: ValidationRequest,
+        request: ValidationRequest | Callable[[], ValidationRequest],
         event_model: type[E],
         summary_model: type[S] | None,
         prospective_event: E | None = None,
     ) -> None:
-        self.request = request
+        self._request = request
         self._typed = event_model
         self._summary_model = summary_model
         self._event = prospective_event
         self._past: list[E] | None = None
         self._summary: S | None = None
+
+    @property
+    def request(self) -> ValidationRequest:
+        """The request (ids, attempt, seq, deadline; the events as JSON objects)."""
+        request = self._request
+        if not isinstance(request, ValidationRequest):
+            request = self._request = request()
+        return request
 
     @property
     def prospective_event(self) -> E:
@@ -222,6 +227,9 @@ class _Decision:
     meta: Any = None
     timed_out: bool = False
     at_ms: int = 0
+    #: The stored event and the summary before it, as models, when the decision has them.
+    typed_event: BaseModel | None = None
+    typed_summary: BaseModel | None = None
 
 
 class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
@@ -403,10 +411,14 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
         except ValidationError as exc:
             raise AtomicMessageError(f"{self.name}: {what} is not a valid event: {exc}") from exc
 
-    def validation(self, request: ValidationRequest) -> Validation[E, Any]:
+    def validation(
+        self,
+        request: ValidationRequest | Callable[[], ValidationRequest],
+        prospective_event: E | None = None,
+    ) -> Validation[E, Any]:
         """The typed :class:`Validation` of a request (what an in-worker validator gets)."""
         summary_model = self.fold.state if self.fold is not None else None
-        return Validation(request, self.event_model, summary_model)
+        return Validation(request, self.event_model, summary_model, prospective_event)
 
     def response(self, request: ValidationRequest, verdict: Verdict) -> ValidationResponse:
         """The wire answer to ``request`` for a validator's ``verdict``.
@@ -497,7 +509,6 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
             timed_out=True,
             at_ms=state.now_ms,
         )
-        data = data.model_copy()
         self._decide(state, data, flight, decision)
         self._ask_next(state, data, None)
         state.data = data
@@ -509,7 +520,6 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
         if data is None or data.in_flight is None:
             return
         flight = data.in_flight
-        data = data.model_copy()
         data.in_flight = None
         self._ask_next(state, data, flight, attempt=flight.attempt + 1)
         state.data = data
@@ -528,7 +538,8 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
                 f"{self.name}: the event's scope is {scope!r}, but it was sent to scope "
                 f"{state.cell_id!r} (the record key must be the scope)"
             )
-        data = state.data.model_copy() if state.data is not None else self.empty_scope()
+        # A fresh model each invocation (the engine decodes the record for every try).
+        data = state.data if state.data is not None else self.empty_scope()
         pending = PendingStore(
             request_id=request_id, event=event.model_dump(mode="json"), reply_to=reply_to
         )
@@ -539,7 +550,7 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
             logger.info("%s/%s: %s is already pending", self.name, state.cell_id, request_id)
             return
         if flight is None:
-            self._ask_next(state, data, pending, attempt=1)
+            self._ask_next(state, data, pending, attempt=1, typed=event)
         elif len(data.queue) >= self.max_pending:
             self._refuse(state, data, pending, f"{self.max_pending} requests are waiting")
         else:
@@ -568,9 +579,9 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
                 response.request_id,
             )
             if data is not None:
-                state.data = data.model_copy(update={"late": data.late + 1})
+                data.late += 1
+                state.data = data
             return
-        data = data.model_copy()
         self._decide(state, data, flight, self._decision(state, flight, response))
         self._ask_next(state, data, None)
         state.data = data
@@ -619,6 +630,7 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
         data: AtomicScope,
         pending: PendingStore | None,
         attempt: int = 1,
+        typed: E | None = None,
     ) -> None:
         """Ask for ``pending``'s validation, or else (no ``pending``) the first queued one's;
         a request too large to send is refused and the next one asked. An inline validator
@@ -630,9 +642,10 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
                 pending, *rest = data.queue
                 data.queue = rest
                 attempt = 1
+                typed = None
             if self.inline:
-                self._validate_inline(state, data, pending)
-                pending = None
+                self._validate_inline(state, data, pending, typed)
+                pending = typed = None
                 continue
             if self._ask(state, data, pending, attempt):
                 return
@@ -641,27 +654,47 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
             pending = None
 
     def _validate_inline(
-        self, state: CellState[AtomicScope], data: AtomicScope, pending: PendingStore
+        self,
+        state: CellState[AtomicScope],
+        data: AtomicScope,
+        pending: PendingStore,
+        typed: E | None,
     ) -> None:
         """Decide ``pending`` with the inline validator, in this invocation."""
         fn = self.validate_fn
         assert fn is not None
-        # Built from data this log validated already: no second validation of every event.
-        request = ValidationRequest.model_construct(
-            request_id=pending.request_id,
-            log=self.name,
-            scope=state.cell_id,
-            attempt=1,
-            seq=data.seq,
-            prospective_event=pending.event,
-            past_events=data.recent,
-            summary=data.summary,
-            reply_topic=self.input_topic,
-            deadline_ms=state.now_ms,
-        )
-        verdict = fn(self.validation(request))
-        response = self.response(request, verdict)  # type: ignore[arg-type]
-        self._decide(state, data, pending, self._decision(state, pending, response))
+
+        def request() -> ValidationRequest:
+            # Built from data this log validated already, and only if the validator reads it.
+            return ValidationRequest.model_construct(
+                request_id=pending.request_id,
+                log=self.name,
+                scope=state.cell_id,
+                attempt=1,
+                seq=data.seq,
+                prospective_event=pending.event,
+                past_events=data.recent,
+                summary=data.summary,
+                reply_topic=self.input_topic,
+                deadline_ms=state.now_ms,
+            )
+
+        validation = self.validation(request, typed)
+        verdict = fn(validation)
+        if isinstance(verdict, Accept) and verdict.event is None:
+            decision = _Decision(
+                accepted=True,
+                event=pending.event,
+                reason=None,
+                meta=verdict.meta,
+                at_ms=state.now_ms,
+                typed_event=typed,
+                typed_summary=validation._summary,
+            )
+        else:
+            answer = self.response(validation.request, verdict)  # type: ignore[arg-type]
+            decision = self._decision(state, pending, answer)
+        self._decide(state, data, pending, decision)
 
     def _ask(
         self, state: CellState[AtomicScope], data: AtomicScope, pending: PendingStore, attempt: int
@@ -780,38 +813,45 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
         event = decision.event
         recent = [*data.recent, event]
         summary = data.summary
-        if self.fold is not None:
-            folded = self.fold.update(
-                self.event_model.model_validate(event),
-                self.fold.state.model_validate(summary if summary is not None else {}),
-            )
-            summary = folded.model_dump(mode="json")
-            keep = self.fold.keep_last
-            recent = recent[-keep:] if keep else []
-        grown = data.model_copy(update={"seq": data.seq + 1, "recent": recent, "summary": summary})
-        size = len(grown.model_dump_json())
-        if size > self.max_scope_bytes:
-            logger.error(
-                "%s/%s: refusing %s: the scope's record would grow to %d bytes, over the %d "
-                "it may keep (declare a fold, or raise max_scope_bytes)",
-                self.name,
-                state.cell_id,
-                flight.request_id,
-                size,
-                self.max_scope_bytes,
-            )
-            return False
-        data.seq, data.recent, data.summary = grown.seq, grown.recent, grown.summary
+        fold = self.fold
+        if fold is not None:
+            typed_event = decision.typed_event
+            if typed_event is None:
+                typed_event = self.event_model.model_validate(event)
+            before = decision.typed_summary
+            if before is None:
+                before = fold.state.model_validate(summary if summary is not None else {})
+            summary = fold.update(typed_event, before).model_dump(mode="json")
+            recent = recent[-fold.keep_last :] if fold.keep_last else []
         record = AtomicEventRecord(
             log=self.name,
             scope=state.cell_id,
-            seq=data.seq,
+            seq=data.seq + 1,
             event=event,
             request_id=flight.request_id,
             meta=decision.meta,
             at_ms=decision.at_ms,
         )
-        state.publish(self.events_topic, record.model_dump_json().encode())
+        value = record.model_dump_json().encode()
+        keep = fold.keep_last if fold is not None else 0
+        # A log without a fold grows with every event: its record is measured each time. With
+        # a fold it holds at most keep_last events: measured only when they could be large.
+        if fold is None or len(value) * (keep + 1 + len(data.queue)) > self.max_scope_bytes // 4:
+            grown = data.model_copy(update={"recent": recent, "summary": summary})
+            size = len(grown.model_dump_json())
+            if size > self.max_scope_bytes:
+                logger.error(
+                    "%s/%s: refusing %s: the scope's record would grow to %d bytes, over the "
+                    "%d it may keep (declare a fold, or raise max_scope_bytes)",
+                    self.name,
+                    state.cell_id,
+                    flight.request_id,
+                    size,
+                    self.max_scope_bytes,
+                )
+                return False
+        data.seq, data.recent, data.summary = data.seq + 1, recent, summary
+        state.publish(self.events_topic, value)
         return True
 
     def _latest(self, data: AtomicScope) -> list[dict[str, Any]]:

@@ -152,7 +152,7 @@ class Scope:
         fired_payload = payload if payload is not None else self.payloads.get(name)
         state = cell_state(
             self.log,
-            data=self.data,
+            data=self._fresh(),
             timer=FiredTimer(name=name, due_ms=due, payload=fired_payload),
             cell_id=self.cell_id,
             now_ms=now_ms if now_ms is not None else due,
@@ -165,7 +165,7 @@ class Scope:
     def boot(self, *, now_ms: int = 50_000) -> CellState[Any]:
         state = cell_state(
             self.log,
-            data=self.data,
+            data=self._fresh(),
             trigger="boot",
             cell_id=self.cell_id,
             now_ms=now_ms,
@@ -180,7 +180,7 @@ class Scope:
         message = self.log.message_types.decode(self.cell_id.encode(), value, max_bytes=1 << 20)
         state = cell_state(
             self.log,
-            data=self.data,
+            data=self._fresh(),
             message=message,
             cell_id=self.cell_id,
             now_ms=now_ms,
@@ -189,6 +189,12 @@ class Scope:
         )
         self.log.handle_message(state)
         return self._keep(state)
+
+    def _fresh(self) -> AtomicScope | None:
+        """The data as the engine gives it to each invocation: decoded from the stored JSON."""
+        if self.data is None:
+            return None
+        return AtomicScope.model_validate_json(self.data.model_dump_json())
 
     def _keep(self, state: CellState[Any]) -> CellState[Any]:
         self.data = state.data
