@@ -256,11 +256,14 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
             refused with ``overflow_reason``.
         result_events: How many of the latest events a result's ``stored_event_list`` holds
             (its ``seq`` says how many the log has).
+        remember_accepted: How many of the latest accepted request ids a scope remembers: a
+            store repeating one (a caller retrying after a lost reply) gets the first result
+            back (``duplicate``) instead of being validated again.
         retry: How a failing engine callback is retried before the scope is parked.
 
     Raises:
-        ValueError: A bad name, or a ``keep_last``, ``max_pending`` or ``result_events`` below
-            0.
+        ValueError: A bad name, or a ``keep_last``, ``max_pending``, ``result_events`` or
+            ``remember_accepted`` below 0.
     """
 
     def __init__(
@@ -277,6 +280,7 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
         overflow_reason: R | None = None,
         max_scope_bytes: int = MAX_SCOPE_BYTES,
         result_events: int = 100,
+        remember_accepted: int = 16,
         retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__(
@@ -289,8 +293,10 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
             raise ValueError(f"atomic log {name!r}: keep_last must be >= 0")
         if max_pending < 0:
             raise ValueError(f"atomic log {name!r}: max_pending must be >= 0")
-        if result_events < 0:
-            raise ValueError(f"atomic log {name!r}: result_events must be >= 0")
+        if result_events < 0 or remember_accepted < 0:
+            raise ValueError(
+                f"atomic log {name!r}: result_events and remember_accepted must be >= 0"
+            )
         self.event_model = event
         self.reason_model = reason
         self.scope_of = scope
@@ -308,6 +314,7 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
         self.max_pending = max_pending
         self.max_scope_bytes = max_scope_bytes
         self.result_events = result_events
+        self.remember_accepted = remember_accepted
         #: The in-worker validator, if one is registered (:meth:`validator`).
         self.validate_fn: Validator | None = None
         #: Whether :attr:`validate_fn` runs in the scope's invocation (:meth:`validator`).
@@ -543,6 +550,11 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
         pending = PendingStore(
             request_id=request_id, event=event.model_dump(mode="json"), reply_to=reply_to
         )
+        for accepted_id, seq in data.accepted_ids:
+            if accepted_id == request_id:
+                logger.info("%s/%s: %s was accepted already", self.name, state.cell_id, request_id)
+                self._repeat(state, data, pending, seq)
+                return
         flight = data.in_flight
         if (flight is not None and flight.request_id == request_id) or any(
             queued.request_id == request_id for queued in data.queue
@@ -735,6 +747,30 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
         )
         return True
 
+    def _repeat(
+        self, state: CellState[AtomicScope], data: AtomicScope, pending: PendingStore, seq: int
+    ) -> None:
+        """Answer a store repeating an accepted request with that request's result."""
+        if pending.reply_to is None:
+            return
+        index = len(data.recent) - (data.seq - seq) - 1
+        stored = data.recent[index] if 0 <= index < len(data.recent) else None
+        self._reply(
+            state,
+            pending,
+            AtomicResult(
+                request_id=pending.request_id,
+                log=self.name,
+                scope=state.cell_id,
+                was_accepted=True,
+                prospective_event=pending.event,
+                stored_event=stored,
+                seq=seq,
+                stored_event_list=self._latest(data),
+                duplicate=True,
+            ),
+        )
+
     def _refuse(
         self, state: CellState[AtomicScope], data: AtomicScope, pending: PendingStore, why: str
     ) -> None:
@@ -851,6 +887,13 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
                 )
                 return False
         data.seq, data.recent, data.summary = data.seq + 1, recent, summary
+        if self.remember_accepted:
+            kept = (
+                data.accepted_ids[-(self.remember_accepted - 1) :]
+                if self.remember_accepted > 1
+                else []
+            )
+            data.accepted_ids = [*kept, (flight.request_id, data.seq)]
         state.publish(self.events_topic, value)
         return True
 

@@ -137,6 +137,9 @@ class AtomicResult(BaseModel):
             requests waiting).
         meta: The validator's ``meta`` (``None`` after a timeout or an overflow).
         timed_out: Whether the rejection is a validation timeout.
+        duplicate: Whether the request id had been accepted already (a caller's retry): nothing
+            is stored again, and ``seq`` and ``stored_event`` are those of the first time (the
+            event only while it is among the scope's recent events).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -152,6 +155,7 @@ class AtomicResult(BaseModel):
     reason: dict[str, Any] | None = None
     meta: Any = None
     timed_out: bool = False
+    duplicate: bool = False
 
 
 class AtomicEventRecord(BaseModel):
@@ -219,6 +223,9 @@ class AtomicScope(BaseModel):
         rejected: Requests rejected (timeouts and overflows included).
         timed_out: Validations that timed out.
         late: Validator answers that came for no request in flight (late or repeated), ignored.
+        accepted_ids: The ids of the latest accepted requests and their events' ``seq``
+            (``[request_id, seq]``, at most the log's ``remember_accepted``): a store repeating
+            one is answered with its first result, not stored twice.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -232,6 +239,7 @@ class AtomicScope(BaseModel):
     rejected: int = 0
     timed_out: int = 0
     late: int = 0
+    accepted_ids: list[tuple[str, int]] = Field(default_factory=list)
 
 
 def response_envelope(response: ValidationResponse) -> bytes:

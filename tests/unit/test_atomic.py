@@ -765,15 +765,21 @@ class Model:
     log: list[dict[str, Any]] = field(default_factory=list)
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
     results: list[tuple[str, bool, bool]] = field(default_factory=list)
+    replies: list[tuple[str, bool, bool]] = field(default_factory=list)
+    accepted_ids: list[str] = field(default_factory=list)
     late: int = 0
 
     def store(self, request_id: str) -> None:
+        if request_id in self.accepted_ids[-16:]:
+            self.replies.append((request_id, True, False))  # the first result, again
+            return
         if request_id == self.flight or request_id in self.pending:
             return
         if self.flight is None:
             self._start(request_id)
         elif len(self.pending) >= self.capacity:
             self.results.append((request_id, False, False))
+            self.replies.append((request_id, False, False))
         else:
             self.pending.append(request_id)
 
@@ -781,7 +787,9 @@ class Model:
         assert self.flight is not None
         if accepted:
             self.log.append(self.events[self.flight])
+            self.accepted_ids.append(self.flight)
         self.results.append((self.flight, accepted, timed_out))
+        self.replies.append((self.flight, accepted, timed_out))
         self.flight = None
         if self.pending:
             self._start(self.pending.pop(0))
@@ -807,8 +815,9 @@ def test_random_flows_match_the_reference_model(steps: list[tuple[str, int]]) ->
             ids.append(request_id)
             model.events[request_id] = bid(n, f"b{len(ids)}")
         elif kind == "again" and ids:
-            # Stored again: ignored while pending, a new request once decided (the log keeps
-            # no history of ids: a retry is idempotent while the first is pending).
+            # Stored again: ignored while pending, answered with the first result once
+            # accepted (the scope remembers the latest accepted ids), a new request once
+            # rejected.
             request_id = ids[n % len(ids)]
         if kind in ("store", "again") and ids:
             state = scope.store(model.events[request_id], request_id, now_ms=now)
@@ -845,7 +854,7 @@ def test_random_flows_match_the_reference_model(steps: list[tuple[str, int]]) ->
         assert data.rejected == len(model.results) - len(model.log)
         assert data.late == model.late
         assert (VALIDATION_TIMER in scope.timers) == (model.flight is not None)
-    assert replied == model.results, "every result, in the order decided"
+    assert replied == model.replies, "every result, in the order decided"
     assert asked == model.started, "each request is asked once, in arrival order"
 
 
@@ -862,3 +871,33 @@ def test_a_store_read_from_a_backlog_gets_its_whole_validation_timeout() -> None
     assert state.data is not None and state.data.in_flight is not None
     assert state.data.in_flight.deadline_ms == 60_000 + log.timeout_ms
     assert state.timers == {VALIDATION_TIMER: 60_000 + log.timeout_ms}
+
+
+def test_a_store_repeating_an_accepted_request_gets_its_first_result_back() -> None:
+    scope = Scope(make_log())
+    scope.store(bid(100), "r1")
+    scope.accept("r1")
+    scope.store(bid(120), "r2")
+    scope.accept("r2")
+    before = scope_data(scope)
+    assert before.accepted_ids == [("r1", 1), ("r2", 2)]
+
+    again = scope.store(bid(100), "r1")  # a caller retrying after a lost reply
+    [result] = results(again)
+    assert (result.was_accepted, result.duplicate, result.seq) == (True, True, 1)
+    assert result.stored_event == bid(100)
+    assert [r[0] for r in again._outputs.records] == [REPLIES]  # no request, no event
+    assert scope_data(scope) == before
+
+
+def test_a_scope_remembers_only_the_latest_accepted_ids() -> None:
+    log = make_log()
+    log.remember_accepted = 2
+    scope = Scope(log)
+    for n, request_id in enumerate(("r1", "r2", "r3"), start=1):
+        scope.store(bid(100 * n), request_id)
+        scope.accept(request_id)
+    assert scope_data(scope).accepted_ids == [("r2", 2), ("r3", 3)]
+    scope.store(bid(500), "r1")  # forgotten: validated again
+    assert scope_data(scope).in_flight is not None
+    assert scope_data(scope).in_flight.request_id == "r1"  # type: ignore[union-attr]
