@@ -106,7 +106,9 @@ class Context:
         return self._keep(state)
 
     def _keep(self, state: CellState[Any]) -> CellState[Any]:
-        self.data = state.data
+        # Through the stored JSON, as a worker reads the context for its next event.
+        data = state.data
+        self.data = None if data is None else type(data).model_validate_json(data.model_dump_json())
         self.timers = state.timers
         self.last = state
         return state
@@ -116,7 +118,8 @@ class Context:
 
     def variables(self, quest: str) -> dict[str, Any]:
         assert self.data is not None
-        return self.data.quests[quest].variables
+        variables: dict[str, Any] = self.data.quests[quest].model_dump(mode="json")["variables"]
+        return variables
 
 
 def effects(state: CellState[Any]) -> list[tuple[str, Any]]:
