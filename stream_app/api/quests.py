@@ -449,6 +449,10 @@ class QuestBehaviour(Behaviour[QuestContext]):
             <stream_app.runtime.Runtime.quests>`).
         retry: As for :class:`~stream_app.api.behaviour.Behaviour`.
 
+    Its :attr:`data_model` is a subclass of :class:`~stream_app.core.quests.QuestContext` in
+    which each instance's ``variables`` are its quest's model: a worker reads a stored context
+    in one pydantic pass, and actions change the variables in place.
+
     Raises:
         ValueError: Two quests with one name, or a bad behaviour name.
     """
@@ -693,7 +697,12 @@ class _Invocation:
         ident = instance_id(state.cell_id, state.origin, self._started)
         self._started += 1
         instance = quest.instance_model.model_construct(
-            quest=quest_name, instance=ident, started_ms=state.now_ms, variables=quest.variables()
+            quest=quest_name,
+            instance=ident,
+            started_ms=state.now_ms,
+            variables=quest.variables(),
+            windows={},
+            deadline_ms=None,
         )
         self.data.quests[quest_name] = instance
         if quest.init is not None:
