@@ -35,6 +35,7 @@ not active) is dead-lettered with the reason (:class:`~stream_app.errors.QuestEv
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import logging
@@ -364,7 +365,8 @@ class ActionContext(Generic[V]):
         selector event, and with ``instance`` too an instance event. It goes through the
         behaviour's input topic, so it is handled after the events already queued there.
         """
-        body: dict[str, Any] = {"event_name": event_name, "data": data or {}}
+        # A copy: the event is encoded at commit, after later calls may change the variables.
+        body: dict[str, Any] = {"event_name": event_name, "data": copy.deepcopy(data or {})}
         if selector is not None:
             body["event_selector"] = selector
         if instance is not None:
@@ -394,7 +396,8 @@ class ActionContext(Generic[V]):
     def effect(self, kind: str, payload: Any = None) -> str:
         """Emit a side effect (handled by ``@runtime.effect_handler(kind)`` after this commit);
         returns its deterministic id."""
-        return self._run.state.emit_effect(kind, payload)
+        # A copy: the effect is encoded at commit, after later calls may change the variables.
+        return self._run.state.emit_effect(kind, copy.deepcopy(payload))
 
     def end(self) -> None:
         """End this instance: its variables, windows and timers go when the action returns."""

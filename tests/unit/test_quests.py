@@ -242,6 +242,26 @@ def test_a_stored_instance_its_quest_cannot_read_fails_only_its_calls() -> None:
         ctx.send("event", {"event_name": "tock", "event_selector": "counter.count"})
 
 
+def test_what_an_action_emits_is_not_changed_by_a_later_call() -> None:
+    snap = Quest("snap", variables=Count)
+
+    @snap.action(on=["e"])
+    def report(ctx: ActionContext[Count]) -> None:
+        ctx.effect("seen", {"seen": ctx.vars.seen})
+        ctx.emit("seen", {"seen": ctx.vars.seen})
+
+    @snap.action(on=["e"])
+    def grow(ctx: ActionContext[Count]) -> None:
+        ctx.vars.seen.append("later")
+
+    ctx = Context(QuestBehaviour("ctx", quests=[snap]))
+    ctx.send("add_quest", {"quest": "snap"})
+    state = ctx.send("event", {"event_name": "e"})
+    assert effects(state) == [("seen", {"seen": []})]
+    assert [m.body["data"] for m in state._outputs.messages] == [{"seen": []}]
+    assert ctx.variables("snap")["seen"] == ["later"]
+
+
 @pytest.mark.parametrize(
     ("kind", "body", "error"),
     [
