@@ -35,14 +35,17 @@ not active) is dead-lettered with the reason (:class:`~stream_app.errors.QuestEv
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+import operator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, create_model
 
 from stream_app.api.behaviour import Behaviour
 from stream_app.core.cell import CellState, FiredTimer
@@ -168,15 +171,18 @@ class Quest(Generic[V]):
         if on_deadline is not None and deadline is None:
             raise ValueError(f"quest {name!r}: on_deadline= needs a deadline=")
         self.variables = variables
+        #: The stored instance of this quest, its variables typed (:func:`_context_model`).
+        self.instance_model = _instance_model(name, variables)
         self.init = init
         self.deadline_ms = _ms(deadline) if deadline is not None else None
         self.on_deadline = on_deadline
         self.actions: dict[str, _ActionDef] = {}
         self.recurring: dict[str, _Recurring] = {}
         self.windows: dict[str, _Window] = {}
-        #: Every event name an action or a window of this quest runs on (:meth:`listens_to`
-        #: is asked once per quest for every multicast).
-        self._events: frozenset[str] = frozenset()
+        # The actions and the windows each event name runs, in declaration order: a multicast
+        # asks each quest of the context for its event's, once per event.
+        self._actions_on: dict[str, tuple[tuple[Action, str], ...]] = {}
+        self._windows_on: dict[str, tuple[_Window, ...]] = {}
 
     def action(self, name: str | None = None, *, on: Sequence[str] = ()) -> Callable[[F], F]:
         """Declare the decorated function an action that runs on the events named in ``on``
@@ -204,7 +210,8 @@ class Quest(Generic[V]):
             raise ValueError(f"quest {self.name!r} already has an action {action!r}")
         names = (events,) if isinstance(events, str) else tuple(events)
         self.actions[action] = _ActionDef(action, fn, names)
-        self._events |= frozenset(names)
+        for event in dict.fromkeys(names):
+            self._actions_on[event] = (*self._actions_on.get(event, ()), (fn, event))
 
     def every(
         self,
@@ -268,11 +275,21 @@ class Quest(Generic[V]):
             missed,
         )
         self.windows[name] = window
-        self._events |= window.opens_on | window.closes_on
+        for event in window.opens_on | window.closes_on:
+            self._windows_on[event] = (*self._windows_on.get(event, ()), window)
 
     def listens_to(self, event_name: str) -> bool:
         """Whether an action or a window of this quest runs on ``event_name``."""
-        return event_name in self._events
+        return event_name in self._actions_on or event_name in self._windows_on
+
+    def actions_on(self, event_name: str) -> tuple[tuple[Action, str], ...]:
+        """The actions that run on ``event_name``, in the order they were declared, each with
+        the event name it sees (``event_name``)."""
+        return self._actions_on.get(event_name, ())
+
+    def windows_on(self, event_name: str) -> tuple[_Window, ...]:
+        """The windows ``event_name`` opens or closes, in the order they were declared."""
+        return self._windows_on.get(event_name, ())
 
     def _add_recurring(self, recurring: _Recurring) -> None:
         _check_name("timer", recurring.name)
@@ -348,7 +365,8 @@ class ActionContext(Generic[V]):
         selector event, and with ``instance`` too an instance event. It goes through the
         behaviour's input topic, so it is handled after the events already queued there.
         """
-        body: dict[str, Any] = {"event_name": event_name, "data": data or {}}
+        # A copy: the event is encoded at commit, after later calls may change the variables.
+        body: dict[str, Any] = {"event_name": event_name, "data": copy.deepcopy(data or {})}
         if selector is not None:
             body["event_selector"] = selector
         if instance is not None:
@@ -378,7 +396,8 @@ class ActionContext(Generic[V]):
     def effect(self, kind: str, payload: Any = None) -> str:
         """Emit a side effect (handled by ``@runtime.effect_handler(kind)`` after this commit);
         returns its deterministic id."""
-        return self._run.state.emit_effect(kind, payload)
+        # A copy: the effect is encoded at commit, after later calls may change the variables.
+        return self._run.state.emit_effect(kind, copy.deepcopy(payload))
 
     def end(self) -> None:
         """End this instance: its variables, windows and timers go when the action returns."""
@@ -433,6 +452,10 @@ class QuestBehaviour(Behaviour[QuestContext]):
             <stream_app.runtime.Runtime.quests>`).
         retry: As for :class:`~stream_app.api.behaviour.Behaviour`.
 
+    Its :attr:`data_model` is a subclass of :class:`~stream_app.core.quests.QuestContext` in
+    which each instance's ``variables`` are its quest's model: a worker reads a stored context
+    in one pydantic pass, and actions change the variables in place.
+
     Raises:
         ValueError: Two quests with one name, or a bad behaviour name.
     """
@@ -445,6 +468,11 @@ class QuestBehaviour(Behaviour[QuestContext]):
         topics: Sequence[str] = (),
         retry: RetryPolicy | None = None,
     ) -> None:
+        by_name: dict[str, Quest[Any]] = {}
+        for quest in quests:
+            if quest.name in by_name:
+                raise ValueError(f"behaviour {name!r}: two quests named {quest.name!r}")
+            by_name[quest.name] = quest
         super().__init__(
             name,
             messages={
@@ -453,14 +481,10 @@ class QuestBehaviour(Behaviour[QuestContext]):
                 "remove_quest": RemoveQuest,
                 "call": CallQuest,
             },
-            data=QuestContext,
+            data=_context_model(name, quests),
             retry=retry,
         )
-        self.quests: dict[str, Quest[Any]] = {}
-        for quest in quests:
-            if quest.name in self.quests:
-                raise ValueError(f"behaviour {name!r}: two quests named {quest.name!r}")
-            self.quests[quest.name] = quest
+        self.quests = by_name
         self.topics = frozenset(topics)
 
     def quest(self, name: str) -> Quest[Any]:
@@ -520,13 +544,18 @@ class _Invocation:
     2. Before each call, check that the instance it was meant for is still the quest's active
        one; a quest ended, or ended and started again, by an earlier call is skipped: the new
        instance never sees the event meant for its predecessor.
-    3. After each call, keep the variables only if that instance is still active.
+    3. A call changes its instance's variables in place: an instance ended by a call takes
+       them with it, and a retried callback starts again from the stored context.
     """
 
     def __init__(self, behaviour: QuestBehaviour, state: CellState[QuestContext]) -> None:
         self.behaviour = behaviour
         self.state = state
-        self.data = state.data if state.data is not None else QuestContext()
+        model = behaviour.data_model
+        data = state.data if state.data is not None else model()
+        if not isinstance(data, model):  # read without the definitions (a test, a tool)
+            data = model.model_validate(data.model_dump())
+        self.data = data
         self._started = 0
 
     # -- messages ----------------------------------------------------------------------
@@ -578,20 +607,27 @@ class _Invocation:
 
     def _handlers(
         self, quest: Quest[Any], instance: QuestInstance, event_name: str
-    ) -> Iterator[tuple[Action, str]]:
+    ) -> Iterable[tuple[Action, str]]:
         """What ``event_name`` runs in one instance, in order: windows it closes (met or
         missed), windows it opens, then the actions listening to it."""
+        if not quest.windows_on(event_name):
+            return quest.actions_on(event_name)
+        return self._through_windows(quest, instance, event_name)
+
+    def _through_windows(
+        self, quest: Quest[Any], instance: QuestInstance, event_name: str
+    ) -> Iterator[tuple[Action, str]]:
+        """:meth:`_handlers` of an event that opens or closes windows: each window is closed
+        (and its action run) or opened as the iteration reaches it."""
         now = self.state.now_ms
-        for window in quest.windows.values():
+        for window in quest.windows_on(event_name):
             if event_name in window.closes_on and window.name in instance.windows:
                 closes = instance.windows.pop(window.name)
                 self.state.cancel_timer(_timer_name(instance, "window", window.name))
                 yield (window.met if now <= closes else window.missed), window.name
             if event_name in window.opens_on and self.is_active(instance):
                 self.open_window(instance, window)
-        for action in quest.actions.values():
-            if event_name in action.on:
-                yield action.fn, event_name
+        yield from quest.actions_on(event_name)
 
     def call(self, body: CallQuest) -> None:
         quest = self.behaviour.quest(body.quest)
@@ -663,19 +699,21 @@ class _Invocation:
         state = self.state
         ident = instance_id(state.cell_id, state.origin, self._started)
         self._started += 1
-        instance = QuestInstance(
+        instance = quest.instance_model.model_construct(
             quest=quest_name,
             instance=ident,
             started_ms=state.now_ms,
-            variables=quest.variables().model_dump(mode="json"),
+            variables=quest.variables(),
+            windows={},
+            deadline_ms=None,
         )
         self.data.quests[quest_name] = instance
         if quest.init is not None:
-            self._call(instance, quest.init, "init", params, None)
+            self._call(instance, quest.init, "init", params, None, quest)
         if not self.is_active(instance):
             return instance
         payload = {"quest": quest_name}
-        variables = quest.variables.model_validate(instance.variables)
+        variables = _variables(instance, quest)
         for recurring in quest.recurring.values():
             if recurring.every_s is not None:
                 state.set_timer(
@@ -742,10 +780,7 @@ class _Invocation:
     ) -> None:
         if quest is None:
             quest = self.behaviour.quest(instance.quest)
-        variables = quest.variables.model_validate(instance.variables)
-        fn(ActionContext(self, instance, variables, event_name, data, timer))
-        if self.is_active(instance):
-            instance.variables = variables.model_dump(mode="json")
+        fn(ActionContext(self, instance, _variables(instance, quest), event_name, data, timer))
 
     def _ignore(self, what: str) -> None:
         self.data.ignored += 1
@@ -760,6 +795,56 @@ class _Invocation:
     def finish(self) -> None:
         """Store the context: alive while it has active quests."""
         self.state.data = self.data if self.data.quests else None
+
+
+def _instance_model(quest: str, variables: type[BaseModel]) -> type[QuestInstance]:
+    """The stored instance of ``quest``: a :class:`QuestInstance` whose ``variables`` are the
+    quest's model, told from the other quests' by its ``quest`` field."""
+    name: Any = Literal[quest]  # a Literal of a runtime value
+    return create_model(
+        f"{variables.__name__}Of_{quest}",
+        __base__=QuestInstance,
+        quest=(name, ...),
+        variables=(variables, Field(default_factory=variables)),
+    )
+
+
+def _context_model(name: str, quests: Sequence[Quest[Any]]) -> type[QuestContext]:
+    """A behaviour's data model: its contexts, each instance's variables typed by its quest.
+
+    The worker reads a stored context in one pydantic pass, variables included, and actions
+    change the typed variables in place: no validation or dump per call. An instance this model
+    cannot type (its quest no longer defined, or variables its model no longer accepts) is read
+    as a plain :class:`QuestInstance`; a call to it fails as the variables' validation fails
+    (:func:`_variables`), and the context's other quests go on.
+    """
+    if not quests:
+        return QuestContext
+    models: list[Any] = [quest.instance_model for quest in quests]
+    typed: Any = models[0]
+    if len(models) > 1:
+        typed = Annotated[functools.reduce(operator.or_, models), Field(discriminator="quest")]
+    instance = Annotated[typed | QuestInstance, Field(union_mode="left_to_right")]
+    model: type[QuestContext] = create_model(
+        f"QuestContextOf_{name}",
+        __base__=QuestContext,
+        quests=(dict[str, SerializeAsAny[instance]], Field(default_factory=dict)),
+    )
+    return model
+
+
+def _variables(instance: QuestInstance, quest: Quest[Any]) -> BaseModel:
+    """An instance's variables as its quest's model, changed in place by the calls.
+
+    Raises:
+        pydantic.ValidationError: The stored variables do not validate as the quest's model.
+    """
+    variables: object = instance.variables
+    model: type[BaseModel] = quest.variables
+    if isinstance(variables, model):
+        return variables
+    model.model_validate(variables)
+    raise TypeError(f"{quest.name}/{instance.instance}: variables {variables!r} are not typed")
 
 
 def _timer_name(instance: QuestInstance, kind: str, name: str) -> str:

@@ -24,6 +24,13 @@ The context's stored data is a :class:`QuestContext`: its active quests, each wi
 id, typed variables (stored as JSON) and pending windows and deadline. Which quests listen to
 which event name (the selector index) is derived from the quest definitions in code, not
 stored, so a deployment that adds an action applies it to the instances already running.
+
+These models read any context without the quest definitions (variables as plain JSON): what
+tools and views see. A worker reads the same JSON through its behaviour's own subclass, whose
+instances hold each quest's variables model (see :mod:`stream_app.api.quests`). Fields at
+their defaults (no open window, no deadline, nothing ignored) are left out of the stored JSON:
+a context is written once per event, and the smaller record is cheaper to decode, store and
+replicate.
 """
 
 from __future__ import annotations
@@ -175,6 +182,16 @@ class CallQuest(BaseModel):
     event: dict[str, Any] = Field(default_factory=dict)
 
 
+def _empty(value: object) -> bool:
+    """Whether a count or a map is at its default (``0``, ``{}``): left out of the JSON."""
+    return not value
+
+
+def _none(value: object) -> bool:
+    """Whether an optional field is unset: left out of the JSON."""
+    return value is None
+
+
 class QuestInstance(BaseModel):
     """One active quest of a context, as stored.
 
@@ -182,7 +199,7 @@ class QuestInstance(BaseModel):
         quest: The quest's name.
         instance: Its instance id, new for every start of the quest in the context.
         started_ms: When it started.
-        variables: Its variables as JSON (the quest's variables model validates them).
+        variables: Its variables as JSON (in a worker: as the quest's variables model).
         windows: Open dependency windows, ``window name -> closes_ms``.
         deadline_ms: When the whole quest ends if it has not ended before.
     """
@@ -193,8 +210,8 @@ class QuestInstance(BaseModel):
     instance: str
     started_ms: int
     variables: dict[str, Any] = Field(default_factory=dict)
-    windows: dict[str, int] = Field(default_factory=dict)
-    deadline_ms: int | None = None
+    windows: dict[str, int] = Field(default_factory=dict, exclude_if=_empty)
+    deadline_ms: int | None = Field(default=None, exclude_if=_none)
 
 
 class QuestContext(BaseModel):
@@ -211,7 +228,7 @@ class QuestContext(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     quests: dict[str, QuestInstance] = Field(default_factory=dict)
-    ignored: int = 0
+    ignored: int = Field(default=0, exclude_if=_empty)
 
     def active(self) -> dict[str, str]:
         """``quest name -> instance id`` of the active quests."""

@@ -187,7 +187,11 @@ def install_quest_views(app: faust.App, engine: CellInspection, table: Any) -> N
             {
                 "behaviour": name,
                 "context": context,
-                "quests": data.get("quests", {}),
+                # The stored form leaves fields at their defaults out; the view shows them.
+                "quests": {
+                    quest: {"windows": {}, "deadline_ms": None, **instance}
+                    for quest, instance in data.get("quests", {}).items()
+                },
                 "ignored": data.get("ignored", 0),
                 "timers": described["timers"],
                 "parked": described["parked"],

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from stream_app.api.quests import ActionContext, NoVariables, Quest, QuestBehaviour
 from stream_app.core.cell import CellState, FiredTimer
@@ -106,7 +107,9 @@ class Context:
         return self._keep(state)
 
     def _keep(self, state: CellState[Any]) -> CellState[Any]:
-        self.data = state.data
+        # Through the stored JSON, as a worker reads the context for its next event.
+        data = state.data
+        self.data = None if data is None else type(data).model_validate_json(data.model_dump_json())
         self.timers = state.timers
         self.last = state
         return state
@@ -116,7 +119,8 @@ class Context:
 
     def variables(self, quest: str) -> dict[str, Any]:
         assert self.data is not None
-        return self.data.quests[quest].variables
+        variables: dict[str, Any] = self.data.quests[quest].model_dump(mode="json")["variables"]
+        return variables
 
 
 def effects(state: CellState[Any]) -> list[tuple[str, Any]]:
@@ -175,6 +179,87 @@ def test_call_runs_an_action_directly() -> None:
     ctx.send("add_quest", {"quest": "counter"})
     ctx.send("call", {"quest": "counter", "action": "bump", "event": {"by": 5}})
     assert ctx.variables("counter")["n"] == 5
+
+
+def test_the_stored_context_leaves_defaults_out_and_reads_the_full_form() -> None:
+    behaviour = build()
+    ctx = Context(behaviour)
+    ctx.send("add_quest", {"quest": "counter"})
+    assert ctx.data is not None
+    stored = json.loads(ctx.data.model_dump_json())
+    instance = ctx.active()["counter"]
+    assert stored == {
+        "quests": {
+            "counter": {
+                "quest": "counter",
+                "instance": instance,
+                "started_ms": 1_000,
+                "variables": {"n": 0, "seen": []},
+            }
+        }
+    }
+    # The form with every field written out (no window, no deadline, nothing ignored) reads
+    # as the same context.
+    full = {
+        "quests": {
+            "counter": {
+                **stored["quests"]["counter"],
+                "variables": {"n": 2, "seen": []},
+                "windows": {},
+                "deadline_ms": None,
+            }
+        },
+        "ignored": 0,
+    }
+    ctx.data = behaviour.data_model.model_validate_json(json.dumps(full))
+    ctx.send("event", {"event_name": "tick"})
+    assert ctx.variables("counter") == {"n": 3, "seen": [instance]}
+
+
+def test_a_stored_instance_its_quest_cannot_read_fails_only_its_calls() -> None:
+    behaviour = build()
+    stored = {
+        "quests": {
+            "gone": {"quest": "gone", "instance": "g1", "started_ms": 1, "variables": {"a": 1}},
+            "counter": {
+                "quest": "counter",
+                "instance": "c1",
+                "started_ms": 1,
+                "variables": {"n": "not a number"},
+            },
+            "resetter": {"quest": "resetter", "instance": "r1", "started_ms": 1},
+        }
+    }
+    # Read without the definitions, as a tool would: the worker types what it can.
+    ctx = Context(behaviour, data=QuestContext.model_validate(stored))
+    # A quest no longer defined is kept as it was stored, and calls nothing.
+    ctx.send("event", {"event_name": "tick", "event_selector": "resetter.restart"})
+    assert ctx.data is not None
+    assert ctx.data.model_dump(mode="json")["quests"]["gone"] == stored["quests"]["gone"]
+    # Variables their model no longer accepts fail the calls to that quest, as they would
+    # every time (the context is retried, then parked).
+    with pytest.raises(ValidationError):
+        ctx.send("event", {"event_name": "tock", "event_selector": "counter.count"})
+
+
+def test_what_an_action_emits_is_not_changed_by_a_later_call() -> None:
+    snap = Quest("snap", variables=Count)
+
+    @snap.action(on=["e"])
+    def report(ctx: ActionContext[Count]) -> None:
+        ctx.effect("seen", {"seen": ctx.vars.seen})
+        ctx.emit("seen", {"seen": ctx.vars.seen})
+
+    @snap.action(on=["e"])
+    def grow(ctx: ActionContext[Count]) -> None:
+        ctx.vars.seen.append("later")
+
+    ctx = Context(QuestBehaviour("ctx", quests=[snap]))
+    ctx.send("add_quest", {"quest": "snap"})
+    state = ctx.send("event", {"event_name": "e"})
+    assert effects(state) == [("seen", {"seen": []})]
+    assert [m.body["data"] for m in state._outputs.messages] == [{"seen": []}]
+    assert ctx.variables("snap")["seen"] == ["later"]
 
 
 @pytest.mark.parametrize(
