@@ -147,7 +147,7 @@ class Validation(Generic[E, S]):
     not pay for typing every past event, an inline validator nothing for the request).
     """
 
-    __slots__ = ("_event", "_past", "_request", "_summary", "_summary_model", "_typed")
+    __slots__ = ("_event", "_past", "_raw", "_request", "_summary", "_summary_model", "_typed")
 
     def __init__(
         self,
@@ -155,7 +155,15 @@ class Validation(Generic[E, S]):
         event_model: type[E],
         summary_model: type[S] | None,
         prospective_event: E | None = None,
+        raw: tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None] | None = None,
     ) -> None:
+        """``request``, or a function that makes it when it is first read (then ``raw`` holds
+        its prospective event, past events and summary as JSON objects)."""
+        if raw is None:
+            if not isinstance(request, ValidationRequest):
+                request = request()
+            raw = (request.prospective_event, request.past_events, request.summary)
+        self._raw = raw
         self._request = request
         self._typed = event_model
         self._summary_model = summary_model
@@ -175,20 +183,20 @@ class Validation(Generic[E, S]):
     def prospective_event(self) -> E:
         """The event to decide on."""
         if self._event is None:
-            self._event = self._typed.model_validate(self.request.prospective_event)
+            self._event = self._typed.model_validate(self._raw[0])
         return self._event
 
     @property
     def past_events(self) -> list[E]:
         """The scope's events, oldest first (all, or the fold's last ``keep_last``)."""
         if self._past is None:
-            self._past = [self._typed.model_validate(e) for e in self.request.past_events]
+            self._past = [self._typed.model_validate(e) for e in self._raw[1]]
         return self._past
 
     @property
     def summary(self) -> S | None:
         """The fold of all of them (logs declaring a fold), else ``None``."""
-        raw = self.request.summary
+        raw = self._raw[2]
         if self._summary is None and self._summary_model is not None and raw is not None:
             self._summary = self._summary_model.model_validate(raw)
         return self._summary
@@ -280,7 +288,7 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
         overflow_reason: R | None = None,
         max_scope_bytes: int = MAX_SCOPE_BYTES,
         result_events: int = 100,
-        remember_accepted: int = 16,
+        remember_accepted: int = 8,
         retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__(
@@ -422,10 +430,12 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
         self,
         request: ValidationRequest | Callable[[], ValidationRequest],
         prospective_event: E | None = None,
+        raw: tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None] | None = None,
     ) -> Validation[E, Any]:
-        """The typed :class:`Validation` of a request (what an in-worker validator gets)."""
+        """The typed :class:`Validation` of a request (what an in-worker validator gets); see
+        :class:`Validation` for ``raw``."""
         summary_model = self.fold.state if self.fold is not None else None
-        return Validation(request, self.event_model, summary_model, prospective_event)
+        return Validation(request, self.event_model, summary_model, prospective_event, raw)
 
     def response(self, request: ValidationRequest, verdict: Verdict) -> ValidationResponse:
         """The wire answer to ``request`` for a validator's ``verdict``.
@@ -550,10 +560,11 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
         pending = PendingStore(
             request_id=request_id, event=event.model_dump(mode="json"), reply_to=reply_to
         )
-        for accepted_id, seq in data.accepted_ids:
-            if accepted_id == request_id:
+        suffix = ":" + request_id
+        for accepted in data.accepted_ids:
+            if accepted.endswith(suffix) and accepted.partition(":")[2] == request_id:
                 logger.info("%s/%s: %s was accepted already", self.name, state.cell_id, request_id)
-                self._repeat(state, data, pending, seq)
+                self._repeat(state, data, pending, int(accepted.partition(":")[0]))
                 return
         flight = data.in_flight
         if (flight is not None and flight.request_id == request_id) or any(
@@ -691,7 +702,7 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
                 deadline_ms=state.now_ms,
             )
 
-        validation = self.validation(request, typed)
+        validation = self.validation(request, typed, (pending.event, data.recent, data.summary))
         verdict = fn(validation)
         if isinstance(verdict, Accept) and verdict.event is None:
             decision = _Decision(
@@ -893,7 +904,7 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
                 if self.remember_accepted > 1
                 else []
             )
-            data.accepted_ids = [*kept, (flight.request_id, data.seq)]
+            data.accepted_ids = [*kept, f"{data.seq}:{flight.request_id}"]
         state.publish(self.events_topic, value)
         return True
 

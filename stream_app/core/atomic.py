@@ -223,9 +223,9 @@ class AtomicScope(BaseModel):
         rejected: Requests rejected (timeouts and overflows included).
         timed_out: Validations that timed out.
         late: Validator answers that came for no request in flight (late or repeated), ignored.
-        accepted_ids: The ids of the latest accepted requests and their events' ``seq``
-            (``[request_id, seq]``, at most the log's ``remember_accepted``): a store repeating
-            one is answered with its first result, not stored twice.
+        accepted_ids: The latest accepted requests, ``"<seq>:<request_id>"`` (their event's
+            sequence number and their id; at most the log's ``remember_accepted``): a store
+            repeating one is answered with its first result, not stored twice.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -239,7 +239,7 @@ class AtomicScope(BaseModel):
     rejected: int = 0
     timed_out: int = 0
     late: int = 0
-    accepted_ids: list[tuple[str, int]] = Field(default_factory=list)
+    accepted_ids: list[str] = Field(default_factory=list)
 
 
 def response_envelope(response: ValidationResponse) -> bytes:
