@@ -333,7 +333,7 @@ class RunRecord(BaseModel):
 
         The record is written at every step of its run, so this stays light: a node that keeps
         its trace is returned as it is, and for JSON the others are their fields but the trace,
-        all of which pydantic writes in one pass (a ``model_dump`` per node costs three times
+        all of which pydantic writes in one pass (a ``model_dump`` per node costs ten times
         as much).
         """
         if isinstance(info.context, dict) and info.context.get("full_traces"):
@@ -344,9 +344,7 @@ class RunRecord(BaseModel):
                 for node_id, node in nodes.items()
             }
         return {
-            node_id: {k: v for k, v in node.__dict__.items() if k != "trace"}
-            if _inferable_trace(node, nodes)
-            else node
+            node_id: _fields_but_trace(node) if _inferable_trace(node, nodes) else node
             for node_id, node in nodes.items()
         }
 
@@ -406,18 +404,19 @@ class _TraceMemo:
     predecessor's trace tuple it was built from and the trace, and hands the trace back only to
     a predecessor with that very tuple (``is``) and that id: a hit is exactly what a rebuild
     would give, and a miss rebuilds. Traces read from JSON are new tuples at every read, so
-    the nodes after a join node (whose trace is stored) miss; their runs are short.
+    the nodes after a join node (whose trace is stored) miss at every read.
 
     The same identities tell :func:`_inferable_trace` that a trace needs no comparison.
 
     Args:
-        capacity: The most ids the memo's traces hold together; the oldest entries go first.
+        capacity: The most references the memo holds: each entry counts its trace's length
+            plus :data:`_ENTRY_REFS`; the oldest entries go first.
     """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._entries: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-        self._ids = 0
+        self._refs = 0
         self._lock = threading.Lock()
 
     def rebuild(self, nodes: dict[str, Node], waiting: set[str], *, fresh: bool) -> None:
@@ -444,6 +443,11 @@ class _TraceMemo:
                     else:
                         nodes[key] = node.model_copy(update={"trace": trace})
 
+    @property
+    def references(self) -> int:
+        """The references the memo holds, as counted against its capacity."""
+        return self._refs
+
     def built(self, node: Node, predecessor: Node) -> bool:
         """Whether ``node``'s trace is the one the memo built after ``predecessor``."""
         entry = self._entries.get(node.id)
@@ -460,18 +464,29 @@ class _TraceMemo:
             return entry[1]
         trace = (*predecessor.trace, predecessor.id)
         if entry is not None:
-            self._ids -= len(entry[1])
+            self._refs -= len(entry[1]) + _ENTRY_REFS
             del self._entries[node_id]
         self._entries[node_id] = (predecessor.trace, trace)
-        self._ids += len(trace)
-        while self._ids > self.capacity and self._entries:
+        self._refs += len(trace) + _ENTRY_REFS
+        while self._refs > self.capacity and self._entries:
             oldest = next(iter(self._entries))
-            self._ids -= len(self._entries.pop(oldest)[1])
+            self._refs -= len(self._entries.pop(oldest)[1]) + _ENTRY_REFS
         return trace
 
 
-#: Up to a million ids (some 8 MB of references): the traces of a few runs of 1,000 nodes.
-_TRACES = _TraceMemo(capacity=1_000_000)
+#: What an entry of :class:`_TraceMemo` costs besides its trace (its key, its tuples and its
+#: slot: some 250 bytes), in references of 8 bytes.
+_ENTRY_REFS = 32
+#: Two million references (some 16 MB): the traces of three runs of 1,000 nodes in a row.
+_TRACES = _TraceMemo(capacity=2_000_000)
+
+
+def _fields_but_trace(node: Node) -> dict[str, Any]:
+    """The node's fields (values as they are) without its trace: what a compact record writes
+    of a node whose trace it can rebuild."""
+    fields = node.__dict__.copy()
+    del fields["trace"]
+    return fields
 
 
 def _inferable_trace(node: Node, nodes: dict[str, Node]) -> bool:

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from stream_app.api.workflows import EdgeContext, Workflow
-from stream_app.core.workflows import Node, NodeStatus, RunRecord, Task, iso_utc
+from stream_app.core.workflows import Node, NodeStatus, RunRecord, Task, _TraceMemo, iso_utc
 from stream_app.engine.workflows import LocalEngine
 from stream_app.examples.workflows import sources
 
@@ -186,3 +186,18 @@ def test_reading_a_record_of_nodes_leaves_the_nodes_as_they_were() -> None:
 
     assert read.nodes["n2"].trace == (first.id,)
     assert second.trace == ()
+
+
+def test_the_trace_memo_holds_no_more_than_its_capacity() -> None:
+    record = chain_record(60)
+    compact = json.loads(record.model_dump_json())["nodes"]
+    memo = _TraceMemo(capacity=400)
+
+    for _ in range(2):
+        nodes = {key: Node.model_validate(raw) for key, raw in compact.items()}
+        memo.rebuild(nodes, {key for key, node in nodes.items() if node.predecessor_id}, fresh=True)
+
+        assert {key: node.trace for key, node in nodes.items()} == {
+            key: node.trace for key, node in record.nodes.items()
+        }
+        assert 0 < memo.references <= 400
