@@ -9,7 +9,15 @@ import pytest
 from pydantic import ValidationError
 
 from stream_app.api.workflows import EdgeContext, Workflow
-from stream_app.core.workflows import Node, NodeStatus, RunRecord, Task, _TraceMemo, iso_utc
+from stream_app.core.workflows import (
+    Node,
+    NodeStatus,
+    RunRecord,
+    Task,
+    _StoredNode,
+    _TraceMemo,
+    iso_utc,
+)
 from stream_app.engine.workflows import LocalEngine
 from stream_app.examples.workflows import sources
 
@@ -201,3 +209,7 @@ def test_the_trace_memo_holds_no_more_than_its_capacity() -> None:
             key: node.trace for key, node in record.nodes.items()
         }
         assert 0 < memo.references <= 400
+
+
+def test_a_stored_node_has_the_fields_of_a_node_in_their_order() -> None:
+    assert list(_StoredNode.__annotations__) == list(Node.model_fields)
