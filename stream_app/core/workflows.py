@@ -21,18 +21,21 @@ lists the tokens it waited for in ``joins``.
 from __future__ import annotations
 
 import hashlib
+import threading
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NotRequired, cast
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     SerializationInfo,
+    ValidationInfo,
     field_serializer,
     field_validator,
 )
+from typing_extensions import TypedDict  # pydantic takes typing's only from Python 3.12
 
 __all__ = [
     "MAIN_LINE",
@@ -53,8 +56,6 @@ MAIN_LINE = ""
 #: Attributes of a successor an action may set through ``derive``'s ``overrides``; the others
 #: (workflow, run, predecessor, trace, id, created_at) are inferred and cannot be overridden.
 _OVERRIDABLE = frozenset({"fork", "joins", "status", "message", "attempts"})
-#: What a stored run leaves out of a node whose trace it can rebuild.
-_TRACE = {"trace"}
 
 
 def edge_id(*parts: str) -> str:
@@ -246,6 +247,26 @@ class TaskResult(BaseModel):
         return self.model_copy(update={"started_at": None, "finished_at": None})
 
 
+class _StoredNode(TypedDict):
+    """A node as a run's record writes it: :class:`Node`'s fields in its order, the trace left
+    out when the record can rebuild it. Serialized against this schema, the nodes of a record
+    are written by pydantic in one pass, as fast as models and without inferring types."""
+
+    workflow: str
+    run_id: str
+    id: str
+    predecessor_id: str | None
+    name: str
+    trace: NotRequired[tuple[str, ...]]
+    status: NodeStatus
+    message: str | None
+    fork: str | None
+    joins: tuple[str, ...]
+    created_at: str
+    payload: dict[str, Any]
+    attempts: int
+
+
 class RunStatus(StrEnum):
     """Where a run is.
 
@@ -320,7 +341,9 @@ class RunRecord(BaseModel):
     finished_at: str | None = None
 
     @field_serializer("nodes")
-    def _compact_traces(self, nodes: dict[str, Node], info: SerializationInfo) -> dict[str, Any]:
+    def _compact_traces(
+        self, nodes: dict[str, Node], info: SerializationInfo
+    ) -> dict[str, _StoredNode]:
         """Leave out every trace that is its predecessor's trace and its predecessor.
 
         A trace holds every ancestor, so a run of ``n`` nodes in a row holds ``n**2 / 2`` ids in
@@ -328,50 +351,34 @@ class RunRecord(BaseModel):
         record. Only the join nodes' traces say something their predecessor's does not; the
         others are rebuilt when the record is read (:meth:`_rebuild_traces`). For a reader
         who wants every trace written out, dump with ``context={"full_traces": True}``.
-        """
-        mode = "json" if info.mode_is_json() else "python"
-        full = isinstance(info.context, dict) and bool(info.context.get("full_traces"))
-        data: dict[str, Any] = {}
-        for node_id, node in nodes.items():
-            predecessor = nodes.get(node.predecessor_id or "")
-            inferable = not full and (
-                not node.trace
-                if predecessor is None
-                else node.trace[-1:] == (predecessor.id,) and node.trace[:-1] == predecessor.trace
-            )
-            data[node_id] = node.model_dump(mode=mode, exclude=_TRACE if inferable else None)
-        return data
 
-    @field_validator("nodes", mode="before")
+        The record is written at every step of its run, so this stays light: each node is a
+        copy of its fields (:class:`_StoredNode`), which pydantic writes in one pass (a
+        ``model_dump`` per node costs ten times as much).
+        """
+        full = isinstance(info.context, dict) and bool(info.context.get("full_traces"))
+        return {node_id: _stored_node(node, nodes, full=full) for node_id, node in nodes.items()}
+
+    @field_validator("nodes")
     @classmethod
-    def _rebuild_traces(cls, value: Any) -> Any:
+    def _rebuild_traces(cls, nodes: dict[str, Node], info: ValidationInfo) -> dict[str, Node]:
         """Put back the traces :meth:`_compact_traces` left out, ancestors first.
 
-        Each node is validated without its trace, and the trace is then built from its
-        predecessor's (a tuple in C, not ``n`` strings validated one by one).
+        The nodes are validated by pydantic in one pass, each one read without a trace having
+        none in its ``model_fields_set``; such a node with a predecessor gets its predecessor's
+        trace and its predecessor (nodes are stored after their predecessors, but any order
+        is read). A node whose predecessor is not in the run keeps an empty trace. The traces
+        come from :data:`_TRACES`, which hands back the tuples it built at the record's
+        previous read instead of copying every ancestor again.
         """
-        if not isinstance(value, dict) or all(
-            not isinstance(node, dict) or "trace" in node for node in value.values()
-        ):
-            return value
-        built: dict[str, Node] = {}
-        waiting: dict[str, Node] = {}
-        for node_id, raw in value.items():
-            if isinstance(raw, dict) and "trace" not in raw:
-                waiting[node_id] = Node.model_validate(raw)
-            else:
-                built[node_id] = raw if isinstance(raw, Node) else Node.model_validate(raw)
-        for node_id in list(waiting):
-            chain: list[Node] = []
-            current = waiting.pop(node_id, None)
-            while current is not None:
-                chain.append(current)
-                current = waiting.pop(current.predecessor_id or "", None)
-            for node in reversed(chain):
-                predecessor = built.get(node.predecessor_id or "")
-                trace = () if predecessor is None else (*predecessor.trace, predecessor.id)
-                built[node.id] = node.model_copy(update={"trace": trace})
-        return {node_id: built[node_id] for node_id in value}
+        waiting = {
+            node_id
+            for node_id, node in nodes.items()
+            if node.predecessor_id is not None and "trace" not in node.model_fields_set
+        }
+        if waiting:
+            _TRACES.rebuild(nodes, waiting, fresh=info.mode == "json")
+        return nodes
 
     @property
     def done(self) -> bool:
@@ -396,3 +403,115 @@ class RunRecord(BaseModel):
             opener = self.nodes[fork].predecessor_id if fork in self.nodes else None
             fork = self.nodes[opener].fork if opener in self.nodes else None
         return False
+
+
+class _TraceMemo:
+    """The traces :class:`RunRecord` rebuilt lately, so that the next read of the record reuses
+    them.
+
+    A run's record is read at every step of the run, and each read rebuilds its traces: for a
+    run of ``n`` nodes in a row, ``n**2 / 2`` ids copied and written out again. A rebuilt trace
+    is a pure function of the predecessor's trace and id, so the memo keeps, by node id, the
+    predecessor's trace tuple it was built from and the trace, and hands the trace back only to
+    a predecessor with that very tuple (``is``) and that id: a hit is exactly what a rebuild
+    would give, and a miss rebuilds. Traces read from JSON are new tuples at every read, so
+    the nodes after a join node (whose trace is stored) miss at every read.
+
+    The same identities tell :func:`_inferable_trace` that a trace needs no comparison.
+
+    Args:
+        capacity: The most references the memo holds: each entry counts its trace's length
+            plus :data:`_ENTRY_REFS`; the oldest entries go first.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self._refs = 0
+        self._lock = threading.Lock()
+
+    def rebuild(self, nodes: dict[str, Node], waiting: set[str], *, fresh: bool) -> None:
+        """Give every node of ``waiting`` (ids of ``nodes``) its trace, ancestors first.
+
+        ``fresh``: the nodes were just made from JSON and nothing else holds them, so each
+        gets its trace in place; otherwise (nodes handed in by Python code) in a copy.
+        """
+        with self._lock:
+            for node_id in list(nodes):
+                chain: list[str] = []
+                while node_id in waiting:
+                    waiting.remove(node_id)
+                    chain.append(node_id)
+                    node_id = nodes[node_id].predecessor_id or ""
+                for key in reversed(chain):
+                    node = nodes[key]
+                    predecessor = nodes.get(node.predecessor_id or "")
+                    trace = () if predecessor is None else self._after(node.id, predecessor)
+                    if fresh:
+                        # What model_copy(update=...) would do, without copying the node.
+                        object.__setattr__(node, "trace", trace)
+                        node.__pydantic_fields_set__.add("trace")
+                    else:
+                        nodes[key] = node.model_copy(update={"trace": trace})
+
+    @property
+    def references(self) -> int:
+        """The references the memo holds, as counted against its capacity."""
+        return self._refs
+
+    def built(self, node: Node, predecessor: Node) -> bool:
+        """Whether ``node``'s trace is the one the memo built after ``predecessor``."""
+        entry = self._entries.get(node.id)
+        return (
+            entry is not None
+            and entry[1] is node.trace
+            and entry[0] is predecessor.trace
+            and entry[1][-1] == predecessor.id
+        )
+
+    def _after(self, node_id: str, predecessor: Node) -> tuple[str, ...]:
+        entry = self._entries.get(node_id)
+        if entry is not None and entry[0] is predecessor.trace and entry[1][-1] == predecessor.id:
+            return entry[1]
+        trace = (*predecessor.trace, predecessor.id)
+        if entry is not None:
+            self._refs -= len(entry[1]) + _ENTRY_REFS
+            del self._entries[node_id]
+        self._entries[node_id] = (predecessor.trace, trace)
+        self._refs += len(trace) + _ENTRY_REFS
+        while self._refs > self.capacity and self._entries:
+            oldest = next(iter(self._entries))
+            self._refs -= len(self._entries.pop(oldest)[1]) + _ENTRY_REFS
+        return trace
+
+
+#: What an entry of :class:`_TraceMemo` costs besides its trace (its key, its tuples and its
+#: slot: some 250 bytes), in references of 8 bytes.
+_ENTRY_REFS = 32
+#: Two million references (some 16 MB): the traces of three runs of 1,000 nodes in a row.
+_TRACES = _TraceMemo(capacity=2_000_000)
+
+
+def _stored_node(node: Node, nodes: dict[str, Node], *, full: bool) -> _StoredNode:
+    """The node as its record writes it: its fields as they are, without the trace unless
+    ``full`` or the trace cannot be rebuilt from ``nodes``."""
+    fields = node.__dict__.copy()
+    if not full and _inferable_trace(node, nodes):
+        del fields["trace"]
+    return cast(_StoredNode, fields)
+
+
+def _inferable_trace(node: Node, nodes: dict[str, Node]) -> bool:
+    """Whether ``node``'s trace is its predecessor's trace and its predecessor (or empty, for a
+    node whose predecessor is not in ``nodes``): what :class:`RunRecord` can rebuild."""
+    predecessor = nodes.get(node.predecessor_id or "")
+    if predecessor is None:
+        return not node.trace
+    if _TRACES.built(node, predecessor):
+        return True
+    trace = node.trace
+    return (
+        len(trace) == len(predecessor.trace) + 1
+        and trace[-1] == predecessor.id
+        and trace[:-1] == predecessor.trace
+    )

@@ -256,7 +256,7 @@ class WorkflowBehaviour(Behaviour[RunRecord]):
         2. Tasks to run now go to the work topic; each retry becomes the node's timer.
         3. A run that has just ended loses its retry timers and is announced on the done topic.
         """
-        size = len(record.model_dump_json())
+        size = len(type(record).__pydantic_serializer__.to_json(record))
         if size > self.max_run_bytes:
             why = (
                 f"the run's record would grow to {size} bytes, over the {self.max_run_bytes} "

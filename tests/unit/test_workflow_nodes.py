@@ -9,7 +9,15 @@ import pytest
 from pydantic import ValidationError
 
 from stream_app.api.workflows import EdgeContext, Workflow
-from stream_app.core.workflows import Node, NodeStatus, RunRecord, Task, iso_utc
+from stream_app.core.workflows import (
+    Node,
+    NodeStatus,
+    RunRecord,
+    Task,
+    _StoredNode,
+    _TraceMemo,
+    iso_utc,
+)
 from stream_app.engine.workflows import LocalEngine
 from stream_app.examples.workflows import sources
 
@@ -128,3 +136,80 @@ def test_a_stored_run_keeps_the_traces_of_its_join_nodes() -> None:
     traced = [node["name"] for node in data["nodes"].values() if "trace" in node]
     assert traced == ["gathered"]
     assert RunRecord.model_validate(data) == record
+
+
+def chain_record(length: int) -> RunRecord:
+    """A run of ``length`` nodes in a row, the last one final."""
+    wf = Workflow("row", root="step")
+    wf.node("step")
+    wf.node("done", final=True)
+
+    @wf.action("step", to=["step", "done"])
+    def next_step(node: Node, ctx: EdgeContext) -> None:
+        last = node.payload["n"] + 2 >= length
+        ctx.derive("done" if last else "step", payload={"n": node.payload["n"] + 1})
+
+    return LocalEngine(wf.validate()).run({"n": 0}, run_id="run-1")
+
+
+def test_a_record_read_again_rebuilds_the_same_traces() -> None:
+    record = chain_record(50)
+    data = record.model_dump_json()
+
+    first = RunRecord.model_validate_json(data)
+    second = RunRecord.model_validate_json(data)
+
+    assert first == second == record
+    assert RunRecord.model_validate_json(second.model_dump_json()) == record
+
+
+def test_a_stored_trace_that_differs_is_the_one_its_successors_build_on() -> None:
+    record = chain_record(5)
+    RunRecord.model_validate_json(record.model_dump_json())  # traces rebuilt once
+    doc = json.loads(record.model_dump_json())
+    nodes = list(record.nodes.values())
+    doc["nodes"][nodes[1].id]["trace"] = ["elsewhere"]
+
+    read = RunRecord.model_validate_json(json.dumps(doc))
+
+    assert read.nodes[nodes[1].id].trace == ("elsewhere",)
+    assert read.nodes[nodes[2].id].trace == ("elsewhere", nodes[1].id)
+    assert read.nodes[nodes[4].id].trace == ("elsewhere", *(n.id for n in nodes[1:4]))
+
+
+def test_reading_a_record_of_nodes_leaves_the_nodes_as_they_were() -> None:
+    first = root()
+    second = Node(
+        workflow="wf",
+        run_id="run-1",
+        id="n2",
+        predecessor_id=first.id,
+        name="stage2",
+        created_at=iso_utc(AT),
+    )
+
+    read = RunRecord(
+        workflow="wf", run_id="run-1", nodes={first.id: first, "n2": second}, started_at="t"
+    )
+
+    assert read.nodes["n2"].trace == (first.id,)
+    assert second.trace == ()
+
+
+def test_the_trace_memo_holds_no_more_than_its_capacity() -> None:
+    record = chain_record(60)
+    compact = json.loads(record.model_dump_json())["nodes"]
+    memo = _TraceMemo(capacity=400)
+
+    for _ in range(2):
+        nodes = {key: Node.model_validate(raw) for key, raw in compact.items()}
+        memo.rebuild(nodes, {key for key, node in nodes.items() if node.predecessor_id}, fresh=True)
+
+        assert {key: node.trace for key, node in nodes.items()} == {
+            key: node.trace for key, node in record.nodes.items()
+        }
+        assert 0 < memo.references <= 400
+
+
+def test_a_stored_node_has_the_fields_of_a_node_in_their_order() -> None:
+    assert list(_StoredNode.__annotations__) == list(Node.model_fields)
