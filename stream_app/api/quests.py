@@ -315,6 +315,18 @@ class ActionContext(Generic[V]):
         timer: The timer that fired, for timers, windows missed and deadlines.
     """
 
+    __slots__ = (
+        "_instance",
+        "_run",
+        "context",
+        "event",
+        "event_name",
+        "instance",
+        "quest",
+        "timer",
+        "vars",
+    )
+
     def __init__(
         self,
         run: _Invocation,
@@ -592,33 +604,35 @@ class _Invocation:
         self._call(active, action.fn, event.event_name, event.data, None)
 
     def _multicast(self, event: MulticastEvent) -> None:
+        name = event.event_name
+        active = self.data.quests
         # Step 1 of the protocol: every call is bound to an instance id before any runs.
         calls: list[tuple[QuestInstance, Quest[Any]]] = [
-            (active, quest)
+            (instance, quest)
             for quest in self.behaviour.quests.values()
-            if (active := self.data.quests.get(quest.name)) is not None
-            and quest.listens_to(event.event_name)
+            if (instance := active.get(quest.name)) is not None and quest.listens_to(name)
         ]
         for instance, quest in calls:
-            for fn, name in self._handlers(quest, instance, event.event_name):
-                if not self.is_active(instance):
+            # What the event runs in the instance, in order: windows it closes (met or
+            # missed), windows it opens, then the actions listening to it.
+            handlers: Iterable[tuple[Action, str]] = (
+                self._through_windows(quest, instance, name)
+                if quest.windows_on(name)
+                else quest.actions_on(name)
+            )
+            for fn, seen in handlers:
+                current = active.get(instance.quest)
+                if current is None or current.instance != instance.instance:
                     break  # step 2: ended (or replaced) by an earlier call
-                self._call(instance, fn, name, event.data, None, quest)
-
-    def _handlers(
-        self, quest: Quest[Any], instance: QuestInstance, event_name: str
-    ) -> Iterable[tuple[Action, str]]:
-        """What ``event_name`` runs in one instance, in order: windows it closes (met or
-        missed), windows it opens, then the actions listening to it."""
-        if not quest.windows_on(event_name):
-            return quest.actions_on(event_name)
-        return self._through_windows(quest, instance, event_name)
+                variables = _variables(instance, quest)
+                fn(ActionContext(self, instance, variables, seen, event.data, None))
 
     def _through_windows(
         self, quest: Quest[Any], instance: QuestInstance, event_name: str
     ) -> Iterator[tuple[Action, str]]:
-        """:meth:`_handlers` of an event that opens or closes windows: each window is closed
-        (and its action run) or opened as the iteration reaches it."""
+        """What an event that opens or closes windows runs in one instance (see
+        :meth:`_multicast`): each window is closed (and its action run) or opened as the
+        iteration reaches it."""
         now = self.state.now_ms
         for window in quest.windows_on(event_name):
             if event_name in window.closes_on and window.name in instance.windows:
