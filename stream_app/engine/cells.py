@@ -286,7 +286,11 @@ class CellEngine:
         """Handle one record of the input topic; ``work`` is the unit of work of its partition.
 
         The first record of a newly owned partition boots it first. A cell message also fires
-        the partition's due timers before it (a busy partition does not wait for a wake).
+        the partition's timers that were due when it was sent (its invocation time) before it:
+        a busy partition does not wait for a wake, and a message read from a backlog still
+        comes before a timer due after it was sent (the cancel of a timer is not overtaken by
+        the timer when the worker is behind). Later timers fire on the wake, behind the
+        backlog, or before the first message sent after they came due.
         """
         part = self._owned.get(record.partition)
         now = self.clock.invocation_ms(record.timestamp_ms)
@@ -296,12 +300,10 @@ class CellEngine:
             await self._boot(work, part, self.clock.now_ms())
         control = _header(record.headers, CONTROL_HEADER)
         if control is None:
-            if (
-                part is not None
-                and part.next_due is not None
-                and part.next_due <= self.clock.now_ms()
-            ):
-                await self._fire_due(work, part)
+            if part is not None and part.next_due is not None:
+                until = min(now, self.clock.now_ms())
+                if part.next_due <= until:
+                    await self._fire_due(work, part, until=until)
             await self._on_record(record, work, now)
         elif control == b"wake":
             await self._on_wake(work, part)
@@ -831,8 +833,9 @@ class CellEngine:
             part.low_due = decoded[0]
         return due, None
 
-    async def _fire_due(self, work: Outputs, part: _Partition) -> None:
-        """Fire the partition's due timers, oldest first, at most :data:`FIRE_BATCH` of them.
+    async def _fire_due(self, work: Outputs, part: _Partition, *, until: int | None = None) -> None:
+        """Fire the partition's due timers, oldest first, at most :data:`FIRE_BATCH` of them
+        (due by the clock, or by ``until`` if that is earlier).
 
         1. Scan from ``low_due`` to the first timer not due; note its due time as the next.
         2. Fire each (writes made while firing, such as recurring timers re-armed, lower the
@@ -841,7 +844,8 @@ class CellEngine:
            wake at once and the rest fire then, with other records in between.
         """
         now = self.clock.now_ms()
-        batch, next_due = self._scan(work.partition, part, now, FIRE_BATCH)
+        bound = now if until is None else min(now, until)
+        batch, next_due = self._scan(work.partition, part, bound, FIRE_BATCH)
         part.next_due = next_due
         for _, raw in batch:
             await self._fire(work, part, TimerEntry.model_validate_json(raw), now)

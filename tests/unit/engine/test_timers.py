@@ -95,3 +95,27 @@ def test_misfire_catch_up_fires_the_latest_occurrences() -> None:
     assert dues == sorted(dues) and dues[1] - dues[0] == 1_000
     assert data["fired"][-1][2] >= 7, "the last firing counts what was not delivered"
     assert data["boots"] == 1, "the restart booted the cell first"
+
+
+def test_a_backlog_message_is_not_overtaken_by_a_timer_due_after_it_was_sent() -> None:
+    # The worker is behind: it reads, a minute late, a timer set for 1 s later and the
+    # message, sent right after, that cancels it. The cancel comes first; nothing fires.
+    harness = Harness(probe())
+    sent = now_ms() - 60_000
+    harness.feed(
+        harness.record("a", "arm", {"at_ms": sent + 1_000}, timestamp_ms=sent),
+        harness.record("a", "disarm", {}, timestamp_ms=sent + 1),
+    )
+    harness.wake("a")
+    assert harness.data("a") == {"count": 0, "boots": 0, "fired": []}
+
+
+def test_a_message_sent_after_a_timer_came_due_fires_the_timer_first() -> None:
+    harness = Harness(probe())
+    sent = now_ms() - 60_000
+    harness.feed(
+        harness.record("a", "arm", {"at_ms": sent + 1_000}, timestamp_ms=sent),
+        harness.record("a", "disarm", {}, timestamp_ms=sent + 2_000),
+    )
+    data = harness.data("a")
+    assert data is not None and data["fired"] == [["t", sent + 1_000, 0]]
