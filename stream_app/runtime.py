@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -262,18 +262,10 @@ class Runtime:
             "retention.ms": "604800000",
         }
         self.behaviour(behaviour)
-        input_topic = self.settings.input_topic(name)
-
-        async def send_result(run_id: str, envelope: bytes) -> None:
-            # Not awaited to the broker's acknowledgement: the task's offset is committed
-            # after the producer is flushed (as for every reactor handler's output), and the
-            # worker takes its next task meanwhile.
-            key = run_id.encode()
-            partition = partition_for(key, self.settings.partitions)
-            await self.produce(input_topic, key, envelope, partition)
-
         runner = TaskRunner(
-            behaviour, send_result, max_result_bytes=self.settings.max_message_bytes
+            behaviour,
+            self._cell_sender(self.settings.input_topic(name)),
+            max_result_bytes=self.settings.max_message_bytes,
         )
         self.handler(behaviour.tasks_topic, name=f"workflow-tasks:{name}")(runner)
         install_workflow_views(self.app, self.engines[name], self.cell_tables[name].cells.table)
@@ -309,18 +301,27 @@ class Runtime:
         }
         self.behaviour(log)
         if log.validate_fn is not None and not log.inline:
-            input_topic = log.input_topic
-
-            async def send_response(scope: str, envelope: bytes) -> None:
-                # Flushed before the request's offset is committed, as every reactor output.
-                key = scope.encode()
-                partition = partition_for(key, self.settings.partitions)
-                await self.produce(input_topic, key, envelope, partition)
-
-            runner = ValidatorRunner(log, send_response, self.dead_letters)
+            runner = ValidatorRunner(log, self._cell_sender(log.input_topic), self.dead_letters)
             self.handler(log.validation_topic, name=f"atomic-validator:{name}")(runner)
         install_atomic_views(self.app, self.engines[name], self.cell_tables[name].cells.table)
         return log
+
+    def _cell_sender(self, input_topic: str) -> Callable[[str, bytes], Awaitable[None]]:
+        """A function that sends an envelope to a cell of ``input_topic`` from a reactor
+        handler: ``send(cell_id, envelope)``, keyed and partitioned as every producer does.
+
+        It is not awaited to the broker's acknowledgement: the handled record's offset is
+        committed after the producer is flushed (as for every reactor handler's output), and
+        the worker takes its next record meanwhile.
+        """
+
+        async def send(cell_id: str, envelope: bytes) -> None:
+            key = cell_id.encode()
+            await self.produce(
+                input_topic, key, envelope, partition_for(key, self.settings.partitions)
+            )
+
+        return send
 
     def effect_handler(self, kind: str, *, retry: RetryPolicy | None = None) -> Callable[[F], F]:
         """Decorator: handle effects of ``kind`` (see :mod:`stream_app.engine.effects`).
