@@ -762,24 +762,10 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
         self, state: CellState[AtomicScope], data: AtomicScope, pending: PendingStore, seq: int
     ) -> None:
         """Answer a store repeating an accepted request with that request's result."""
-        if pending.reply_to is None:
-            return
         index = len(data.recent) - (data.seq - seq) - 1
         stored = data.recent[index] if 0 <= index < len(data.recent) else None
         self._reply(
-            state,
-            pending,
-            AtomicResult(
-                request_id=pending.request_id,
-                log=self.name,
-                scope=state.cell_id,
-                was_accepted=True,
-                prospective_event=pending.event,
-                stored_event=stored,
-                seq=seq,
-                stored_event_list=self._latest(data),
-                duplicate=True,
-            ),
+            state, data, pending, was_accepted=True, stored_event=stored, seq=seq, duplicate=True
         )
 
     def _refuse(
@@ -787,21 +773,12 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
     ) -> None:
         logger.warning("%s/%s: refusing %s: %s", self.name, state.cell_id, pending.request_id, why)
         data.rejected += 1
-        if pending.reply_to is None:
-            return
         self._reply(
             state,
+            data,
             pending,
-            AtomicResult(
-                request_id=pending.request_id,
-                log=self.name,
-                scope=state.cell_id,
-                was_accepted=False,
-                prospective_event=pending.event,
-                seq=data.seq,
-                stored_event_list=self._latest(data),
-                reason=self.overflow_reason.model_dump(mode="json"),
-            ),
+            was_accepted=False,
+            reason=self.overflow_reason.model_dump(mode="json"),
         )
 
     def _decide(
@@ -826,24 +803,16 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
         else:
             data.rejected += 1
             data.timed_out += decision.timed_out
-        if flight.reply_to is not None:
-            self._reply(
-                state,
-                flight,
-                AtomicResult(
-                    request_id=flight.request_id,
-                    log=self.name,
-                    scope=state.cell_id,
-                    was_accepted=decision.accepted,
-                    prospective_event=flight.event,
-                    stored_event=decision.event if decision.accepted else None,
-                    seq=data.seq,
-                    stored_event_list=self._latest(data),
-                    reason=decision.reason,
-                    meta=decision.meta,
-                    timed_out=decision.timed_out,
-                ),
-            )
+        self._reply(
+            state,
+            data,
+            flight,
+            was_accepted=decision.accepted,
+            stored_event=decision.event if decision.accepted else None,
+            reason=decision.reason,
+            meta=decision.meta,
+            timed_out=decision.timed_out,
+        )
         if VALIDATION_TIMER in state.timers:
             state.cancel_timer(VALIDATION_TIMER)
         data.in_flight = None
@@ -914,10 +883,30 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
         return data.recent[-self.result_events :] if self.result_events else []
 
     def _reply(
-        self, state: CellState[AtomicScope], pending: PendingStore, result: AtomicResult
+        self,
+        state: CellState[AtomicScope],
+        data: AtomicScope,
+        pending: PendingStore,
+        *,
+        was_accepted: bool,
+        seq: int | None = None,
+        **outcome: Any,
     ) -> None:
+        """Send ``pending``'s caller (if one waits) its :class:`AtomicResult`: the request, the
+        scope as ``data`` now holds it (``seq`` unless given, the latest events) and
+        ``outcome`` (the result's other fields)."""
         if pending.reply_to is None:
-            return
+            return  # nobody waits: the result is not even built
+        result = AtomicResult(
+            request_id=pending.request_id,
+            log=self.name,
+            scope=state.cell_id,
+            was_accepted=was_accepted,
+            prospective_event=pending.event,
+            seq=data.seq if seq is None else seq,
+            stored_event_list=self._latest(data),
+            **outcome,
+        )
         # The engine checked the address when the store message arrived.
         topic, partition = parse_reply_to(pending.reply_to)
         reply = Reply(
