@@ -915,7 +915,7 @@ class AtomicLog(Behaviour[AtomicScope], Generic[E, R]):
             cell_id=state.cell_id,
             ok=True,
             seq=result.seq,
-            events=int(result.was_accepted),
+            events=int(result.was_accepted and not result.duplicate),  # appended now
             state=result.model_dump(mode="json"),
         )
         state.publish(topic, reply.model_dump_json().encode(), partition=partition)

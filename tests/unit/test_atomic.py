@@ -885,6 +885,8 @@ def test_a_store_repeating_an_accepted_request_gets_its_first_result_back() -> N
     again = scope.store(bid(100), "r1")  # a caller retrying after a lost reply
     [result] = results(again)
     assert (result.was_accepted, result.duplicate, result.seq) == (True, True, 1)
+    [(_, reply)] = published(again, REPLIES)
+    assert Reply.model_validate(reply).events == 0, "the repeat appended nothing"
     assert result.stored_event == bid(100)
     assert [r[0] for r in again._outputs.records] == [REPLIES]  # no request, no event
     assert scope_data(scope) == before
