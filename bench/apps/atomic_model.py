@@ -79,36 +79,24 @@ def raise_highest(event: Bid, state: High) -> High:
     return High(highest=max(state.highest, event.amount))
 
 
-_TIMEOUT = Refusal(code="timeout")
+def _bids_log(name: str, fold: AtomicFold[High] | None) -> AtomicLog[Bid, Refusal]:
+    """One of the benchmark's logs of bids: they differ only by name, fold and validator."""
+    return AtomicLog(
+        name,
+        event=Bid,
+        reason=Refusal,
+        scope=lambda bid: bid.scope,
+        timeout_reason=Refusal(code="timeout"),
+        validation_timeout=timedelta(seconds=60),
+        fold=fold,
+    )
 
-bids: AtomicLog[Bid, Refusal] = AtomicLog(
-    "bids",
-    event=Bid,
-    reason=Refusal,
-    scope=lambda bid: bid.scope,
-    timeout_reason=_TIMEOUT,
-    validation_timeout=timedelta(seconds=60),
-    fold=AtomicFold(state=High, init=High, update=raise_highest, keep_last=KEEP_LAST),
-)
 
-quick: AtomicLog[Bid, Refusal] = AtomicLog(
-    "quick",
-    event=Bid,
-    reason=Refusal,
-    scope=lambda bid: bid.scope,
-    timeout_reason=_TIMEOUT,
-    validation_timeout=timedelta(seconds=60),
-    fold=AtomicFold(state=High, init=High, update=raise_highest, keep_last=KEEP_LAST),
-)
+_HIGHEST = AtomicFold(state=High, init=High, update=raise_highest, keep_last=KEEP_LAST)
 
-full: AtomicLog[Bid, Refusal] = AtomicLog(
-    "full",
-    event=Bid,
-    reason=Refusal,
-    scope=lambda bid: bid.scope,
-    timeout_reason=_TIMEOUT,
-    validation_timeout=timedelta(seconds=60),
-)
+bids = _bids_log("bids", _HIGHEST)
+quick = _bids_log("quick", _HIGHEST)
+full = _bids_log("full", None)
 
 
 @bids.validator
