@@ -25,8 +25,16 @@ import pytest
 from stream_app.clients.atomic import AtomicClient, serve_validator
 from stream_app.clients.entities import EntityClient
 from stream_app.core.atomic import AtomicResult, ValidationRequest, ValidationResponse
+from stream_app.core.dead_letters import DeadLetter
 from stream_app.settings import Settings
-from stream_app.testing import WorkerProcess, settings_from_env, wait_for
+from stream_app.testing import (
+    WorkerProcess,
+    keyed_producer,
+    read_topic,
+    settings_from_env,
+    wait_for,
+)
+from stream_app.testing.counts import produce_acked
 from stream_app.testing.dev_broker import find_free_port
 from tests.apps.atomic_logs import TIMEOUT, Bid, bids, lots, outbids, scripted
 from tests.atomic_support import (
@@ -289,3 +297,63 @@ def test_concurrent_bidders_on_remote_and_in_worker_validators_then_a_restart(
         finally:
             stopping.set()
             remote.join(timeout=60)
+
+
+def test_malformed_stores_answers_and_requests_are_dead_lettered_with_their_reason(
+    probe: Probe, bootstrap: str
+) -> None:
+    """What can never apply to a scope goes to the dead-letter topic with its reason, changes
+    nothing, and the worker goes on deciding the next good request."""
+    settings = probe.settings
+    store = {"type": "store", "id": "dl-store"}
+    bad_inputs = [
+        # The event's scope is not the record key.
+        (b"dl-1", {**store, "body": {"event": {"lot": "elsewhere", "bidder": "x", "amount": 1}}}),
+        # The event fails the log's model.
+        (b"dl-2", {**store, "body": {"event": {"lot": "dl-2", "bidder": "x"}}}),
+        # A validator's answer for another scope.
+        (
+            b"dl-3",
+            {
+                "type": "validation-response",
+                "id": "dl-answer",
+                "body": {"request_id": "r", "scope": "elsewhere", "validation_did_pass": True},
+            },
+        ),
+    ]
+    produce_acked(
+        keyed_producer(bootstrap),
+        settings.input_topic(bids.name),
+        [(key, json.dumps(value).encode()) for key, value in bad_inputs],
+    )
+    # Not a ValidationRequest, on the topic the in-worker validator serves.
+    produce_acked(
+        keyed_producer(bootstrap), settings.validation_topic(bids.name), [(b"dl-4", b"{}")]
+    )
+    letters = wait_for(
+        lambda: {
+            letter.key: letter
+            for letter in (
+                DeadLetter.from_record(r.key, r.value, r.headers)
+                for r in read_topic(bootstrap, settings.dead_letter_topic)
+            )
+            if letter.key in (b"dl-1", b"dl-2", b"dl-3", b"dl-4")
+        },
+        lambda found: len(found) == 4,
+        timeout=60,
+        what="four dead letters",
+    )
+    assert {key: letter.reason for key, letter in letters.items()} == {
+        b"dl-1": "atomic",
+        b"dl-2": "atomic",
+        b"dl-3": "atomic",
+        b"dl-4": "schema",
+    }
+    assert "the record key must be the scope" in letters[b"dl-1"].error
+    assert "not a valid event" in letters[b"dl-2"].error
+    assert "not a validation request" in letters[b"dl-4"].error
+    assert all(letter.behaviour == bids.name for letter in letters.values())
+    with AtomicClient(bids, settings) as client:
+        result = client.store_if_valid(Bid(lot="dl-1", bidder="ann", amount=5))
+        assert result.was_accepted and result.seq == 1, result
+        assert client.query_events("dl-2") == []
