@@ -53,6 +53,7 @@ from stream_app.kafka.clock import ClockFeed, clock_topic_definition
 from stream_app.kafka.dead_letters import DeadLetterSink
 from stream_app.kafka.topics import TopicChange, TopicDefinition, apply_changes
 from stream_app.settings import Guarantee, Settings, get_settings, resolve_guarantee
+from stream_app.web.health import install_health_views
 from stream_app.web.views import (
     CellInspection,
     install_atomic_views,
@@ -138,6 +139,7 @@ class Runtime:
             self.app.task(self.clock_feed.follow)
         self.app.timer(SWEEP_INTERVAL_S, name="stream_app.sweep")(self._sweep)
         install_views(self.app, _WorkerStatus(self))
+        install_health_views(self.app)
 
     # -- registration ----------------------------------------------------------------------
 
