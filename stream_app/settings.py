@@ -9,6 +9,7 @@ the same broker.
 
 from __future__ import annotations
 
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -31,6 +32,8 @@ __all__ = [
 ProcessingGuarantee = Literal["auto", "at_least_once", "exactly_once"]
 #: The guarantee a worker runs under.
 Guarantee = Literal["at_least_once", "exactly_once"]
+#: Values of ``web_host`` that bind every interface (and so name no host to reach).
+_EVERY_INTERFACE = frozenset({"0.0.0.0", "::", ""})
 #: Where a worker's time comes from: the wall clock, or (tests only) the app's clock topic.
 ClockKind = Literal["system", "driven"]
 
@@ -74,6 +77,11 @@ class Settings(BaseSettings):
             worker then fetches every ``input_linger_ms``.
         web_host: Interface the worker's HTTP views bind to.
         web_port: Port of the worker's HTTP views.
+        web_advertised_host: Host name or address the other workers reach this worker's views
+            at: Faust advertises it to the group, and a view of a cell asked of a worker that
+            does not own it is answered by the owner at this address. Default: ``web_host``, or
+            this machine's host name when ``web_host`` binds every interface (``0.0.0.0``,
+            ``::``). The Helm chart sets the pod's DNS name under its headless Service.
         max_message_bytes: Largest record value a behaviour accepts; larger ones are dead letters.
         dead_letter_max_bytes: Largest original value a dead letter keeps whole; a longer one is
             truncated (and marked so). Keep it under the dead-letter topic's max.message.bytes
@@ -130,6 +138,7 @@ class Settings(BaseSettings):
     input_linger_ms: int = Field(default=0, ge=0, le=1000)
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)
+    web_advertised_host: str | None = Field(default=None, min_length=1)
     max_message_bytes: int = Field(default=1_048_576, ge=64)
     dead_letter_max_bytes: int = Field(default=1_048_576, ge=64)
     session_timeout_s: float = Field(default=30.0, ge=6.0, le=300.0)
@@ -186,10 +195,20 @@ class Settings(BaseSettings):
     def web_url(self) -> str:
         """The address of the HTTP views of the worker these settings describe (a worker bound
         to every interface is reached on the loopback one)."""
-        host = "127.0.0.1" if self.web_host in ("0.0.0.0", "::", "") else self.web_host
+        host = "127.0.0.1" if self.web_host in _EVERY_INTERFACE else self.web_host
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.web_port}"
+
+    @property
+    def advertised_web_host(self) -> str:
+        """The host the other workers reach this worker's views at (see
+        :attr:`web_advertised_host`)."""
+        if self.web_advertised_host:
+            return self.web_advertised_host
+        if self.web_host in _EVERY_INTERFACE:
+            return socket.gethostname()
+        return self.web_host
 
     @property
     def dead_letter_topic(self) -> str:

@@ -160,7 +160,9 @@ def create_app(settings: Settings, **overrides: Any) -> StreamApp:
         "topic_replication_factor": settings.replication_factor,
         # stream_app makes exactly_once itself (see StreamApp); Faust commits at least once.
         "processing_guarantee": "at_least_once",
-        "web_host": settings.web_host,
+        # Faust's web_host is the advertised one (its canonical URL, which routes a cell's
+        # view to the owner); web_bind is the interface the server listens on.
+        "web_host": settings.advertised_web_host,
         "web_bind": settings.web_host,
         "web_port": settings.web_port,
         "broker_session_timeout": settings.session_timeout_s,

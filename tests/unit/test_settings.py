@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -303,3 +304,20 @@ def test_web_url_reaches_the_worker_these_settings_describe() -> None:
     assert Settings(web_host="0.0.0.0", web_port=7002).web_url == "http://127.0.0.1:7002"
     assert Settings(web_host="::1", web_port=7003).web_url == "http://[::1]:7003"
     assert Settings(web_host="worker-3.internal").web_url == "http://worker-3.internal:6066"
+
+
+def test_the_advertised_web_host_is_one_other_workers_can_reach() -> None:
+    assert Settings().advertised_web_host == "127.0.0.1"
+    assert Settings(web_host="0.0.0.0").advertised_web_host == socket.gethostname()
+    assert Settings(web_host="::").advertised_web_host == socket.gethostname()
+    pod = "worker-2.stream-app-headless.jobs.svc"
+    assert Settings(web_host="0.0.0.0", web_advertised_host=pod).advertised_web_host == pod
+
+
+def test_faust_advertises_the_advertised_host_and_binds_the_web_host() -> None:
+    from stream_app.kafka.app import create_app
+
+    pod = "worker-2.stream-app-headless.jobs.svc"
+    app = create_app(Settings(web_host="0.0.0.0", web_advertised_host=pod, web_port=7004))
+    assert str(app.conf.canonical_url) == f"http://{pod}:7004"
+    assert app.conf.web_bind == "0.0.0.0"
