@@ -6,13 +6,6 @@
 # jars) and stops whatever it started.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
-# docker-compose (v1, from Debian) lets a test validate docker-compose.yml; best effort only.
-if ! command -v docker-compose >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &&
-   [ "$(id -u)" = 0 ]; then
-  echo "==> installing docker-compose (to validate docker-compose.yml)"
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose) \
-    >/dev/null 2>&1 || echo "    (not installed; the compose file gets structural checks only)"
-fi
 echo "==> ruff"
 .venv/bin/ruff check stream_app tests bench
 .venv/bin/ruff format --check stream_app tests bench

@@ -1,9 +1,17 @@
-"""docker-compose.yml: valid for a compose tool, and consistent with the rest of the repo."""
+"""docker-compose.yml: valid for the Compose Specification's own loader, able to run N workers
+(``docker compose up --scale worker=N``), and consistent with the rest of the repo.
+
+The loader is ``tools/compose-check`` (compose-go, what ``docker compose`` parses files with),
+built by ``scripts/bootstrap.sh`` into ``.tools/bin``; these tests fail (they never skip) when
+it is not there.
+"""
 
 from __future__ import annotations
 
-import shutil
+import importlib.util
+import json
 import subprocess
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +21,7 @@ from stream_app.testing.dev_broker import kafka_version
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
+COMPOSE_CHECK = ROOT / ".tools" / "bin" / "compose-check"
 
 
 def load() -> dict[str, Any]:
@@ -38,21 +47,68 @@ def test_services_depend_on_services_that_exist_and_run_the_counter() -> None:
     assert services["topics"]["command"][:3] == ["stream-app", "topics", "apply"]
 
 
-def test_a_compose_tool_accepts_the_file_and_rejects_a_broken_one(tmp_path: Path) -> None:
-    tool = shutil.which("docker-compose")
-    if tool is None:
-        # scripts/test.sh installs docker-compose where apt-get can; the structural tests above
-        # still run without it.
-        assert COMPOSE.is_file()
-        return
-    good = subprocess.run(
-        [tool, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True
+def compose_check(path: Path) -> subprocess.CompletedProcess[str]:
+    """Load ``path`` with compose-check: the resolved project as JSON, or the loader's error."""
+    assert COMPOSE_CHECK.is_file(), (
+        f"{COMPOSE_CHECK} is missing: scripts/bootstrap.sh builds it (go install)"
     )
-    assert good.returncode == 0, good.stderr
+    return subprocess.run(
+        [str(COMPOSE_CHECK), str(path)], capture_output=True, text=True, timeout=60
+    )
+
+
+@cache
+def resolved() -> dict[str, Any]:
+    """docker-compose.yml as the Compose loader resolves it (defaults and short forms filled)."""
+    result = compose_check(COMPOSE)
+    assert result.returncode == 0, result.stderr
+    project: dict[str, Any] = json.loads(result.stdout)
+    return project
+
+
+def test_the_compose_loader_accepts_the_file_and_rejects_a_broken_one(tmp_path: Path) -> None:
+    assert set(resolved()["services"]) == set(load()["services"])
     broken = tmp_path / "docker-compose.yml"
     broken.write_text(COMPOSE.read_text().replace("service_healthy", "service_bogus"))
-    bad = subprocess.run([tool, "-f", str(broken), "config", "-q"], capture_output=True, text=True)
-    assert bad.returncode != 0 and "service_bogus" in bad.stderr
+    bad = compose_check(broken)
+    assert bad.returncode != 0
+    assert "services.topics.depends_on.kafka.condition value must be one of" in bad.stderr
+
+
+def test_the_worker_scales_to_several_containers() -> None:
+    worker = resolved()["services"]["worker"]
+    # A fixed name or host port would make a second replica fail to start.
+    assert "container_name" not in worker and "hostname" not in worker
+    for port in worker["ports"]:
+        assert "published" not in port, port
+        assert port["host_ip"] == "127.0.0.1"  # the views are not exposed beyond the host
+    # Each replica has its own state: no named volume (shared by every replica) at the data dir.
+    data = [v for v in worker["volumes"] if v["target"] == "/data"]
+    assert data and all("source" not in v for v in data)
+    # Static membership needs a stable name per member, which scaled replicas do not have.
+    assert "STREAM_APP_GROUP_INSTANCE_ID" not in worker["environment"]
+
+
+def test_the_worker_is_healthy_when_ready_and_stops_within_its_grace() -> None:
+    from stream_app.settings import Settings
+    from stream_app.web.health import READY_PATH
+
+    worker = resolved()["services"]["worker"]
+    assert f"127.0.0.1:6066{READY_PATH}" in " ".join(worker["healthcheck"]["test"])
+    assert worker["ports"][0]["target"] == Settings().web_port == 6066
+    grace = worker["stop_grace_period"]  # compose-go writes durations as Go does: 1m15s
+    minutes, seconds = grace.removesuffix("s").split("m")
+    assert int(minutes) * 60 + int(seconds) > Settings().shutdown_timeout_s
+
+
+def test_the_image_runs_what_compose_runs() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "COPY stream_app ./stream_app" in dockerfile and "COPY topics ./topics" in dockerfile
+    assert "STREAM_APP_WEB_HOST=0.0.0.0" in dockerfile and "STREAM_APP_DATA_DIR=/data" in dockerfile
+    services = resolved()["services"]
+    assert importlib.util.find_spec(services["worker"]["command"][2]) is not None
+    assert services["topics"]["command"][-1] == "/app/topics"
+    assert (ROOT / "topics").is_dir()
 
 
 def test_compose_kafka_and_the_cli_container_share_their_kraft_settings() -> None:
