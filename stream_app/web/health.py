@@ -15,7 +15,8 @@ again.
 The steps, in the order a starting worker goes through them (the ``reason`` of a 503):
 
 1. ``joining``: the consumer has not yet been through a rebalance (the group join is pending).
-2. ``rebalancing``: a rebalance is in progress (partitions are being revoked or assigned).
+2. ``rebalancing``: a rebalance is in progress: partitions are being revoked and assigned, or
+   the recovery that follows is finishing (Faust ends a rebalance once its tables are ready).
 3. ``recovering``: the assigned table partitions are being restored from their changelogs.
 
 The views read Faust's own state (``app.rebalancing``, ``app.in_recovery`` and the table
@@ -88,11 +89,14 @@ def readiness(app: faust.App) -> Readiness:
     reason: NotReadyReason | None = None
     if rebalances == 0:
         reason = "joining"
+    elif app.in_recovery:
+        reason = "recovering"
     elif app.rebalancing:
+        # From the revocation until Faust's recovery has finished (it ends the rebalance last).
         reason = "rebalancing"
-    elif app.in_recovery or (_has_tables(app) and not app.tables.actives_ready):
-        # Faust resets actives_ready when a rebalance starts and sets it once every assigned
-        # table partition is up to date; in_recovery covers the restore itself.
+    elif _has_tables(app) and not app.tables.actives_ready:
+        # Faust resets actives_ready when a rebalance starts, and sets it once every assigned
+        # table partition is up to date.
         reason = "recovering"
     return Readiness(reason=reason, rebalances=rebalances)
 
