@@ -4,7 +4,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY stream_app ./stream_app
 COPY topics ./topics
-RUN pip install --no-cache-dir . && useradd --create-home worker && mkdir /data && chown worker /data
+RUN pip install --no-cache-dir . && useradd --uid 1000 --create-home worker && mkdir /data && chown worker /data
 USER worker
 ENV STREAM_APP_DATA_DIR=/data STREAM_APP_WEB_HOST=0.0.0.0
 EXPOSE 6066

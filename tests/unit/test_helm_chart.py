@@ -103,6 +103,14 @@ def test_the_worker_runs_a_module_of_the_image(default: list[Manifest]) -> None:
     assert "COPY stream_app ./stream_app" in dockerfile
 
 
+def test_the_pods_run_as_the_images_user(default: list[Manifest]) -> None:
+    pod = one(default, "StatefulSet")["spec"]["template"]["spec"]
+    uid = pod["securityContext"]["runAsUser"]
+    assert f"useradd --uid {uid} " in (ROOT / "Dockerfile").read_text()
+    # The volume is writable by that user's group.
+    assert pod["securityContext"]["fsGroup"] == uid
+
+
 def test_probes_use_the_health_views_on_the_served_port(default: list[Manifest]) -> None:
     (container,) = one(default, "StatefulSet")["spec"]["template"]["spec"]["containers"]
     (port,) = container["ports"]
@@ -257,9 +265,10 @@ def test_more_replicas_than_partitions_is_refused() -> None:
             "certificate and kafka.security.tls.key go together",
         ),
         (["kafka.security.protocol=TLS"], 'kafka.security.protocol "TLS" is not one of'),
+        (["settings.partitions=4"], "STREAM_APP_PARTITIONS is set by the chart"),
     ],
 )
-def test_an_incomplete_security_configuration_is_refused(settings: list[str], message: str) -> None:
+def test_values_that_cannot_work_are_refused(settings: list[str], message: str) -> None:
     sets = [arg for setting in settings for arg in ("--set", setting)]
     result = helm("template", "jobs", str(CHART), *sets)
     assert result.returncode != 0 and message in result.stderr, result.stderr

@@ -55,12 +55,19 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 Refuses values that cannot work, at render time (helm install, upgrade and template):
-a worker beyond the partition count would own no partition, and an unknown protocol or a
-SASL protocol without credentials would only fail once the pods start.
+a worker beyond the partition count would own no partition; a setting in `settings` that the
+chart also sets would be set twice; an unknown protocol or a SASL protocol without credentials
+would only fail once the pods start.
 */}}
 {{- define "stream-app.validate" -}}
 {{- if gt (int .Values.replicas) (int .Values.partitions) -}}
 {{- fail (printf "replicas (%d) must not exceed partitions (%d): a worker beyond the partition count owns no partition; raise partitions (topics apply adds them) or lower replicas" (int .Values.replicas) (int .Values.partitions)) -}}
+{{- end -}}
+{{- $managed := list "APP_ID" "BOOTSTRAP_SERVERS" "PARTITIONS" "REPLICATION_FACTOR" "MIN_INSYNC_REPLICAS" "PROCESSING_GUARANTEE" "STANDBY_REPLICAS" "GROUP_INSTANCE_ID" "DATA_DIR" "WEB_HOST" "WEB_PORT" "WEB_ADVERTISED_HOST" "SECURITY_PROTOCOL" "SASL_MECHANISM" "SASL_USERNAME" "SASL_PASSWORD" "SSL_CA_LOCATION" "SSL_CERTIFICATE_LOCATION" "SSL_KEY_LOCATION" -}}
+{{- range $name, $value := .Values.settings -}}
+{{- if has (upper $name) $managed -}}
+{{- fail (printf "settings.%s: STREAM_APP_%s is set by the chart from its own value (see values.yaml); set that instead" $name (upper $name)) -}}
+{{- end -}}
 {{- end -}}
 {{- $protocols := list "PLAINTEXT" "SSL" "SASL_PLAINTEXT" "SASL_SSL" -}}
 {{- if not (has .Values.kafka.security.protocol $protocols) -}}
