@@ -264,7 +264,8 @@ def test_more_replicas_than_partitions_is_refused() -> None:
             ],
             "certificate and kafka.security.tls.key go together",
         ),
-        (["kafka.security.protocol=TLS"], 'kafka.security.protocol "TLS" is not one of'),
+        (["kafka.security.protocol=TLS"], "at '/kafka/security/protocol': value must be one of"),
+        (["processingGuarantee=twice"], "at '/processingGuarantee': value must be one of"),
         (["settings.partitions=4"], "STREAM_APP_PARTITIONS is set by the chart"),
     ],
 )

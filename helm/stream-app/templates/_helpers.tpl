@@ -56,8 +56,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/*
 Refuses values that cannot work, at render time (helm install, upgrade and template):
 a worker beyond the partition count would own no partition; a setting in `settings` that the
-chart also sets would be set twice; an unknown protocol or a SASL protocol without credentials
-would only fail once the pods start.
+chart also sets would be set twice; a SASL or TLS protocol without credentials or a CA would
+only fail once the pods start. (values.schema.json checks the types and the enumerations.)
 */}}
 {{- define "stream-app.validate" -}}
 {{- if gt (int .Values.replicas) (int .Values.partitions) -}}
@@ -68,10 +68,6 @@ would only fail once the pods start.
 {{- if has (upper $name) $managed -}}
 {{- fail (printf "settings.%s: STREAM_APP_%s is set by the chart from its own value (see values.yaml); set that instead" $name (upper $name)) -}}
 {{- end -}}
-{{- end -}}
-{{- $protocols := list "PLAINTEXT" "SSL" "SASL_PLAINTEXT" "SASL_SSL" -}}
-{{- if not (has .Values.kafka.security.protocol $protocols) -}}
-{{- fail (printf "kafka.security.protocol %q is not one of %s" .Values.kafka.security.protocol (join ", " $protocols)) -}}
 {{- end -}}
 {{- if include "stream-app.sasl" . -}}
 {{- $sasl := .Values.kafka.security.sasl -}}
