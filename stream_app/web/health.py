@@ -33,6 +33,7 @@ import faust
 __all__ = [
     "LIVE_PATH",
     "READY_PATH",
+    "NotReadyReason",
     "Readiness",
     "install_health_views",
     "readiness",
