@@ -8,6 +8,7 @@ tests fail (they never skip) when it is not there.
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "stream-app"
 SECURED = CHART / "ci" / "secured-values.yaml"
 HELM = ROOT / ".tools" / "bin" / "helm"
+BOOTSTRAP = ROOT / "scripts" / "bootstrap.sh"
 
 Manifest = dict[str, Any]
 
@@ -64,6 +66,15 @@ def default() -> list[Manifest]:
 def secured() -> list[Manifest]:
     """The chart rendered with ``ci/secured-values.yaml``."""
     return render("--values", str(SECURED))
+
+
+def test_helm_is_the_version_bootstrap_pins() -> None:
+    pinned = re.search(r"^HELM_VERSION=(v\S+)$", BOOTSTRAP.read_text(), re.M)
+    assert pinned, "scripts/bootstrap.sh pins no HELM_VERSION"
+    # A helm built by go install reports its major and minor version only (v3.22).
+    result = helm("version", "--template", "{{.Version}}")
+    assert result.returncode == 0, result.stderr
+    assert pinned.group(1).startswith(result.stdout.strip() + "."), result.stdout
 
 
 @pytest.mark.parametrize("values", [[], ["--values", str(SECURED)]], ids=["default", "secured"])
