@@ -6,6 +6,7 @@
 # jars) and stops whatever it started.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/deploy_tools.sh"
 echo "==> ruff"
 .venv/bin/ruff check stream_app tests bench
 .venv/bin/ruff format --check stream_app tests bench

@@ -2,7 +2,7 @@
 (``docker compose up --scale worker=N``), and consistent with the rest of the repo.
 
 The loader is ``tools/compose-check`` (compose-go, what ``docker compose`` parses files with),
-built by ``scripts/bootstrap.sh`` into ``.tools/bin``; these tests fail (they never skip) when
+built by ``scripts/deploy_tools.sh`` into ``.tools/bin``; these tests fail (they never skip) when
 it is not there.
 """
 
@@ -50,7 +50,7 @@ def test_services_depend_on_services_that_exist_and_run_the_counter() -> None:
 def compose_check(path: Path) -> subprocess.CompletedProcess[str]:
     """Load ``path`` with compose-check: the resolved project as JSON, or the loader's error."""
     assert COMPOSE_CHECK.is_file(), (
-        f"{COMPOSE_CHECK} is missing: scripts/bootstrap.sh builds it (go install)"
+        f"{COMPOSE_CHECK} is missing: scripts/deploy_tools.sh builds it (go install)"
     )
     return subprocess.run(
         [str(COMPOSE_CHECK), str(path)], capture_output=True, text=True, timeout=60

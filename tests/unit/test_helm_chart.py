@@ -1,7 +1,7 @@
 """The Helm chart (helm/stream-app): linted and rendered by the real ``helm``, and the rendered
 manifests read back to check what the workers need.
 
-``helm`` is built from its Go module by ``scripts/bootstrap.sh`` into ``.tools/bin``; these
+``helm`` is built from its Go module by ``scripts/deploy_tools.sh`` into ``.tools/bin``; these
 tests fail (they never skip) when it is not there.
 """
 
@@ -22,14 +22,14 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "stream-app"
 SECURED = CHART / "ci" / "secured-values.yaml"
 HELM = ROOT / ".tools" / "bin" / "helm"
-BOOTSTRAP = ROOT / "scripts" / "bootstrap.sh"
+DEPLOY_TOOLS = ROOT / "scripts" / "deploy_tools.sh"
 
 Manifest = dict[str, Any]
 
 
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
     """Run the project's helm."""
-    assert HELM.is_file(), f"{HELM} is missing: scripts/bootstrap.sh builds it (go install)"
+    assert HELM.is_file(), f"{HELM} is missing: scripts/deploy_tools.sh builds it (go install)"
     return subprocess.run([str(HELM), *args], capture_output=True, text=True, timeout=120)
 
 
@@ -69,8 +69,8 @@ def secured() -> list[Manifest]:
 
 
 def test_helm_is_the_version_bootstrap_pins() -> None:
-    pinned = re.search(r"^HELM_VERSION=(v\S+)$", BOOTSTRAP.read_text(), re.M)
-    assert pinned, "scripts/bootstrap.sh pins no HELM_VERSION"
+    pinned = re.search(r"^HELM_VERSION=(v\S+)$", DEPLOY_TOOLS.read_text(), re.M)
+    assert pinned, "scripts/deploy_tools.sh pins no HELM_VERSION"
     # A helm built by go install reports its major and minor version only (v3.22).
     result = helm("version", "--template", "{{.Version}}")
     assert result.returncode == 0, result.stderr
