@@ -64,6 +64,30 @@ def goals(figures: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
+def tables(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    """The README's tables of this run: each kind of work, and each kill."""
+    kinds = [
+        [kind, o["acked"], o["lost"], o["duplicated"], o["unacknowledged"]]
+        for kind, o in figures["by_kind"].items()
+    ]
+    kills = [
+        [k["worker"], " ".join(map(str, k["partitions"])) or "-", k["recover_s"], k["restarts"]]
+        for k in figures["kill_log"]
+    ]
+    return [
+        {
+            "title": "Acknowledged and applied, by kind",
+            "columns": ["kind", "acknowledged", "lost", "duplicated", "applied, never acked"],
+            "rows": kinds,
+        },
+        {
+            "title": "Kills",
+            "columns": ["worker", "its partitions", "recover s", "extra starts"],
+            "rows": kills,
+        },
+    ]
+
+
 def main() -> None:
     """Run the chaos once and print the JSON report (the summary table on stderr)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -104,6 +128,7 @@ def main() -> None:
         "broker": broker.source,
         **figures,
         "goals": goals(figures),
+        "tables": tables(figures),
     }
     if args.save:
         suffix = "" if args.guarantee == "at_least_once" else f"_{args.guarantee}"
