@@ -158,7 +158,21 @@ class Outcome:
 
 @dataclass
 class ChaosReport:
-    """Everything a chaos run measured; :meth:`as_json` is the benchmark's report."""
+    """Everything a chaos run measured; :meth:`as_json` is the benchmark's report.
+
+    Attributes:
+        config: What the run did.
+        kills: Every SIGKILL, in order.
+        outcomes: Per kind of work (``adds``, ``timers``, ``deposits``), the ids acknowledged
+            and their applications in the final state.
+        unanswered: Deposits with no reply within the timeout.
+        failed_deliveries: Messages whose delivery failed, and entity requests that failed
+            otherwise than by a timeout.
+        worker_restarts: Extra starts of workers that died while starting.
+        exited: Workers not running at the end (none should be).
+        drain_s: Seconds from the end of the load to both input topics committed to their ends.
+        converged: Whether nothing acknowledged was missing from the state before the deadline.
+    """
 
     config: ChaosConfig
     kills: list[Kill] = field(default_factory=list)
@@ -166,6 +180,7 @@ class ChaosReport:
     unanswered: int = 0
     failed_deliveries: int = 0
     worker_restarts: int = 0
+    exited: list[int] = field(default_factory=list)
     drain_s: float | None = None
     converged: bool = False
 
@@ -205,6 +220,7 @@ class ChaosReport:
             "unanswered": self.unanswered,
             "failed_deliveries": self.failed_deliveries,
             "worker_restarts": self.worker_restarts,
+            "exited": self.exited,
             "drain_s": self.drain_s,
             "converged": self.converged,
             "by_kind": {kind: o.figures() for kind, o in self.outcomes.items()},
@@ -376,17 +392,18 @@ class ChaosWorkers:
         Raises:
             ProbeFailed: It died while starting ``attempts`` times.
         """
-        for attempt in range(attempts):
-            worker = self.current[index] or self.start(index)
+        worker = self.current[index] or self.start(index)
+        extra = 0
+        while True:
             try:
                 worker.wait_ready(timeout=RECOVERY_TIMEOUT_S)
-                return attempt
+                return extra
             except ProbeFailed:
-                self.restarts += 1
-                if attempt == attempts - 1:
+                if extra == attempts - 1:
                     raise
-                self.start(index)
-        raise AssertionError("unreachable")
+                extra += 1
+                self.restarts += 1
+                worker = self.start(index)
 
     def start_all(self) -> None:
         """Start every worker: the first alone (it creates the topics), then the others."""
@@ -413,6 +430,10 @@ class ChaosWorkers:
         for worker in self.current:
             if worker is not None:
                 worker.kill()
+
+    def exited(self) -> list[int]:
+        """The workers that are not running (none should be: every kill is restarted)."""
+        return [i for i, w in enumerate(self.current) if w is None or not w.alive()]
 
     def stop_all(self) -> None:
         """Stop every worker gracefully."""
@@ -603,6 +624,7 @@ def run_chaos(
         report.drain_s = round(wait_drained(settings, drain_timeout), 2)
         report.outcomes, report.converged = converge(workers, acked, timeout=60)
         report.worker_restarts = workers.restarts
+        report.exited = workers.exited()
         workers.stop_all()
     finally:
         workers.kill_all()

@@ -42,6 +42,7 @@ def test_random_sigkills_of_three_workers_lose_nothing_acknowledged(
     context = f"seed {seed}: {figures}"
 
     assert report.kills, context
+    assert not report.exited, f"workers that died on their own: {context}"
     assert figures["messages"] > 0 and all(o.acked for o in report.outcomes.values()), context
     assert report.failed_deliveries == 0, context
     assert report.unanswered == 0, context
