@@ -26,8 +26,9 @@ it a killed worker's partitions wait for its session timeout, ``STREAM_APP_SESSI
 6 s here). Recovery times are noise on shared 2-core machines; lost and duplicated are not.
 
 Run: ``.venv/bin/python -m bench.chaos --duration S [--guarantee at_least_once|exactly_once]
-[--seed N] [--rate N] [--max-kills N] [--partitions N] [--save]`` (``--save`` keeps the report
-in ``bench/results/chaos.json``, or ``chaos_exactly_once.json`` for that guarantee).
+[--seed N] [--rate N] [--max-kills N] [--partitions N] [--keep DIR] [--save]`` (``--keep``
+keeps the workers' logs and data dirs; ``--save`` keeps the report in
+``bench/results/chaos.json``, or ``chaos_exactly_once.json`` for that guarantee).
 """
 
 from __future__ import annotations
@@ -99,6 +100,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=100, help="cell messages per second")
     parser.add_argument("--max-kills", type=int, default=20, help="most SIGKILLs")
     parser.add_argument("--partitions", type=int, default=6, help="partitions of every topic")
+    parser.add_argument(
+        "--keep", type=Path, default=None, metavar="DIR", help="keep logs and data dirs in DIR"
+    )
     parser.add_argument("--save", action="store_true", help="write bench/results/chaos*.json")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
@@ -110,6 +114,7 @@ def main() -> None:
         messages_per_s=args.rate,
     )
     with tempfile.TemporaryDirectory(prefix="stream-app-chaos-") as tmp, kafka_broker() as broker:
+        workdir = args.keep or Path(tmp)
         env = {
             "STREAM_APP_BOOTSTRAP_SERVERS": broker.bootstrap,
             "STREAM_APP_APP_ID": f"bench-chaos-{uuid.uuid4().hex[:6]}",
@@ -117,7 +122,7 @@ def main() -> None:
             "STREAM_APP_SESSION_TIMEOUT_S": "6",
         }
         try:
-            report = run_chaos(env, Path(tmp), config, module=MODULE)
+            report = run_chaos(env, workdir, config, module=MODULE)
         finally:
             delete_app_topics(broker.bootstrap, env["STREAM_APP_APP_ID"])
     figures = report.as_json()

@@ -348,8 +348,13 @@ class EntityLoad(threading.Thread):
 
 
 class ChaosWorkers:
-    """The app's workers: worker ``i`` keeps its data dir and its group instance id across its
-    restarts; each start takes a free web port.
+    """The app's workers: worker ``i`` keeps its data dir, its group instance id and its web
+    port across its restarts, as a StatefulSet's pod keeps its volume and its name.
+
+    The port matters beyond the views: a static member that rejoins gets its previous
+    assignment back, with the metadata it joined with, and Faust's assignor requires that
+    metadata's URL to be the worker's own (a restart on another port fails in the consumer's
+    coordinator and never becomes ready).
 
     Args:
         module: The app module.
@@ -363,6 +368,7 @@ class ChaosWorkers:
     ) -> None:
         self.module, self.env, self.workdir, self.config = module, dict(env), workdir, config
         self.current: list[WorkerProcess | None] = [None] * config.workers
+        self.ports = [find_free_port() for _ in range(config.workers)]
         self.restarts = 0
 
     def worker_env(self, index: int) -> dict[str, str]:
@@ -380,7 +386,7 @@ class ChaosWorkers:
             self.module,
             env=self.worker_env(index),
             log_path=self.workdir / f"w{index}.log",
-            web_port=find_free_port(),
+            web_port=self.ports[index],
         )
         self.current[index] = worker.start()
         return worker
