@@ -37,6 +37,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from stream_app.core.envelope import envelope_bytes
 from stream_app.settings import Settings
 from stream_app.testing import (
     ConditionTimeout,
@@ -262,9 +263,8 @@ class CellLoad(threading.Thread):
         cell = f"cell-{self.rng.randrange(self.config.cells)}"
         if self.rng.random() < 0.2:
             after = self.rng.randint(*self.config.timer_ms)
-            value = f'{{"type": "arm", "body": {{"id": {ident}, "after_ms": {after}}}}}'
-            return cell, value.encode(), self.arms
-        return cell, f'{{"type": "add", "body": {{"id": {ident}}}}}'.encode(), self.adds
+            return cell, envelope_bytes("arm", {"id": ident, "after_ms": after}), self.arms
+        return cell, envelope_bytes("add", {"id": ident}), self.adds
 
     def run(self) -> None:
         """Send ten rounds a second until halted, then flush."""
