@@ -53,6 +53,7 @@ from stream_app.kafka.clock import ClockFeed, clock_topic_definition
 from stream_app.kafka.dead_letters import DeadLetterSink
 from stream_app.kafka.topics import TopicChange, TopicDefinition, apply_changes
 from stream_app.settings import Guarantee, Settings, get_settings, resolve_guarantee
+from stream_app.web.prometheus import BehaviourSample, InputCounters, install_metrics
 from stream_app.web.views import (
     CellInspection,
     install_atomic_views,
@@ -138,6 +139,7 @@ class Runtime:
             self.app.task(self.clock_feed.follow)
         self.app.timer(SWEEP_INTERVAL_S, name="stream_app.sweep")(self._sweep)
         install_views(self.app, _WorkerStatus(self))
+        install_metrics(self.app, _WorkerMetrics(self))
 
     # -- registration ----------------------------------------------------------------------
 
@@ -631,3 +633,56 @@ class _WorkerStatus:
     def batch_input_stats(self) -> dict[str, Any]:
         """The batched input's counters (records, batches, commits, partitions read)."""
         return self._runtime.batch_input.stats()
+
+
+class _WorkerMetrics:
+    """What the Prometheus view reads of a runtime
+    (:class:`~stream_app.web.prometheus.MetricsSource`)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    @property
+    def metrics(self) -> RuntimeMetrics:
+        """The engines' counters."""
+        return self._runtime.metrics
+
+    @property
+    def batch_input(self) -> InputCounters:
+        """The batched input."""
+        return self._runtime.batch_input
+
+    def dead_letter_counts(self) -> Mapping[str, int]:
+        """Dead letters published by this process, by reason."""
+        return self._runtime.dead_letters.counts
+
+    def behaviours(self) -> list[BehaviourSample]:
+        """Each behaviour's parked cells, pending timers and earliest due time here."""
+        samples = []
+        for name, engine in self._runtime.engines.items():
+            timers = self._runtime.cell_tables[name].timers
+            due = [ms for ms in engine.next_due().values() if ms is not None]
+            samples.append(
+                BehaviourSample(
+                    name=name,
+                    topic=engine.topic_name,
+                    control_records=engine.control_records,
+                    parked_cells=engine.parked_cells(),
+                    timers_pending=sum(timers.count(p) for p in engine.owned_partitions),
+                    next_due_ms=min(due, default=None),
+                )
+            )
+        return samples
+
+    def faust_counts(self) -> tuple[Mapping[str, int], Mapping[str, int]]:
+        """Records received and sent through Faust, by topic (Faust's monitor)."""
+        monitor: Any = self._runtime.app.monitor
+        return monitor.messages_received_by_topic, monitor.messages_sent_by_topic
+
+    def restore_progress(self) -> list[tuple[str, int, int, int]]:
+        """The changelog partitions restored here, with records restored and remaining."""
+        return self._runtime.app.restore_progress.partitions()
+
+    def now_ms(self) -> int:
+        """The engines' clock."""
+        return self._runtime.clock.now_ms()

@@ -156,6 +156,12 @@ class FaustTableStore:
             if key != FAUST_OFFSET_KEY:
                 yield key
 
+    def count(self, partition: int) -> int:
+        """The keys of ``partition`` in its database, as of the last batch end (writes still
+        pending are not counted; nothing is flushed). About half a microsecond per key."""
+        db = self._db(partition)
+        return sum(1 for key in db.keys() if key != FAUST_OFFSET_KEY)  # noqa: SIM118
+
     def items_from(self, partition: int, start: bytes) -> Iterator[tuple[bytes, bytes]]:
         """The items of ``partition`` from the first key at or after ``start`` (its pending
         writes flushed first)."""

@@ -41,7 +41,7 @@ from rocksdict import WriteBatch
 
 from stream_app.errors import FlushTimeoutError
 from stream_app.kafka.reading import last_record_offsets
-from stream_app.kafka.restore import RestoreJob, restore
+from stream_app.kafka.restore import RestoreJob, RestoreProgress, restore
 from stream_app.logs import rdkafka_logger
 
 __all__ = [
@@ -566,6 +566,7 @@ async def _restore_before_seek(
         )
     if not jobs:
         return
+    app.restore_progress.track(jobs)
     stop = threading.Event()
     loop = asyncio.get_running_loop()
     try:
@@ -675,6 +676,8 @@ class PatchedApp(faust.App):
         bootstrap_servers: The brokers as ``host:port,...``, for :func:`read_committed`.
         existing_topics: Topics known to exist on the cluster, which :class:`DeclaredOnceTopic`
             does not declare again (filled as topics are found, created or declared).
+        restore_progress: The changelog partitions restored by :func:`restore_changelogs_fast`
+            (records restored and remaining), for the metrics.
     """
 
     exactly_once: bool = False
@@ -686,6 +689,7 @@ class PatchedApp(faust.App):
         kwargs.setdefault("TableManager", TableManagerStartingAtOnce)
         super().__init__(*args, **kwargs)
         self.existing_topics: set[str] = set()
+        self.restore_progress = RestoreProgress()
 
     def take_input_topics(self, taker: InputTaker) -> None:
         """Let ``taker`` read ``taker.topics`` instead of this app's consumer (see

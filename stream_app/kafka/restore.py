@@ -25,6 +25,10 @@ It runs in a thread (the event loop keeps serving the group, the web view and re
 restore at a time. A rebalance or a stop sets ``stop``; a partition whose database the store
 closed (revoked) is dropped at once. Every write batch records its offset with its writes,
 atomically, so a restore stopped anywhere is resumed from where it got to.
+
+Progress shows in the log every :data:`PROGRESS_EVERY_S` (records read of the total, rate,
+time left, and per changelog topic) and in :class:`RestoreProgress`, which the Prometheus view
+reads (records restored and remaining per changelog partition).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ __all__ = [
     "FLUSH_KEYS",
     "PROGRESS_EVERY_S",
     "RestoreJob",
+    "RestoreProgress",
     "RestoreSummary",
     "restore",
 ]
@@ -103,6 +108,38 @@ class RestoreJob:
     _writes: dict[bytes, bytes | None] = field(default_factory=dict, repr=False)
     _bytes: int = field(default=0, repr=False)
     _last: int | None = field(default=None, repr=False)
+
+    @property
+    def remaining(self) -> int:
+        """Records left to read before the end noted at the start (0 once at the end, and
+        before the restore has looked the end up)."""
+        if self._at_end:
+            return 0
+        reached = self.start if self._last is None else self._last + 1
+        return max(0, self._end - reached)
+
+
+class RestoreProgress:
+    """The changelog partitions of the latest restore of each, for the metrics: how many
+    records were restored and how many remain.
+
+    The restore's thread updates the jobs while the event loop reads them (plain integers).
+    """
+
+    def __init__(self) -> None:
+        self._jobs: dict[tuple[str, int], RestoreJob] = {}
+
+    def track(self, jobs: Sequence[RestoreJob]) -> None:
+        """Follow ``jobs`` (replacing earlier restores of the same partitions)."""
+        self._jobs.update(((job.topic, job.partition), job) for job in jobs)
+
+    def partitions(self) -> list[tuple[str, int, int, int]]:
+        """``(changelog topic, partition, records restored, records remaining)`` of each
+        partition followed, in order."""
+        return [
+            (topic, partition, job.records, job.remaining)
+            for (topic, partition), job in sorted(self._jobs.items())
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +259,7 @@ def _restore(
             now = time.monotonic()
             if now - last_log >= PROGRESS_EVERY_S:
                 last_log = now
-                _log_progress(title, done, total, now - started)
+                _log_progress(title, jobs, done, total, now - started)
         for job in pending.values():
             # Stopped: keep what was read; the next restore goes on from there.
             if job.still_ours():
@@ -304,15 +341,26 @@ def _flush(job: RestoreJob) -> None:
     job._bytes = 0
 
 
-def _log_progress(title: str, done: int, total: int, seconds: float) -> None:
+def _log_progress(
+    title: str, jobs: Sequence[RestoreJob], done: int, total: int, seconds: float
+) -> None:
     rate = done / seconds if seconds > 0 else 0.0
     left = max(total - done, 0)
     eta = f"{left / rate:.0f}s" if rate > 0 else "?"
+    by_topic: dict[str, list[int]] = {}
+    for job in jobs:
+        counts = by_topic.setdefault(job.topic, [0, 0])
+        counts[0] += job.records
+        counts[1] += job.remaining
     logger.info(
-        "restoring %s changelogs: %d of %d records, %.0f records/s, ETA %s",
+        "restoring %s changelogs: %d of %d records, %.0f records/s, ETA %s (%s)",
         title,
         done,
         total,
         rate,
         eta,
+        "; ".join(
+            f"{topic}: {restored} restored, {remaining} left"
+            for topic, (restored, remaining) in sorted(by_topic.items())
+        ),
     )
