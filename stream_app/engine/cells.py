@@ -261,8 +261,9 @@ class CellEngine:
         return sum(len(part.parked) for part in self._owned.values())
 
     def next_due(self) -> dict[int, int | None]:
-        """The due time (ms) of the earliest pending timer of each booted partition owned here
-        (``None``: none pending)."""
+        """When the earliest pending timer of each booted partition owned here is due (ms;
+        ``None``: none pending), as the sweep knows it: a timer set earlier lowers it at once,
+        one cancelled leaves it until the partition's next wake scans its timers again."""
         return {p: part.next_due for p, part in self._owned.items() if not part.needs_boot}
 
     async def sweep(self) -> None:

@@ -233,7 +233,8 @@ class WorkerCollector(Collector):
         overdue = GaugeMetricFamily(
             "stream_app_timers_overdue_seconds",
             "How long ago the earliest pending timer of the partitions this worker owns came "
-            "due (0 when none is due yet), by behaviour",
+            "due (0 when none is due yet), by behaviour; a timer is normally fired within a "
+            "sweep interval of its due time, so a value that grows means timers are behind",
             labels=["behaviour"],
         )
         for b in behaviours:
