@@ -680,8 +680,15 @@ class _WorkerMetrics:
         return monitor.messages_received_by_topic, monitor.messages_sent_by_topic
 
     def restore_progress(self) -> list[tuple[str, int, int, int]]:
-        """The changelog partitions restored here, with records restored and remaining."""
-        return self._runtime.app.restore_progress.partitions()
+        """The changelog partitions restored here that this worker still holds (active or
+        standby), with records restored and remaining."""
+        assignor: Any = self._runtime.app.assignor
+        held = assignor.assigned_actives() | assignor.assigned_standbys()
+        return [
+            noted
+            for noted in self._runtime.app.restore_progress.partitions()
+            if (noted[0], noted[1]) in held
+        ]
 
     def now_ms(self) -> int:
         """The engines' clock."""

@@ -566,7 +566,6 @@ async def _restore_before_seek(
         )
     if not jobs:
         return
-    app.restore_progress.track(jobs)
     stop = threading.Event()
     loop = asyncio.get_running_loop()
     try:
@@ -579,6 +578,7 @@ async def _restore_before_seek(
                 read_committed=app.exactly_once,
                 stop=stop,
                 title=title,
+                progress=app.restore_progress,
             ),
         )
     finally:

@@ -120,25 +120,31 @@ class RestoreJob:
 
 
 class RestoreProgress:
-    """The changelog partitions of the latest restore of each, for the metrics: how many
-    records were restored and how many remain.
+    """How far the latest restore of each changelog partition got, for the metrics: records
+    restored and records remaining.
 
-    The restore's thread updates the jobs while the event loop reads them (plain integers).
+    The restore's thread notes each job after every batch; the event loop reads the notes. It
+    keeps numbers only, never a job: a job holds its partition's database, which Faust's store
+    closes by dropping its last reference when the partition is revoked.
     """
 
     def __init__(self) -> None:
-        self._jobs: dict[tuple[str, int], RestoreJob] = {}
+        self._noted: dict[tuple[str, int], tuple[int, int]] = {}
 
-    def track(self, jobs: Sequence[RestoreJob]) -> None:
-        """Follow ``jobs`` (replacing earlier restores of the same partitions)."""
-        self._jobs.update(((job.topic, job.partition), job) for job in jobs)
+    def note(self, job: RestoreJob) -> None:
+        """Record where ``job`` is now (replacing an earlier restore of its partition)."""
+        self._noted[job.topic, job.partition] = (job.records, job.remaining)
+
+    def forget(self, job: RestoreJob) -> None:
+        """Drop ``job``'s partition (revoked while it was restored: no longer this worker's)."""
+        self._noted.pop((job.topic, job.partition), None)
 
     def partitions(self) -> list[tuple[str, int, int, int]]:
         """``(changelog topic, partition, records restored, records remaining)`` of each
-        partition followed, in order."""
+        partition noted, in order."""
         return [
-            (topic, partition, job.records, job.remaining)
-            for (topic, partition), job in sorted(self._jobs.items())
+            (topic, partition, restored, remaining)
+            for (topic, partition), (restored, remaining) in sorted(self._noted.items())
         ]
 
 
@@ -173,6 +179,7 @@ def restore(
     read_committed: bool,
     stop: threading.Event,
     title: str = "",
+    progress: RestoreProgress | None = None,
 ) -> RestoreSummary:
     """Read each job's changelog partition from ``job.start`` to its end into ``job.db``.
 
@@ -187,9 +194,17 @@ def restore(
             as Faust's own recovery reads under ``at_least_once``.
         stop: Set to stop at the end of the current batch.
         title: What is restored, for the log.
+        progress: Where each job is noted after every batch (for the metrics).
     """
     with _ONE_AT_A_TIME:
-        return _restore(bootstrap, jobs, read_committed=read_committed, stop=stop, title=title)
+        return _restore(
+            bootstrap,
+            jobs,
+            read_committed=read_committed,
+            stop=stop,
+            title=title,
+            progress=progress or RestoreProgress(),
+        )
 
 
 def _consumer(bootstrap: str, read_committed: bool) -> Any:
@@ -216,6 +231,7 @@ def _restore(
     read_committed: bool,
     stop: threading.Event,
     title: str,
+    progress: RestoreProgress,
 ) -> RestoreSummary:
     started = time.monotonic()
     consumer = _consumer(bootstrap, read_committed)
@@ -230,6 +246,7 @@ def _restore(
                 TopicPartition(job.topic, job.partition), timeout=30.0
             )
             job._end = high
+            progress.note(job)
             if high > job.start:
                 pending[job.topic, job.partition] = job
         total = sum(job._end - job.start for job in pending.values())
@@ -248,6 +265,7 @@ def _restore(
             for key, job in list(pending.items()):
                 if not job.still_ours():
                     logger.info("%s[%d]: revoked while restoring; dropped", *key)
+                    progress.forget(job)
                     del pending[key]
                     consumer.incremental_unassign([TopicPartition(*key)])
                     continue
@@ -256,6 +274,7 @@ def _restore(
                     _flush(job)
                 if finished:
                     del pending[key]
+                progress.note(job)
             now = time.monotonic()
             if now - last_log >= PROGRESS_EVERY_S:
                 last_log = now

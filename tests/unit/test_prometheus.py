@@ -200,14 +200,17 @@ def test_a_restore_job_knows_what_remains() -> None:
     assert job("c", 1, start=0, end=0).remaining == 0
 
 
-def test_restore_progress_follows_the_latest_restore_of_each_partition() -> None:
+def test_restore_progress_keeps_the_latest_note_of_each_partition() -> None:
     progress = RestoreProgress()
-    first = job("c", 1, start=0, end=10)
-    progress.track([first, job("c", 0, start=0, end=5)])
+    first, other = job("c", 1, start=0, end=10), job("c", 0, start=0, end=5)
+    progress.note(first)
+    progress.note(other)
     again = job("c", 1, start=4, end=10)
     again.records, again._last = 2, 5
-    progress.track([again])
+    progress.note(again)
     assert progress.partitions() == [("c", 0, 0, 5), ("c", 1, 2, 4)]
+    progress.forget(other)
+    assert progress.partitions() == [("c", 1, 2, 4)], "revoked while restoring"
 
 
 def test_the_progress_line_names_each_changelog(caplog: pytest.LogCaptureFixture) -> None:
