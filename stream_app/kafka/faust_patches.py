@@ -58,6 +58,7 @@ __all__ = [
     "drain_send_buffer",
     "hand_topics_to",
     "judge_recovery_from_its_start",
+    "open_partition_db",
     "partition_db",
     "read_committed",
     "restore_changelogs_fast",
@@ -473,6 +474,13 @@ def partition_db(table: Any, partition: int) -> Any:
     RocksDB call per access, and produces the changelog record itself.
     """
     return table.data._db_for_partition(partition)
+
+
+def open_partition_db(table: Any, partition: int) -> Any | None:
+    """The rocksdict database of one partition of the Faust ``table`` if its store has it open,
+    else ``None`` (never opens one: for readers outside the processing of a record, which may
+    run while a rebalance revokes the partition). Faust internal: ``rocksdb.Store._dbs``."""
+    return table.data._dbs.get(partition)
 
 
 def write_batch() -> Any:
