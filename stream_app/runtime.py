@@ -619,6 +619,7 @@ class _WorkerStatus:
             "effects_emitted": m.effects_emitted,
             "effects_done": m.effects_done,
             "effect_failures": m.effect_failures,
+            "effect_retries": m.effect_retries,
             "parked": m.parked,
             "released": m.released,
             "booted": m.booted,
