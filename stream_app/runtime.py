@@ -54,6 +54,7 @@ from stream_app.kafka.dead_letters import DeadLetterSink
 from stream_app.kafka.topics import TopicChange, TopicDefinition, apply_changes
 from stream_app.settings import Guarantee, Settings, get_settings, resolve_guarantee
 from stream_app.web.health import install_health_views
+from stream_app.web.prometheus import BehaviourSample, InputCounters, install_metrics
 from stream_app.web.views import (
     CellInspection,
     install_atomic_views,
@@ -140,6 +141,7 @@ class Runtime:
         self.app.timer(SWEEP_INTERVAL_S, name="stream_app.sweep")(self._sweep)
         install_views(self.app, _WorkerStatus(self))
         install_health_views(self.app)
+        install_metrics(self.app, _WorkerMetrics(self))
 
     # -- registration ----------------------------------------------------------------------
 
@@ -619,6 +621,7 @@ class _WorkerStatus:
             "effects_emitted": m.effects_emitted,
             "effects_done": m.effects_done,
             "effect_failures": m.effect_failures,
+            "effect_retries": m.effect_retries,
             "parked": m.parked,
             "released": m.released,
             "booted": m.booted,
@@ -633,3 +636,63 @@ class _WorkerStatus:
     def batch_input_stats(self) -> dict[str, Any]:
         """The batched input's counters (records, batches, commits, partitions read)."""
         return self._runtime.batch_input.stats()
+
+
+class _WorkerMetrics:
+    """What the Prometheus view reads of a runtime
+    (:class:`~stream_app.web.prometheus.MetricsSource`)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    @property
+    def metrics(self) -> RuntimeMetrics:
+        """The engines' counters."""
+        return self._runtime.metrics
+
+    @property
+    def batch_input(self) -> InputCounters:
+        """The batched input."""
+        return self._runtime.batch_input
+
+    def dead_letter_counts(self) -> Mapping[str, int]:
+        """Dead letters published by this process, by reason."""
+        return self._runtime.dead_letters.counts
+
+    def behaviours(self) -> list[BehaviourSample]:
+        """Each behaviour's parked cells, pending timers and earliest due time here."""
+        samples = []
+        for name, engine in self._runtime.engines.items():
+            timers = self._runtime.cell_tables[name].timers
+            due = [ms for ms in engine.next_due().values() if ms is not None]
+            samples.append(
+                BehaviourSample(
+                    name=name,
+                    topic=engine.topic_name,
+                    control_records=engine.control_records,
+                    parked_cells=engine.parked_cells(),
+                    timers_pending=sum(timers.count(p) for p in engine.owned_partitions),
+                    next_due_ms=min(due, default=None),
+                )
+            )
+        return samples
+
+    def faust_counts(self) -> tuple[Mapping[str, int], Mapping[str, int]]:
+        """Records received and sent through Faust, by topic (Faust's monitor)."""
+        monitor: Any = self._runtime.app.monitor
+        return monitor.messages_received_by_topic, monitor.messages_sent_by_topic
+
+    def restore_progress(self) -> list[tuple[str, int, int, int]]:
+        """The changelog partitions restored here that this worker still holds (active or
+        standby), with records restored and remaining."""
+        assignor: Any = self._runtime.app.assignor
+        held = assignor.assigned_actives() | assignor.assigned_standbys()
+        return [
+            noted
+            for noted in self._runtime.app.restore_progress.partitions()
+            if (noted[0], noted[1]) in held
+        ]
+
+    def now_ms(self) -> int:
+        """The engines' clock."""
+        return self._runtime.clock.now_ms()

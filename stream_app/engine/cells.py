@@ -228,6 +228,9 @@ class CellEngine:
             Exhausted.PARK, f"behaviour {self.name!r}"
         )
         self._owned: dict[int, _Partition] = {}
+        #: Control records (wakes, releases) read from the input topic: the rest of its
+        #: records are cell messages.
+        self.control_records = 0
         #: Reads a stored record of this behaviour version in one pass (see :meth:`_read`).
         self._stored = _stored_model(behaviour)
 
@@ -251,6 +254,17 @@ class CellEngine:
     def owned_partitions(self) -> list[int]:
         """Partitions of this behaviour owned by this worker."""
         return sorted(self._owned)
+
+    def parked_cells(self) -> int:
+        """Cells parked in the partitions this worker owns and has booted (a partition's
+        parked cells are known from its boot on)."""
+        return sum(len(part.parked) for part in self._owned.values())
+
+    def next_due(self) -> dict[int, int | None]:
+        """When the earliest pending timer of each booted partition owned here is due (ms;
+        ``None``: none pending), as the sweep knows it: a timer set earlier lowers it at once,
+        one cancelled leaves it until the partition's next wake scans its timers again."""
+        return {p: part.next_due for p, part in self._owned.items() if not part.needs_boot}
 
     async def sweep(self) -> None:
         """Send a wake record to each owned partition that has work waiting.
@@ -305,7 +319,9 @@ class CellEngine:
                 if part.next_due <= until:
                     await self._fire_due(work, part, until=until)
             await self._on_record(record, work, now)
-        elif control == b"wake":
+            return
+        self.control_records += 1
+        if control == b"wake":
             await self._on_wake(work, part)
         elif control == b"release":
             await self._on_release(record, work)

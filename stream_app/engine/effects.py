@@ -102,6 +102,8 @@ class EffectDispatcher:
 
         def failed(attempt: int, exc: Exception, pause: float | None) -> None:
             self.counters.effect_failures += 1
+            if pause is not None:
+                self.counters.effect_retries += 1
             if pause is None:
                 logger.error(
                     "effect %s (%s) failed %d times, dead-lettering: %r",

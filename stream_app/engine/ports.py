@@ -17,7 +17,9 @@ with in-memory fakes:
 - :class:`DeadLetters`: dead letters of the record being processed, into its unit of work.
 - :class:`WakeSender`: a plain send, outside any unit of work, for the wake records of the
   sweep.
-- :class:`RuntimeMetrics`: counters (a plain dataclass the engine increments).
+- :class:`RuntimeMetrics`: counters (a plain dataclass the engine increments), and
+  :class:`LatencyHistogram`, a histogram as plain as they are (the Prometheus view reads both at
+  scrape time, so the hot path pays an increment, not a metrics library's call).
 - :class:`Clock`: the time: when timers are due and the ``now`` of each invocation. The
   :class:`SystemClock` of a worker reads the wall clock and the records' timestamps; a
   :class:`ManualClock`, for tests only, is moved by hand (or, in a worker with
@@ -41,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -54,6 +57,7 @@ __all__ = [
     "DeadLetterPublisher",
     "DeadLetters",
     "EffectCounters",
+    "LatencyHistogram",
     "ManualClock",
     "Outputs",
     "Pauses",
@@ -65,6 +69,15 @@ __all__ = [
 ]
 
 _LAG_SAMPLES = 200_000
+
+#: Upper bounds (seconds) of :class:`LatencyHistogram` buckets for record processing.
+PROCESSING_BUCKETS_S = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+#: Upper bounds (seconds) of :class:`LatencyHistogram` buckets for timer firing lags.
+TIMER_LAG_BUCKETS_S = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+)  # fmt: skip
 
 
 class Outputs(Protocol):
@@ -225,6 +238,43 @@ class ManualClock:
         return True
 
 
+class LatencyHistogram:
+    """Durations counted into fixed buckets, as cheaply as a counter: one :meth:`observe` is a
+    bisection and two additions. Whoever serves it reads :attr:`counts` and :attr:`total`.
+
+    Args:
+        bounds: The buckets' upper bounds in seconds, ascending; a last bucket, unbounded,
+            takes what is above them.
+
+    Attributes:
+        bounds: The buckets' upper bounds.
+        counts: Observations per bucket (not cumulative): ``counts[i]`` are those ``<=
+            bounds[i]`` and above the bound before; ``counts[-1]`` those above every bound.
+        total: The sum of the observed durations, in seconds.
+    """
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...] = PROCESSING_BUCKETS_S) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """Count one duration."""
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """``(upper bound, observations at or below it)`` per bucket, the last bound
+        ``inf`` (the form Prometheus serves)."""
+        running, buckets = 0, []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            buckets.append((bound, running))
+        return buckets
+
+
 @dataclass
 class RuntimeMetrics:
     """Counters of one worker process, served at ``/stream-app/metrics/``.
@@ -235,11 +285,13 @@ class RuntimeMetrics:
         effects_emitted: Effects produced by cells.
         effects_done: Effects whose handler succeeded.
         effect_failures: Failed effect handler attempts.
+        effect_retries: Failed effect handler attempts that were tried again.
         parked: Cells parked by this worker.
         released: Parked cells released and all their work run again.
         booted: ``on_boot`` calls.
         misrouted: Records forwarded because they arrived on another partition than murmur2's.
         lags_ms: Recent timer firing lags (ms after the due time), for percentiles.
+        timer_lag: Every timer firing lag, in seconds.
     """
 
     timers_fired: int = 0
@@ -247,15 +299,21 @@ class RuntimeMetrics:
     effects_emitted: int = 0
     effects_done: int = 0
     effect_failures: int = 0
+    effect_retries: int = 0
     parked: int = 0
     released: int = 0
     booted: int = 0
     misrouted: int = 0
     lags_ms: deque[int] = field(default_factory=lambda: deque(maxlen=_LAG_SAMPLES))
+    timer_lag: LatencyHistogram = field(
+        default_factory=lambda: LatencyHistogram(TIMER_LAG_BUCKETS_S)
+    )
 
     def record_lag(self, lag_ms: int) -> None:
         """Note how late a timer fired."""
-        self.lags_ms.append(max(0, lag_ms))
+        lag_ms = max(0, lag_ms)
+        self.lags_ms.append(lag_ms)
+        self.timer_lag.observe(lag_ms / 1000)
 
     def lag_percentiles(self) -> dict[str, float | None]:
         """p50, p99 and max of the recorded firing lags (``None`` when there are none)."""
@@ -301,6 +359,7 @@ class EffectCounters(Protocol):
 
     effects_done: int
     effect_failures: int
+    effect_retries: int
 
 
 class SourceRecord(Protocol):

@@ -30,6 +30,13 @@ everything else Faust does:
 A crash loses nothing acknowledged: input whose offset was not committed is read again (at
 least once), exactly as with Faust's own commit.
 
+**What it counts** (served by the Prometheus view, :mod:`stream_app.web.prometheus`): the
+records read from each topic and the time each took, from its batch being taken from the
+consumer to the end of its handling (an increment and a bucket per record:
+:class:`~stream_app.engine.ports.LatencyHistogram`), the outputs the broker acknowledged by
+topic, offset commits, transactions committed and failed, and on demand the lag of each
+partition read (:meth:`BatchInput.lags`).
+
 **Under** ``exactly_once`` the same loop runs one Kafka transaction per input partition, as
 Kafka Streams' per-task producers did (``exactly_once`` before KIP-447):
 
@@ -63,6 +70,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -79,13 +87,14 @@ from confluent_kafka import (
 from faust.types import TP
 
 from stream_app.core.records import Headers, InputRecord
+from stream_app.engine.ports import LatencyHistogram
 from stream_app.errors import ChangelogError, StreamAppError, TransactionError
 from stream_app.kafka.app import StreamApp
 from stream_app.kafka.faust_patches import commit_offsets, streams_flowing
 from stream_app.logs import rdkafka_logger
 from stream_app.settings import Settings
 
-__all__ = ["BATCH_MAX", "BatchInput", "Handler", "PartitionWork"]
+__all__ = ["BATCH_MAX", "BatchInput", "Handler", "InputTopic", "PartitionWork"]
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +172,24 @@ class PartitionWork:
 Handler = Callable[[InputRecord, PartitionWork], Awaitable[None]]
 
 
+class InputTopic:
+    """One input topic read here: its handler, and what its records have counted.
+
+    Attributes:
+        handler: What its records are handed to.
+        records: Records read from it and handled.
+        latency: For each record, the seconds from its batch being taken from the consumer to
+            the end of its handling (the records before it in the batch included).
+    """
+
+    __slots__ = ("handler", "latency", "records")
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.records = 0
+        self.latency = LatencyHistogram()
+
+
 class BatchInput:
     """Reads the cell input topics this worker owns and hands their records to the engines.
 
@@ -189,7 +216,10 @@ class BatchInput:
         #: The unit of work of each assigned partition.
         self._works: dict[tuple[str, int], PartitionWork] = {}
         self._txn_pool = ThreadPoolExecutor(TXN_THREADS, thread_name_prefix="stream_app-txn")
-        self._handlers: dict[str, Handler] = {}
+        #: The input topics read here, by name.
+        self.inputs: dict[str, InputTopic] = {}
+        #: Outputs the broker acknowledged, by topic.
+        self.acknowledged: Counter[str] = Counter()
         #: Records the changelog offset a table partition's database has reached, by changelog
         #: topic: ``persist(partition, offset)``.
         self._changelogs: dict[str, Callable[[int, int], None]] = {}
@@ -221,6 +251,9 @@ class BatchInput:
         self.records = 0
         self.batches = 0
         self.commits = 0
+        #: exactly_once: partition transactions committed, and those whose commit failed.
+        self.transactions_committed = 0
+        self.transactions_failed = 0
         self.app.take_input_topics(self)
         self.app.task(self._run)
 
@@ -245,7 +278,7 @@ class BatchInput:
 
     def register(self, topic: str, handler: Handler) -> None:
         """Hand the records of ``topic`` to ``handler`` (an engine's per-record entry)."""
-        self._handlers[topic] = handler
+        self.inputs[topic] = InputTopic(handler)
 
     def track_changelog(self, topic: str, persist: Callable[[int, int], None]) -> None:
         """Records produced to ``topic`` are a table's changelog: at each commit, call
@@ -261,7 +294,7 @@ class BatchInput:
     @property
     def topics(self) -> frozenset[str]:
         """The input topics read here rather than by Faust's consumer."""
-        return frozenset(self._handlers)
+        return frozenset(self.inputs)
 
     def wanted(self, tps: frozenset[TP]) -> None:
         """Faust's consumer would fetch ``tps`` of our topics now (called on every fetch)."""
@@ -416,8 +449,10 @@ class BatchInput:
         again.
         """
         processed: dict[TP, int] = {}
-        handlers = self._handlers
+        inputs = self.inputs
         works = self._works
+        clock = time.perf_counter
+        taken = clock()
         for message in messages:
             error = message.error()
             if error is not None:
@@ -425,12 +460,14 @@ class BatchInput:
                     logger.warning("input: %s", error)
                 continue
             record = _record(message)
-            handler = handlers.get(record.topic)
-            if handler is None:
+            topic = inputs.get(record.topic)
+            if topic is None:
                 continue
             work = works[record.topic, record.partition]
-            await handler(record, work)
+            await topic.handler(record, work)
             processed[work.tp] = record.offset + 1
+            topic.records += 1
+            topic.latency.observe(clock() - taken)
             self.records += 1
         for flush in self._batch_ends:
             flush()
@@ -440,6 +477,29 @@ class BatchInput:
             self._producer.poll(0)
         for producer in self._transactions.values():
             producer.poll(0)
+
+    def lags(self) -> dict[TP, int]:
+        """The records of each partition read here that the worker has not yet taken: the
+        partition's end (the high watermark of the consumer's last fetch of it; under
+        ``read_committed`` librdkafka moves the position past transaction markers, so a
+        drained partition counts 0) less the consumer's position. Partitions not fetched
+        since they were assigned are left out. Local to the client: no broker request."""
+        consumer = self._consumer
+        if consumer is None or not self._assigned:
+            return {}
+        tps = sorted(self._assigned)
+        lags: dict[TP, int] = {}
+        try:
+            positions = consumer.position([TopicPartition(tp.topic, tp.partition) for tp in tps])
+            for tp, position in zip(tps, positions, strict=True):
+                _, high = consumer.get_watermark_offsets(
+                    TopicPartition(tp.topic, tp.partition), cached=True
+                )
+                if position.offset >= 0 and high >= 0:
+                    lags[tp] = max(0, high - position.offset)
+        except (KafkaException, RuntimeError):
+            return {}  # the consumer is closing (a stop): no lag to tell
+        return lags
 
     # -- assignment ------------------------------------------------------------------------
 
@@ -551,6 +611,7 @@ class BatchInput:
             logger.warning("output to %s not delivered: %s", topic, error)
             self._failed.append(error)
             return
+        self.acknowledged[topic] += 1
         if topic in self._changelogs:
             tp = (topic, message.partition() or 0)
             offset = message.offset() or 0
@@ -688,7 +749,12 @@ class BatchInput:
         # A failure is a fence (a newer owner took the partition) or a transaction that had to
         # be aborted: the worker stops. The tables hold writes no committed transaction has;
         # the next start rebuilds them from the changelog.
-        await self._each("commit failed", tps, commit)
+        try:
+            await self._each("commit failed", tps, commit)
+        except TransactionError:
+            self.transactions_failed += len(tps)
+            raise
+        self.transactions_committed += len(tps)
         self._open.difference_update(tps)
 
     # -- commit ----------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from stream_app.kafka.app import StreamApp
 from stream_app.kafka.batch_input import BatchInput
 from stream_app.kafka.faust_patches import (
     FAUST_OFFSET_KEY,
+    open_partition_db,
     partition_db,
     set_persisted_offset,
     write_batch,
@@ -155,6 +156,15 @@ class FaustTableStore:
         for key in self._db(partition).keys():  # noqa: SIM118
             if key != FAUST_OFFSET_KEY:
                 yield key
+
+    def count(self, partition: int) -> int:
+        """The keys of ``partition`` in its database, as of the last batch end (writes still
+        pending are not counted; nothing is flushed), or 0 if its store has not opened it (it
+        is not opened for this). About half a microsecond per key."""
+        db = open_partition_db(self.table, partition)
+        if db is None:
+            return 0
+        return sum(1 for key in db.keys() if key != FAUST_OFFSET_KEY)  # noqa: SIM118
 
     def items_from(self, partition: int, start: bytes) -> Iterator[tuple[bytes, bytes]]:
         """The items of ``partition`` from the first key at or after ``start`` (its pending

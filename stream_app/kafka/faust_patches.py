@@ -41,7 +41,7 @@ from rocksdict import WriteBatch
 
 from stream_app.errors import FlushTimeoutError
 from stream_app.kafka.reading import last_record_offsets
-from stream_app.kafka.restore import RestoreJob, restore
+from stream_app.kafka.restore import RestoreJob, RestoreProgress, restore
 from stream_app.logs import rdkafka_logger
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "drain_send_buffer",
     "hand_topics_to",
     "judge_recovery_from_its_start",
+    "open_partition_db",
     "partition_db",
     "read_committed",
     "restore_changelogs_fast",
@@ -475,6 +476,13 @@ def partition_db(table: Any, partition: int) -> Any:
     return table.data._db_for_partition(partition)
 
 
+def open_partition_db(table: Any, partition: int) -> Any | None:
+    """The rocksdict database of one partition of the Faust ``table`` if its store has it open,
+    else ``None`` (never opens one: for readers outside the processing of a record, which may
+    run while a rebalance revokes the partition). Faust internal: ``rocksdb.Store._dbs``."""
+    return table.data._dbs.get(partition)
+
+
 def write_batch() -> Any:
     """An empty RocksDB ``WriteBatch`` for a database of :func:`partition_db`.
 
@@ -578,6 +586,7 @@ async def _restore_before_seek(
                 read_committed=app.exactly_once,
                 stop=stop,
                 title=title,
+                progress=app.restore_progress,
             ),
         )
     finally:
@@ -675,6 +684,8 @@ class PatchedApp(faust.App):
         bootstrap_servers: The brokers as ``host:port,...``, for :func:`read_committed`.
         existing_topics: Topics known to exist on the cluster, which :class:`DeclaredOnceTopic`
             does not declare again (filled as topics are found, created or declared).
+        restore_progress: The changelog partitions restored by :func:`restore_changelogs_fast`
+            (records restored and remaining), for the metrics.
     """
 
     exactly_once: bool = False
@@ -686,6 +697,7 @@ class PatchedApp(faust.App):
         kwargs.setdefault("TableManager", TableManagerStartingAtOnce)
         super().__init__(*args, **kwargs)
         self.existing_topics: set[str] = set()
+        self.restore_progress = RestoreProgress()
 
     def take_input_topics(self, taker: InputTaker) -> None:
         """Let ``taker`` read ``taker.topics`` instead of this app's consumer (see

@@ -25,6 +25,10 @@ It runs in a thread (the event loop keeps serving the group, the web view and re
 restore at a time. A rebalance or a stop sets ``stop``; a partition whose database the store
 closed (revoked) is dropped at once. Every write batch records its offset with its writes,
 atomically, so a restore stopped anywhere is resumed from where it got to.
+
+Progress shows in the log every :data:`PROGRESS_EVERY_S` (records read of the total, rate,
+time left, and per changelog topic) and in :class:`RestoreProgress`, which the Prometheus view
+reads (records restored and remaining per changelog partition).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ __all__ = [
     "FLUSH_KEYS",
     "PROGRESS_EVERY_S",
     "RestoreJob",
+    "RestoreProgress",
     "RestoreSummary",
     "restore",
 ]
@@ -104,6 +109,44 @@ class RestoreJob:
     _bytes: int = field(default=0, repr=False)
     _last: int | None = field(default=None, repr=False)
 
+    @property
+    def remaining(self) -> int:
+        """Records left to read before the end noted at the start (0 once at the end, and
+        before the restore has looked the end up)."""
+        if self._at_end:
+            return 0
+        reached = self.start if self._last is None else self._last + 1
+        return max(0, self._end - reached)
+
+
+class RestoreProgress:
+    """How far the latest restore of each changelog partition got, for the metrics: records
+    restored and records remaining.
+
+    The restore's thread notes each job after every batch; the event loop reads the notes. It
+    keeps numbers only, never a job: a job holds its partition's database, which Faust's store
+    closes by dropping its last reference when the partition is revoked.
+    """
+
+    def __init__(self) -> None:
+        self._noted: dict[tuple[str, int], tuple[int, int]] = {}
+
+    def note(self, job: RestoreJob) -> None:
+        """Record where ``job`` is now (replacing an earlier restore of its partition)."""
+        self._noted[job.topic, job.partition] = (job.records, job.remaining)
+
+    def forget(self, job: RestoreJob) -> None:
+        """Drop ``job``'s partition (revoked while it was restored: no longer this worker's)."""
+        self._noted.pop((job.topic, job.partition), None)
+
+    def partitions(self) -> list[tuple[str, int, int, int]]:
+        """``(changelog topic, partition, records restored, records remaining)`` of each
+        partition noted, in order."""
+        return [
+            (topic, partition, restored, remaining)
+            for (topic, partition), (restored, remaining) in sorted(self._noted.items())
+        ]
+
 
 @dataclass(frozen=True, slots=True)
 class RestoreSummary:
@@ -136,6 +179,7 @@ def restore(
     read_committed: bool,
     stop: threading.Event,
     title: str = "",
+    progress: RestoreProgress | None = None,
 ) -> RestoreSummary:
     """Read each job's changelog partition from ``job.start`` to its end into ``job.db``.
 
@@ -150,9 +194,17 @@ def restore(
             as Faust's own recovery reads under ``at_least_once``.
         stop: Set to stop at the end of the current batch.
         title: What is restored, for the log.
+        progress: Where each job is noted after every batch (for the metrics).
     """
     with _ONE_AT_A_TIME:
-        return _restore(bootstrap, jobs, read_committed=read_committed, stop=stop, title=title)
+        return _restore(
+            bootstrap,
+            jobs,
+            read_committed=read_committed,
+            stop=stop,
+            title=title,
+            progress=progress or RestoreProgress(),
+        )
 
 
 def _consumer(bootstrap: str, read_committed: bool) -> Any:
@@ -179,6 +231,7 @@ def _restore(
     read_committed: bool,
     stop: threading.Event,
     title: str,
+    progress: RestoreProgress,
 ) -> RestoreSummary:
     started = time.monotonic()
     consumer = _consumer(bootstrap, read_committed)
@@ -193,6 +246,7 @@ def _restore(
                 TopicPartition(job.topic, job.partition), timeout=30.0
             )
             job._end = high
+            progress.note(job)
             if high > job.start:
                 pending[job.topic, job.partition] = job
         total = sum(job._end - job.start for job in pending.values())
@@ -211,6 +265,7 @@ def _restore(
             for key, job in list(pending.items()):
                 if not job.still_ours():
                     logger.info("%s[%d]: revoked while restoring; dropped", *key)
+                    progress.forget(job)
                     del pending[key]
                     consumer.incremental_unassign([TopicPartition(*key)])
                     continue
@@ -219,10 +274,11 @@ def _restore(
                     _flush(job)
                 if finished:
                     del pending[key]
+                progress.note(job)
             now = time.monotonic()
             if now - last_log >= PROGRESS_EVERY_S:
                 last_log = now
-                _log_progress(title, done, total, now - started)
+                _log_progress(title, jobs, done, total, now - started)
         for job in pending.values():
             # Stopped: keep what was read; the next restore goes on from there.
             if job.still_ours():
@@ -304,15 +360,26 @@ def _flush(job: RestoreJob) -> None:
     job._bytes = 0
 
 
-def _log_progress(title: str, done: int, total: int, seconds: float) -> None:
+def _log_progress(
+    title: str, jobs: Sequence[RestoreJob], done: int, total: int, seconds: float
+) -> None:
     rate = done / seconds if seconds > 0 else 0.0
     left = max(total - done, 0)
     eta = f"{left / rate:.0f}s" if rate > 0 else "?"
+    by_topic: dict[str, list[int]] = {}
+    for job in jobs:
+        counts = by_topic.setdefault(job.topic, [0, 0])
+        counts[0] += job.records
+        counts[1] += job.remaining
     logger.info(
-        "restoring %s changelogs: %d of %d records, %.0f records/s, ETA %s",
+        "restoring %s changelogs: %d of %d records, %.0f records/s, ETA %s (%s)",
         title,
         done,
         total,
         rate,
         eta,
+        "; ".join(
+            f"{topic}: {restored} restored, {remaining} left"
+            for topic, (restored, remaining) in sorted(by_topic.items())
+        ),
     )

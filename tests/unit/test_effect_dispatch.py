@@ -35,6 +35,7 @@ class Record:
 class Counters:
     effects_done: int = 0
     effect_failures: int = 0
+    effect_retries: int = 0
 
 
 @dataclass
@@ -107,6 +108,7 @@ def test_a_handler_failing_twice_sees_the_same_effect_three_times() -> None:
     assert {e.id for e in seen} == {sent.id}
     assert h.dead_letters.calls == []
     assert (h.counters.effect_failures, h.counters.effects_done) == (2, 1)
+    assert h.counters.effect_retries == 2
     assert h.clock.slept == [0.01, 0.02]
 
 
@@ -129,6 +131,7 @@ def test_a_handler_that_always_fails_is_dead_lettered_after_its_last_attempt() -
     assert (letter["key"], letter["value"]) == (record.key, record.value)
     assert (letter["topic"], letter["partition"], letter["offset"]) == ("app.effects", 2, 17)
     assert (h.counters.effect_failures, h.counters.effects_done) == (3, 0)
+    assert h.counters.effect_retries == 2, "the last failed attempt is not retried"
     assert h.clock.slept == [0.01, 0.02], "no pause after the last attempt"
 
 
