@@ -6,7 +6,8 @@ One subject per guarantee (``at_least_once``, ``exactly_once``), each on its own
 1. The backlog is produced before the worker starts, as fast as a producer goes: ``--messages``
    cell messages (small values, ``--cells`` cells, keys partitioned with murmur2), of which
    ``--effects`` are ``work`` messages whose effect handler takes ``--effect-ms`` (a slow
-   outside service: the effects queue up in ``<app_id>.effects`` behind the cells), and
+   outside service; they come first, so their effects queue up in ``<app_id>.effects`` while
+   the cells drain the rest), and
    ``--oversized`` records of ``--oversized-bytes`` (larger than ``max_message_bytes``, 1 MiB
    by default, produced by a producer and to an input topic whose ``max.message.bytes`` allow
    them: the runtime's own limit rejects them).
@@ -87,7 +88,8 @@ class Backlog:
     Attributes:
         messages: Cell messages (each adds 1 to its cell), ``effects`` of them ``work``.
         cells: Distinct cells (``cell-0`` ...), each message's chosen round-robin.
-        effects: ``work`` messages, spread evenly through the backlog.
+        effects: ``work`` messages, the first of the backlog: their effects are all emitted
+            within seconds of the start and queue up in front of the slow handler.
         oversized: Records larger than ``max_message_bytes``, spread evenly, the ``n``-th to
             ``cell-<n>`` (so to several partitions).
         oversized_bytes: The size of each oversized value.
@@ -101,15 +103,13 @@ class Backlog:
 
     def records(self) -> Iterator[tuple[bytes, bytes]]:
         """The backlog in the order it is produced."""
-        effect_every = self.messages // self.effects if self.effects else 0
         oversized_every = self.messages // self.oversized if self.oversized else 0
         big = b'{"type": "increment", "body": {"by": 1}, "pad": "' + b"x" * self.oversized_bytes
-        made_effects = made_oversized = 0
+        made_oversized = 0
         for index in range(self.messages):
             key = f"cell-{index % self.cells}".encode()
-            if effect_every and index % effect_every == 0 and made_effects < self.effects:
-                yield key, f'{{"type": "work", "body": {{"n": {made_effects}}}}}'.encode()
-                made_effects += 1
+            if index < self.effects:
+                yield key, f'{{"type": "work", "body": {{"n": {index}}}}}'.encode()
             else:
                 yield key, INCREMENT
             if oversized_every and index % oversized_every == 0 and made_oversized < self.oversized:
