@@ -346,6 +346,7 @@ def _drain(
         ),
         "effects_handled": final["effects_handled"],
         "effect_calls": final["effect_calls"],
+        "rocksdb_mib_drained": round(final["rocksdb_bytes"] / MIB, 1),
         "batches": final["batch_input"]["batches"],
         "commits": final["batch_input"]["commits"],
         "worker_exit": code,
@@ -424,6 +425,42 @@ def main() -> None:
     if len(subjects) == len(GUARANTEES):
         eos, alo = subjects["exactly_once"]["full"], subjects["at_least_once"]["full"]
         ratios["R_eos"] = round(eos["drain_rate_per_s"] / alo["drain_rate_per_s"], 3)
+    rows = [
+        [
+            f"{guarantee} / {run}",
+            figures["messages"],
+            figures["drain_s"],
+            figures["drain_rate_per_s"],
+            figures["rss_at_ready_mib"],
+            figures["rss_steady_mib"],
+            figures["rss_peak_mib"],
+            figures["threads_peak"],
+            figures["effects_handled"],
+            sum(figures["dead_letters"].values()),
+            figures["lost"],
+            figures["duplicated"],
+        ]
+        for guarantee, runs in subjects.items()
+        for run, figures in runs.items()
+    ]
+    table = {
+        "title": "Backlogs drained (RSS in MiB)",
+        "columns": [
+            "subject",
+            "messages",
+            "drain (s)",
+            "messages/s",
+            "RSS at ready",
+            "RSS steady",
+            "RSS peak",
+            "threads",
+            "effects run",
+            "dead letters",
+            "lost",
+            "applied twice",
+        ],
+        "rows": rows,
+    }
     report = {
         "benchmark": "backpressure",
         "messages": args.messages,
@@ -441,6 +478,7 @@ def main() -> None:
         "duplicated": sum(run["duplicated"] for runs in subjects.values() for run in runs.values()),
         "goals": goals,
         **subjects,
+        "tables": [table],
     }
     if args.save:
         save_result("backpressure", report)

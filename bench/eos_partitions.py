@@ -186,6 +186,36 @@ def main() -> None:
         else None,
         "goals": {"R_eos": {"goal": f">= {GOAL_R_EOS}", "met": r_eos >= GOAL_R_EOS}},
         **subjects,
+        "tables": [
+            {
+                "title": f"One worker, {args.partitions} input partitions (RSS in MiB)",
+                "columns": [
+                    "guarantee",
+                    "Kafka clients",
+                    "threads",
+                    "RSS drained",
+                    "RSS peak",
+                    "first record (s)",
+                    "commit ms mean",
+                    "commit ms max",
+                    "idle CPU %",
+                ],
+                "rows": [
+                    [
+                        guarantee,
+                        figures["kafka_clients_drained"],
+                        figures["threads_drained"],
+                        figures["rss_drained_mib"],
+                        figures["rss_peak_mib"],
+                        figures["first_record_s"],
+                        figures["commit_ms_mean"],
+                        figures["commit_ms_max"],
+                        figures["idle_cpu_percent"],
+                    ]
+                    for guarantee, figures in subjects.items()
+                ],
+            }
+        ],
     }
     if args.save:
         save_result("eos_partitions", report)

@@ -9,8 +9,8 @@ messages therefore leaves many effects queued in ``<app_id>.effects`` behind the
 
 ``GET /bench/backpressure/`` reports the messages applied (:class:`~bench.apps.harness.Progress`,
 ``BENCH_EXPECTED``), the distinct effect ids handled and the handler's calls, the dead letters
-published by reason, and the batched input's counters. ``bench.backpressure`` and
-``tests/integration/test_backpressure.py`` run it.
+published by reason, the batched input's counters and the RocksDB memory in use.
+``bench.backpressure`` and ``tests/integration/test_backpressure.py`` run it.
 """
 
 from __future__ import annotations
@@ -80,7 +80,8 @@ async def slow_effect(effect: Effect) -> None:
 
 @app.page("/bench/backpressure/")
 async def backpressure_view(web: Any, request: Any) -> Any:
-    """Messages applied, effects handled, dead letters by reason, the input's counters."""
+    """Messages applied, effects handled, dead letters by reason, the input's counters, the
+    RocksDB memory in use."""
     return web.json(
         {
             **progress.snapshot(),
@@ -88,5 +89,6 @@ async def backpressure_view(web: Any, request: Any) -> Any:
             "effect_calls": calls,
             "dead_letters": dict(runtime.dead_letters.counts),
             "batch_input": runtime.batch_input.stats(),
+            "rocksdb_bytes": runtime.app.rocksdb_memory.usage(),
         }
     )
