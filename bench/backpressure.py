@@ -7,10 +7,9 @@ One subject per guarantee (``at_least_once``, ``exactly_once``), each on its own
    cell messages (small values, ``--cells`` cells, keys partitioned with murmur2), of which
    ``--effects`` are ``work`` messages whose effect handler takes ``--effect-ms`` (a slow
    outside service; they come first, so their effects queue up in ``<app_id>.effects`` while
-   the cells drain the rest), and
-   ``--oversized`` records of ``--oversized-bytes`` (larger than ``max_message_bytes``, 1 MiB
-   by default, produced by a producer and to an input topic whose ``max.message.bytes`` allow
-   them: the runtime's own limit rejects them).
+   the cells drain the rest), and ``--oversized`` records of ``--oversized-bytes`` (larger
+   than ``max_message_bytes``, 1 MiB by default, produced by a producer and to an input topic
+   whose ``max.message.bytes`` allow them: the runtime's own limit rejects them).
 2. A worker (``bench.apps.backpressure_cell``) starts and drains it. Every 0.5 s the harness
    samples the worker's RSS and thread count (``/proc/<pid>/status``) and the input's lag (the
    records not covered by the group's committed offsets).
@@ -23,13 +22,16 @@ One subject per guarantee (``at_least_once``, ``exactly_once``), each on its own
 
 Each subject runs twice: on the full backlog and, first, on a baseline backlog of
 ``--messages / 20`` (and as many fewer effects), same cells and oversized records. ``R_rss`` =
-peak RSS on the full backlog ÷ peak RSS on the baseline: a worker whose memory followed the
-backlog would show about 20; a bounded one stays near 1 (goal <= 1.5). ``R_eos`` = drain rate
-under exactly_once ÷ at_least_once, for reference.
+peak RSS on the full backlog ÷ peak RSS on the baseline (goal <= 1.5): a worker that kept a
+share of what it drained in memory grows with the backlog. What does grow with the writes are
+RocksDB's memtables, up to their share of the workers' ``STREAM_APP_ROCKSDB_MEMORY_BYTES``
+(half of it; ``--rocksdb-memory-mib`` sets it for the run). ``R_eos`` = drain rate under
+exactly_once ÷ at_least_once, for reference.
 
 Prints one JSON object; ``--save`` keeps it in ``bench/results/backpressure.json``. Run:
 ``.venv/bin/python -m bench.backpressure [--messages N] [--cells N] [--effects N]
-[--effect-ms MS] [--oversized N] [--oversized-bytes N] [--guarantees G ...] [--save]``.
+[--effect-ms MS] [--oversized N] [--oversized-bytes N] [--guarantees G ...]
+[--rocksdb-memory-mib MIB] [--save]``.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ class Backlog:
 
     Attributes:
         messages: Cell messages (each adds 1 to its cell), ``effects`` of them ``work``.
-        cells: Distinct cells (``cell-0`` ...), each message's chosen round-robin.
+        cells: Distinct cells (``cell-0`` ...), each message's cell chosen round-robin.
         effects: ``work`` messages, the first of the backlog: their effects are all emitted
             within seconds of the start and queue up in front of the slow handler.
         oversized: Records larger than ``max_message_bytes``, spread evenly, the ``n``-th to
@@ -212,10 +214,12 @@ def run_subject(
     *,
     guarantee: str,
     effect_ms: int,
+    rocksdb_memory_mib: int | None,
     options: WorkerOptions,
     name: str,
 ) -> dict[str, Any]:
-    """Produce ``backlog``, drain it with a worker under ``guarantee``, check and measure."""
+    """Produce ``backlog``, drain it with a worker under ``guarantee`` (and a RocksDB budget of
+    ``rocksdb_memory_mib``, if given), check and measure."""
     app_id = f"bench-bp-{name}-{uuid.uuid4().hex[:6]}"
     settings = Settings(
         app_id=app_id, bootstrap_servers=bootstrap, partitions=PARTITIONS, data_dir=workdir / "data"
@@ -231,6 +235,7 @@ def run_subject(
             backlog,
             guarantee=guarantee,
             effect_ms=effect_ms,
+            rocksdb_memory_mib=rocksdb_memory_mib,
             options=options,
         )
         records, counts = changelog_counts(bootstrap, settings.changelog_topic(BEHAVIOUR))
@@ -275,6 +280,7 @@ def _drain(
     *,
     guarantee: str,
     effect_ms: int,
+    rocksdb_memory_mib: int | None,
     options: WorkerOptions,
 ) -> dict[str, Any]:
     """Start the worker on the backlog, sample it until everything is done, stop it."""
@@ -287,6 +293,8 @@ def _drain(
         STREAM_APP_PROCESSING_GUARANTEE=guarantee,
         **extra,
     )
+    if rocksdb_memory_mib is not None:
+        env["STREAM_APP_ROCKSDB_MEMORY_BYTES"] = str(rocksdb_memory_mib * MIB)
     worker = WorkerProcess(MODULE, env=env, log_path=log, web_port=find_free_port())
     started = time.time()
     worker.start()
@@ -380,6 +388,13 @@ def main() -> None:
         "--guarantees", nargs="+", choices=GUARANTEES, default=list(GUARANTEES), metavar="G"
     )
     parser.add_argument(
+        "--rocksdb-memory-mib",
+        type=int,
+        default=None,
+        metavar="MIB",
+        help="the workers' STREAM_APP_ROCKSDB_MEMORY_BYTES, in MiB (default: the setting's)",
+    )
+    parser.add_argument(
         "--save", action="store_true", help="also write bench/results/backpressure.json"
     )
     add_worker_arguments(parser)
@@ -402,6 +417,7 @@ def main() -> None:
                     baseline,
                     guarantee=guarantee,
                     effect_ms=args.effect_ms,
+                    rocksdb_memory_mib=args.rocksdb_memory_mib,
                     options=options,
                     name=f"{short}-base",
                 ),
@@ -411,6 +427,7 @@ def main() -> None:
                     full,
                     guarantee=guarantee,
                     effect_ms=args.effect_ms,
+                    rocksdb_memory_mib=args.rocksdb_memory_mib,
                     options=options,
                     name=short,
                 ),
@@ -469,6 +486,7 @@ def main() -> None:
         "effect_ms": args.effect_ms,
         "oversized": args.oversized,
         "oversized_bytes": args.oversized_bytes,
+        "rocksdb_memory_mib": args.rocksdb_memory_mib,
         "baseline_messages": baseline.messages,
         "partitions": PARTITIONS,
         "broker": broker.source,
