@@ -33,8 +33,9 @@ StartWorker = Callable[..., WorkerProcess]
 MODULE = "bench.apps.backpressure_cell"
 MAX_MESSAGE_BYTES = 65_536
 BACKLOG = Backlog(messages=50_000, cells=2_000, effects=400, oversized=5, oversized_bytes=100_000)
-#: A generous bound on the worker's peak RSS while it drains (a worker here peaks at about
-#: 130 MiB; one that kept the backlog, or the queued effects, in memory would not stay under it).
+#: A generous bound on the worker's peak RSS while it drains. About 115 MiB is measured here;
+#: the bound catches gross growth (some 6 KiB kept per record drained), not drifts of a few
+#: MiB, which ``bench.backpressure`` measures on a million records.
 RSS_BOUND_MIB = 400
 
 
