@@ -25,8 +25,10 @@ Each subject runs twice: on the full backlog and, first, on a baseline backlog o
 peak RSS on the full backlog ÷ peak RSS on the baseline (goal <= 1.5): a worker that kept a
 share of what it drained in memory grows with the backlog. What does grow with the writes are
 RocksDB's memtables, up to their share of the workers' ``STREAM_APP_ROCKSDB_MEMORY_BYTES``
-(half of it; ``--rocksdb-memory-mib`` sets it for the run). ``R_eos`` = drain rate under
-exactly_once ÷ at_least_once, for reference.
+(half of it; ``--rocksdb-memory-mib`` sets it for the run), so ``R_growth`` = (peak RSS full
+- peak RSS baseline) ÷ that budget (goal <= 1: the backlog costs no more memory than the
+budget it was given). ``R_eos`` = drain rate under exactly_once ÷ at_least_once, for
+reference.
 
 Prints one JSON object; ``--save`` keeps it in ``bench/results/backpressure.json``. Run:
 ``.venv/bin/python -m bench.backpressure [--messages N] [--cells N] [--effects N]
@@ -78,6 +80,7 @@ INPUT_MAX_BYTES = 4 * 1_048_576
 #: The baseline backlog is this many times smaller than the full one.
 BASELINE_DIVISOR = 20
 GOAL_R_RSS = 1.5
+GOAL_R_GROWTH = 1.0
 #: Longest a subject may take to drain its backlog before the run fails.
 PROCESS_TIMEOUT_S = 1800.0
 MIB = 1024 * 1024
@@ -432,13 +435,21 @@ def main() -> None:
                     name=short,
                 ),
             }
+    budget_mib = args.rocksdb_memory_mib or Settings().rocksdb_memory_bytes / MIB
     ratios: dict[str, float] = {}
     goals: dict[str, dict[str, Any]] = {}
     for guarantee, runs in subjects.items():
         short = "alo" if guarantee == "at_least_once" else "eos"
-        r_rss = runs["full"]["rss_peak_mib"] / runs["baseline"]["rss_peak_mib"]
+        full_peak, base_peak = runs["full"]["rss_peak_mib"], runs["baseline"]["rss_peak_mib"]
+        r_rss = full_peak / base_peak
+        r_growth = (full_peak - base_peak) / budget_mib
         ratios[f"R_rss_{short}"] = round(r_rss, 3)
+        ratios[f"R_growth_{short}"] = round(r_growth, 3)
         goals[f"R_rss_{short}"] = {"goal": f"<= {GOAL_R_RSS}", "met": r_rss <= GOAL_R_RSS}
+        goals[f"R_growth_{short}"] = {
+            "goal": f"<= {GOAL_R_GROWTH}",
+            "met": r_growth <= GOAL_R_GROWTH,
+        }
     if len(subjects) == len(GUARANTEES):
         eos, alo = subjects["exactly_once"]["full"], subjects["at_least_once"]["full"]
         ratios["R_eos"] = round(eos["drain_rate_per_s"] / alo["drain_rate_per_s"], 3)
@@ -486,7 +497,7 @@ def main() -> None:
         "effect_ms": args.effect_ms,
         "oversized": args.oversized,
         "oversized_bytes": args.oversized_bytes,
-        "rocksdb_memory_mib": args.rocksdb_memory_mib,
+        "rocksdb_memory_mib": budget_mib,
         "baseline_messages": baseline.messages,
         "partitions": PARTITIONS,
         "broker": broker.source,
