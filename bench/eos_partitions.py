@@ -22,7 +22,7 @@ before the worker starts (``--records`` increments over ``--cells`` cells, murmu
   its brokers).
 
 ``R_eos`` = exactly_once events/s ÷ at_least_once (goal >= 0.75, as for ``bench.peers``);
-``R_threads`` and ``R_rss`` = exactly_once ÷ at_least_once, drained. Prints one JSON object;
+``R_threads`` (drained) and ``R_rss`` (peak) = exactly_once ÷ at_least_once. Prints one JSON object;
 ``--save`` keeps it in ``bench/results/eos_partitions.json``. Run: ``.venv/bin/python -m
 bench.eos_partitions [--partitions 64] [--records N] [--cells N] [--idle-s S] [--save]``.
 """
@@ -180,7 +180,7 @@ def main() -> None:
         **options.as_json(),
         "R_eos": round(r_eos, 3),
         "R_threads": round(eos["threads_drained"] / alo["threads_drained"], 3),
-        "R_rss": round(eos["rss_drained_mib"] / alo["rss_drained_mib"], 3),
+        "R_rss": round(eos["rss_peak_mib"] / alo["rss_peak_mib"], 3),
         "R_commit_ms": round(eos["commit_ms_mean"] / alo["commit_ms_mean"], 3)
         if eos["commit_ms_mean"] and alo["commit_ms_mean"]
         else None,
