@@ -14,10 +14,11 @@ import random
 import resource
 import statistics
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +39,19 @@ __all__ = [
     "DurableMeasurement",
     "Measurement",
     "Parse",
+    "Sample",
     "WorkerOptions",
+    "WorkerSampler",
     "add_worker_arguments",
     "check_worker_arguments",
     "committed_lag",
     "cpu_seconds_self",
+    "delete_app_topics",
     "environment",
+    "kafka_clients",
     "make_records",
     "median_of",
+    "proc_status",
     "process_cpu_seconds",
     "produce_all",
     "run_careful_loop",
@@ -574,3 +580,124 @@ def wait_committed(bootstrap: str, group: str, topic: str, *, timeout: float = 3
         return time.time()
     finally:
         consumer.close()
+
+
+def delete_app_topics(bootstrap: str, app_id: str) -> None:
+    """Delete every topic of ``app_id`` (``<app_id>.*`` and ``<app_id>-*``): the development
+    broker keeps a folder per partition, and its open files are finite."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = [
+        name
+        for name in admin.list_topics(timeout=30).topics
+        if name.startswith((f"{app_id}.", f"{app_id}-"))
+    ]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            with contextlib.suppress(Exception):
+                future.result(60)
+
+
+def proc_status(pid: int) -> tuple[int, int]:
+    """The resident memory (bytes, ``VmRSS``) and thread count of process ``pid``, from
+    ``/proc/<pid>/status``."""
+    rss = threads = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) * 1024
+        elif line.startswith("Threads:"):
+            threads = int(line.split()[1])
+    return rss, threads
+
+
+def kafka_clients(pid: int) -> int:
+    """The librdkafka clients (confluent-kafka producers, consumers, admin clients) alive in
+    process ``pid``: each runs one thread named ``rdk:main``."""
+    count = 0
+    for comm in Path(f"/proc/{pid}/task").glob("*/comm"):
+        with contextlib.suppress(OSError):
+            count += comm.read_text().strip() == "rdk:main"
+    return count
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One look at a worker process.
+
+    Attributes:
+        t: ``time.time()`` of the look.
+        rss: Resident memory, bytes.
+        threads: OS threads.
+        clients: librdkafka clients (:func:`kafka_clients`).
+        lag: Input records not covered by the group's committed offsets (``None``: not asked,
+            or the broker did not answer).
+    """
+
+    t: float
+    rss: int
+    threads: int
+    clients: int
+    lag: int | None
+
+
+@dataclass
+class WorkerSampler:
+    """Looks at a worker process every ``interval`` seconds, in a thread, from :meth:`start`
+    to :meth:`stop`: its memory, threads and Kafka clients, and (with ``group`` and ``topic``)
+    the lag of its input (:func:`committed_lag`).
+
+    Attributes:
+        samples: The looks, in order.
+    """
+
+    pid: int
+    bootstrap: str
+    group: str | None = None
+    topic: str | None = None
+    interval: float = 0.5
+    samples: list[Sample] = field(default_factory=list)
+    _halt: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> WorkerSampler:
+        """Start sampling."""
+        self._thread = threading.Thread(target=self._run, name="worker-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop sampling and wait for the thread."""
+        self._halt.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        consumer = None
+        if self.group is not None and self.topic is not None:
+            consumer = Consumer(
+                {
+                    "bootstrap.servers": self.bootstrap,
+                    "group.id": self.group,
+                    "enable.auto.commit": False,
+                }
+            )
+        try:
+            while not self._halt.is_set():
+                began = time.monotonic()
+                try:
+                    rss, threads = proc_status(self.pid)
+                    clients = kafka_clients(self.pid)
+                except OSError:
+                    return
+                lag: int | None = None
+                if consumer is not None and self.topic is not None:
+                    with contextlib.suppress(Exception):
+                        lag = committed_lag(consumer, self.topic)
+                self.samples.append(Sample(time.time(), rss, threads, clients, lag))
+                self._halt.wait(max(0.0, self.interval - (time.monotonic() - began)))
+        finally:
+            if consumer is not None:
+                consumer.close()
+
+    def between(self, start: float, end: float) -> list[Sample]:
+        """The samples taken from ``start`` to ``end`` (``time.time()``)."""
+        return [s for s in self.samples if start <= s.t <= end]

@@ -83,6 +83,11 @@ class Settings(BaseSettings):
             this machine's host name when ``web_host`` binds every interface (``0.0.0.0``,
             ``::``). The Helm chart sets the pod's DNS name under its headless Service.
         max_message_bytes: Largest record value a behaviour accepts; larger ones are dead letters.
+        rocksdb_memory_bytes: The memory all of a worker's RocksDB table databases share,
+            whatever the number of partitions and tables: one block cache, with the memtables
+            charged to it (at most half of it; a full share flushes to disk sooner). Default
+            128 MiB. Without it each table partition had a 2 GiB cache and up to 192 MiB of
+            memtables of its own, and a worker's memory grew with what a backlog wrote.
         dead_letter_max_bytes: Largest original value a dead letter keeps whole; a longer one is
             truncated (and marked so). Keep it under the dead-letter topic's max.message.bytes
             minus room for the headers.
@@ -140,6 +145,7 @@ class Settings(BaseSettings):
     web_port: int = Field(default=6066, ge=1, le=65535)
     web_advertised_host: str | None = Field(default=None, min_length=1)
     max_message_bytes: int = Field(default=1_048_576, ge=64)
+    rocksdb_memory_bytes: int = Field(default=128 * 1_048_576, ge=8 * 1_048_576)
     dead_letter_max_bytes: int = Field(default=1_048_576, ge=64)
     session_timeout_s: float = Field(default=30.0, ge=6.0, le=300.0)
     kafka_call_timeout_s: float = Field(default=60.0, ge=1.0, le=3600.0)

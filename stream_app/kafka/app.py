@@ -20,7 +20,12 @@ from typing import Any
 
 import faust
 
-from stream_app.kafka.faust_patches import CLEAN_MARKER, PatchedApp, discard_unclean_tables
+from stream_app.kafka.faust_patches import (
+    CLEAN_MARKER,
+    PatchedApp,
+    RocksDBMemory,
+    discard_unclean_tables,
+)
 from stream_app.logs import quiet_transient_errors
 from stream_app.settings import Settings, resolve_guarantee
 
@@ -54,10 +59,14 @@ class StreamApp(PatchedApp):
     Attributes:
         shutdown_timeout_s: Longest a stop may take before the process exits anyway (set by
             :func:`create_app` from ``Settings.shutdown_timeout_s``; see :func:`exit_after`).
+        rocksdb_memory: The memory the app's table databases share (set by :func:`create_app`
+            from ``Settings.rocksdb_memory_bytes``; see
+            :class:`~stream_app.kafka.faust_patches.RocksDBMemory`).
     """
 
     _before_start_hooks: list[Callable[[], Awaitable[None]]]
     shutdown_timeout_s: float = 60.0
+    rocksdb_memory: RocksDBMemory
     _stop_deadline: threading.Timer | None = None
 
     async def on_stop(self) -> None:
@@ -189,6 +198,7 @@ def create_app(settings: Settings, **overrides: Any) -> StreamApp:
     )
     app.bootstrap_servers = settings.bootstrap_servers
     app.shutdown_timeout_s = settings.shutdown_timeout_s
+    app.rocksdb_memory = RocksDBMemory(settings.rocksdb_memory_bytes)
     return app
 
 

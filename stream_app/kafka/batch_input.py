@@ -254,6 +254,11 @@ class BatchInput:
         #: exactly_once: partition transactions committed, and those whose commit failed.
         self.transactions_committed = 0
         self.transactions_failed = 0
+        #: Commits run (also those with nothing to commit), and the seconds the loop spent in
+        #: them: in all, and the longest one.
+        self.commit_calls = 0
+        self.commit_seconds = 0.0
+        self.commit_seconds_max = 0.0
         self.app.take_input_topics(self)
         self.app.task(self._run)
 
@@ -265,12 +270,17 @@ class BatchInput:
         return bool(self.app.exactly_once)
 
     def stats(self) -> dict[str, Any]:
-        """Records and batches processed, commits made, partitions read (for the metrics)."""
+        """Records and batches processed, commits made and the time they held the input,
+        transactional producers, partitions read (for the metrics)."""
         return {
             "exactly_once": self.exactly_once,
             "records": self.records,
             "batches": self.batches,
             "commits": self.commits,
+            "commit_calls": self.commit_calls,
+            "commit_seconds": round(self.commit_seconds, 6),
+            "commit_seconds_max": round(self.commit_seconds_max, 6),
+            "transactional_producers": len(self._transactions),
             "partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in self._assigned),
         }
 
@@ -760,6 +770,18 @@ class BatchInput:
     # -- commit ----------------------------------------------------------------------------
 
     async def _commit(self, *, wait: bool = True) -> None:
+        """:meth:`_commit_processed`, timed: the input waits while it runs (the counters of
+        :meth:`stats`; ``bench.eos_partitions`` compares them across guarantees)."""
+        began = time.monotonic()
+        try:
+            await self._commit_processed(wait=wait)
+        finally:
+            took = time.monotonic() - began
+            self.commit_calls += 1
+            self.commit_seconds += took
+            self.commit_seconds_max = max(self.commit_seconds_max, took)
+
+    async def _commit_processed(self, *, wait: bool) -> None:
         """Commit the input processed so far: once everything it produced is acknowledged
         (``at_least_once``), or with everything it produced, in one transaction per partition
         (``exactly_once``).

@@ -41,6 +41,7 @@ from stream_app.kafka.faust_patches import (
     open_partition_db,
     partition_db,
     set_persisted_offset,
+    share_rocksdb_memory,
     write_batch,
 )
 from stream_app.settings import Settings
@@ -252,6 +253,7 @@ class CellTables:
         table = app.Table(
             name, partitions=settings.partitions, help=help, key_type=bytes, value_type=bytes
         )
+        share_rocksdb_memory(table, app.rocksdb_memory)
         store = FaustTableStore(table, settings.changelog_topic(name))
         batch_input.track_changelog(store.changelog_topic, store.persist)
         batch_input.at_batch_end(store.flush)

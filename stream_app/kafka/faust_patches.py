@@ -37,7 +37,14 @@ from faust.tables import TableManager
 from faust.types import TP, ProducerT
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
-from rocksdict import WriteBatch
+from rocksdict import (
+    BlockBasedIndexType,
+    BlockBasedOptions,
+    Cache,
+    Options,
+    WriteBatch,
+    WriteBufferManager,
+)
 
 from stream_app.errors import FlushTimeoutError
 from stream_app.kafka.reading import last_record_offsets
@@ -51,6 +58,7 @@ __all__ = [
     "InputTaker",
     "KeepingFlowControl",
     "PatchedApp",
+    "RocksDBMemory",
     "SendCounts",
     "TableManagerStartingAtOnce",
     "commit_offsets",
@@ -64,6 +72,7 @@ __all__ = [
     "restore_changelogs_fast",
     "send_buffer_that_drains",
     "set_persisted_offset",
+    "share_rocksdb_memory",
     "streams_flowing",
 ]
 
@@ -502,6 +511,67 @@ def set_persisted_offset(table: Any, changelog_topic: str, partition: int, offse
     producer reached at each commit.
     """
     table.data.set_persisted_offset(TP(changelog_topic, partition), offset)
+
+
+# -- one RocksDB memory budget per worker ------------------------------------------------------
+
+
+class RocksDBMemory:
+    """The memory every RocksDB database of a worker shares: one block cache, and one write
+    buffer manager that charges the memtables to it (at most half of it).
+
+    Faust gives each database (one per table and partition) a block cache of its own (2 GiB)
+    and memtables of up to 3 x 64 MiB, so a worker's memory grew with what it wrote, up to
+    about 2 GiB per table partition: a backlog drained at once filled the memtables (about
+    60 bytes per cell write), and the more partitions a worker owned the higher its ceiling.
+    Kafka Streams bounds its stores the same way (a shared cache and write buffer manager,
+    ``BoundedMemoryRocksDBConfig``).
+
+    Args:
+        total_bytes: The budget (``Settings.rocksdb_memory_bytes``): block cache and memtables
+            together. A memtable that reaches its share is flushed to disk sooner; reads beyond
+            the cache go to the files (and the OS page cache).
+    """
+
+    def __init__(self, total_bytes: int) -> None:
+        self.total_bytes = total_bytes
+        self.cache = Cache(total_bytes)
+        self.write_buffers = WriteBufferManager.new_write_buffer_manager_with_cache(
+            total_bytes // 2, False, self.cache
+        )
+
+    def usage(self) -> int:
+        """Bytes of the budget in use now (cached blocks and memtables)."""
+        return int(self.cache.get_usage())
+
+
+def share_rocksdb_memory(table: Any, memory: RocksDBMemory) -> None:
+    """Open every database of the Faust ``table`` within ``memory`` (:class:`RocksDBMemory`).
+
+    Faust internal: ``rocksdb.Store.rocksdb_options`` (a ``RocksDBOptions``) makes the options
+    of each partition database its store opens, in ``as_options``, with a new block cache each
+    time. This replaces that method on the table's options object with the same options (raw
+    mode, the bloom filter, the index type, the write buffer and file sizes Faust sets) around
+    the shared cache and write buffer manager. Call it before the table opens a database.
+    """
+    options = table.data.rocksdb_options
+
+    def as_options() -> Options:
+        db_options = Options(raw_mode=True)
+        db_options.create_if_missing(True)
+        db_options.set_max_open_files(options.max_open_files)
+        db_options.set_write_buffer_size(options.write_buffer_size)
+        db_options.set_target_file_size_base(options.target_file_size_base)
+        db_options.set_max_write_buffer_number(options.max_write_buffer_number)
+        db_options.set_write_buffer_manager(memory.write_buffers)
+        table_options = BlockBasedOptions()
+        table_options.set_bloom_filter(options.bloom_filter_size, block_based=True)
+        table_options.set_block_cache(memory.cache)
+        table_options.set_index_type(BlockBasedIndexType.binary_search())
+        db_options.set_block_based_table_factory(table_options)
+        return db_options
+
+    options.as_options = as_options
 
 
 # -- table recovery at the speed of reading --------------------------------------------------

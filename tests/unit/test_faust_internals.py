@@ -115,6 +115,12 @@ INTERNALS = [
     ),
     ("faust.tables.recovery", "Recovery", "_wait", "faust_patches.restore_changelogs_fast"),
     ("faust.stores.rocksdb", "Store", "apply_changelog_batch", "kafka.restore (same bytes)"),
+    (
+        "faust.stores.rocksdb",
+        "RocksDBOptions",
+        "as_options",
+        "faust_patches.share_rocksdb_memory",
+    ),
 ]
 
 #: Attributes set on instances in ``__init__`` (not visible on the class): module, class, name.
@@ -126,6 +132,7 @@ INSTANCE_ATTRIBUTES = [
     ("faust.tables.recovery", "Recovery", "_recovery_started_at"),
     ("faust.tables.recovery", "Recovery", "tp_to_table"),
     ("faust.stores.rocksdb", "Store", "_dbs"),
+    ("faust.stores.rocksdb", "Store", "rocksdb_options"),
     ("faust.tables.base", "Collection", "_on_changelog_event"),
 ]
 
@@ -166,7 +173,7 @@ def test_every_attribute_faust_patches_replaces_is_checked_above() -> None:
     from stream_app.kafka import faust_patches
 
     source = inspect.getsource(faust_patches)
-    patched = r"^\s+(?:consumer|thread|buffer|recovery)\.(\w+) = "
+    patched = r"^\s+(?:consumer|thread|buffer|recovery|options)\.(\w+) = "
     set_on_instances = set(re.findall(patched, source, re.M))
     overridden = {
         name

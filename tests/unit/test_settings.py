@@ -39,6 +39,7 @@ def test_defaults() -> None:
     assert s.web_port == 6066
     assert s.max_message_bytes == 1_048_576
     assert s.dead_letter_max_bytes == 1_048_576
+    assert s.rocksdb_memory_bytes == 128 * 1_048_576
     assert s.session_timeout_s == 30.0
     assert s.topics_dir == Path("topics")
     assert s.faust_broker == "kafka://127.0.0.1:9092"
