@@ -287,7 +287,7 @@ def tail(
     topics = [settings.input_topic(behaviour), *extra]
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.bootstrap_servers,
+            **settings.kafka_client_config(),
             "group.id": f"stream-app-quests-tail-{uuid.uuid4()}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest" if from_beginning else "latest",

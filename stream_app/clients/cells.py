@@ -49,7 +49,7 @@ class CellClient:
         self._errors: list[str] = []
         self._producer = Producer(
             {
-                "bootstrap.servers": self.settings.bootstrap_servers,
+                **self.settings.kafka_client_config(),
                 "partitioner": "murmur2_random",
                 "enable.idempotence": True,
                 "acks": "all",

@@ -91,7 +91,7 @@ class EntityClient:
         self.reply_to = reply_address(s.replies_topic, self.reply_partition)
         self._producer = Producer(
             {
-                "bootstrap.servers": s.bootstrap_servers,
+                **s.kafka_client_config(),
                 "partitioner": "murmur2_random",
                 "enable.idempotence": True,
                 "acks": "all",
@@ -101,7 +101,7 @@ class EntityClient:
         )
         self._consumer = Consumer(
             {
-                "bootstrap.servers": s.bootstrap_servers,
+                **s.kafka_client_config(),
                 # Required by librdkafka; the consumer is assigned, never joins, never commits.
                 "group.id": f"{s.app_id}.reply-client",
                 "enable.auto.commit": False,

@@ -128,7 +128,7 @@ class WorkflowClient:
         self.timeout = timeout
         self._producer = Producer(
             {
-                "bootstrap.servers": self.settings.bootstrap_servers,
+                **self.settings.kafka_client_config(),
                 "partitioner": "murmur2_random",
                 "enable.idempotence": True,
                 "acks": "all",
@@ -282,7 +282,7 @@ class WorkflowClient:
 
         return Consumer(
             {
-                "bootstrap.servers": self.settings.bootstrap_servers,
+                **self.settings.kafka_client_config(),
                 # Required by librdkafka; the consumer is assigned, never joins, never commits.
                 "group.id": f"{self.settings.app_id}.workflow-client",
                 "enable.auto.commit": False,
