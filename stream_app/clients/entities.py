@@ -42,6 +42,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from stream_app.clients.flushing import flush
 from stream_app.core.envelope import envelope_bytes
 from stream_app.core.replies import Reply, reply_address
 from stream_app.errors import ReplyTimeoutError, RequestRejectedError, StreamAppError
@@ -331,7 +332,7 @@ class EntityClient:
         Raises:
             StreamAppError: Some are still unacknowledged after ``timeout`` seconds.
         """
-        left = self._producer.flush(timeout)
+        left = flush(self._producer, timeout)
         if left:
             raise StreamAppError(f"{left} message(s) still unacknowledged after {timeout:g}s")
 
