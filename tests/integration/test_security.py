@@ -95,6 +95,17 @@ def stream_app_command(env: dict[str, str], *args: str) -> subprocess.Popen[str]
     )
 
 
+def listening_addresses(port: int) -> set[str]:
+    """The IPv4 addresses (hex, as in ``/proc/net/tcp``) with a socket listening on ``port``."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, _, port_hex = local.partition(":")
+        if state == "0A" and int(port_hex, 16) == port:
+            found.add(address)
+    return found
+
+
 def cell(worker: WorkerProcess, cell_id: str) -> Any:
     """The counter cell's data from the worker's view, ``None`` until it exists."""
     answer = worker.get_json(f"/stream-app/cells/counter/{cell_id}/")
@@ -131,6 +142,8 @@ def test_worker_client_and_cli_work_over_sasl_ssl(
     changelog = read_topic(settings.kafka_client_config(), settings.changelog_topic("counter"))
     assert [r.key for r in changelog][-1:] == [b"alice"]
     assert worker.error_lines() == []
+    # The views listen on the loopback interface only (STREAM_APP_WEB_HOST's default).
+    assert listening_addresses(worker.web_port) == {"0100007F"}
 
 
 #: The two refusals and what their errors say: a wrong password, and a broker certificate

@@ -208,3 +208,9 @@ def test_the_error_callback_raises_refusals_only(ca: Path) -> None:
 def test_plaintext_is_not_checked() -> None:
     # Nothing listens there: a check that connected would wait for its timeout.
     check_credentials(Settings(bootstrap_servers="127.0.0.1:9"), timeout=0.0)
+
+
+def test_the_views_bind_to_the_loopback_interface_unless_exposed() -> None:
+    assert create_app(Settings(app_id="quiet")).conf.web_bind == "127.0.0.1"
+    exposed = create_app(Settings(app_id="exposed", web_host="0.0.0.0"))
+    assert exposed.conf.web_bind == "0.0.0.0"
