@@ -100,13 +100,17 @@ def _produce(
     from stream_app.clients.quests import QuestClient
 
     client: QuestClient = QuestClient(behaviour, settings, config={"log_level": 0})
-    queue(client)
     try:
+        queue(client)
         client.flush(timeout)
     except StreamAppError as exc:
         raise click.ClickException(
             f"not acknowledged by Kafka at {settings.bootstrap_servers}: {exc}"
         ) from None
+    finally:
+        # Destroyed now, not at interpreter exit, where librdkafka's threads (still
+        # reconnecting to a broker that refused them) could outlive what they use.
+        del client
 
 
 @click.group()

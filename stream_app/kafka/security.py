@@ -25,6 +25,7 @@ from aiokafka.helpers import create_ssl_context  # type: ignore[import-untyped]
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
+from stream_app.errors import KafkaAuthError
 from stream_app.logs import rdkafka_logger
 from stream_app.settings import Settings
 
@@ -71,10 +72,10 @@ def check_credentials(settings: Settings, *, timeout: float = CHECK_TIMEOUT_S) -
 
     1. Nothing to check under ``PLAINTEXT``: the cluster accepts or does not answer.
     2. An AdminClient asks for the cluster's metadata, a second at a time, serving its error
-       callback after each try.
+       callback after each try (:func:`_first_refusal`).
     3. The metadata comes back: the credentials are good.
     4. The callback saw an authentication or TLS failure: raise
-       :meth:`Settings.refusal` of it.
+       :meth:`Settings.refusal` of it, once the AdminClient is destroyed.
     5. Neither within ``timeout``: return (an unreachable cluster is waited for as usual).
 
     Raises:
@@ -82,6 +83,16 @@ def check_credentials(settings: Settings, *, timeout: float = CHECK_TIMEOUT_S) -
     """
     if settings.security_protocol == "PLAINTEXT":
         return
+    refused = _first_refusal(settings, timeout)
+    if refused is not None:
+        raise refused
+
+
+def _first_refusal(settings: Settings, timeout: float) -> KafkaAuthError | None:
+    """Steps 2-5 of :func:`check_credentials`. Returns the refusal rather than raising it, so
+    that the AdminClient is destroyed with this frame: a traceback would keep it (and its
+    threads, reconnecting to a cluster that refuses them) alive until the interpreter exits,
+    where those threads can crash the process."""
     seen: list[KafkaError] = []
     config: dict[str, Any] = {
         **settings.kafka_client_config(),
@@ -98,11 +109,12 @@ def check_credentials(settings: Settings, *, timeout: float = CHECK_TIMEOUT_S) -
             for error in seen:
                 refused = settings.refusal(error.name(), error.str())
                 if refused is not None:
-                    raise refused from None
+                    return refused
             continue
-        return
+        return None
     logger.warning(
         "Kafka at %s did not answer within %.0fs; starting anyway",
         settings.bootstrap_servers,
         timeout,
     )
+    return None
