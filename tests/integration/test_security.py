@@ -117,7 +117,9 @@ def test_worker_client_and_cli_work_over_sasl_ssl(
     tmp_path: Path,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    env = secured_env(secured, tmp_path)
+    # exactly_once: the transactions, their markers (written by the broker to itself over
+    # SASL_SSL) and the read_committed reads of recovery all go through the secured listener.
+    env = {**secured_env(secured, tmp_path), "STREAM_APP_PROCESSING_GUARANTEE": "exactly_once"}
     settings = settings_from_env(env)
 
     applied = stream_app_cli(env, "topics", "apply", str(ROOT / "topics" / "counter.toml"))
