@@ -115,7 +115,11 @@ class EntityClient:
             # From the end as it is now: every reply to a message sent after this is read.
             _low, high = self._consumer.get_watermark_offsets(tp, timeout=30, cached=False)
         except Exception as exc:  # KafkaException: no such topic yet, broker unreachable
-            self._consumer.close()
+            try:
+                # Serves the error callback: a refused connection raises KafkaAuthError.
+                self._consumer.poll(0)
+            finally:
+                self._consumer.close()
             raise StreamAppError(
                 f"cannot read {s.replies_topic} partition {self.reply_partition}: {exc} "
                 "(is a worker of this app running? it creates the topic)"
