@@ -10,8 +10,9 @@ again (a malformed topic definition, a message that does not validate).
     StreamAppError
     ├── ConfigError                 settings or definitions that cannot be used
     │   ├── TopicDefinitionError    a file under topics/ is malformed (names file and field)
-    │   └── WorkflowDefinitionError a workflow that cannot run (unknown or unreachable node
-    │                               types, a join on forks that cannot exist, ...)
+    │   ├── WorkflowDefinitionError a workflow that cannot run (unknown or unreachable node
+    │   │                           types, a join on forks that cannot exist, ...)
+    │   └── KafkaAuthError          the cluster refused the credentials or the TLS handshake
     ├── TopicPlanError              topics apply refuses a change (e.g. shrinking partitions)
     ├── FlushTimeoutError           produced records could not be sent before a commit (retriable)
     ├── ChangelogError              outputs of processed input were not acknowledged in time
@@ -61,6 +62,7 @@ __all__ = [
     "FlushTimeoutError",
     "InvalidKeyError",
     "InvalidMessageError",
+    "KafkaAuthError",
     "MalformedJSONError",
     "OversizedMessageError",
     "PortInUseError",
@@ -120,6 +122,17 @@ class WorkflowDefinitionError(ConfigError):
 
     The message names every problem found: node types that are unknown, unreachable from the
     root or without a way on, joins on forks no action opens, actions on final node types.
+    """
+
+
+class KafkaAuthError(ConfigError):
+    """The Kafka cluster refused this process: its SASL credentials (wrong user, password or
+    mechanism) or its TLS handshake (a broker certificate no trusted authority signed, or a
+    client certificate the broker refused).
+
+    Not retriable: the same settings fail the same way. The message names the user, the
+    mechanism and the settings to check; a worker stops with it at start instead of
+    reconnecting for ever.
     """
 
 

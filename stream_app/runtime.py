@@ -538,7 +538,7 @@ class Runtime:
         Raises:
             ConfigError: An input topic exists with another partition count than the settings.
         """
-        admin = AdminClient({"bootstrap.servers": self.settings.bootstrap_servers})
+        admin = AdminClient(self.settings.kafka_connection())
         definitions = self.topic_definitions()
         metadata = admin.list_topics(timeout=30)
         missing = [d for d in definitions if d.name not in metadata.topics]

@@ -10,20 +10,26 @@ the same broker.
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Protocol
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream_app.core.retry import CELL_RETRY, HANDLER_RETRY, Exhausted, RetryPolicy
+from stream_app.errors import KafkaAuthError
 
 __all__ = [
     "ClockKind",
     "Guarantee",
+    "KafkaConnection",
     "ProcessingGuarantee",
+    "SaslMechanism",
+    "SecurityProtocol",
     "Settings",
+    "client_config",
     "get_settings",
     "resolve_guarantee",
 ]
@@ -36,6 +42,33 @@ Guarantee = Literal["at_least_once", "exactly_once"]
 _EVERY_INTERFACE = frozenset({"0.0.0.0", "::", ""})
 #: Where a worker's time comes from: the wall clock, or (tests only) the app's clock topic.
 ClockKind = Literal["system", "driven"]
+#: How the Kafka clients connect (librdkafka's ``security.protocol``).
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+#: How SASL authenticates a client (librdkafka's ``sasl.mechanism``).
+SaslMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]
+#: What a function that makes a Kafka client is given: the bootstrap servers of an unsecured
+#: cluster, or a whole librdkafka configuration (:meth:`Settings.kafka_client_config`).
+KafkaConnection = str | Mapping[str, Any]
+
+#: librdkafka error names that mean the cluster refused who the client is or whom it trusts:
+#: retrying cannot help, so clients fail at once (:meth:`Settings.kafka_client_config`).
+_REFUSALS = frozenset({"_AUTHENTICATION", "_SSL"})
+
+
+class _LibrdkafkaError(Protocol):
+    """What stream_app reads of the ``confluent_kafka.KafkaError`` an ``error_cb`` is given."""
+
+    def name(self) -> str: ...  # pragma: no cover - a protocol
+
+    def str(self) -> str: ...  # pragma: no cover - a protocol
+
+
+def client_config(kafka: KafkaConnection) -> dict[str, Any]:
+    """The librdkafka configuration of a client of ``kafka``: ``bootstrap.servers`` alone for
+    a string, a copy of a mapping (to which the caller adds its own properties)."""
+    if isinstance(kafka, str):
+        return {"bootstrap.servers": kafka}
+    return dict(kafka)
 
 
 class Settings(BaseSettings):
@@ -75,7 +108,11 @@ class Settings(BaseSettings):
             times the bulk CPU per event at 1,000/s); a few milliseconds here add up to that
             much latency to each record and take several records per fetch instead. An idle
             worker then fetches every ``input_linger_ms``.
-        web_host: Interface the worker's HTTP views bind to.
+        web_host: Interface the worker's HTTP views (health, status, metrics) bind to.
+            ``127.0.0.1`` by default: only processes on the same host reach them. ``0.0.0.0``
+            exposes them on every interface (a container behind a Service, probes from the
+            kubelet); the views have no authentication, so expose them only on a network
+            where that is wanted.
         web_port: Port of the worker's HTTP views.
         web_advertised_host: Host name or address the other workers reach this worker's views
             at: Faust advertises it to the group, and a view of a cell asked of a worker that
@@ -117,6 +154,20 @@ class Settings(BaseSettings):
             (message, timer, boot) runs at that time; a test moves it with
             :class:`stream_app.testing.DrivenClock` to make days pass in a second. The worker
             logs a WARNING at start when it is driven.
+        security_protocol: How every Kafka client of the process connects: ``PLAINTEXT``
+            (default), ``SSL`` (TLS), ``SASL_PLAINTEXT`` or ``SASL_SSL`` (SASL over TLS).
+            Faust's clients and the confluent-kafka ones get the same settings.
+        sasl_mechanism: ``SCRAM-SHA-256``, ``SCRAM-SHA-512`` or ``PLAIN``; required with a
+            ``SASL_*`` protocol.
+        sasl_username: The SASL user; required with a ``SASL_*`` protocol.
+        sasl_password: The SASL user's password (never shown in a repr or a log); required
+            with a ``SASL_*`` protocol.
+        ssl_ca_location: PEM file of the certificate authorities that sign the brokers'
+            certificates; the system's trust store when unset. ``SSL`` or ``SASL_SSL`` only.
+        ssl_certificate_location: PEM certificate of this client, for brokers that require
+            client certificates (mutual TLS); with :attr:`ssl_key_location`.
+        ssl_key_location: PEM private key of :attr:`ssl_certificate_location`.
+        ssl_key_password: Password of an encrypted :attr:`ssl_key_location`.
     """
 
     model_config = SettingsConfigDict(
@@ -154,6 +205,14 @@ class Settings(BaseSettings):
     cell_retry: RetryPolicy = CELL_RETRY
     handler_retry: RetryPolicy = HANDLER_RETRY
     clock: ClockKind = "system"
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = Field(default=None, min_length=1)
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: FilePath | None = None
+    ssl_certificate_location: FilePath | None = None
+    ssl_key_location: FilePath | None = None
+    ssl_key_password: SecretStr | None = None
 
     @field_validator("cell_retry")
     @classmethod
@@ -181,6 +240,107 @@ class Settings(BaseSettings):
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"expected host:port, got {server!r}")
         return ",".join(servers)
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> Settings:
+        """Refuse security settings that cannot connect, naming the variable to set."""
+        sasl = self.security_protocol.startswith("SASL_")
+        tls = self.security_protocol.endswith("SSL")
+        if sasl:
+            missing = [
+                f"STREAM_APP_{name.upper()}"
+                for name in ("sasl_mechanism", "sasl_username", "sasl_password")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"STREAM_APP_SECURITY_PROTOCOL={self.security_protocol} needs "
+                    + ", ".join(missing)
+                )
+        elif self.sasl_mechanism or self.sasl_username or self.sasl_password:
+            raise ValueError(
+                "STREAM_APP_SASL_* settings are given but STREAM_APP_SECURITY_PROTOCOL is "
+                f"{self.security_protocol} (SASL_SSL or SASL_PLAINTEXT uses them)"
+            )
+        files = ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location")
+        if not tls and any(getattr(self, name) is not None for name in files):
+            raise ValueError(
+                "STREAM_APP_SSL_* settings are given but STREAM_APP_SECURITY_PROTOCOL is "
+                f"{self.security_protocol} (SSL or SASL_SSL uses them)"
+            )
+        if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
+            raise ValueError(
+                "a client certificate needs both STREAM_APP_SSL_CERTIFICATE_LOCATION and "
+                "STREAM_APP_SSL_KEY_LOCATION"
+            )
+        if self.ssl_key_password is not None and self.ssl_key_location is None:
+            raise ValueError(
+                "STREAM_APP_SSL_KEY_PASSWORD is given without STREAM_APP_SSL_KEY_LOCATION"
+            )
+        return self
+
+    def kafka_connection(self) -> dict[str, Any]:
+        """The librdkafka properties that say where the cluster is and how to connect to it:
+        ``bootstrap.servers``, ``security.protocol`` and whichever of ``sasl.*`` and ``ssl.*``
+        are set. Holds the password in clear: hand it to a client, never to a log.
+
+        A worker's own clients start from it; programs that should fail at a refusal start
+        from :meth:`kafka_client_config`."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        optional = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+            "ssl.key.password": self.ssl_key_password,
+        }
+        for key, value in optional.items():
+            if isinstance(value, SecretStr):
+                config[key] = value.get_secret_value()
+            elif value is not None:
+                config[key] = str(value)
+        return config
+
+    def kafka_client_config(self) -> dict[str, Any]:
+        """The configuration every confluent-kafka client of a program (a client, the CLI, a
+        tool) starts from: :meth:`kafka_connection` and an ``error_cb`` that raises
+        :class:`~stream_app.errors.KafkaAuthError` from the client's next ``poll``, ``flush`` or
+        ``consume`` when the cluster refuses the credentials or the TLS handshake (which
+        librdkafka would otherwise retry for ever). A client with an ``error_cb`` of its own
+        replaces this one."""
+        return {**self.kafka_connection(), "error_cb": self.raise_refusal}
+
+    def refusal(self, name: str, detail: str) -> KafkaAuthError | None:
+        """The error to raise for the librdkafka error ``name`` (``detail`` its text) when it
+        means the cluster refused the credentials or the TLS handshake; ``None`` otherwise."""
+        if name not in _REFUSALS:
+            return None
+        where = f"Kafka at {self.bootstrap_servers} ({self.security_protocol})"
+        if name == "_AUTHENTICATION":
+            return KafkaAuthError(
+                f"authentication failed for user {self.sasl_username!r} with mechanism "
+                f"{self.sasl_mechanism}: {where} refused the credentials "
+                "(STREAM_APP_SASL_USERNAME, STREAM_APP_SASL_PASSWORD); librdkafka: " + detail
+            )
+        trusted = self.ssl_ca_location or "the system's trust store"
+        return KafkaAuthError(
+            f"TLS handshake with {where} failed: the broker's certificate is not signed by an "
+            f"authority in {trusted} (STREAM_APP_SSL_CA_LOCATION), or the broker refused this "
+            "client's certificate; librdkafka: " + detail
+        )
+
+    def raise_refusal(self, error: _LibrdkafkaError) -> None:
+        """An ``error_cb`` for confluent-kafka clients: raise :meth:`refusal` of ``error``
+        (the client re-raises it from the call that served the callback); ignore the rest,
+        which librdkafka retries by itself."""
+        refused = self.refusal(error.name(), error.str())
+        if refused is not None:
+            raise refused
 
     @property
     def faust_broker(self) -> str:

@@ -73,13 +73,17 @@ def _produce(settings: Settings, timeout: float, queue: Callable[[CellClient], N
 
     # Quiet: an unreachable broker is reported once below, not logged by librdkafka every 50 ms.
     client = CellClient(settings, config={"log_level": 0})
-    queue(client)
     try:
+        queue(client)
         client.flush(timeout)
     except StreamAppError as exc:
         raise click.ClickException(
             f"not acknowledged by Kafka at {settings.bootstrap_servers}: {exc}"
         ) from None
+    finally:
+        # Destroyed now, not at interpreter exit, where librdkafka's threads (still
+        # reconnecting to a broker that refused them) could outlive what they use.
+        del client
 
 
 @click.group()

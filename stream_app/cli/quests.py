@@ -100,13 +100,17 @@ def _produce(
     from stream_app.clients.quests import QuestClient
 
     client: QuestClient = QuestClient(behaviour, settings, config={"log_level": 0})
-    queue(client)
     try:
+        queue(client)
         client.flush(timeout)
     except StreamAppError as exc:
         raise click.ClickException(
             f"not acknowledged by Kafka at {settings.bootstrap_servers}: {exc}"
         ) from None
+    finally:
+        # Destroyed now, not at interpreter exit, where librdkafka's threads (still
+        # reconnecting to a broker that refused them) could outlive what they use.
+        del client
 
 
 @click.group()
@@ -287,7 +291,7 @@ def tail(
     topics = [settings.input_topic(behaviour), *extra]
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.bootstrap_servers,
+            **settings.kafka_client_config(),
             "group.id": f"stream-app-quests-tail-{uuid.uuid4()}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest" if from_beginning else "latest",

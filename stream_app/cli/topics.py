@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from stream_app.kafka.security import check_credentials
 from stream_app.kafka.topics import apply_changes, load_definitions, plan_changes
 from stream_app.settings import Settings
 
@@ -33,7 +34,8 @@ def apply(paths: tuple[Path, ...], dry_run: bool) -> None:
     for path in paths or (settings.topics_dir,):
         files += sorted(path.glob("*.toml")) if path.is_dir() else [path]
     definitions = load_definitions(files, settings)
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    check_credentials(settings)
+    admin = AdminClient(settings.kafka_client_config())
     changes = plan_changes(admin, definitions)
     for change in changes:
         for line in change.describe():

@@ -185,7 +185,7 @@ class AtomicClient:
         )
         consumer = Consumer(
             {
-                "bootstrap.servers": self.settings.bootstrap_servers,
+                **self.settings.kafka_client_config(),
                 "group.id": f"{self.settings.app_id}.atomic-reader",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
@@ -305,7 +305,7 @@ def serve_validator(
     s = settings or get_settings()
     consumer = Consumer(
         {
-            "bootstrap.servers": s.bootstrap_servers,
+            **s.kafka_client_config(),
             "group.id": group_id or f"{s.app_id}.{log}.validator",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
@@ -313,9 +313,7 @@ def serve_validator(
             "fetch.wait.max.ms": 20,
         }
     )
-    producer = Producer(
-        {"bootstrap.servers": s.bootstrap_servers, "enable.idempotence": True, "linger.ms": 2}
-    )
+    producer = Producer({**s.kafka_client_config(), "enable.idempotence": True, "linger.ms": 2})
     answered = 0
     consumer.subscribe([s.validation_topic(log)])
     try:

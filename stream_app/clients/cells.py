@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from stream_app.clients.flushing import flush
 from stream_app.core.envelope import envelope_bytes
 from stream_app.errors import StreamAppError
 from stream_app.settings import Settings, get_settings
@@ -49,7 +50,7 @@ class CellClient:
         self._errors: list[str] = []
         self._producer = Producer(
             {
-                "bootstrap.servers": self.settings.bootstrap_servers,
+                **self.settings.kafka_client_config(),
                 "partitioner": "murmur2_random",
                 "enable.idempotence": True,
                 "acks": "all",
@@ -121,7 +122,7 @@ class CellClient:
         Raises:
             StreamAppError: Some were not delivered (the errors are listed), or time ran out.
         """
-        left = self._producer.flush(timeout)
+        left = flush(self._producer, timeout)
         if self._errors or left:
             errors, self._errors = self._errors, []
             detail = f": {'; '.join(errors[:5])}" if errors else ""

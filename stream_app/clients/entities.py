@@ -42,6 +42,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from stream_app.clients.flushing import flush
 from stream_app.core.envelope import envelope_bytes
 from stream_app.core.replies import Reply, reply_address
 from stream_app.errors import ReplyTimeoutError, RequestRejectedError, StreamAppError
@@ -91,7 +92,7 @@ class EntityClient:
         self.reply_to = reply_address(s.replies_topic, self.reply_partition)
         self._producer = Producer(
             {
-                "bootstrap.servers": s.bootstrap_servers,
+                **s.kafka_client_config(),
                 "partitioner": "murmur2_random",
                 "enable.idempotence": True,
                 "acks": "all",
@@ -101,7 +102,7 @@ class EntityClient:
         )
         self._consumer = Consumer(
             {
-                "bootstrap.servers": s.bootstrap_servers,
+                **s.kafka_client_config(),
                 # Required by librdkafka; the consumer is assigned, never joins, never commits.
                 "group.id": f"{s.app_id}.reply-client",
                 "enable.auto.commit": False,
@@ -114,7 +115,11 @@ class EntityClient:
             # From the end as it is now: every reply to a message sent after this is read.
             _low, high = self._consumer.get_watermark_offsets(tp, timeout=30, cached=False)
         except Exception as exc:  # KafkaException: no such topic yet, broker unreachable
-            self._consumer.close()
+            try:
+                # Serves the error callback: a refused connection raises KafkaAuthError.
+                self._consumer.poll(0)
+            finally:
+                self._consumer.close()
             raise StreamAppError(
                 f"cannot read {s.replies_topic} partition {self.reply_partition}: {exc} "
                 "(is a worker of this app running? it creates the topic)"
@@ -331,7 +336,7 @@ class EntityClient:
         Raises:
             StreamAppError: Some are still unacknowledged after ``timeout`` seconds.
         """
-        left = self._producer.flush(timeout)
+        left = flush(self._producer, timeout)
         if left:
             raise StreamAppError(f"{left} message(s) still unacknowledged after {timeout:g}s")
 

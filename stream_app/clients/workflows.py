@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from stream_app.clients.flushing import flush
 from stream_app.core.envelope import envelope_bytes
 from stream_app.core.partitioner import partition_for
 from stream_app.core.workflow_messages import RunEnded
@@ -128,7 +129,7 @@ class WorkflowClient:
         self.timeout = timeout
         self._producer = Producer(
             {
-                "bootstrap.servers": self.settings.bootstrap_servers,
+                **self.settings.kafka_client_config(),
                 "partitioner": "murmur2_random",
                 "enable.idempotence": True,
                 "acks": "all",
@@ -264,7 +265,7 @@ class WorkflowClient:
                 break
             except BufferError:
                 self._producer.poll(0.05)
-        left = self._producer.flush(timeout)
+        left = flush(self._producer, timeout)
         if errors or left:
             raise StreamAppError(
                 f"{self.behaviour}/{run_id}: not acknowledged within {timeout:g}s"
@@ -282,7 +283,7 @@ class WorkflowClient:
 
         return Consumer(
             {
-                "bootstrap.servers": self.settings.bootstrap_servers,
+                **self.settings.kafka_client_config(),
                 # Required by librdkafka; the consumer is assigned, never joins, never commits.
                 "group.id": f"{self.settings.app_id}.workflow-client",
                 "enable.auto.commit": False,

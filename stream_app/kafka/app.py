@@ -10,6 +10,7 @@ stop (creating topics before the consumer joins, rebuilding tables after an uncl
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -26,6 +27,7 @@ from stream_app.kafka.faust_patches import (
     RocksDBMemory,
     discard_unclean_tables,
 )
+from stream_app.kafka.security import broker_credentials, check_credentials
 from stream_app.logs import quiet_transient_errors
 from stream_app.settings import Settings, resolve_guarantee
 
@@ -62,11 +64,14 @@ class StreamApp(PatchedApp):
         rocksdb_memory: The memory the app's table databases share (set by :func:`create_app`
             from ``Settings.rocksdb_memory_bytes``; see
             :class:`~stream_app.kafka.faust_patches.RocksDBMemory`).
+        connection: The settings whose credentials the first start checks
+            (:func:`~stream_app.kafka.security.check_credentials`); set by :func:`create_app`.
     """
 
     _before_start_hooks: list[Callable[[], Awaitable[None]]]
     shutdown_timeout_s: float = 60.0
     rocksdb_memory: RocksDBMemory
+    connection: Settings | None = None
     _stop_deadline: threading.Timer | None = None
 
     async def on_stop(self) -> None:
@@ -86,8 +91,12 @@ class StreamApp(PatchedApp):
         self._before_start_hooks.append(hook)
 
     async def on_first_start(self) -> None:
-        """Create the app's data folder with its parents (the data dir itself, first time),
-        then Faust's first start, which creates only the last level of each."""
+        """Check the Kafka credentials (a refusal raises
+        :class:`~stream_app.errors.KafkaAuthError` before any client of Faust retries them for
+        ever), create the app's data folder with its parents (the data dir itself, first
+        time), then Faust's first start, which creates only the last level of each."""
+        if self.connection is not None:
+            await asyncio.to_thread(check_credentials, self.connection)
         Path(self.conf.datadir).mkdir(parents=True, exist_ok=True)
         await super().on_first_start()
 
@@ -187,6 +196,7 @@ def create_app(settings: Settings, **overrides: Any) -> StreamApp:
         + 65_536,
         "autodiscover": False,
         "version": 1,
+        "broker_credentials": broker_credentials(settings),
     }
     options.update(overrides)
     quiet_transient_errors()
@@ -196,7 +206,8 @@ def create_app(settings: Settings, **overrides: Any) -> StreamApp:
     app.exactly_once = resolve_guarantee(settings.processing_guarantee, fencing=False) == (
         "exactly_once"
     )
-    app.bootstrap_servers = settings.bootstrap_servers
+    app.kafka_config = settings.kafka_connection()
+    app.connection = settings
     app.shutdown_timeout_s = settings.shutdown_timeout_s
     app.rocksdb_memory = RocksDBMemory(settings.rocksdb_memory_bytes)
     return app

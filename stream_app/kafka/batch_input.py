@@ -554,7 +554,7 @@ class BatchInput:
     def _consumer_config(self) -> dict[str, Any]:
         settings = self.settings
         return {
-            "bootstrap.servers": settings.bootstrap_servers,
+            **settings.kafka_connection(),
             # Only for reading the group's committed offsets: this consumer never subscribes,
             # so it never joins the group, and it commits nothing itself.
             "group.id": self.app.conf.id,
@@ -630,7 +630,7 @@ class BatchInput:
 
     def _producer_config(self) -> dict[str, Any]:
         return {
-            "bootstrap.servers": self.settings.bootstrap_servers,
+            **self.settings.kafka_connection(),
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 5,

@@ -128,7 +128,7 @@ class ClockFeed:
     def _read_to_end(self) -> None:
         consumer = Consumer(
             {
-                "bootstrap.servers": self._settings.bootstrap_servers,
+                **self._settings.kafka_connection(),
                 "group.id": f"stream-app-clock-{uuid.uuid4()}",
                 "enable.auto.commit": False,
                 "enable.partition.eof": False,

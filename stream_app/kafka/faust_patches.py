@@ -23,7 +23,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -50,6 +50,7 @@ from stream_app.errors import FlushTimeoutError
 from stream_app.kafka.reading import last_record_offsets
 from stream_app.kafka.restore import RestoreJob, RestoreProgress, restore
 from stream_app.logs import rdkafka_logger
+from stream_app.settings import KafkaConnection
 
 __all__ = [
     "CLEAN_MARKER",
@@ -222,10 +223,7 @@ def list_offsets_in_one_request(consumer: Any, app: PatchedApp) -> None:
         if not partitions:
             return {}
         if not admin:
-            config: dict[str, Any] = {
-                "bootstrap.servers": app.bootstrap_servers,
-                "logger": rdkafka_logger(),
-            }
+            config: dict[str, Any] = {**app.kafka_config, "logger": rdkafka_logger()}
             admin.append(AdminClient(config))
         request = {TopicPartition(tp.topic, tp.partition): spec for tp in partitions}
         answers = admin[0].list_offsets(
@@ -249,7 +247,7 @@ def list_offsets_in_one_request(consumer: Any, app: PatchedApp) -> None:
             stable = await offsets(latest, partitions, IsolationLevel.READ_COMMITTED)
             settled = all(stable[tp] >= high[tp] for tp in stable)
             if settled or time.monotonic() >= deadline:
-                return await _committed_record_ends(app.bootstrap_servers, stable)
+                return await _committed_record_ends(app.kafka_config, stable)
             await asyncio.sleep(0.05)
 
     async def earliest_offsets(*partitions: TP) -> dict[TP, int]:
@@ -299,14 +297,14 @@ def read_committed(thread: Any) -> None:
     thread._create_worker_consumer = create_read_committed
 
 
-async def _committed_record_ends(bootstrap: str, stable: dict[TP, int]) -> dict[TP, int]:
+async def _committed_record_ends(kafka: KafkaConnection, stable: dict[TP, int]) -> dict[TP, int]:
     """The offset after the last committed record before each partition's last stable offset
     (``stable``), read by :func:`~stream_app.kafka.reading.last_record_offsets` off the loop."""
     loop = asyncio.get_running_loop()
     last = await loop.run_in_executor(
         None,
         last_record_offsets,
-        bootstrap,
+        kafka,
         {(tp.topic, tp.partition): offset or 0 for tp, offset in stable.items()},
     )
     ends = {}
@@ -651,7 +649,7 @@ async def _restore_before_seek(
             None,
             functools.partial(
                 restore,
-                app.bootstrap_servers,
+                app.kafka_config,
                 jobs,
                 read_committed=app.exactly_once,
                 stop=stop,
@@ -751,7 +749,9 @@ class PatchedApp(faust.App):
     Attributes:
         exactly_once: stream_app's ``exactly_once`` is in force: the consumer reads
             ``read_committed`` (:func:`read_committed`).
-        bootstrap_servers: The brokers as ``host:port,...``, for :func:`read_committed`.
+        kafka_config: The brokers and the security properties of the confluent-kafka clients
+            that read beside Faust's (offsets and tails for table recovery, the restore of
+            changelogs).
         existing_topics: Topics known to exist on the cluster, which :class:`DeclaredOnceTopic`
             does not declare again (filled as topics are found, created or declared).
         restore_progress: The changelog partitions restored by :func:`restore_changelogs_fast`
@@ -759,7 +759,7 @@ class PatchedApp(faust.App):
     """
 
     exactly_once: bool = False
-    bootstrap_servers: str = ""
+    kafka_config: Mapping[str, Any] = {}
     _input_taker: InputTaker | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

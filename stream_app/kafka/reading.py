@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from stream_app.logs import rdkafka_logger
+from stream_app.settings import KafkaConnection, client_config
 
 __all__ = ["Record", "last_record_offsets", "read_records", "read_to_end"]
 
@@ -22,7 +23,7 @@ TAIL_WINDOW = 64
 
 
 def read_to_end(
-    bootstrap: str,
+    kafka: KafkaConnection,
     topic: str,
     *,
     partitions: list[int] | None = None,
@@ -31,6 +32,9 @@ def read_to_end(
 ) -> Iterator[Message]:
     """Yield every committed record of ``topic`` (or of its ``partitions``), from the
     beginning to the end each partition had when the call started.
+
+    ``kafka`` is the bootstrap servers, or a client configuration with security
+    (:meth:`~stream_app.settings.Settings.kafka_client_config`).
 
     Reads ``read_committed`` with a consumer that joins no group and commits nothing. The end
     is reached when the consumer's position passes the end offset, not when a record with
@@ -43,7 +47,7 @@ def read_to_end(
     """
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **client_config(kafka),
             "group.id": f"stream-app-reader-{uuid.uuid4()}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
@@ -97,7 +101,7 @@ class Record:
     headers: list[tuple[str, str | bytes | None]]
 
 
-def read_records(bootstrap: str, topic: str, *, timeout: float = 30.0) -> list[Record]:
+def read_records(kafka: KafkaConnection, topic: str, *, timeout: float = 30.0) -> list[Record]:
     """Every committed record of ``topic`` from the beginning to its end as of the call.
 
     Raises:
@@ -105,7 +109,7 @@ def read_records(bootstrap: str, topic: str, *, timeout: float = 30.0) -> list[R
         TimeoutError: The end was not reached within ``timeout`` seconds.
     """
     records: list[Record] = []
-    for message in read_to_end(bootstrap, topic, timeout=timeout):
+    for message in read_to_end(kafka, topic, timeout=timeout):
         headers = message.headers() or []
         records.append(
             Record(
@@ -121,7 +125,7 @@ def read_records(bootstrap: str, topic: str, *, timeout: float = 30.0) -> list[R
 
 
 def last_record_offsets(
-    bootstrap: str, ends: Mapping[tuple[str, int], int], *, timeout: float = 30.0
+    kafka: KafkaConnection, ends: Mapping[tuple[str, int], int], *, timeout: float = 30.0
 ) -> dict[tuple[str, int], int | None]:
     """The offset of the last committed record before each partition's end.
 
@@ -139,7 +143,7 @@ def last_record_offsets(
     window = TAIL_WINDOW
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **client_config(kafka),
             "group.id": f"stream-app-reader-{uuid.uuid4()}",
             "enable.auto.commit": False,
             "enable.partition.eof": False,

@@ -45,6 +45,7 @@ import rocksdict
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from stream_app.logs import rdkafka_logger
+from stream_app.settings import KafkaConnection, client_config
 
 __all__ = [
     "BATCH_RECORDS",
@@ -173,7 +174,7 @@ class RestoreSummary:
 
 
 def restore(
-    bootstrap: str,
+    kafka: KafkaConnection,
     jobs: Sequence[RestoreJob],
     *,
     read_committed: bool,
@@ -188,7 +189,7 @@ def restore(
     first: a changelog still being written (a standby's) is not chased.
 
     Args:
-        bootstrap: The brokers.
+        kafka: The brokers (and the security of a client of them).
         jobs: The partitions; each gets ``covered`` and ``records``.
         read_committed: Read committed records only (``exactly_once``); otherwise every record,
             as Faust's own recovery reads under ``at_least_once``.
@@ -198,7 +199,7 @@ def restore(
     """
     with _ONE_AT_A_TIME:
         return _restore(
-            bootstrap,
+            kafka,
             jobs,
             read_committed=read_committed,
             stop=stop,
@@ -207,10 +208,10 @@ def restore(
         )
 
 
-def _consumer(bootstrap: str, read_committed: bool) -> Any:
+def _consumer(kafka: KafkaConnection, read_committed: bool) -> Any:
     return Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **client_config(kafka),
             "group.id": f"stream-app-restore-{uuid.uuid4()}",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
@@ -225,7 +226,7 @@ def _consumer(bootstrap: str, read_committed: bool) -> Any:
 
 
 def _restore(
-    bootstrap: str,
+    kafka: KafkaConnection,
     jobs: Sequence[RestoreJob],
     *,
     read_committed: bool,
@@ -234,7 +235,7 @@ def _restore(
     progress: RestoreProgress,
 ) -> RestoreSummary:
     started = time.monotonic()
-    consumer = _consumer(bootstrap, read_committed)
+    consumer = _consumer(kafka, read_committed)
     try:
         pending: dict[tuple[str, int], RestoreJob] = {}
         for job in jobs:

@@ -82,7 +82,7 @@ def fold_log(
     states: dict[str, tuple[int, Any]] = {}
     seen: dict[str, set[int]] = {}
     for message in read_to_end(
-        settings.bootstrap_servers,
+        settings.kafka_client_config(),
         settings.events_topic(entity.name),
         partitions=partitions,
         on_total=on_total,
@@ -110,7 +110,7 @@ def fold_log(
     report.folded = {i: (seq, s.model_dump(mode="json")) for i, (seq, s) in states.items()}
     report.entities = len(report.folded)
     for message in read_to_end(
-        settings.bootstrap_servers,
+        settings.kafka_client_config(),
         settings.changelog_topic(entity.name),
         partitions=partitions,
         timeout=READ_TIMEOUT_S,

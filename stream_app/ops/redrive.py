@@ -28,6 +28,7 @@ from stream_app.core.dead_letters import DeadLetter
 from stream_app.core.origin import BootOrigin, InjectOrigin, TimerOrigin
 from stream_app.core.origin import parse as parse_origin
 from stream_app.kafka.reading import Record, read_records
+from stream_app.kafka.security import check_credentials
 from stream_app.settings import Settings
 
 __all__ = [
@@ -246,12 +247,14 @@ def existing_topics(settings: Settings, *, timeout: float) -> set[str]:
     Raises:
         ConnectionError: Kafka did not answer within ``timeout`` seconds (the message names the
             bootstrap servers).
+        KafkaAuthError: Kafka refused the credentials or the TLS handshake.
     """
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
+    check_credentials(settings)
     # Quiet: an unreachable broker is reported once, not logged by librdkafka every 50 ms.
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers, "log_level": 0})
+    admin = AdminClient({**settings.kafka_client_config(), "log_level": 0})
     try:
         return set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
@@ -280,7 +283,7 @@ def read_dead_letters(settings: Settings, topics: set[str], *, timeout: float) -
             f"topic {topic} does not exist on {settings.bootstrap_servers} "
             f"(no worker of app {settings.app_id!r} has run; is STREAM_APP_APP_ID right?)"
         )
-    return decode_records(read_records(settings.bootstrap_servers, topic, timeout=timeout))
+    return decode_records(read_records(settings.kafka_client_config(), topic, timeout=timeout))
 
 
 def redrive(plan: RedrivePlan, settings: Settings, *, timeout: float) -> None:

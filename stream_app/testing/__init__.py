@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from stream_app.kafka.reading import Record, read_records
-from stream_app.settings import Settings
+from stream_app.settings import KafkaConnection, Settings, client_config
 from stream_app.testing.clock import DrivenClock
 
 __all__ = [
@@ -50,14 +50,16 @@ READY_MARKER = "[^Worker]: Ready"
 _ERROR_LINE = re.compile(r"\[(ERROR|CRITICAL)\]|^%[0-3]\|")
 
 
-def keyed_producer(bootstrap: str) -> Any:
+def keyed_producer(kafka: KafkaConnection) -> Any:
     """A confluent-kafka producer as a careful client of a stream_app app would make one:
-    ``acks=all``, idempotent, and keys partitioned with murmur2 like the runtime (and Java)."""
+    ``acks=all``, idempotent, and keys partitioned with murmur2 like the runtime (and Java).
+
+    ``kafka`` is the bootstrap servers, or a client configuration with security."""
     from confluent_kafka import Producer
 
     return Producer(
         {
-            "bootstrap.servers": bootstrap,
+            **client_config(kafka),
             "acks": "all",
             "enable.idempotence": True,
             "partitioner": "murmur2_random",
@@ -304,7 +306,7 @@ class WorkerProcess:
         return self.process.returncode
 
 
-def read_topic(bootstrap: str, topic: str, *, timeout: float = 30.0) -> list[Record]:
+def read_topic(kafka: KafkaConnection, topic: str, *, timeout: float = 30.0) -> list[Record]:
     """Every record of ``topic`` from the beginning to its end as of the call
     (:func:`stream_app.kafka.reading.read_records`, failing as a wait does).
 
@@ -312,12 +314,12 @@ def read_topic(bootstrap: str, topic: str, *, timeout: float = 30.0) -> list[Rec
         ConditionTimeout: The end was not reached within ``timeout`` seconds.
     """
     try:
-        return read_records(bootstrap, topic, timeout=timeout)
+        return read_records(kafka, topic, timeout=timeout)
     except TimeoutError as exc:
         raise ConditionTimeout(str(exc)) from None
 
 
-def committed_to_end(bootstrap: str, group: str, topic: str) -> bool:
+def committed_to_end(kafka: KafkaConnection, group: str, topic: str) -> bool:
     """Whether consumer group ``group`` has committed offsets up to the end of every partition
     of ``topic`` that holds records (asked without joining the group).
 
@@ -326,9 +328,7 @@ def committed_to_end(bootstrap: str, group: str, topic: str) -> bool:
     """
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
-    )
+    consumer = Consumer({**client_config(kafka), "group.id": group, "enable.auto.commit": False})
     try:
         metadata = consumer.list_topics(topic, timeout=10)
         if topic not in metadata.topics or metadata.topics[topic].error is not None:

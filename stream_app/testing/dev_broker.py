@@ -37,7 +37,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,14 +123,17 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def broker_answers(bootstrap: str, *, timeout: float = 2.0) -> bool:
-    """Whether a Kafka broker at ``bootstrap`` answers a metadata request."""
+def broker_answers(
+    bootstrap: str, *, timeout: float = 2.0, security: Mapping[str, str] | None = None
+) -> bool:
+    """Whether a Kafka broker at ``bootstrap`` answers a metadata request (connecting with the
+    librdkafka ``security`` properties, if given)."""
     from confluent_kafka.admin import AdminClient
 
     quiet = logging.getLogger("stream_app.kafka.probe")
     quiet.addHandler(logging.NullHandler())
     quiet.propagate = False
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": quiet}
+    config: dict[str, Any] = {**(security or {}), "bootstrap.servers": bootstrap, "logger": quiet}
     admin = AdminClient(config)
     try:
         admin.list_topics(timeout=timeout)
@@ -380,7 +383,7 @@ class LocalBroker:
         """Whether this instance runs, and where."""
         pid = self.pid()
         return BrokerStatus(
-            running=pid is not None and broker_answers(self.bootstrap),
+            running=pid is not None and self.answers(),
             pid=pid,
             bootstrap=self.bootstrap,
             log=self.log,
@@ -393,7 +396,7 @@ class LocalBroker:
         Idempotent: if this instance already runs and answers, it is left as it is.
         """
         java = find_java("the development Kafka broker")
-        if self.pid() is not None and broker_answers(self.bootstrap):
+        if self.pid() is not None and self.answers():
             return self.bootstrap
         controller = self._controller_port()
         for port, role in ((self.port, "broker"), (controller, "controller")):
@@ -441,7 +444,7 @@ class LocalBroker:
                     f"the Kafka broker exited with code {process.returncode} during start; "
                     f"last lines of {self.log}:\n{self.log_tail()}"
                 )
-            if broker_answers(self.bootstrap, timeout=1.0):
+            if self.answers(timeout=1.0):
                 return self.bootstrap
             time.sleep(0.25)
         self.down()
@@ -480,6 +483,10 @@ class LocalBroker:
         if purge:
             shutil.rmtree(self.instance, ignore_errors=True)
         return pid is not None
+
+    def answers(self, *, timeout: float = 2.0) -> bool:
+        """Whether this broker answers a metadata request on :attr:`bootstrap`."""
+        return broker_answers(self.bootstrap, timeout=timeout)
 
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the broker log."""
@@ -559,6 +566,10 @@ class LocalBroker:
             )
         )
 
+    def format_arguments(self) -> list[str]:
+        """Further arguments of ``StorageTool format`` (a secured broker adds its users)."""
+        return []
+
     def _format(self, java: str, classpath: str) -> None:
         cluster_id = _cluster_id()
         done = subprocess.run(
@@ -573,6 +584,7 @@ class LocalBroker:
                 "-c",
                 str(self.properties),
                 "--ignore-formatted",
+                *self.format_arguments(),
             ],
             capture_output=True,
             text=True,

@@ -42,6 +42,7 @@ PUBLIC_API = [
     "InvalidKeyError",
     "InvalidMessageError",
     "Joined",
+    "KafkaAuthError",
     "LocalEngine",
     "MalformedJSONError",
     "MessageTypes",
@@ -136,7 +137,7 @@ def test_version_is_a_release_string() -> None:
 
 def test_every_error_class_is_a_stream_app_error() -> None:
     error_names = [name for name in stream_app.__all__ if name.endswith("Error")]
-    assert len(error_names) == 25
+    assert len(error_names) == 26
     for name in error_names:
         cls = getattr(stream_app, name)
         assert inspect.isclass(cls), name

@@ -100,7 +100,7 @@ def test_create_app_runs_faust_at_least_once_and_marks_exactly_once() -> None:
 
     app = create_app(Settings(app_id="eos", processing_guarantee="exactly_once"))
     assert app.exactly_once and not app.in_transaction, "stream_app, not Faust, runs the txns"
-    assert app.bootstrap_servers == "127.0.0.1:9092"
+    assert app.kafka_config["bootstrap.servers"] == "127.0.0.1:9092"
     assert not create_app(Settings(app_id="alos")).exactly_once
 
 
