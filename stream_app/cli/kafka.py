@@ -1,7 +1,8 @@
-"""``stream-app kafka up|down|status|fetch|tool``: the development broker and Kafka's tools."""
+"""``stream-app kafka up|down|status|prune|fetch|tool``: the development broker, Kafka's tools."""
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import sys
 import time
@@ -15,8 +16,10 @@ from stream_app.testing.dev_broker import (
     KafkaJars,
     LocalBroker,
     broker_answers,
+    delete_topics,
     docker_available,
     kafka_home,
+    user_topics,
 )
 
 __all__ = ["kafka"]
@@ -100,12 +103,52 @@ def status(port: int) -> None:
         raise SystemExit(0 if ok else 1)
     state = LocalBroker(port).status()
     if state.running:
+        files = ""
+        if state.open_files is not None:
+            files = f", {state.open_files[0]} of {state.open_files[1]} files open"
         click.echo(
-            f"kafka {state.version} up on {state.bootstrap} (pid {state.pid}); log: {state.log}"
+            f"kafka {state.version} up on {state.bootstrap} (pid {state.pid}{files}); "
+            f"log: {state.log}"
         )
     else:
         click.echo(f"kafka {state.version} down on {state.bootstrap}")
         raise SystemExit(1)
+
+
+@kafka.command()
+@_port
+@click.option(
+    "--match",
+    default="*",
+    show_default=True,
+    help="Delete only the topics whose name matches this glob (e.g. 't-*').",
+)
+@click.option("--yes", is_flag=True, help="Delete without asking.")
+def prune(port: int, match: str, yes: bool) -> None:
+    """Delete the topics of the development broker (all but Kafka's internal ones).
+
+    Test runs and benchmarks leave topics behind; each keeps files open in the broker, which
+    dies at its limit of open files. Pruning deletes the topics of apps that run too: stop them
+    first, or narrow it with --match. The broker is KAFKA_BOOTSTRAP_SERVERS when set, else the
+    local one on --port.
+    """
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or f"127.0.0.1:{port}"
+    if not broker_answers(bootstrap):
+        raise click.ClickException(f"no Kafka broker answers on {bootstrap}")
+    topics = sorted(t for t in user_topics(bootstrap) if fnmatch.fnmatchcase(t, match))
+    if not topics:
+        click.echo(f"no topic matches {match!r} on {bootstrap}")
+        return
+    if not yes:
+        shown = ", ".join(topics[:10]) + (
+            f" and {len(topics) - 10} more" if len(topics) > 10 else ""
+        )
+        click.confirm(f"delete {len(topics)} topic(s) on {bootstrap}: {shown}?", abort=True)
+    started = time.monotonic()
+    deleted = delete_topics(bootstrap, topics)
+    click.echo(
+        f"deleted {len(deleted)} topic(s) on {bootstrap} ({time.monotonic() - started:.1f}s)"
+    )
 
 
 @kafka.command(context_settings={"ignore_unknown_options": True})

@@ -17,9 +17,15 @@ Start protocol of :class:`LocalBroker` (``stream-app kafka up``):
 3. Write ``server.properties`` (KRaft, broker+controller, 127.0.0.1, auto topic creation off,
    replication factors of internal topics 1) and a log4j2 config that logs to a file.
 4. Format the log directory with ``kafka.tools.StorageTool`` once.
-5. Start ``kafka.Kafka`` in its own session, write its pid, and wait until the AdminClient sees
-   the broker; if the process exits or the deadline passes, stop it and raise with the tail of
-   its log.
+5. Start ``kafka.Kafka`` in its own session, its soft limit of open files raised to the hard
+   limit (every partition keeps files open: a broker that test runs filled with topics died at
+   its soft limit), write its pid, and wait until the AdminClient sees the broker; if the
+   process exits or the deadline passes, stop it and raise with the tail of its log.
+
+A broker shared by many test runs still fills with the topics they create: :func:`user_topics`
+and :func:`delete_topics` list and delete them (``stream-app kafka prune``), and
+:func:`session_name` gives a test session's apps names that let the session delete exactly its
+own topics when it ends (:func:`delete_session_topics`), never another run's.
 """
 
 from __future__ import annotations
@@ -27,10 +33,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import functools
 import hashlib
 import logging
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -46,9 +54,12 @@ from stream_app.errors import BrokerStartError, PortInUseError, ToolMissingError
 
 __all__ = [
     "DEFAULT_PORT",
+    "SESSION_TAG",
     "DockerBroker",
     "KafkaJars",
     "LocalBroker",
+    "delete_session_topics",
+    "delete_topics",
     "docker_available",
     "find_free_port",
     "find_java",
@@ -56,12 +67,19 @@ __all__ = [
     "kafka_home",
     "kafka_version",
     "kraft_container_env",
+    "open_files",
     "project_root",
+    "session_name",
+    "user_topics",
 ]
 
 DEFAULT_PORT = 9092
 _STAMP = ".resolved-from"
 _USERS = ".users"
+
+#: Marks the names this process's test session gives its apps (and so their topics).
+SESSION_TAG = uuid.uuid4().hex[:6]
+_DELETE_BATCH = 200
 
 
 def project_root() -> Path:
@@ -125,18 +143,101 @@ def _pid_alive(pid: int) -> bool:
 
 def broker_answers(bootstrap: str, *, timeout: float = 2.0) -> bool:
     """Whether a Kafka broker at ``bootstrap`` answers a metadata request."""
+    try:
+        _quiet_admin(bootstrap).list_topics(timeout=timeout)
+    except Exception:
+        return False
+    return True
+
+
+def _quiet_admin(bootstrap: str) -> Any:
     from confluent_kafka.admin import AdminClient
 
     quiet = logging.getLogger("stream_app.kafka.probe")
     quiet.addHandler(logging.NullHandler())
     quiet.propagate = False
     config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": quiet}
-    admin = AdminClient(config)
+    return AdminClient(config)
+
+
+def user_topics(bootstrap: str, *, timeout: float = 10.0) -> set[str]:
+    """The topics at ``bootstrap`` but Kafka's internal ones (``__consumer_offsets``...)."""
+    metadata = _quiet_admin(bootstrap).list_topics(timeout=timeout)
+    return {name for name in metadata.topics if not name.startswith("__")}
+
+
+def delete_topics(bootstrap: str, topics: Iterable[str], *, timeout: float = 60.0) -> list[str]:
+    """Delete ``topics`` at ``bootstrap``; returns the names of those it deleted.
+
+    A topic that is already gone (another process deleted it meanwhile) is not an error and not
+    in the result. Deleted in batches, each awaited, so a broker with thousands of topics is not
+    sent one request it cannot answer within ``timeout``.
+    """
+    from confluent_kafka import KafkaError, KafkaException
+
+    names = sorted(topics)
+    admin = _quiet_admin(bootstrap)
+    deleted = []
+    for start in range(0, len(names), _DELETE_BATCH):
+        batch = names[start : start + _DELETE_BATCH]
+        futures = admin.delete_topics(batch, operation_timeout=timeout, request_timeout=timeout)
+        for name, future in futures.items():
+            try:
+                future.result()
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise
+            else:
+                deleted.append(name)
+    return sorted(deleted)
+
+
+def session_name(prefix: str) -> str:
+    """A fresh app id (or topic name) for a test: ``<prefix>-<SESSION_TAG><6 random hex>``.
+
+    Every topic of an app named so carries :data:`SESSION_TAG`, which is how
+    :func:`delete_session_topics` tells this session's topics from those of other runs sharing
+    the broker.
+    """
+    return f"{prefix}-{SESSION_TAG}{uuid.uuid4().hex[:6]}"
+
+
+def delete_session_topics(bootstrap: str, before: set[str]) -> list[str]:
+    """Delete the topics this test session made: absent from ``before`` (the topics at its
+    start) and named by :func:`session_name`. Returns their names.
+
+    Other runs sharing the broker (helpers' tests, benchmarks, demos) create topics meanwhile
+    too; the tag leaves theirs alone.
+    """
+    made = {t for t in user_topics(bootstrap) - before if f"-{SESSION_TAG}" in t}
+    return delete_topics(bootstrap, made)
+
+
+def open_files(pid: int) -> tuple[int, int] | None:
+    """How many files process ``pid`` has open, and its soft limit; ``None`` if unreadable."""
     try:
-        admin.list_topics(timeout=timeout)
-    except Exception:
-        return False
-    return True
+        count = len(os.listdir(f"/proc/{pid}/fd"))
+        limits = Path(f"/proc/{pid}/limits").read_text()
+    except OSError:
+        return None
+    match = re.search(r"^Max open files\s+(\d+)", limits, re.MULTILINE)
+    return (count, int(match.group(1))) if match else None
+
+
+def _open_files_limit() -> tuple[int, int]:
+    """The limit of open files for the broker: the soft limit raised to the hard one.
+
+    HotSpot raises it too on Linux (``-XX:+MaxFDLimit``), but only when that flag stays on;
+    doing it here holds whichever JVM runs. An unlimited hard limit is capped to the kernel's
+    ``fs.nr_open``, the most a process can set.
+    """
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        try:
+            return int(Path("/proc/sys/fs/nr_open").read_text()), hard
+        except (OSError, ValueError):
+            return 1 << 20, hard
+    return hard, hard
 
 
 def find_java(purpose: str = "Apache Kafka") -> str:
@@ -321,6 +422,8 @@ class BrokerStatus:
     bootstrap: str
     log: Path
     version: str
+    #: Files the broker process has open and its limit, when it runs (``/proc`` tells).
+    open_files: tuple[int, int] | None = None
 
 
 class LocalBroker:
@@ -385,6 +488,7 @@ class LocalBroker:
             bootstrap=self.bootstrap,
             log=self.log,
             version=kafka_version(self.pom),
+            open_files=open_files(pid) if pid is not None else None,
         )
 
     def up(self, *, timeout: float = 120.0) -> str:
@@ -408,6 +512,7 @@ class LocalBroker:
         classpath = self.jars.classpath
         if not (self.data / "meta.properties").is_file():
             self._format(java, classpath)
+        limit = _open_files_limit()
         with self.log.open("ab") as log:
             log.write(f"\n=== stream-app kafka up {time.strftime('%FT%T')} ===\n".encode())
             log.flush()
@@ -428,6 +533,7 @@ class LocalBroker:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=functools.partial(resource.setrlimit, resource.RLIMIT_NOFILE, limit),
             )
         # Kept so this process can reap the broker it started (see down()).
         self._process = process
