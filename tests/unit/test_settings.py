@@ -260,6 +260,8 @@ def test_bad_bootstrap_error_names_the_server(monkeypatch: pytest.MonkeyPatch) -
         {"processing_guarantee": "maybe"},
         {"partitions": 0},
         {"replication_factor": 0},
+        {"min_insync_replicas": 0},
+        {"replication_factor": 2, "min_insync_replicas": 3},
         {"app_id": "has spaces"},
         {"app_id": ""},
     ],
@@ -303,3 +305,19 @@ def test_web_url_reaches_the_worker_these_settings_describe() -> None:
     assert Settings(web_host="0.0.0.0", web_port=7002).web_url == "http://127.0.0.1:7002"
     assert Settings(web_host="::1", web_port=7003).web_url == "http://[::1]:7003"
     assert Settings(web_host="worker-3.internal").web_url == "http://worker-3.internal:6066"
+
+
+def test_min_insync_replicas_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAM_APP_REPLICATION_FACTOR", "3")
+    monkeypatch.setenv("STREAM_APP_MIN_INSYNC_REPLICAS", "2")
+    s = Settings()
+    assert s.min_insync_replicas == 2
+    assert s.durability_config == {"min.insync.replicas": "2"}
+
+
+def test_min_insync_replicas_above_the_replication_factor_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STREAM_APP_MIN_INSYNC_REPLICAS", "2")
+    with pytest.raises(ValidationError, match=r"exceeds replication_factor \(1\)"):
+        Settings()
