@@ -37,6 +37,7 @@ import functools
 import hashlib
 import logging
 import os
+import random
 import re
 import resource
 import shutil
@@ -66,6 +67,7 @@ __all__ = [
     "delete_topics",
     "docker_available",
     "find_free_port",
+    "find_free_ports",
     "find_java",
     "kafka_broker",
     "kafka_home",
@@ -118,6 +120,16 @@ def find_free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def find_free_ports(count: int) -> int:
+    """The first of ``count`` consecutive TCP ports on 127.0.0.1 that nothing listens on (below
+    Linux's ephemeral range, so that clients' own ports do not take them meanwhile)."""
+    for _ in range(200):
+        first = random.randrange(20_000, 32_000 - count)
+        if all(_port_free(port) for port in range(first, first + count)):
+            return first
+    raise PortInUseError(f"found no {count} consecutive free ports in 20000-32000")
 
 
 def _port_free(port: int) -> bool:
@@ -855,8 +867,12 @@ class LocalCluster:
 
     def down(self, *, purge: bool = False) -> bool:
         """Stop every node by pid; ``purge`` also deletes the cluster's folder. Returns whether
-        one ran."""
-        stopped = [node.down() for node in self.nodes]
+        one ran.
+
+        Without ``purge`` each node shuts down cleanly (SIGTERM: leadership handed over, logs
+        flushed), one after the other; with it they are SIGKILLed, since their data goes anyway.
+        """
+        stopped = [node.kill() if purge else node.down() for node in self.nodes]
         if purge:
             shutil.rmtree(self.folder, ignore_errors=True)
         return any(stopped)
@@ -897,6 +913,35 @@ class LocalCluster:
                 return int(match.group(1))
             time.sleep(0.5)
         raise BrokerStartError(f"no active controller reported within {timeout:.0f}s:\n{output}")
+
+    def under_replicated(self) -> list[str]:
+        """``topic[partition]`` of every partition whose in-sync replicas are fewer than its
+        replicas (a node is down, or catching up since it came back)."""
+        metadata = _quiet_admin(self.bootstrap).list_topics(timeout=10.0)
+        return [
+            f"{name}[{number}]"
+            for name, topic in metadata.topics.items()
+            for number, partition in topic.partitions.items()
+            if len(partition.isrs) < len(partition.replicas)
+        ]
+
+    def wait_in_sync(self, *, timeout: float = 120.0) -> None:
+        """Wait until no partition is under-replicated.
+
+        Raises:
+            BrokerStartError: Some still are at the deadline (named in the message).
+        """
+        deadline = time.monotonic() + timeout
+        lagging = ["<never asked>"]
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                lagging = self.under_replicated()
+                if not lagging:
+                    return
+            time.sleep(0.25)
+        raise BrokerStartError(
+            f"{len(lagging)} partitions still under-replicated after {timeout:.0f}s: {lagging[:10]}"
+        )
 
     def _wait_brokers(self, count: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
