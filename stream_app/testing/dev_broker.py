@@ -455,6 +455,7 @@ class KraftNode:
             one; their ``min.insync.replicas`` is 2 when it is above 2, else 1.
         cluster_id_file: Where the cluster id shared by the nodes is kept; ``None`` for a
             single node's own.
+        jvm_options: More options for its ``java`` command.
     """
 
     node_id: int = 1
@@ -462,6 +463,7 @@ class KraftNode:
     controller_port: int | None = None
     replication: int = 1
     cluster_id_file: Path | None = None
+    jvm_options: tuple[str, ...] = ()
 
     @property
     def min_insync_replicas(self) -> int:
@@ -589,6 +591,7 @@ class LocalBroker:
                     "-Xmx1g",
                     "-XX:+UseG1GC",
                     "-Djava.awt.headless=true",
+                    *self.node.jvm_options,
                     f"-Dlog4j2.configurationFile={self.log4j}",
                     "-cp",
                     classpath,
@@ -801,6 +804,11 @@ class LocalBroker:
 
 
 DEFAULT_CLUSTER_PORT = 19092
+#: The JIT's first tier only: a node of a local cluster is restarted under load (tests kill
+#: and start them) on a machine its two peers and the workers share, where the optimising
+#: compiler's work at start took it from about 10 s to over 20 s; its peak throughput matters
+#: less there.
+_CLUSTER_JVM_OPTIONS = ("-XX:TieredStopAtLevel=1",)
 
 
 class LocalCluster:
@@ -838,6 +846,7 @@ class LocalCluster:
                     controller_port=controllers[i],
                     replication=min(count, 3),
                     cluster_id_file=self.folder / "cluster.id",
+                    jvm_options=_CLUSTER_JVM_OPTIONS,
                 ),
             )
             for i in range(count)
