@@ -70,7 +70,7 @@ def fetch() -> None:
 @kafka.command()
 @_port
 @_brokers
-@click.option("--timeout", type=float, default=180.0, show_default=True)
+@click.option("--timeout", type=float, default=120.0, show_default=True)
 def up(port: int | None, brokers: int, timeout: float) -> None:
     """Start the broker (or cluster) and wait until it answers; prints the bootstrap servers.
 
