@@ -40,8 +40,12 @@ def kafka() -> Iterator[ProvidedBroker]:
         # summary line.
         gc.collect()
         if broker.source == "env":
-            deleted = delete_session_topics(broker.bootstrap, before)
-            print(f"\nkafka for tests: deleted the session's {len(deleted)} topic(s)")
+            try:
+                deleted = delete_session_topics(broker.bootstrap, before)
+            except Exception as exc:  # a cleanup: the session's outcome stands without it
+                print(f"\nkafka for tests: the session's topics were not deleted: {exc}")
+            else:
+                print(f"\nkafka for tests: deleted the session's {len(deleted)} topic(s)")
 
 
 @pytest.fixture(scope="session")
