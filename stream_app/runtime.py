@@ -22,6 +22,7 @@ sweep (``app.timer``) sends wake records to partitions whose timers are due.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -518,13 +519,15 @@ class Runtime:
                 name=name,
                 partitions=s.partitions,
                 replication_factor=s.replication_factor,
-                config=dict(config),
+                config={**s.durability_config, **config},
                 source=Path("<runtime>"),
             )
             for name, config in dict(wanted).items()
         ]
         if self.clock_feed is not None:
-            definitions.append(clock_topic_definition(s.clock_topic, s.replication_factor))
+            clock = clock_topic_definition(s.clock_topic, s.replication_factor)
+            config = {**clock.config, **s.durability_config}
+            definitions.append(dataclasses.replace(clock, config=config))
         return definitions
 
     async def _ensure_topics(self) -> None:

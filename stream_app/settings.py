@@ -84,6 +84,13 @@ class Settings(BaseSettings):
         partitions: Partition count of every topic the app declares without an explicit count.
             All topics that carry work for a cell must share it (co-partitioning).
         replication_factor: Replication factor of topics declared without an explicit one.
+        min_insync_replicas: ``min.insync.replicas`` of every topic the app creates (the
+            runtime's and ``stream-app topics apply``'s, unless a topic file sets it): how many
+            replicas must have a record before an ``acks=all`` write (every producer of
+            stream_app, transactional ones included) is acknowledged. With replication factor
+            3, 2 keeps accepting writes with one broker down and loses nothing acknowledged
+            when one more fails. ``None`` (default): the broker's own default. It must not
+            exceed ``replication_factor``, or no write would ever be acknowledged.
         processing_guarantee: ``auto`` (default), ``at_least_once`` or ``exactly_once`` (a
             Kafka transaction per input partition; see :mod:`stream_app.kafka.batch_input`).
             ``auto`` is ``exactly_once`` for a runtime that runs something needing fencing
@@ -189,6 +196,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     partitions: int = Field(default=8, ge=1, le=10_000)
     replication_factor: int = Field(default=1, ge=1, le=32)
+    min_insync_replicas: int | None = Field(default=None, ge=1, le=32)
     processing_guarantee: ProcessingGuarantee = "auto"
     commit_interval_s: float = Field(default=2.8, gt=0.0, le=3600.0)
     input_linger_ms: int = Field(default=0, ge=0, le=1000)
@@ -223,6 +231,25 @@ class Settings(BaseSettings):
     @classmethod
     def _handlers_dead_letter(cls, value: RetryPolicy) -> RetryPolicy:
         return value.ending_in(Exhausted.DEAD_LETTER, "STREAM_APP_HANDLER_RETRY")
+
+    @model_validator(mode="after")
+    def _insync_within_replicas(self) -> Settings:
+        if self.min_insync_replicas is not None and (
+            self.min_insync_replicas > self.replication_factor
+        ):
+            raise ValueError(
+                f"min_insync_replicas ({self.min_insync_replicas}) exceeds replication_factor "
+                f"({self.replication_factor}): no acks=all write would ever be acknowledged"
+            )
+        return self
+
+    @property
+    def durability_config(self) -> dict[str, str]:
+        """Topic configs that every topic the app creates gets: ``min.insync.replicas`` when
+        :attr:`min_insync_replicas` is set."""
+        if self.min_insync_replicas is None:
+            return {}
+        return {"min.insync.replicas": str(self.min_insync_replicas)}
 
     @field_validator("bootstrap_servers")
     @classmethod

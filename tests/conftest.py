@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,7 +10,14 @@ import pytest
 
 from stream_app.kafka.topics import apply_changes, load_definitions, plan_changes
 from stream_app.testing import WorkerProcess, settings_from_env
-from stream_app.testing.dev_broker import ProvidedBroker, find_free_port, kafka_broker
+from stream_app.testing.dev_broker import (
+    ProvidedBroker,
+    delete_session_topics,
+    find_free_port,
+    kafka_broker,
+    session_name,
+    user_topics,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,14 +27,25 @@ def kafka() -> Iterator[ProvidedBroker]:
     """A real broker: KAFKA_BOOTSTRAP_SERVERS, else testcontainers, else the Maven-jar broker.
 
     Never skips: if no broker can be provided the error says why and every test using it fails.
+    On a provided broker (KAFKA_BOOTSTRAP_SERVERS), which outlives the session, the topics of
+    the apps the session named with ``session_name`` are deleted at its end, so test runs do
+    not fill the shared broker; one it started goes away whole.
     """
     with kafka_broker() as broker:
         print(f"\nkafka for tests: {broker.source} {broker.bootstrap} ({broker.started_s:.1f}s)")
+        before = user_topics(broker.bootstrap) if broker.source == "env" else set()
         yield broker
         # Kafka clients left in reference cycles by tests are destroyed now, while their broker
         # answers, rather than at exit, where they printed connection errors after pytest's
         # summary line.
         gc.collect()
+        if broker.source == "env":
+            try:
+                deleted = delete_session_topics(broker.bootstrap, before)
+            except Exception as exc:  # a cleanup: the session's outcome stands without it
+                print(f"\nkafka for tests: the session's topics were not deleted: {exc}")
+            else:
+                print(f"\nkafka for tests: deleted the session's {len(deleted)} topic(s)")
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +60,7 @@ def app_env(bootstrap: str, tmp_path: Path) -> dict[str, str]:
     ``topics/counter.toml``."""
     env = {
         "STREAM_APP_BOOTSTRAP_SERVERS": bootstrap,
-        "STREAM_APP_APP_ID": f"t-{uuid.uuid4().hex[:10]}",
+        "STREAM_APP_APP_ID": session_name("t"),
         "STREAM_APP_DATA_DIR": str(tmp_path / "data"),
         "STREAM_APP_PARTITIONS": "4",
         "STREAM_APP_SESSION_TIMEOUT_S": "6",
@@ -85,7 +102,7 @@ def cells_env(bootstrap: str, tmp_path: Path) -> dict[str, str]:
     """Settings (as STREAM_APP_* variables) of a fresh app id; the runtime creates its topics."""
     return {
         "STREAM_APP_BOOTSTRAP_SERVERS": bootstrap,
-        "STREAM_APP_APP_ID": f"t-{uuid.uuid4().hex[:10]}",
+        "STREAM_APP_APP_ID": session_name("t"),
         "STREAM_APP_DATA_DIR": str(tmp_path / "data"),
         "STREAM_APP_PARTITIONS": "4",
         "STREAM_APP_SESSION_TIMEOUT_S": "6",

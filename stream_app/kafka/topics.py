@@ -9,7 +9,7 @@ A definition file holds one or more ``[[topics]]`` tables::
     cleanup_policy = "delete"          # delete | compact | compact,delete
     retention_ms = 604800000           # optional; -1 keeps records forever
     [topics.config]                    # any other topic-level config, verbatim
-    "max.message.bytes" = 1048576
+    "max.message.bytes" = 1048576      # (min.insync.replicas defaults to the settings' one)
 
 :func:`load_definitions` validates the files (errors name the file and the field),
 :func:`plan_changes` compares them with the cluster, and :func:`apply_changes` makes the cluster
@@ -179,7 +179,8 @@ def _check_topic_name(path: Path, where: str, name: str) -> None:
 
 
 def _resolve(spec: TopicSpec, name: str, path: Path, settings: Settings) -> TopicDefinition:
-    config = {k: _config_value(v) for k, v in spec.config.items()}
+    config = {**settings.durability_config}
+    config.update((k, _config_value(v)) for k, v in spec.config.items())
     config["cleanup.policy"] = spec.cleanup_policy
     if spec.retention_ms is not None:
         config["retention.ms"] = str(spec.retention_ms)

@@ -72,8 +72,9 @@ class SteadyLoad(threading.Thread):
     """Sends ``{"type": message, "body": {"by": 1}}`` to ``cells`` cells (``cell-0``...) at a
     steady pace until :attr:`halt` is set, then flushes; counts what the broker acknowledged.
 
-    Each round produces ``per_round`` records and then serves delivery reports for up to
-    ``pause`` seconds. A full client queue (a broker away) skips the record rather than block.
+    Each round produces ``per_round`` records and then serves delivery reports for ``pause``
+    seconds, so at most ``per_round / pause`` records a second are offered. A full client
+    queue (a broker away) skips the record rather than block.
 
     Attributes:
         acked: Records the broker acknowledged, per cell id.
@@ -122,7 +123,10 @@ class SteadyLoad(threading.Thread):
                         value=self.value,
                         on_delivery=lambda err, _m, cell=cell: self._ack(err, cell),
                     )
-            producer.poll(self.pause)
+            # poll returns as soon as it served a delivery report: poll until the round ends.
+            round_end = time.monotonic() + self.pause
+            while (left := round_end - time.monotonic()) > 0:
+                producer.poll(left)
         producer.flush(120)
 
     def total(self) -> int:

@@ -17,9 +17,15 @@ Start protocol of :class:`LocalBroker` (``stream-app kafka up``):
 3. Write ``server.properties`` (KRaft, broker+controller, 127.0.0.1, auto topic creation off,
    replication factors of internal topics 1) and a log4j2 config that logs to a file.
 4. Format the log directory with ``kafka.tools.StorageTool`` once.
-5. Start ``kafka.Kafka`` in its own session, write its pid, and wait until the AdminClient sees
-   the broker; if the process exits or the deadline passes, stop it and raise with the tail of
-   its log.
+5. Start ``kafka.Kafka`` in its own session, its soft limit of open files raised to the hard
+   limit (every partition keeps files open: a broker that test runs filled with topics died at
+   its soft limit), write its pid, and wait until the AdminClient sees the broker; if the
+   process exits or the deadline passes, stop it and raise with the tail of its log.
+
+A broker shared by many test runs still fills with the topics they create: :func:`user_topics`
+and :func:`delete_topics` list and delete them (``stream-app kafka prune``), and
+:func:`session_name` gives a test session's apps names that let the session delete exactly its
+own topics when it ends (:func:`delete_session_topics`), never another run's.
 """
 
 from __future__ import annotations
@@ -27,10 +33,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import functools
 import hashlib
 import logging
 import os
+import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -45,23 +54,38 @@ from typing import Any
 from stream_app.errors import BrokerStartError, PortInUseError, ToolMissingError
 
 __all__ = [
+    "DEFAULT_CLUSTER_PORT",
     "DEFAULT_PORT",
+    "SESSION_TAG",
+    "BrokerStatus",
     "DockerBroker",
     "KafkaJars",
+    "KraftNode",
     "LocalBroker",
+    "LocalCluster",
+    "delete_session_topics",
+    "delete_topics",
     "docker_available",
     "find_free_port",
+    "find_free_ports",
     "find_java",
     "kafka_broker",
     "kafka_home",
     "kafka_version",
     "kraft_container_env",
+    "open_files",
     "project_root",
+    "session_name",
+    "user_topics",
 ]
 
 DEFAULT_PORT = 9092
 _STAMP = ".resolved-from"
 _USERS = ".users"
+
+#: Marks the names this process's test session gives its apps (and so their topics).
+SESSION_TAG = uuid.uuid4().hex[:6]
+_DELETE_BATCH = 200
 
 
 def project_root() -> Path:
@@ -98,6 +122,16 @@ def find_free_port() -> int:
         return port
 
 
+def find_free_ports(count: int) -> int:
+    """The first of ``count`` consecutive TCP ports on 127.0.0.1 that nothing listens on (below
+    Linux's ephemeral range, so that clients' own ports do not take them meanwhile)."""
+    for _ in range(200):
+        first = random.randrange(20_000, 32_000 - count)
+        if all(_port_free(port) for port in range(first, first + count)):
+            return first
+    raise PortInUseError(f"found no {count} consecutive free ports in 20000-32000")
+
+
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -128,18 +162,101 @@ def broker_answers(
 ) -> bool:
     """Whether a Kafka broker at ``bootstrap`` answers a metadata request (connecting with the
     librdkafka ``security`` properties, if given)."""
+    try:
+        _quiet_admin(bootstrap, security).list_topics(timeout=timeout)
+    except Exception:
+        return False
+    return True
+
+
+def _quiet_admin(bootstrap: str, security: Mapping[str, str] | None = None) -> Any:
     from confluent_kafka.admin import AdminClient
 
     quiet = logging.getLogger("stream_app.kafka.probe")
     quiet.addHandler(logging.NullHandler())
     quiet.propagate = False
     config: dict[str, Any] = {**(security or {}), "bootstrap.servers": bootstrap, "logger": quiet}
-    admin = AdminClient(config)
+    return AdminClient(config)
+
+
+def user_topics(bootstrap: str, *, timeout: float = 10.0) -> set[str]:
+    """The topics at ``bootstrap`` but Kafka's internal ones (``__consumer_offsets``...)."""
+    metadata = _quiet_admin(bootstrap).list_topics(timeout=timeout)
+    return {name for name in metadata.topics if not name.startswith("__")}
+
+
+def delete_topics(bootstrap: str, topics: Iterable[str], *, timeout: float = 60.0) -> list[str]:
+    """Delete ``topics`` at ``bootstrap``; returns the names of those it deleted.
+
+    A topic that is already gone (another process deleted it meanwhile) is not an error and not
+    in the result. Deleted in batches, each awaited, so a broker with thousands of topics is not
+    sent one request it cannot answer within ``timeout``.
+    """
+    from confluent_kafka import KafkaError, KafkaException
+
+    names = sorted(topics)
+    admin = _quiet_admin(bootstrap)
+    deleted = []
+    for start in range(0, len(names), _DELETE_BATCH):
+        batch = names[start : start + _DELETE_BATCH]
+        futures = admin.delete_topics(batch, operation_timeout=timeout, request_timeout=timeout)
+        for name, future in futures.items():
+            try:
+                future.result()
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise
+            else:
+                deleted.append(name)
+    return sorted(deleted)
+
+
+def session_name(prefix: str) -> str:
+    """A fresh app id (or topic name) for a test: ``<prefix>-<SESSION_TAG><6 random hex>``.
+
+    Every topic of an app named so carries :data:`SESSION_TAG`, which is how
+    :func:`delete_session_topics` tells this session's topics from those of other runs sharing
+    the broker.
+    """
+    return f"{prefix}-{SESSION_TAG}{uuid.uuid4().hex[:6]}"
+
+
+def delete_session_topics(bootstrap: str, before: set[str]) -> list[str]:
+    """Delete the topics this test session made: absent from ``before`` (the topics at its
+    start) and named by :func:`session_name`. Returns their names.
+
+    Other runs sharing the broker (helpers' tests, benchmarks, demos) create topics meanwhile
+    too; the tag leaves theirs alone.
+    """
+    made = {t for t in user_topics(bootstrap) - before if f"-{SESSION_TAG}" in t}
+    return delete_topics(bootstrap, made)
+
+
+def open_files(pid: int) -> tuple[int, int] | None:
+    """How many files process ``pid`` has open, and its soft limit; ``None`` if unreadable."""
     try:
-        admin.list_topics(timeout=timeout)
-    except Exception:
-        return False
-    return True
+        count = len(os.listdir(f"/proc/{pid}/fd"))
+        limits = Path(f"/proc/{pid}/limits").read_text()
+    except OSError:
+        return None
+    match = re.search(r"^Max open files\s+(\d+)", limits, re.MULTILINE)
+    return (count, int(match.group(1))) if match else None
+
+
+def _open_files_limit() -> tuple[int, int]:
+    """The limit of open files for the broker: the soft limit raised to the hard one.
+
+    HotSpot raises it too on Linux (``-XX:+MaxFDLimit``), but only when that flag stays on;
+    doing it here holds whichever JVM runs. An unlimited hard limit is capped to the kernel's
+    ``fs.nr_open``, the most a process can set.
+    """
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        try:
+            return int(Path("/proc/sys/fs/nr_open").read_text()), hard
+        except (OSError, ValueError):
+            return 1 << 20, hard
+    return hard, hard
 
 
 def find_java(purpose: str = "Apache Kafka") -> str:
@@ -324,24 +441,68 @@ class BrokerStatus:
     bootstrap: str
     log: Path
     version: str
+    #: Files the broker process has open and its limit, when it runs (``/proc`` tells).
+    open_files: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class KraftNode:
+    """A broker's place in its KRaft quorum (what :class:`LocalCluster` gives each node).
+
+    Attributes:
+        node_id: Its ``node.id``.
+        voters: ``controller.quorum.voters`` (``id@host:port,...``); ``None`` for a quorum of
+            this node alone.
+        controller_port: Its controller listener's port; ``None`` to choose one at first start.
+        replication: Replication factor of Kafka's internal topics and of topics created without
+            one; their ``min.insync.replicas`` is 2 when it is above 2, else 1.
+        cluster_id_file: Where the cluster id shared by the nodes is kept; ``None`` for a
+            single node's own.
+        jvm_options: More options for its ``java`` command.
+    """
+
+    node_id: int = 1
+    voters: str | None = None
+    controller_port: int | None = None
+    replication: int = 1
+    cluster_id_file: Path | None = None
+    jvm_options: tuple[str, ...] = ()
+
+    @property
+    def min_insync_replicas(self) -> int:
+        """2 when replicated on more than 2 nodes (one may be lost), else 1."""
+        return 2 if self.replication > 2 else 1
 
 
 class LocalBroker:
-    """A single-node KRaft broker run from Maven-resolved Apache Kafka jars.
+    """A KRaft broker (and controller) run from Maven-resolved Apache Kafka jars.
+
+    Alone by default: the development broker. :class:`LocalCluster` runs several, each with
+    its ``node`` and ``instance`` folder.
 
     Args:
         port: The client port on 127.0.0.1 (the controller listens on ``port + 1``... or, when
             that is taken, on any free port chosen at first start and kept in the instance).
-        home: The ``.kafka`` folder; jars in ``home/libs``, this broker in ``home/broker-<port>``.
+        home: The ``.kafka`` folder; jars in ``home/jars``, this broker in ``home/broker-<port>``.
+        node: Its place in a quorum; a single node by default.
+        instance: Its folder (data, config, log, pid) instead of ``home/broker-<port>``.
     """
 
-    def __init__(self, port: int = DEFAULT_PORT, *, home: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int = DEFAULT_PORT,
+        *,
+        home: Path | None = None,
+        node: KraftNode | None = None,
+        instance: Path | None = None,
+    ) -> None:
         self.root = project_root()
         self.home = home or kafka_home()
         self.port = port
+        self.node = node or KraftNode()
         self.pom = self.root / "tools" / "kafka" / "pom.xml"
         self.jars = KafkaJars(self.home, self.pom)
-        self.instance = self.home / f"broker-{port}"
+        self.instance = instance or self.home / f"broker-{port}"
         self.data = self.instance / "data"
         self.properties = self.instance / "server.properties"
         self.log4j = self.instance / "log4j2.properties"
@@ -388,6 +549,7 @@ class LocalBroker:
             bootstrap=self.bootstrap,
             log=self.log,
             version=kafka_version(self.pom),
+            open_files=open_files(pid) if pid is not None else None,
         )
 
     def up(self, *, timeout: float = 120.0) -> str:
@@ -395,9 +557,19 @@ class LocalBroker:
 
         Idempotent: if this instance already runs and answers, it is left as it is.
         """
-        java = find_java("the development Kafka broker")
         if self.pid() is not None and self.answers():
             return self.bootstrap
+        process = self.start()
+        self.wait_ready(process, timeout=timeout)
+        return self.bootstrap
+
+    def start(self) -> subprocess.Popen[bytes]:
+        """Start the broker process (steps 1-4 and the start of 5), without waiting for it.
+
+        Raises:
+            PortInUseError: Its client or controller port is taken.
+        """
+        java = find_java("the development Kafka broker")
         controller = self._controller_port()
         for port, role in ((self.port, "broker"), (controller, "controller")):
             if not _port_free(port):
@@ -410,7 +582,8 @@ class LocalBroker:
         self._write_config(controller)
         classpath = self.jars.classpath
         if not (self.data / "meta.properties").is_file():
-            self._format(java, classpath)
+            self._format(java, classpath, self._cluster_id())
+        limit = _open_files_limit()
         with self.log.open("ab") as log:
             log.write(f"\n=== stream-app kafka up {time.strftime('%FT%T')} ===\n".encode())
             log.flush()
@@ -421,6 +594,7 @@ class LocalBroker:
                     "-Xmx1g",
                     "-XX:+UseG1GC",
                     "-Djava.awt.headless=true",
+                    *self.node.jvm_options,
                     f"-Dlog4j2.configurationFile={self.log4j}",
                     "-cp",
                     classpath,
@@ -431,11 +605,20 @@ class LocalBroker:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=functools.partial(resource.setrlimit, resource.RLIMIT_NOFILE, limit),
             )
         # Kept so this process can reap the broker it started (see down()).
         self._process = process
         self.jars.use(process.pid)
         self.pidfile.write_text(f"{process.pid}\n")
+        return process
+
+    def wait_ready(self, process: subprocess.Popen[bytes], *, timeout: float = 120.0) -> None:
+        """Wait until the started broker answers; stop it and raise if it exits or times out.
+
+        Raises:
+            BrokerStartError: With the tail of its log.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -445,7 +628,7 @@ class LocalBroker:
                     f"last lines of {self.log}:\n{self.log_tail()}"
                 )
             if self.answers(timeout=1.0):
-                return self.bootstrap
+                return
             time.sleep(0.25)
         self.down()
         raise BrokerStartError(
@@ -488,6 +671,26 @@ class LocalBroker:
         """Whether this broker answers a metadata request on :attr:`bootstrap`."""
         return broker_answers(self.bootstrap, timeout=timeout)
 
+    def kill(self) -> bool:
+        """SIGKILL the broker (a crash: nothing flushed, no controlled shutdown) and reap it.
+
+        Returns whether it was running. Its data stays; :meth:`up` starts it again from there.
+        """
+        pid = self.pid()
+        if pid is None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        while _pid_alive(pid):
+            _reap(pid)
+            time.sleep(0.05)
+        _reap(pid)
+        if self._process is not None:
+            self._process.wait()
+            self._process = None
+        self.pidfile.unlink(missing_ok=True)
+        return True
+
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the broker log."""
         try:
@@ -498,6 +701,8 @@ class LocalBroker:
     # -- internals ---------------------------------------------------------------------------
 
     def _controller_port(self) -> int:
+        if self.node.controller_port is not None:
+            return self.node.controller_port
         saved = self.instance / "controller.port"
         if saved.is_file():
             return int(saved.read_text())
@@ -507,13 +712,15 @@ class LocalBroker:
         return port
 
     def _write_config(self, controller: int) -> None:
+        rf, isr = self.node.replication, self.node.min_insync_replicas
         self.properties.write_text(
             "\n".join(
                 [
                     "# Generated by stream-app kafka up; edits are overwritten.",
                     "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.voters=1@127.0.0.1:{controller}",
+                    f"node.id={self.node.node_id}",
+                    "controller.quorum.voters="
+                    + (self.node.voters or f"{self.node.node_id}@127.0.0.1:{controller}"),
                     f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
                     f"CONTROLLER://127.0.0.1:{controller}",
                     f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
@@ -524,14 +731,15 @@ class LocalBroker:
                     # Topics are declared (stream-app topics apply), never created by accident.
                     "auto.create.topics.enable=false",
                     "num.partitions=1",
-                    "default.replication.factor=1",
-                    "offsets.topic.replication.factor=1",
+                    f"default.replication.factor={rf}",
+                    f"min.insync.replicas={isr}",
+                    f"offsets.topic.replication.factor={rf}",
                     "offsets.topic.num.partitions=10",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
+                    f"transaction.state.log.replication.factor={rf}",
+                    f"transaction.state.log.min.isr={isr}",
                     "transaction.state.log.num.partitions=10",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "share.coordinator.state.topic.min.isr=1",
+                    f"share.coordinator.state.topic.replication.factor={rf}",
+                    f"share.coordinator.state.topic.min.isr={isr}",
                     "group.initial.rebalance.delay.ms=0",
                     "group.min.session.timeout.ms=1000",
                     "log.cleaner.backoff.ms=1000",
@@ -570,8 +778,18 @@ class LocalBroker:
         """Further arguments of ``StorageTool format`` (a secured broker adds its users)."""
         return []
 
-    def _format(self, java: str, classpath: str) -> None:
-        cluster_id = _cluster_id()
+    def _cluster_id(self) -> str:
+        """The shared id in :attr:`KraftNode.cluster_id_file` (made by the first node to start),
+        else a new one."""
+        shared = self.node.cluster_id_file
+        if shared is None:
+            return _cluster_id()
+        if not shared.is_file():
+            shared.parent.mkdir(parents=True, exist_ok=True)
+            shared.write_text(_cluster_id())
+        return shared.read_text().strip()
+
+    def _format(self, java: str, classpath: str, cluster_id: str) -> None:
         done = subprocess.run(
             [
                 java,
@@ -595,6 +813,165 @@ class LocalBroker:
                 f"kafka.tools.StorageTool could not format {self.data}:\n"
                 f"{(done.stdout + done.stderr)[-3000:]}"
             )
+
+
+DEFAULT_CLUSTER_PORT = 19092
+#: The JIT's first tier only: a node of a local cluster is restarted under load (tests kill
+#: and start them) on a machine its two peers and the workers share, where the optimising
+#: compiler's work at start took it from about 10 s to over 20 s; its peak throughput matters
+#: less there.
+_CLUSTER_JVM_OPTIONS = ("-XX:TieredStopAtLevel=1",)
+
+
+class LocalCluster:
+    """Several combined broker+controller KRaft nodes on 127.0.0.1: a replicated cluster.
+
+    Node ``i`` (1-based) takes client port ``port + i - 1`` and controller port
+    ``port + count + i - 1``; its folder is ``home/cluster-<port>/node-<i>``. The controllers
+    form one static quorum of ``count`` voters (a majority must be up). Kafka's internal
+    topics, and topics created without a replication factor, are replicated on 3 nodes (fewer
+    when there are fewer) with ``min.insync.replicas`` 2.
+
+    Args:
+        port: The first node's client port.
+        count: How many nodes (3 tolerates the loss of any one, broker or active controller).
+        home: The ``.kafka`` folder.
+    """
+
+    def __init__(
+        self, port: int = DEFAULT_CLUSTER_PORT, *, count: int = 3, home: Path | None = None
+    ) -> None:
+        self.home = home or kafka_home()
+        self.port = port
+        self.folder = self.home / f"cluster-{port}"
+        controllers = [port + count + i for i in range(count)]
+        self.controllers = ",".join(f"127.0.0.1:{c}" for c in controllers)
+        voters = ",".join(f"{i + 1}@127.0.0.1:{c}" for i, c in enumerate(controllers))
+        self.nodes = [
+            LocalBroker(
+                port + i,
+                home=self.home,
+                instance=self.folder / f"node-{i + 1}",
+                node=KraftNode(
+                    node_id=i + 1,
+                    voters=voters,
+                    controller_port=controllers[i],
+                    replication=min(count, 3),
+                    cluster_id_file=self.folder / "cluster.id",
+                    jvm_options=_CLUSTER_JVM_OPTIONS,
+                ),
+            )
+            for i in range(count)
+        ]
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node's client address, comma-separated."""
+        return ",".join(node.bootstrap for node in self.nodes)
+
+    def node(self, node_id: int) -> LocalBroker:
+        """The node whose ``node.id`` is ``node_id`` (1-based)."""
+        return self.nodes[node_id - 1]
+
+    def up(self, *, timeout: float = 180.0) -> str:
+        """Start the nodes that do not run, all at once (a quorum needs a majority), and wait
+        until every node answers and sees all the others. Returns the bootstrap servers."""
+        started = [(node, node.start()) for node in self.nodes if node.pid() is None]
+        try:
+            for node, process in started:
+                node.wait_ready(process, timeout=timeout)
+            self._wait_brokers(len(self.nodes), timeout)
+        except BaseException:
+            self.down()
+            raise
+        return self.bootstrap
+
+    def down(self, *, purge: bool = False) -> bool:
+        """Stop every node by pid; ``purge`` also deletes the cluster's folder. Returns whether
+        one ran.
+
+        Without ``purge`` each node shuts down cleanly (SIGTERM: leadership handed over, logs
+        flushed), one after the other; with it they are SIGKILLed, since their data goes anyway.
+        """
+        stopped = [node.kill() if purge else node.down() for node in self.nodes]
+        if purge:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        return any(stopped)
+
+    def status(self) -> list[BrokerStatus]:
+        """Each node's status, in node id order."""
+        return [node.status() for node in self.nodes]
+
+    def kill(self, node_id: int) -> None:
+        """SIGKILL node ``node_id`` (its broker and its controller)."""
+        self.node(node_id).kill()
+
+    def start(self, node_id: int, *, timeout: float = 120.0) -> None:
+        """Start node ``node_id`` again and wait until it answers."""
+        self.node(node_id).up(timeout=timeout)
+
+    def active_controller(self, *, timeout: float = 60.0) -> int:
+        """The node id of the quorum's leader: the active controller.
+
+        Asked with Kafka's own ``kafka-metadata-quorum describe --status`` of the controllers.
+
+        Raises:
+            BrokerStartError: No leader was reported within ``timeout``.
+        """
+        from stream_app.testing.console_tools import tool_command
+
+        args = ["--bootstrap-controller", self.controllers, "describe", "--status"]
+        command = tool_command("kafka-metadata-quorum", args, self.nodes[0].jars)
+        deadline = time.monotonic() + timeout
+        output = ""
+        while time.monotonic() < deadline:
+            done = subprocess.run(
+                command, capture_output=True, text=True, check=False, timeout=timeout
+            )
+            output = done.stdout + done.stderr
+            match = re.search(r"^LeaderId:\s+(\d+)", done.stdout, re.MULTILINE)
+            if done.returncode == 0 and match and int(match.group(1)) >= 0:
+                return int(match.group(1))
+            time.sleep(0.5)
+        raise BrokerStartError(f"no active controller reported within {timeout:.0f}s:\n{output}")
+
+    def under_replicated(self) -> list[str]:
+        """``topic[partition]`` of every partition whose in-sync replicas are fewer than its
+        replicas (a node is down, or catching up since it came back)."""
+        metadata = _quiet_admin(self.bootstrap).list_topics(timeout=10.0)
+        return [
+            f"{name}[{number}]"
+            for name, topic in metadata.topics.items()
+            for number, partition in topic.partitions.items()
+            if len(partition.isrs) < len(partition.replicas)
+        ]
+
+    def wait_in_sync(self, *, timeout: float = 120.0) -> None:
+        """Wait until no partition is under-replicated.
+
+        Raises:
+            BrokerStartError: Some still are at the deadline (named in the message).
+        """
+        deadline = time.monotonic() + timeout
+        lagging = ["<never asked>"]
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                lagging = self.under_replicated()
+                if not lagging:
+                    return
+            time.sleep(0.25)
+        raise BrokerStartError(
+            f"{len(lagging)} partitions still under-replicated after {timeout:.0f}s: {lagging[:10]}"
+        )
+
+    def _wait_brokers(self, count: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                if len(_quiet_admin(self.bootstrap).list_topics(timeout=2.0).brokers) >= count:
+                    return
+            time.sleep(0.25)
+        raise BrokerStartError(f"the cluster on {self.bootstrap} did not show {count} brokers")
 
 
 def _cluster_id() -> str:

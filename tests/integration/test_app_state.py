@@ -8,7 +8,6 @@ persisted by the first app were past the end of its own changelog.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 from stream_app.kafka.topics import apply_changes, load_definitions, plan_changes
 from stream_app.testing import WorkerProcess, keyed_producer, settings_from_env
 from stream_app.testing.counts import cell_counts, produce_acked, wait_counts
-from stream_app.testing.dev_broker import project_root
+from stream_app.testing.dev_broker import project_root, session_name
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +27,7 @@ def second_app(bootstrap: str, env: dict[str, str]) -> dict[str, str]:
     """``env`` with another app id (its counter topics applied), the same data dir."""
     from confluent_kafka.admin import AdminClient
 
-    other = {**env, "STREAM_APP_APP_ID": f"t-{uuid.uuid4().hex[:10]}"}
+    other = {**env, "STREAM_APP_APP_ID": session_name("t")}
     admin = AdminClient({"bootstrap.servers": bootstrap})
     definitions = load_definitions(
         [project_root() / "topics" / "counter.toml"], settings_from_env(other)

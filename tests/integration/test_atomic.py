@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from stream_app.testing import (
     wait_for,
 )
 from stream_app.testing.counts import produce_acked
-from stream_app.testing.dev_broker import find_free_port
+from stream_app.testing.dev_broker import find_free_port, session_name
 from tests.apps.atomic_logs import TIMEOUT, Bid, bids, lots, outbids, scripted
 from tests.atomic_support import (
     AtomicModel,
@@ -80,7 +79,7 @@ def probe(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     folder = tmp_path_factory.mktemp("atomic")
     env = {
         "STREAM_APP_BOOTSTRAP_SERVERS": bootstrap,
-        "STREAM_APP_APP_ID": f"t-{uuid.uuid4().hex[:10]}",
+        "STREAM_APP_APP_ID": session_name("t"),
         "STREAM_APP_DATA_DIR": str(folder / "data"),
         "STREAM_APP_PARTITIONS": "4",
         "STREAM_APP_SESSION_TIMEOUT_S": "6",

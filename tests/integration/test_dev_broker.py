@@ -1,8 +1,10 @@
-"""`stream-app kafka up|status|down`: the Maven-jar KRaft broker, started and stopped for real."""
+"""`stream-app kafka up|status|prune|down`: the Maven-jar KRaft broker, started and stopped for
+real, and the deletion of the topics test runs leave on a shared broker."""
 
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -10,15 +12,27 @@ import time
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
 
-from stream_app.testing.dev_broker import LocalBroker, _pid_alive, broker_answers, find_free_port
+from stream_app.testing.dev_broker import (
+    LocalBroker,
+    _pid_alive,
+    broker_answers,
+    delete_session_topics,
+    find_free_port,
+    open_files,
+    session_name,
+    user_topics,
+)
 
 pytestmark = pytest.mark.integration
 
 
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, env: dict[str, str], answer: str = "") -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).with_name("stream-app")
-    return subprocess.run([str(exe), *args], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(exe), *args], env=env, input=answer, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture
@@ -54,6 +68,22 @@ def test_up_status_down_by_pid(local_env: dict[str, str]) -> None:
 
         status = cli("kafka", "status", "--port", str(port), env=local_env)
         assert status.returncode == 0 and f"pid {pid}" in status.stdout
+        files = open_files(pid)
+        assert files is not None
+        assert files[1] == resource.getrlimit(resource.RLIMIT_NOFILE)[1], "soft limit is the hard"
+        assert f"{files[1]} files open" in status.stdout
+
+        create_topics(broker.bootstrap, ["keep-a", "drop-a", "drop-b"])
+        prune = ("kafka", "prune", "--port", str(port), "--match", "drop-*")
+        asked = cli(*prune, env=local_env, answer="n\n")
+        assert asked.returncode == 130 and "delete 2 topic(s)" in asked.stdout, "not confirmed"
+        assert user_topics(broker.bootstrap) == {"keep-a", "drop-a", "drop-b"}
+        pruned = cli(*prune, "--yes", env=local_env)
+        assert pruned.returncode == 0 and "deleted 2 topic(s)" in pruned.stdout, pruned.stderr
+        assert user_topics(broker.bootstrap) == {"keep-a"}
+        everything = cli("kafka", "prune", "--port", str(port), "--yes", env=local_env)
+        assert everything.returncode == 0 and "deleted 1 topic(s)" in everything.stdout
+        assert user_topics(broker.bootstrap) == set()
 
         again = cli("kafka", "up", "--port", str(port), env=local_env)
         assert again.returncode == 0
@@ -97,3 +127,22 @@ def test_broker_that_cannot_start_reports_its_log(local_env: dict[str, str]) -> 
         assert broker.pid() is None
     finally:
         broker.down(purge=True)
+
+
+def create_topics(bootstrap: str, names: list[str]) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(n, 1, 1) for n in names]).values():
+        future.result(timeout=30)
+
+
+def test_session_deletes_only_its_own_new_topics(bootstrap: str) -> None:
+    before = user_topics(bootstrap)
+    ours, others = session_name("janitor"), f"janitor-other-{os.getpid()}-{time.time_ns()}"
+    create_topics(bootstrap, [ours, others])
+    try:
+        deleted = delete_session_topics(bootstrap, before)
+        assert ours in deleted and others not in deleted
+        left = user_topics(bootstrap)
+        assert ours not in left and others in left
+    finally:
+        AdminClient({"bootstrap.servers": bootstrap}).delete_topics([others])

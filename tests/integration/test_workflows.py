@@ -46,7 +46,7 @@ from stream_app.testing import (
     settings_from_env,
     wait_for,
 )
-from stream_app.testing.dev_broker import find_free_port
+from stream_app.testing.dev_broker import find_free_port, session_name
 from stream_app.testing.workflows import Shape, build_workflow, run_outcome, trace_problems
 from tests.apps import workflow_definitions as defs
 from tests.workflow_shapes import inputs, shapes
@@ -104,7 +104,7 @@ class Probe:
 def probe_env(bootstrap: str, root: Path) -> dict[str, str]:
     return {
         "STREAM_APP_BOOTSTRAP_SERVERS": bootstrap,
-        "STREAM_APP_APP_ID": f"t-{uuid.uuid4().hex[:10]}",
+        "STREAM_APP_APP_ID": session_name("t"),
         "STREAM_APP_DATA_DIR": str(root / "data"),
         "STREAM_APP_PARTITIONS": "4",
         "STREAM_APP_SESSION_TIMEOUT_S": "6",

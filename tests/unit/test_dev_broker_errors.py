@@ -16,12 +16,16 @@ import pytest
 
 from stream_app.errors import BrokerError, BrokerStartError, PortInUseError, ToolMissingError
 from stream_app.testing.dev_broker import (
+    SESSION_TAG,
     KafkaJars,
     LocalBroker,
+    LocalCluster,
     docker_available,
     find_free_port,
+    find_free_ports,
     kafka_version,
     project_root,
+    session_name,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -343,3 +347,57 @@ def test_cluster_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) ->
     cluster_id = dev_broker._cluster_id()
     assert cluster_id == "AAAAAAAAAAAAAAAAAAAAAA"
     assert len(cluster_id) == 22
+
+
+def _properties(broker: LocalBroker) -> dict[str, str]:
+    broker.instance.mkdir(parents=True, exist_ok=True)
+    broker._write_config(broker._controller_port())
+    lines = broker.properties.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_a_cluster_of_three_is_one_quorum_of_replicated_nodes(tmp_path: Path) -> None:
+    cluster = LocalCluster(21000, count=3, home=tmp_path / "home")
+    assert cluster.bootstrap == "127.0.0.1:21000,127.0.0.1:21001,127.0.0.1:21002"
+    voters = "1@127.0.0.1:21003,2@127.0.0.1:21004,3@127.0.0.1:21005"
+    for number in (1, 2, 3):
+        node = cluster.node(number)
+        assert node.instance == tmp_path / "home" / "cluster-21000" / f"node-{number}"
+        config = _properties(node)
+        assert config["node.id"] == str(number)
+        assert config["controller.quorum.voters"] == voters
+        assert config["listeners"] == (
+            f"PLAINTEXT://127.0.0.1:{21000 + number - 1},CONTROLLER://127.0.0.1:{21002 + number}"
+        )
+        for name in (
+            "default.replication.factor",
+            "offsets.topic.replication.factor",
+            "transaction.state.log.replication.factor",
+        ):
+            assert config[name] == "3", name
+        assert config["min.insync.replicas"] == config["transaction.state.log.min.isr"] == "2"
+    assert all(not state.running for state in cluster.status())
+    assert cluster.down() is False
+
+
+def test_the_single_broker_keeps_its_own_quorum_and_replication_of_one(tmp_path: Path) -> None:
+    broker = LocalBroker(find_free_port(), home=tmp_path / "home")
+    config = _properties(broker)
+    controller = broker._controller_port()
+    assert config["node.id"] == "1"
+    assert config["controller.quorum.voters"] == f"1@127.0.0.1:{controller}"
+    assert config["offsets.topic.replication.factor"] == "1"
+    assert config["transaction.state.log.min.isr"] == config["min.insync.replicas"] == "1"
+
+
+def test_session_names_carry_the_session_tag() -> None:
+    first, second = session_name("t"), session_name("t")
+    assert first != second
+    assert first.startswith(f"t-{SESSION_TAG}") and len(first) == len(f"t-{SESSION_TAG}") + 6
+
+
+def test_find_free_ports_are_consecutive_and_bindable() -> None:
+    first = find_free_ports(6)
+    for port in range(first, first + 6):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))

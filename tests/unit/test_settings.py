@@ -262,6 +262,8 @@ def test_bad_bootstrap_error_names_the_server(monkeypatch: pytest.MonkeyPatch) -
         {"processing_guarantee": "maybe"},
         {"partitions": 0},
         {"replication_factor": 0},
+        {"min_insync_replicas": 0},
+        {"replication_factor": 2, "min_insync_replicas": 3},
         {"app_id": "has spaces"},
         {"app_id": ""},
     ],
@@ -322,3 +324,19 @@ def test_faust_advertises_the_advertised_host_and_binds_the_web_host() -> None:
     app = create_app(Settings(web_host="0.0.0.0", web_advertised_host=pod, web_port=7004))
     assert str(app.conf.canonical_url) == f"http://{pod}:7004"
     assert app.conf.web_bind == "0.0.0.0"
+
+
+def test_min_insync_replicas_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAM_APP_REPLICATION_FACTOR", "3")
+    monkeypatch.setenv("STREAM_APP_MIN_INSYNC_REPLICAS", "2")
+    s = Settings()
+    assert s.min_insync_replicas == 2
+    assert s.durability_config == {"min.insync.replicas": "2"}
+
+
+def test_min_insync_replicas_above_the_replication_factor_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STREAM_APP_MIN_INSYNC_REPLICAS", "2")
+    with pytest.raises(ValidationError, match=r"exceeds replication_factor \(1\)"):
+        Settings()

@@ -358,3 +358,42 @@ def test_a_topic_both_read_and_published_is_declared_once() -> None:
     assert sorted(names) == sorted(set(names))
     [validation] = [t for t in runtime.topic_definitions() if t.name == "shop.log.validation"]
     assert validation.config == {"cleanup.policy": "delete", "retention.ms": "604800000"}
+
+
+# -- durability on a replicated cluster -----------------------------------------------------------
+
+
+def test_min_insync_replicas_reaches_every_topic_unless_a_file_sets_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stream_app import Runtime
+    from stream_app.examples.counter import counter
+
+    monkeypatch.setenv("STREAM_APP_REPLICATION_FACTOR", "3")
+    monkeypatch.setenv("STREAM_APP_MIN_INSYNC_REPLICAS", "2")
+    monkeypatch.setenv("STREAM_APP_CLOCK", "driven")
+    s = Settings(app_id="shop", partitions=4)
+    assert (s.replication_factor, s.min_insync_replicas) == (3, 2)
+    path = write(
+        tmp_path,
+        "t.toml",
+        '[[topics]]\nname = "{app_id}.plain"\n\n'
+        '[[topics]]\nname = "{app_id}.own"\n[topics.config]\n"min.insync.replicas" = 3\n',
+    )
+    plain, own = load_definitions([path], s)
+    assert plain.replication_factor == 3 and plain.config["min.insync.replicas"] == "2"
+    assert own.config["min.insync.replicas"] == "3", "a file's own setting wins"
+    runtime = Runtime(s)
+    runtime.behaviour(counter)
+    created = runtime.topic_definitions()
+    assert s.clock_topic in {t.name for t in created}
+    assert {t.name: t.config.get("min.insync.replicas") for t in created} == {
+        t.name: "2" for t in created
+    }
+    assert {t.replication_factor for t in created} == {3}
+
+
+def test_without_min_insync_replicas_the_broker_default_applies(tmp_path: Path) -> None:
+    path = write(tmp_path, "t.toml", '[[topics]]\nname = "{app_id}.plain"\n')
+    [plain] = load_definitions([path], settings())
+    assert "min.insync.replicas" not in plain.config
