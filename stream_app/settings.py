@@ -84,10 +84,10 @@ class Settings(BaseSettings):
         standby_replicas: How many other workers keep a standby copy of each table partition
             (Faust's ``table_standby_replicas``), read from its changelog as it is written. A
             worker that takes a partition it has a standby of only replays the changelog from
-            where its copy is, instead of from the beginning: failover after a crash takes
-            seconds however large the state. Each standby costs its worker the disk of the
-            copy and the reading of the changelog. 1 (default, Faust's); 0 with one worker per
-            partition's worth of state to spare nothing.
+            where its copy is, instead of from the beginning, so the takeover after a crash
+            does not grow with the state (``bench.failover``). Each standby costs its worker
+            the disk of the copy and the reading of the changelog. 1 (default, Faust's); 0:
+            none, a worker that takes a partition restores it from the changelog.
         group_instance_id: The worker's static identity in the consumer group
             (``group.instance.id``, Faust's ``consumer_group_instance_id``); unique per worker
             and stable across its restarts, e.g. the pod name of a StatefulSet. ``None``

@@ -119,6 +119,8 @@ def test_the_atomic_page_shows_the_auction_example() -> None:
 def test_every_docs_page_is_linked_from_the_readme() -> None:
     readme = README.read_text()
     for page in sorted((ROOT / "docs").glob("*.md")):
+        if page.name.startswith("_"):
+            continue  # a part of a page still being assembled (docs/_operations_*.md)
         assert f"(docs/{page.name})" in readme, f"README.md does not link docs/{page.name}"
 
 
