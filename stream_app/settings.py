@@ -94,7 +94,10 @@ class Settings(BaseSettings):
             (default): dynamic membership. A static member that restarts within
             :attr:`session_timeout_s` gets its partitions back without a rebalance and keeps
             its local state; one that stops does not leave the group, so its partitions move
-            to the other workers only when the session times out.
+            to the other workers only when the session times out. It must come back at the
+            same :attr:`web_host` and :attr:`web_port`: the assignment the group kept for it
+            names its old address, which Faust's assignor refuses (the worker never becomes
+            ready).
         kafka_call_timeout_s: Longest one blocking Kafka call of a commit may take (a flush of
             the outputs before an offset commit; a transaction's init, offsets or commit) before
             the worker gives up and stops with an ERROR and a non-zero exit status, for its
