@@ -96,8 +96,9 @@ class Settings(BaseSettings):
             its local state; one that stops does not leave the group, so its partitions move
             to the other workers only when the session times out. It must come back at the
             same :attr:`web_host` and :attr:`web_port`: the assignment the group kept for it
-            names its old address, which Faust's assignor refuses (the worker never becomes
-            ready).
+            names its old address, and a worker handed an assignment made for another address
+            (or sharing its id with a live worker) stops with a
+            :class:`~stream_app.errors.ConfigError`.
         kafka_call_timeout_s: Longest one blocking Kafka call of a commit may take (a flush of
             the outputs before an offset commit; a transaction's init, offsets or commit) before
             the worker gives up and stops with an ERROR and a non-zero exit status, for its

@@ -249,3 +249,34 @@ def test_three_workers_move_state_boots_and_timers_as_they_come_and_go(
     # Nothing was lost, and the two workers left process every cell.
     send(app, "add", {"by": 1})
     wait_cells(a, lambda _c, d: d["count"] == 4, "4 in every cell")
+
+
+def test_a_worker_started_with_an_instance_id_in_use_stops_saying_why(
+    cells_env: dict[str, str],
+    app_topics_deleted: None,
+    start_worker: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    app = {
+        **cells_env,
+        "STREAM_APP_PARTITIONS": str(PARTITIONS),
+        "STREAM_APP_GROUP_INSTANCE_ID": "worker-a",
+    }
+    first = start_worker(MODULE, {**app, "STREAM_APP_DATA_DIR": str(tmp_path / "one")}, name="one")
+    second = start_worker(
+        MODULE, {**app, "STREAM_APP_DATA_DIR": str(tmp_path / "two")}, name="two", ready=False
+    )
+    assert second.process is not None
+    status = wait_for(
+        second.process.poll,
+        lambda code: code is not None,
+        timeout=90,
+        what="the worker started with an instance id in use stops",
+    )
+    assert status != 0
+    log = second.log_text()
+    assert "ConfigError" in log and "STREAM_APP_GROUP_INSTANCE_ID" in log, log[-3000:]
+    # The first worker carries on with every partition.
+    send(app, "add", {"by": 1})
+    wait_cells(first, lambda _c, d: d["count"] == 1, "every cell counted by the first worker")
+    assert sorted(owned(first)) == list(range(PARTITIONS))

@@ -115,6 +115,25 @@ INTERNALS = [
     ),
     ("faust.tables.recovery", "Recovery", "_wait", "faust_patches.restore_changelogs_fast"),
     ("faust.stores.rocksdb", "Store", "apply_changelog_batch", "kafka.restore (same bytes)"),
+    (
+        "faust.assignor.partition_assignor",
+        "PartitionAssignor",
+        "on_assignment",
+        "faust_patches.refuse_assignments_for_another_address",
+    ),
+    (
+        "faust.assignor.partition_assignor",
+        "PartitionAssignor",
+        "_decompress",
+        "faust_patches.refuse_assignments_for_another_address",
+    ),
+    (
+        "faust.assignor.partition_assignor",
+        "PartitionAssignor",
+        "_url",
+        "faust_patches.refuse_assignments_for_another_address",
+    ),
+    ("faust.app.base", "App", "assignor", "faust_patches.refuse_assignments_for_another_address"),
 ]
 
 #: Attributes set on instances in ``__init__`` (not visible on the class): module, class, name.
@@ -166,7 +185,7 @@ def test_every_attribute_faust_patches_replaces_is_checked_above() -> None:
     from stream_app.kafka import faust_patches
 
     source = inspect.getsource(faust_patches)
-    patched = r"^\s+(?:consumer|thread|buffer|recovery)\.(\w+) = "
+    patched = r"^\s+(?:consumer|thread|buffer|recovery|assignor)\.(\w+) = "
     set_on_instances = set(re.findall(patched, source, re.M))
     overridden = {
         name
