@@ -137,14 +137,32 @@ def hand_topics_to(consumer: Any, taker: InputTaker) -> None:
       ERROR ("Aiokafka has not sent fetch request ... since start") once the worker had been up
       longer than the timeout; here each partition of an assignment is judged only once the
       timeout has passed since the watchdog first saw it in that assignment.
+    - ``Consumer.pause_partitions`` and ``Consumer.resume_partitions`` change which partitions
+      Faust would fetch; here they also tell the taker at once. Faust's fetcher, which finds
+      no partition to fetch while recovery has paused them all, sleeps a second before it
+      looks again, so the taker learned of the partitions recovery resumes up to a second
+      late: a second of every start, rebalance, failover and restart.
     """
     getmany, wait_empty = consumer._getmany, consumer.wait_empty
     verify_event_path = consumer.verify_event_path
+    pause_partitions, resume_partitions = consumer.pause_partitions, consumer.resume_partitions
+
+    def tell(active_partitions: Any) -> None:
+        topics = taker.topics
+        taker.wanted(frozenset(tp for tp in active_partitions if tp.topic in topics))
+
+    def own_pause_partitions(tps: Any) -> None:
+        pause_partitions(tps)
+        tell(consumer._get_active_partitions())
+
+    def own_resume_partitions(tps: Any) -> None:
+        resume_partitions(tps)
+        tell(consumer._get_active_partitions())
 
     async def own_getmany(active_partitions: Any, timeout: float) -> Any:
         topics = taker.topics
         if active_partitions:
-            taker.wanted(frozenset(tp for tp in active_partitions if tp.topic in topics))
+            tell(active_partitions)
             active_partitions = {tp for tp in active_partitions if tp.topic not in topics}
             if not active_partitions:
                 # Nothing of Faust's own to fetch: wait a little, as an empty fetch would.
@@ -177,6 +195,8 @@ def hand_topics_to(consumer: Any, taker: InputTaker) -> None:
     consumer._getmany = own_getmany
     consumer.wait_empty = own_wait_empty
     consumer.verify_event_path = own_verify_event_path
+    consumer.pause_partitions = own_pause_partitions
+    consumer.resume_partitions = own_resume_partitions
 
 
 def list_offsets_in_one_request(consumer: Any, app: PatchedApp) -> None:

@@ -188,7 +188,12 @@ def test_three_workers_move_state_boots_and_timers_as_they_come_and_go(
     send(app, "add", {"by": 3})
     send(app, "timer", {"name": "first", "after_ms": HOUR_MS})
     wait_cells(a, lambda _c, d: d["count"] == 3 and d["boots"] == 0, "3 in every cell on a")
-    assert all(pending(a, c) == ["first"] for c in CELLS)
+    wait_for(
+        lambda: [pending(a, c) for c in CELLS],
+        lambda seen: all(names == ["first"] for names in seen),
+        timeout=60,
+        what="a first timer pending in every cell",
+    )
 
     # Two workers join, one after the other: the partitions each takes boot there, once;
     # state and timers come along.

@@ -45,6 +45,24 @@ INTERNALS = [
     ("faust.transport.drivers.aiokafka", "Consumer", "_getmany", "faust_patches.hand_topics_to"),
     ("faust.transport.drivers.aiokafka", "Consumer", "wait_empty", "faust_patches.hand_topics_to"),
     (
+        "faust.transport.consumer",
+        "Consumer",
+        "pause_partitions",
+        "faust_patches.hand_topics_to",
+    ),
+    (
+        "faust.transport.consumer",
+        "Consumer",
+        "resume_partitions",
+        "faust_patches.hand_topics_to",
+    ),
+    (
+        "faust.transport.consumer",
+        "Consumer",
+        "_get_active_partitions",
+        "faust_patches.hand_topics_to",
+    ),
+    (
         "faust.transport.drivers.aiokafka",
         "Consumer",
         "verify_event_path",
