@@ -136,7 +136,26 @@ class Settings(BaseSettings):
             truncated (and marked so). Keep it under the dead-letter topic's max.message.bytes
             minus room for the headers.
         session_timeout_s: Consumer group session timeout: how long a dead worker holds its
-            partitions before they move to another.
+            partitions before they move to another (or, with :attr:`group_instance_id`, before
+            the group gives them to another worker if it does not come back).
+        standby_replicas: How many other workers keep a standby copy of each table partition
+            (Faust's ``table_standby_replicas``), read from its changelog as it is written. A
+            worker that takes a partition it has a standby of only replays the changelog from
+            where its copy is, instead of from the beginning, so the takeover after a crash
+            does not grow with the state (``bench.failover``). Each standby costs its worker
+            the disk of the copy and the reading of the changelog. 1 (default, Faust's); 0:
+            none, a worker that takes a partition restores it from the changelog.
+        group_instance_id: The worker's static identity in the consumer group
+            (``group.instance.id``, Faust's ``consumer_group_instance_id``); unique per worker
+            and stable across its restarts, e.g. the pod name of a StatefulSet. ``None``
+            (default): dynamic membership. A static member that restarts within
+            :attr:`session_timeout_s` gets its partitions back without a rebalance and keeps
+            its local state; one that stops does not leave the group, so its partitions move
+            to the other workers only when the session times out. It must come back at the
+            same :attr:`web_host` and :attr:`web_port`: the assignment the group kept for it
+            names its old address, and a worker handed an assignment made for another address
+            (or sharing its id with a live worker) stops with a
+            :class:`~stream_app.errors.ConfigError`.
         kafka_call_timeout_s: Longest one blocking Kafka call of a commit may take (a flush of
             the outputs before an offset commit; a transaction's init, offsets or commit) before
             the worker gives up and stops with an ERROR and a non-zero exit status, for its
@@ -207,6 +226,10 @@ class Settings(BaseSettings):
     rocksdb_memory_bytes: int = Field(default=128 * 1_048_576, ge=8 * 1_048_576)
     dead_letter_max_bytes: int = Field(default=1_048_576, ge=64)
     session_timeout_s: float = Field(default=30.0, ge=6.0, le=300.0)
+    standby_replicas: int = Field(default=1, ge=0, le=16)
+    group_instance_id: str | None = Field(
+        default=None, min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$"
+    )
     kafka_call_timeout_s: float = Field(default=60.0, ge=1.0, le=3600.0)
     shutdown_timeout_s: float = Field(default=60.0, ge=1.0, le=3600.0)
     topics_dir: Path = Path("topics")

@@ -178,6 +178,13 @@ class CellCulture(Behaviour[DataT]):
         else:
             run.around(lambda: method(message.body))
 
+    @property
+    def boots(self) -> bool:
+        """Whether the run class overrides :meth:`CellRun.on_boot` or :meth:`CellRun.around`
+        (which wraps boots too); otherwise booting a cell does nothing and is skipped."""
+        run = self.Run
+        return run.on_boot is not CellRun.on_boot or run.around is not CellRun.around
+
     def on_boot(self, state: CellState[DataT]) -> None:
         """Make a run and call its ``on_boot()`` through ``around``."""
         run = self.Run(state)

@@ -814,14 +814,17 @@ class CellEngine:
 
         Runs inside the first record read from the partition after the assignment (none is
         read before the partition's tables are recovered), so every cell is booted before its
-        next message. Parked cells are not booted.
+        next message. Parked cells are not booted, nor are the cells of a behaviour whose boot
+        does nothing (:attr:`Behaviour.boots`): the partition's first record does not wait
+        for a pass over all of them.
         """
         partition = work.partition
         part.needs_boot = False
         part.parked = set(self.parked.keys(partition))
         origin = BootOrigin(partition, part.generation)
         booted = 0
-        for key in list(self.cells.keys(partition)):
+        keys = list(self.cells.keys(partition)) if self.behaviour.boots else []
+        for key in keys:
             if key in part.parked:
                 continue
             failure = await self._invoke(work, key, "boot", now, origin)

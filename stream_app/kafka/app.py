@@ -186,6 +186,8 @@ def create_app(settings: Settings, **overrides: Any) -> StreamApp:
         "broker_session_timeout": settings.session_timeout_s,
         "broker_commit_interval": settings.commit_interval_s,
         "broker_heartbeat_interval": min(3.0, settings.session_timeout_s / 3),
+        "table_standby_replicas": settings.standby_replicas,
+        "consumer_group_instance_id": settings.group_instance_id,
         "consumer_auto_offset_reset": "earliest",
         "producer_acks": -1,
         # A few ms of batching: aiokafka keeps one request in flight per broker, so without

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import faust
 from confluent_kafka import IsolationLevel, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
+from faust.assignor.client_assignment import ClientMetadata
 from faust.exceptions import ConsumerNotStarted
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.tables import TableManager
@@ -46,7 +47,7 @@ from rocksdict import (
     WriteBufferManager,
 )
 
-from stream_app.errors import FlushTimeoutError
+from stream_app.errors import ConfigError, FlushTimeoutError
 from stream_app.kafka.reading import last_record_offsets
 from stream_app.kafka.restore import RestoreJob, RestoreProgress, restore
 from stream_app.logs import rdkafka_logger
@@ -147,14 +148,32 @@ def hand_topics_to(consumer: Any, taker: InputTaker) -> None:
       ERROR ("Aiokafka has not sent fetch request ... since start") once the worker had been up
       longer than the timeout; here each partition of an assignment is judged only once the
       timeout has passed since the watchdog first saw it in that assignment.
+    - ``Consumer.pause_partitions`` and ``Consumer.resume_partitions`` change which partitions
+      Faust would fetch; here they also tell the taker at once. Faust's fetcher, which finds
+      no partition to fetch while recovery has paused them all, sleeps a second before it
+      looks again, so the taker learned of the partitions recovery resumes up to a second
+      late: a second of every start, rebalance, failover and restart.
     """
     getmany, wait_empty = consumer._getmany, consumer.wait_empty
     verify_event_path = consumer.verify_event_path
+    pause_partitions, resume_partitions = consumer.pause_partitions, consumer.resume_partitions
+
+    def tell(active_partitions: Any) -> None:
+        topics = taker.topics
+        taker.wanted(frozenset(tp for tp in active_partitions if tp.topic in topics))
+
+    def own_pause_partitions(tps: Any) -> None:
+        pause_partitions(tps)
+        tell(consumer._get_active_partitions())
+
+    def own_resume_partitions(tps: Any) -> None:
+        resume_partitions(tps)
+        tell(consumer._get_active_partitions())
 
     async def own_getmany(active_partitions: Any, timeout: float) -> Any:
         topics = taker.topics
         if active_partitions:
-            taker.wanted(frozenset(tp for tp in active_partitions if tp.topic in topics))
+            tell(active_partitions)
             active_partitions = {tp for tp in active_partitions if tp.topic not in topics}
             if not active_partitions:
                 # Nothing of Faust's own to fetch: wait a little, as an empty fetch would.
@@ -187,6 +206,8 @@ def hand_topics_to(consumer: Any, taker: InputTaker) -> None:
     consumer._getmany = own_getmany
     consumer.wait_empty = own_wait_empty
     consumer.verify_event_path = own_verify_event_path
+    consumer.pause_partitions = own_pause_partitions
+    consumer.resume_partitions = own_resume_partitions
 
 
 def list_offsets_in_one_request(consumer: Any, app: PatchedApp) -> None:
@@ -738,6 +759,42 @@ TXN_SETTLE_S = 2.0
 # -- the app's private hooks --------------------------------------------------------------------
 
 
+def refuse_assignments_for_another_address(app: PatchedApp) -> None:
+    """Crash a static group member that is handed an assignment made for another address.
+
+    A member that joins with a ``group.instance.id`` the group already has takes that
+    member's place, and its assignment, without a rebalance. Faust's assignor carries each
+    member's web address in the assignment (the address other workers route a partition's
+    views to) and asserts it is its own; when it is not (the worker came back at another host
+    or port, or a second live worker was started with an id in use), the assertion ends
+    aiokafka's coordinator routine and leaves the worker running without partitions, never
+    ready. Here the worker crashes instead, with a :class:`~stream_app.errors.ConfigError`
+    that says why, so its supervisor sees it; once the stale member's session has expired a
+    restart joins afresh.
+    """
+    assignor: Any = app.assignor
+    on_assignment = assignor.on_assignment
+
+    def own_on_assignment(assignment: Any) -> None:
+        made_for = ClientMetadata.loads(assignor._decompress(assignment.user_data)).url
+        mine = str(assignor._url)
+        if made_for != mine:
+            error = ConfigError(
+                f"the consumer group gave group instance id "
+                f"{app.conf.consumer_group_instance_id!r} an assignment made for a worker at "
+                f"{made_for}, and this worker is at {mine}: a static member must come back at "
+                "the same STREAM_APP_WEB_HOST and STREAM_APP_WEB_PORT, and no two live workers "
+                "may share an id (STREAM_APP_GROUP_INSTANCE_ID). The group forgets the other "
+                "address when that member's session times out (STREAM_APP_SESSION_TIMEOUT_S)."
+            )
+            # The assignor runs on the consumer's thread; the app crashes on its own loop.
+            app.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(app.crash(error)))
+            raise error
+        on_assignment(assignment)
+
+    assignor.on_assignment = own_on_assignment
+
+
 class PatchedApp(faust.App):
     """A :class:`faust.App` whose consumer, producer and flow control carry the patches above.
 
@@ -781,10 +838,13 @@ class PatchedApp(faust.App):
 
     async def on_start(self) -> None:
         """Faust's start, with table recovery reading changelogs in bulk first
-        (:func:`restore_changelogs_fast`); before the consumer joins, so from the first
-        rebalance on."""
+        (:func:`restore_changelogs_fast`) and, for a static group member, assignments made for
+        another address refused (:func:`refuse_assignments_for_another_address`); before the
+        consumer joins, so from the first rebalance on."""
         await super().on_start()
         restore_changelogs_fast(self)
+        if self.conf.consumer_group_instance_id:
+            refuse_assignments_for_another_address(self)
 
     def _new_consumer(self) -> Any:
         consumer: Any = super()._new_consumer()

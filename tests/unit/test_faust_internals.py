@@ -45,6 +45,24 @@ INTERNALS = [
     ("faust.transport.drivers.aiokafka", "Consumer", "_getmany", "faust_patches.hand_topics_to"),
     ("faust.transport.drivers.aiokafka", "Consumer", "wait_empty", "faust_patches.hand_topics_to"),
     (
+        "faust.transport.consumer",
+        "Consumer",
+        "pause_partitions",
+        "faust_patches.hand_topics_to",
+    ),
+    (
+        "faust.transport.consumer",
+        "Consumer",
+        "resume_partitions",
+        "faust_patches.hand_topics_to",
+    ),
+    (
+        "faust.transport.consumer",
+        "Consumer",
+        "_get_active_partitions",
+        "faust_patches.hand_topics_to",
+    ),
+    (
         "faust.transport.drivers.aiokafka",
         "Consumer",
         "verify_event_path",
@@ -121,6 +139,25 @@ INTERNALS = [
         "as_options",
         "faust_patches.share_rocksdb_memory",
     ),
+    (
+        "faust.assignor.partition_assignor",
+        "PartitionAssignor",
+        "on_assignment",
+        "faust_patches.refuse_assignments_for_another_address",
+    ),
+    (
+        "faust.assignor.partition_assignor",
+        "PartitionAssignor",
+        "_decompress",
+        "faust_patches.refuse_assignments_for_another_address",
+    ),
+    (
+        "faust.assignor.partition_assignor",
+        "PartitionAssignor",
+        "_url",
+        "faust_patches.refuse_assignments_for_another_address",
+    ),
+    ("faust.app.base", "App", "assignor", "faust_patches.refuse_assignments_for_another_address"),
 ]
 
 #: Attributes set on instances in ``__init__`` (not visible on the class): module, class, name.
@@ -173,7 +210,7 @@ def test_every_attribute_faust_patches_replaces_is_checked_above() -> None:
     from stream_app.kafka import faust_patches
 
     source = inspect.getsource(faust_patches)
-    patched = r"^\s+(?:consumer|thread|buffer|recovery|options)\.(\w+) = "
+    patched = r"^\s+(?:consumer|thread|buffer|recovery|options|assignor)\.(\w+) = "
     set_on_instances = set(re.findall(patched, source, re.M))
     overridden = {
         name

@@ -104,6 +104,35 @@ def test_create_app_runs_faust_at_least_once_and_marks_exactly_once() -> None:
     assert not create_app(Settings(app_id="alos")).exactly_once
 
 
+def test_standbys_and_static_membership_reach_faust(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream_app.kafka.app import create_app
+
+    defaults = create_app(Settings(app_id="scale"))
+    assert defaults.conf.table_standby_replicas == 1, "Faust's default, as before the setting"
+    assert defaults.conf.consumer_group_instance_id is None, "dynamic membership by default"
+    monkeypatch.setenv("STREAM_APP_STANDBY_REPLICAS", "0")
+    monkeypatch.setenv("STREAM_APP_GROUP_INSTANCE_ID", "cells-worker-2")
+    app = create_app(Settings(app_id="scale"))
+    assert app.conf.table_standby_replicas == 0
+    assert app.conf.consumer_group_instance_id == "cells-worker-2"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("STREAM_APP_STANDBY_REPLICAS", "-1"),
+        ("STREAM_APP_GROUP_INSTANCE_ID", ""),
+        ("STREAM_APP_GROUP_INSTANCE_ID", "pod name"),
+    ],
+)
+def test_a_standby_count_or_instance_id_kafka_would_refuse_is_refused_here(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=name.removeprefix("STREAM_APP_").lower()):
+        Settings()
+
+
 def test_each_app_id_keeps_its_state_in_its_own_folder_of_the_data_dir() -> None:
     from stream_app.kafka.app import create_app
 
