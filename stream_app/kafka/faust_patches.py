@@ -572,8 +572,25 @@ def share_rocksdb_memory(table: Any, memory: RocksDBMemory) -> None:
     time. This replaces that method on the table's options object with the same options (raw
     mode, the bloom filter, the index type, the write buffer and file sizes Faust sets) around
     the shared cache and write buffer manager. Call it before the table opens a database.
+
+    The table makes its store lazily (``Collection._new_store``, on first use of
+    ``table.data``), and a RocksDB store makes folders when it is made; so the options are
+    replaced when the store is made, not here: a worker that stops before its tables are used
+    (refused credentials) leaves no folder behind.
     """
-    options = table.data.rocksdb_options
+    new_store = table._new_store
+
+    def shared_store() -> Any:
+        store = new_store()
+        _share_options(store.rocksdb_options, memory)
+        return store
+
+    table._new_store = shared_store
+
+
+def _share_options(options: Any, memory: RocksDBMemory) -> None:
+    """Replace ``options.as_options`` (a Faust ``RocksDBOptions``) by the same options around
+    ``memory``'s cache and write buffer manager."""
 
     def as_options() -> Options:
         db_options = Options(raw_mode=True)

@@ -14,6 +14,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from stream_app.errors import TopicPlanError
 from stream_app.kafka.topics import apply_changes, load_definitions, plan_changes
 from stream_app.settings import Settings
+from stream_app.testing import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +43,13 @@ def describe(admin: AdminClient, topic: str) -> tuple[int, dict[str, str | None]
     metadata = admin.list_topics(topic, timeout=10)
     partitions = len(metadata.topics[topic].partitions)
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
-    entries = admin.describe_configs([resource])[resource].result()
+    # A topic just created may not be known yet to the broker answering describe_configs.
+    entries = wait_for(
+        lambda: admin.describe_configs([resource])[resource].result(),
+        lambda found: bool(found),
+        timeout=30,
+        what=f"the configs of {topic}",
+    )
     return partitions, {name: entry.value for name, entry in entries.items()}
 
 

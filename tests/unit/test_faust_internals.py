@@ -139,6 +139,7 @@ INTERNALS = [
         "as_options",
         "faust_patches.share_rocksdb_memory",
     ),
+    ("faust.tables.base", "Collection", "_new_store", "faust_patches.share_rocksdb_memory"),
     (
         "faust.assignor.partition_assignor",
         "PartitionAssignor",
@@ -210,7 +211,7 @@ def test_every_attribute_faust_patches_replaces_is_checked_above() -> None:
     from stream_app.kafka import faust_patches
 
     source = inspect.getsource(faust_patches)
-    patched = r"^\s+(?:consumer|thread|buffer|recovery|options|assignor)\.(\w+) = "
+    patched = r"^\s+(?:consumer|thread|buffer|recovery|options|assignor|table)\.(\w+) = "
     set_on_instances = set(re.findall(patched, source, re.M))
     overridden = {
         name

@@ -23,9 +23,11 @@ BUDGET = 16 * 1_048_576
 
 def shared_options(memory: RocksDBMemory) -> Any:
     """Faust's options of one table's store, made to share ``memory``."""
-    table = SimpleNamespace(data=SimpleNamespace(rocksdb_options=RocksDBOptions()))
+    store = SimpleNamespace(rocksdb_options=RocksDBOptions())
+    table = SimpleNamespace(_new_store=lambda: store)
     share_rocksdb_memory(table, memory)
-    return table.data.rocksdb_options
+    options: RocksDBOptions = table._new_store().rocksdb_options
+    return options
 
 
 def fill(db: Any, *, batches: int, prefix: str) -> None:
