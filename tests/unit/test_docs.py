@@ -117,11 +117,8 @@ def test_the_atomic_page_shows_the_auction_example() -> None:
 
 
 def test_every_docs_page_is_linked_from_the_readme() -> None:
-    """Every page but the ``_``-prefixed parts, which are assembled into another page."""
     readme = README.read_text()
-    # ``docs/_*.md`` are parts of a page, assembled into it (``_operations_*.md`` into
-    # ``operations.md``), not pages of their own.
-    for page in sorted(p for p in (ROOT / "docs").glob("*.md") if not p.name.startswith("_")):
+    for page in sorted((ROOT / "docs").glob("*.md")):
         assert f"(docs/{page.name})" in readme, f"README.md does not link docs/{page.name}"
 
 
