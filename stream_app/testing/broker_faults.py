@@ -16,6 +16,15 @@ only a broker or also the quorum's active controller, and nothing a producer saw
    count what is missing (``lost``) and what was applied more than once (``duplicated``).
 
 The counts are the cells' own (``count`` in their data, read from the worker's cells view).
+
+**The harness is the worker's supervisor.** Under ``exactly_once``, a SIGKILL of the broker
+that coordinates a partition's transactions can wedge librdkafka's
+``send_offsets_to_transaction`` (it waits for a coordinator it no longer looks up, past its
+time-out: librdkafka issues 5456 and 5511, open). The batched input bounds every transaction
+call (``Settings.kafka_call_timeout_s``) and stops the worker loudly rather than leaving it idle;
+as Kubernetes or Docker would, the harness then starts it again (its tables are rebuilt from the
+changelogs, its uncommitted input read again) and records why in
+:attr:`BrokerFaultReport.restarts`. Nothing acknowledged may be lost across it.
 """
 
 from __future__ import annotations
@@ -76,7 +85,9 @@ class BrokerFaultReport:
         rate_before: Messages applied per second before any kill (over ``hold_s``); ``None``
             when not measured.
         settled_s: Seconds from the end of the load until the counts were final.
-        worker_alive: Whether the worker ran throughout (no exit, no restart).
+        worker_alive: Whether the worker was running at the end.
+        restarts: Why the worker stopped each time the harness had to start it again (the
+            last ERROR line of that run's log); empty when it ran throughout.
     """
 
     acked: int = 0
@@ -88,10 +99,21 @@ class BrokerFaultReport:
     rate_before: float | None = None
     settled_s: float = 0.0
     worker_alive: bool = True
+    restarts: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         """The figures as a JSON-ready dict."""
         return asdict(self)
+
+
+def _supervise(worker: WorkerProcess, report: BrokerFaultReport) -> None:
+    """Start ``worker`` again if it has stopped, noting why it stopped in ``report``."""
+    if worker.alive():
+        return
+    errors = worker.error_lines()
+    status = worker.process.returncode if worker.process else None
+    report.restarts.append(errors[-1] if errors else f"exit status {status}")
+    worker.start()
 
 
 def _applied(worker: WorkerProcess, behaviour: str) -> int:
@@ -133,6 +155,7 @@ def run_broker_faults(
     report = BrokerFaultReport()
 
     def applied() -> int:
+        _supervise(worker, report)
         return _applied(worker, behaviour)
 
     load.start()
@@ -153,8 +176,13 @@ def run_broker_faults(
     report.acked, report.failed = sum(expected.values()), load.failed
     settling = time.monotonic()
     try:
+
+        def counts() -> dict[str, int]:
+            _supervise(worker, report)
+            return cell_counts(worker, behaviour)
+
         seen = wait_for(
-            lambda: cell_counts(worker, behaviour),
+            counts,
             lambda counts: counts == expected,
             timeout=timeout,
             what="every acknowledged message applied",
