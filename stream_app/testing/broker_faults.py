@@ -87,7 +87,7 @@ class BrokerFaultReport:
         settled_s: Seconds from the end of the load until the counts were final.
         worker_alive: Whether the worker was running at the end.
         restarts: Why the worker stopped each time the harness had to start it again (the
-            last ERROR line of that run's log); empty when it ran throughout.
+            first ERROR line of that run's log); empty when it ran throughout.
     """
 
     acked: int = 0
@@ -112,7 +112,7 @@ def _supervise(worker: WorkerProcess, report: BrokerFaultReport) -> None:
         return
     errors = worker.error_lines()
     status = worker.process.returncode if worker.process else None
-    report.restarts.append(errors[-1] if errors else f"exit status {status}")
+    report.restarts.append(errors[0] if errors else f"exit status {status}")
     worker.start()
 
 
