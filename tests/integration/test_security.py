@@ -141,7 +141,14 @@ def test_worker_client_and_cli_work_over_sasl_ssl(
         return cell(worker, "alice")
 
     wait_for(probe, lambda data: data == {"count": 10}, timeout=60, what="alice's count of 10")
-    changelog = read_topic(settings.kafka_client_config(), settings.changelog_topic("counter"))
+    # The view shows the state as soon as it is written; the changelog record becomes
+    # readable (read_committed) when its transaction commits, within a commit interval.
+    changelog = wait_for(
+        lambda: read_topic(settings.kafka_client_config(), settings.changelog_topic("counter")),
+        lambda records: [r.key for r in records][-1:] == [b"alice"],
+        timeout=30,
+        what="alice's changelog record, committed",
+    )
     assert [r.key for r in changelog][-1:] == [b"alice"]
     assert worker.error_lines() == []
     # The views listen on the loopback interface only (STREAM_APP_WEB_HOST's default).
