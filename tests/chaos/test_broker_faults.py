@@ -79,7 +79,11 @@ def test_a_broker_then_the_active_controller_die_and_nothing_acknowledged_is_los
     # coordinator left without an answer, which the batched input turns into a loud stop.
     unexpected = [r for r in report.restarts if "no answer from the Kafka client" not in r]
     assert not unexpected, unexpected
-    assert not worker.error_lines(), worker.error_lines()[:20]
+    # librdkafka logs a retried CONCURRENT_TRANSACTIONS answer of a coordinator that is moving
+    # at ERROR level; it retries it itself. Any other ERROR line fails the test.
+    concurrent = "another concurrent operation on the same transaction was ongoing"
+    errors = [line for line in worker.error_lines() if concurrent not in line]
+    assert not errors, errors[:20]
 
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
     partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions.values()
