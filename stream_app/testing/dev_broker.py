@@ -652,17 +652,8 @@ class LocalBroker:
             while _pid_alive(pid) and time.monotonic() < deadline:
                 _reap(pid)
                 time.sleep(0.1)
-            if _pid_alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                while _pid_alive(pid):
-                    _reap(pid)
-                    time.sleep(0.05)
-            _reap(pid)
-        if self._process is not None:
-            self._process.wait()
-            self._process = None
-        self.pidfile.unlink(missing_ok=True)
+            _sigkill(pid)
+        self._forget_process()
         if purge:
             shutil.rmtree(self.instance, ignore_errors=True)
         return pid is not None
@@ -679,17 +670,16 @@ class LocalBroker:
         pid = self.pid()
         if pid is None:
             return False
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        while _pid_alive(pid):
-            _reap(pid)
-            time.sleep(0.05)
-        _reap(pid)
+        _sigkill(pid)
+        self._forget_process()
+        return True
+
+    def _forget_process(self) -> None:
+        """Wait for the broker process this instance started, if any, and drop its pid file."""
         if self._process is not None:
             self._process.wait()
             self._process = None
         self.pidfile.unlink(missing_ok=True)
-        return True
 
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the broker log."""
@@ -983,6 +973,17 @@ def _cluster_id() -> str:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not cluster_id.startswith("-"):
             return cluster_id
+
+
+def _sigkill(pid: int) -> None:
+    """SIGKILL ``pid`` (if it still runs) and reap it once it is gone."""
+    if _pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    while _pid_alive(pid):
+        _reap(pid)
+        time.sleep(0.05)
+    _reap(pid)
 
 
 def _reap(pid: int) -> None:
