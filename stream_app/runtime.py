@@ -36,6 +36,8 @@ from stream_app.api.atomic import AtomicLog
 from stream_app.api.behaviour import Behaviour
 from stream_app.api.entities import Entity
 from stream_app.api.quests import QuestBehaviour
+from stream_app.console import BehaviourInfo, install_console
+from stream_app.console.server import BehaviourKind
 from stream_app.core.envelope import envelope_bytes
 from stream_app.core.partitioner import partition_for
 from stream_app.core.retry import RetryPolicy
@@ -128,6 +130,8 @@ class Runtime:
         #: The Faust side of each behaviour's cells (topic, tables), by behaviour name.
         self.cell_tables: dict[str, CellTables] = {}
         self.entities: dict[str, Entity[Any]] = {}
+        #: What each behaviour is (``cells``, ``entity``, ``quests``...), for the console.
+        self.kinds: dict[str, BehaviourKind] = {}
         self.effects = EffectDispatcher(self.dead_letters, self.metrics)
         self.reactor = Reactor(self.dead_letters)
         #: Raw-bytes Faust topics the runtime sends to, by topic name.
@@ -143,6 +147,8 @@ class Runtime:
         install_views(self.app, _WorkerStatus(self))
         install_health_views(self.app)
         install_metrics(self.app, _WorkerMetrics(self))
+        if self.settings.console:
+            install_console(self.app, _ConsoleSource(self), self.settings)
 
     # -- registration ----------------------------------------------------------------------
 
@@ -167,6 +173,7 @@ class Runtime:
         self.engines[behaviour.name] = engine
         self.cell_tables[behaviour.name] = tables
         self._topics[engine.topic_name] = tables.input
+        self.kinds[behaviour.name] = "cells"
         install_behaviour_views(self.app, engine, tables.cells.table)
         return behaviour
 
@@ -196,6 +203,7 @@ class Runtime:
         }
         self.behaviour(entity.behaviour)
         self.entities[entity.name] = entity
+        self.kinds[entity.name] = "entity"
         install_entity_views(
             self.app, entity, self.engines[entity.name], self.cell_tables[entity.name].cells.table
         )
@@ -242,6 +250,7 @@ class Runtime:
         for topic in behaviour.topics:
             self.published_topics[topic] = {"cleanup.policy": "delete"}
         self.behaviour(behaviour)
+        self.kinds[behaviour.name] = "quests"
         install_quest_views(
             self.app, self.engines[behaviour.name], self.cell_tables[behaviour.name].cells.table
         )
@@ -273,6 +282,7 @@ class Runtime:
             max_result_bytes=self.settings.max_message_bytes,
         )
         self.handler(behaviour.tasks_topic, name=f"workflow-tasks:{name}")(runner)
+        self.kinds[name] = "workflows"
         install_workflow_views(self.app, self.engines[name], self.cell_tables[name].cells.table)
         return behaviour
 
@@ -308,6 +318,7 @@ class Runtime:
         if log.validate_fn is not None and not log.inline:
             runner = ValidatorRunner(log, self._cell_sender(log.input_topic), self.dead_letters)
             self.handler(log.validation_topic, name=f"atomic-validator:{name}")(runner)
+        self.kinds[name] = "atomic"
         install_atomic_views(self.app, self.engines[name], self.cell_tables[name].cells.table)
         return log
 
@@ -639,6 +650,29 @@ class _WorkerStatus:
     def batch_input_stats(self) -> dict[str, Any]:
         """The batched input's counters (records, batches, commits, partitions read)."""
         return self._runtime.batch_input.stats()
+
+
+class _ConsoleSource:
+    """What the console reads of a runtime (:class:`~stream_app.console.ConsoleSource`)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def behaviours(self) -> Mapping[str, BehaviourInfo]:
+        """Every registered behaviour, by name, in registration order."""
+        runtime = self._runtime
+        return {
+            name: BehaviourInfo(
+                name=name,
+                kind=runtime.kinds[name],
+                input_topic=engine.topic_name,
+                message_types=engine.behaviour.message_types,
+                events_topic=runtime.settings.events_topic(name)
+                if runtime.kinds[name] in ("entity", "atomic")
+                else None,
+            )
+            for name, engine in runtime.engines.items()
+        }
 
 
 class _WorkerMetrics:

@@ -9,6 +9,7 @@ the same broker.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from collections.abc import Mapping
 from functools import lru_cache
@@ -194,6 +195,16 @@ class Settings(BaseSettings):
             client certificates (mutual TLS); with :attr:`ssl_key_location`.
         ssl_key_location: PEM private key of :attr:`ssl_certificate_location`.
         ssl_key_password: Password of an encrypted :attr:`ssl_key_location`.
+        console: Serve the operator console (``/console/``, HTML pages over the same views)
+            on the worker's web server. Default ``True``; it binds where the views bind.
+        console_actions: Allow the console's actions that change things (send a message,
+            release a parked cell, redrive dead letters, cancel a workflow run). ``False``
+            makes the console read-only: the actions are not offered and refused with 403.
+        console_token: The token an operator gives (``/console/login``, or an
+            ``Authorization: Bearer`` header) before an action is accepted. Required for the
+            actions when :attr:`web_host` is not a loopback address (the console is exposed):
+            without one they are refused. On loopback without a token the actions need no
+            login (the browser's pages still carry a per-worker CSRF token).
     """
 
     model_config = SettingsConfigDict(
@@ -244,6 +255,9 @@ class Settings(BaseSettings):
     ssl_certificate_location: FilePath | None = None
     ssl_key_location: FilePath | None = None
     ssl_key_password: SecretStr | None = None
+    console: bool = True
+    console_actions: bool = True
+    console_token: SecretStr | None = Field(default=None, min_length=16)
 
     @field_validator("cell_retry")
     @classmethod
@@ -408,6 +422,11 @@ class Settings(BaseSettings):
         return self.data_dir / self.app_id
 
     @property
+    def web_is_loopback(self) -> bool:
+        """Whether :attr:`web_host` is a loopback address (only this machine reaches it)."""
+        return self.web_host == "localhost" or _is_loopback(self.web_host)
+
+    @property
     def web_url(self) -> str:
         """The address of the HTTP views of the worker these settings describe (a worker bound
         to every interface is reached on the loopback one)."""
@@ -491,3 +510,10 @@ def resolve_guarantee(requested: ProcessingGuarantee, *, fencing: bool) -> Guara
 def get_settings() -> Settings:
     """Return the process-wide settings, read from the environment on first use."""
     return Settings()
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

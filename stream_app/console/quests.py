@@ -1,0 +1,17 @@
+"""Quests pages of the console."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stream_app.console.server import Console
+
+__all__ = ["install"]
+
+
+def install(console: Console) -> None:
+    """Register /console/quests."""
+
+    @console.page("/quests", title="Quests")
+    async def quests_index(web: Any, request: Any) -> Any:
+        return console.render(web, request, "quests.html")
