@@ -57,7 +57,12 @@ from stream_app.kafka.dead_letters import DeadLetterSink
 from stream_app.kafka.topics import TopicChange, TopicDefinition, apply_changes
 from stream_app.settings import Guarantee, Settings, get_settings, resolve_guarantee
 from stream_app.web.health import install_health_views
-from stream_app.web.prometheus import BehaviourSample, InputCounters, install_metrics
+from stream_app.web.prometheus import (
+    BehaviourSample,
+    InputCounters,
+    MetricsSource,
+    install_metrics,
+)
 from stream_app.web.views import (
     CellInspection,
     install_atomic_views,
@@ -673,6 +678,14 @@ class _ConsoleSource:
             )
             for name, engine in runtime.engines.items()
         }
+
+    def metrics_source(self) -> MetricsSource:
+        """What the Prometheus collector reads of this runtime."""
+        return _WorkerMetrics(self._runtime)
+
+    def guarantee(self) -> str:
+        """The guarantee the worker runs under."""
+        return self._runtime.guarantee
 
 
 class _WorkerMetrics:
