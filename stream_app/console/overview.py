@@ -28,6 +28,8 @@ from stream_app.console.series import (
     SampleRing,
     Snapshot,
     Summary,
+    bar_chart,
+    empty_snapshot,
     line_chart,
     mean,
     merge,
@@ -176,29 +178,28 @@ def behaviour_rows(behaviours: Iterable[BehaviourInfo], now: Snapshot) -> list[B
 
 
 def throughput_chart(summary: Summary, *, now: float, bucket_s: float = BUCKET_S) -> Chart:
-    """Records in and out per second, per bucket of the summary."""
+    """Records in and out per second, per bucket of the summary (from 0 a bucket before the
+    first: the counters start at 0)."""
+    buckets = summary["buckets"]
+    lead = [(buckets[0][0] - bucket_s, 0.0)] if buckets else []
     return line_chart(
         {
-            name: [(start, grown.get(key, 0.0) / bucket_s) for start, grown in summary["buckets"]]
-            for name, key in (("in", "in"), ("out", "out"))
+            name: lead + [(start, grown.get(name, 0.0) / bucket_s) for start, grown in buckets]
+            for name in ("in", "out")
         },
         now=now,
     )
 
 
-def dead_letter_chart(summary: Summary, *, now: float) -> Chart:
-    """Dead letters per bucket of the summary, one line per reason."""
-    reasons = sorted(
-        {key[5:] for _, grown in summary["buckets"] for key in grown if key.startswith("dead:")}
-    )
-    return line_chart(
-        {
-            reason: [
-                (start, grown.get(f"dead:{reason}", 0.0)) for start, grown in summary["buckets"]
-            ]
-            for reason in reasons
-        },
+def dead_letter_chart(summary: Summary, *, now: float, bucket_s: float = BUCKET_S) -> Chart:
+    """Dead letters per bucket of the summary, stacked by reason."""
+    return bar_chart(
+        [
+            (start, {key[5:]: n for key, n in grown.items() if key.startswith("dead:")})
+            for start, grown in summary["buckets"]
+        ],
         now=now,
+        bucket_s=bucket_s,
     )
 
 
@@ -232,6 +233,7 @@ def install(console: Console) -> None:
     """Register ``/console/``, its live fragment and each worker's part of it, and sample this
     worker's metrics."""
     ring = SampleRing()
+    ring.add(empty_snapshot(time.time()))
     collector = WorkerCollector(console.source.metrics_source())
 
     def take() -> Snapshot:

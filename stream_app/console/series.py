@@ -25,12 +25,15 @@ __all__ = [
     "HISTORY_S",
     "RATE_WINDOW_S",
     "SAMPLE_INTERVAL_S",
+    "Bar",
     "Chart",
     "Histogram",
+    "Legend",
     "Line",
     "SampleRing",
     "Snapshot",
     "Summary",
+    "bar_chart",
     "empty_snapshot",
     "line_chart",
     "mean",
@@ -330,69 +333,182 @@ def merge(summaries: Sequence[Summary]) -> Summary:
 
 
 @dataclass(frozen=True)
-class Line:
-    """One series of a chart.
+class Legend:
+    """One series of a chart, as its legend lists it.
 
     Attributes:
-        name: The series' name (shown in the legend).
-        points: The SVG ``points`` of its polyline.
-        total: The sum of its values.
+        name: The series' name.
         index: Its position in the chart (its CSS class ``series-<index % 6>``).
+        total: The sum of its values.
     """
 
     name: str
-    points: str
-    total: float
     index: int
+    total: float
+
+
+@dataclass(frozen=True)
+class Line:
+    """One series of a line chart.
+
+    Attributes:
+        index: The series' position (see :class:`Legend`).
+        name: The series' name.
+        points: The SVG ``points`` of its polyline.
+    """
+
+    index: int
+    name: str
+    points: str
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One series' part of one bucket of a bar chart (stacked on the series before it).
+
+    Attributes:
+        index: The series' position (see :class:`Legend`).
+        x: The bar's left edge.
+        y: Its top edge.
+        width: Its width.
+        height: Its height.
+        title: What it stands for (``reason: count``).
+    """
+
+    index: int
+    x: float
+    y: float
+    width: float
+    height: float
+    title: str
 
 
 @dataclass(frozen=True)
 class Chart:
-    """A line chart laid out for an SVG ``viewBox="0 0 width height"``.
+    """A chart laid out for an SVG ``viewBox="0 0 width height"`` (y grows downwards).
 
     Attributes:
         width: The view box's width.
         height: The view box's height.
-        lines: The series, as polylines.
+        legend: The series, in order.
+        lines: The polylines of a line chart.
+        bars: The rectangles of a bar chart.
         y_max: The value at the top edge.
         span_s: The seconds from the left edge to the right edge (now).
     """
 
     width: int
     height: int
+    legend: list[Legend]
     lines: list[Line]
+    bars: list[Bar]
     y_max: float
     span_s: float
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """The time and value ranges of a chart, and how they map onto its view box."""
+
+    start: float
+    span: float
+    y_max: float
+    width: int
+    height: int
+
+    def x(self, t: float) -> float:
+        return (t - self.start) / self.span * self.width
+
+    def y(self, value: float) -> float:
+        return self.height - value / self.y_max * self.height
+
+
+def _frame(
+    times: Iterable[float], peak: float, now: float, min_span_s: float, width: int, height: int
+) -> _Frame:
+    start = min([now - min_span_s, *times])
+    return _Frame(start, max(now - start, 1e-9), max(1.0, peak), width, height)
+
+
+def _legend(series: Mapping[str, Sequence[tuple[float, float]]]) -> list[Legend]:
+    return [
+        Legend(name=name, index=index, total=sum(v for _, v in points))
+        for index, (name, points) in enumerate(sorted(series.items()))
+    ]
 
 
 def line_chart(
     series: Mapping[str, Sequence[tuple[float, float]]],
     *,
     now: float,
-    min_span_s: float = 600.0,
+    min_span_s: float = 300.0,
     width: int = 600,
     height: int = 120,
 ) -> Chart:
-    """Lay ``series`` (``name -> [(time, value)]``) out between the earliest time (at least
-    ``min_span_s`` before ``now``) on the left and ``now`` on the right, 0 at the bottom and the
-    largest value (at least 1) at the top; y grows downwards in SVG."""
-    times = [t for points in series.values() for t, _ in points]
-    start = min([now - min_span_s, *times])
-    span = max(now - start, 1e-9)
-    y_max = max([1.0, *(v for points in series.values() for _, v in points)])
-
-    def place(t: float, v: float) -> str:
-        x = (t - start) / span * width
-        y = height - v / y_max * height
-        return f"{x:.1f},{y:.1f}"
-
+    """Lay ``series`` (``name -> [(time, value)]``) out as lines, between the earliest time (at
+    least ``min_span_s`` before ``now``) on the left and ``now`` on the right, 0 at the bottom
+    and the largest value (at least 1) at the top."""
+    frame = _frame(
+        (t for points in series.values() for t, _ in points),
+        max((v for points in series.values() for _, v in points), default=0.0),
+        now,
+        min_span_s,
+        width,
+        height,
+    )
+    legend = _legend(series)
     lines = [
         Line(
-            name=name,
-            points=" ".join(place(t, v) for t, v in points),
-            total=sum(v for _, v in points),
-            index=index,
+            index=entry.index,
+            name=entry.name,
+            points=" ".join(f"{frame.x(t):.1f},{frame.y(v):.1f}" for t, v in series[entry.name]),
         )
-        for index, (name, points) in enumerate(sorted(series.items()))
+        for entry in legend
     ]
-    return Chart(width=width, height=height, lines=lines, y_max=y_max, span_s=now - start)
+    return Chart(width, height, legend, lines, [], frame.y_max, now - frame.start)
+
+
+def bar_chart(
+    buckets: Sequence[tuple[float, Mapping[str, float]]],
+    *,
+    now: float,
+    bucket_s: float,
+    min_span_s: float = 300.0,
+    width: int = 600,
+    height: int = 120,
+) -> Chart:
+    """Lay ``buckets`` (``[(bucket start, {series: value})]``) out as stacked bars, one per
+    bucket ``bucket_s`` wide, the time axis as :func:`line_chart`'s and the tallest stack at
+    the top."""
+    frame = _frame(
+        [start for start, _ in buckets],
+        max((sum(values.values()) for _, values in buckets), default=0.0),
+        now,
+        min_span_s,
+        width,
+        height,
+    )
+    names = sorted({name for _, values in buckets for name in values})
+    legend = _legend(
+        {name: [(start, values.get(name, 0.0)) for start, values in buckets] for name in names}
+    )
+    bars = []
+    for start, values in buckets:
+        below = 0.0
+        for entry in legend:
+            value = values.get(entry.name, 0.0)
+            if value > 0:
+                top = frame.y(below + value)
+                x = frame.x(start)
+                bars.append(
+                    Bar(
+                        index=entry.index,
+                        x=round(x, 1),
+                        y=round(top, 1),
+                        width=round(max(frame.x(start + bucket_s), x + 1) - x, 1),
+                        height=round(frame.y(below) - top, 1),
+                        title=f"{entry.name}: {value:g}",
+                    )
+                )
+                below += value
+    return Chart(width, height, legend, [], bars, frame.y_max, now - frame.start)

@@ -17,9 +17,10 @@ from stream_app.console.overview import (
     format_rate,
     format_seconds,
     partition_groups,
+    throughput_chart,
     worker_partitions,
 )
-from stream_app.console.series import Snapshot, line_chart
+from stream_app.console.series import Snapshot, bar_chart, line_chart
 from stream_app.console.server import BehaviourInfo
 from stream_app.core.envelope import MessageTypes
 from stream_app.web.prometheus import WorkerCollector
@@ -144,10 +145,15 @@ def test_a_chart_spans_from_its_earliest_point_to_now_and_from_zero_to_its_large
     )
     assert chart.span_s == 600
     assert chart.y_max == 10
-    assert [(line.name, line.index) for line in chart.lines] == [("a", 0), ("b", 1)]
-    assert chart.lines[0].points == "300.0,100.0"
-    assert chart.lines[1].points == "0.0,50.0 600.0,0.0"
-    assert chart.lines[1].total == 15
+    assert [(entry.name, entry.index, entry.total) for entry in chart.legend] == [
+        ("a", 0, 0),
+        ("b", 1, 15),
+    ]
+    assert [(line.index, line.points) for line in chart.lines] == [
+        (0, "300.0,100.0"),
+        (1, "0.0,50.0 600.0,0.0"),
+    ]
+    assert chart.bars == []
 
 
 def test_a_short_or_flat_chart_keeps_its_minimum_span_and_height() -> None:
@@ -157,13 +163,40 @@ def test_a_short_or_flat_chart_keeps_its_minimum_span_and_height() -> None:
     assert chart.lines[0].points == "590.0,100.0"
 
 
-def test_the_dead_letter_chart_has_a_line_per_reason_zero_where_it_had_none() -> None:
+def test_bars_stack_the_series_of_a_bucket_one_bucket_wide() -> None:
+    chart = bar_chart(
+        [(0.0, {"schema": 1.0}), (30.0, {"schema": 2.0, "bad": 2.0})],
+        now=60.0,
+        bucket_s=30,
+        min_span_s=60,
+        width=600,
+        height=100,
+    )
+    assert chart.y_max == 4, "the tallest stack"
+    assert [(e.name, e.total) for e in chart.legend] == [("bad", 2), ("schema", 3)]
+    assert [(b.index, b.x, b.y, b.width, b.height) for b in chart.bars] == [
+        (1, 0.0, 75.0, 300.0, 25.0),
+        (0, 300.0, 50.0, 300.0, 50.0),
+        (1, 300.0, 0.0, 300.0, 50.0),
+    ]
+    assert chart.bars[1].title == "bad: 2"
+
+
+def test_the_dead_letter_chart_has_a_bar_per_reason_and_bucket_with_letters() -> None:
     summary = series.merge(
         [series.summarise([at(0), at(30, 0, {"schema": 2})], at(60, 0, {"bad": 1}))]
     )
     chart = dead_letter_chart(summary, now=60.0)
-    assert [(line.name, line.total) for line in chart.lines] == [("bad", 1), ("schema", 2)]
-    assert chart.lines[0].points.count(",") == len(summary["buckets"])
+    assert [(e.name, e.total) for e in chart.legend] == [("bad", 1), ("schema", 2)]
+    assert [(b.index, b.title) for b in chart.bars] == [(1, "schema: 2"), (0, "bad: 1")]
+
+
+def test_the_throughput_chart_rises_from_zero_a_bucket_before_its_first() -> None:
+    summary = series.summarise([at(0)], at(40, 60), bucket_s=30)
+    chart = throughput_chart(summary, now=40.0, bucket_s=30)
+    assert [e.name for e in chart.legend] == ["in", "out"]
+    assert chart.y_max == 4, "out: 120 records in the 30 s bucket"
+    assert chart.lines[0].points.count(" ") == 1, "the zero before, and the bucket"
 
 
 def test_a_workers_partitions_per_behaviour_active_and_standby() -> None:
