@@ -50,6 +50,7 @@ __all__ = [
     "format_rate",
     "format_seconds",
     "install",
+    "overview_context",
     "partition_groups",
     "throughput_chart",
     "worker_partitions",
@@ -229,6 +230,43 @@ def format_seconds(value: float | None) -> str:
     return f"{value / 60:.3g} min"
 
 
+def overview_context(
+    workers: list[WorkerView],
+    behaviours: Iterable[BehaviourInfo],
+    *,
+    guarantee: str,
+    partitions: int,
+    now: float,
+) -> dict[str, Any]:
+    """What ``overview_live.html`` shows: the ``workers``, their summaries added up, the rows
+    of the ``behaviours``, the charts up to ``now``, and the formatting helpers.
+
+    Args:
+        workers: Every worker's view.
+        behaviours: The app's behaviours.
+        guarantee: The processing guarantee the workers run under.
+        partitions: The partition count of the input topics.
+        now: The time at the charts' right edge (seconds since the epoch).
+    """
+    merged = merge([w.summary for w in workers if w.summary is not None])
+    return {
+        "workers": workers,
+        "summary": merged,
+        "rows": behaviour_rows(behaviours, merged["now"]),
+        "throughput": throughput_chart(merged, now=now),
+        "dead_chart": dead_letter_chart(merged, now=now),
+        "latency_mean": mean(merged["latency"]),
+        "latency_p95": quantile(merged["latency"], 0.95),
+        "timer_lag_mean": mean(merged["timer_lag"]),
+        "timer_lag_p95": quantile(merged["timer_lag"], 0.95),
+        "guarantee": guarantee,
+        "partitions": partitions,
+        "count": format_count,
+        "rate": format_rate,
+        "seconds": format_seconds,
+    }
+
+
 def install(console: Console) -> None:
     """Register ``/console/``, its live fragment and each worker's part of it, and sample this
     worker's metrics."""
@@ -263,25 +301,13 @@ def install(console: Console) -> None:
         return web.json(local())
 
     async def live_context() -> dict[str, Any]:
-        workers = await _workers(console, local())
-        merged = merge([w.summary for w in workers if w.summary is not None])
-        now = time.time()
-        return {
-            "workers": workers,
-            "summary": merged,
-            "rows": behaviour_rows(console.source.behaviours().values(), merged["now"]),
-            "throughput": throughput_chart(merged, now=now),
-            "dead_chart": dead_letter_chart(merged, now=now),
-            "latency_mean": mean(merged["latency"]),
-            "latency_p95": quantile(merged["latency"], 0.95),
-            "timer_lag_mean": mean(merged["timer_lag"]),
-            "timer_lag_p95": quantile(merged["timer_lag"], 0.95),
-            "guarantee": console.source.guarantee(),
-            "partitions": console.settings.partitions,
-            "count": format_count,
-            "rate": format_rate,
-            "seconds": format_seconds,
-        }
+        return overview_context(
+            await _workers(console, local()),
+            console.source.behaviours().values(),
+            guarantee=console.source.guarantee(),
+            partitions=console.settings.partitions,
+            now=time.time(),
+        )
 
     @console.page("/", title="Overview")
     async def overview(web: Any, request: Any) -> Any:

@@ -52,6 +52,21 @@ def test_the_overview_shows_both_workers_and_their_partitions(
         expect(table.get_by_role("rowheader", name=name, exact=True)).to_be_visible()
 
 
+def test_a_focused_link_keeps_its_focus_across_the_refreshes(
+    console_demo: ConsoleDemo, page: Any
+) -> None:
+    page.goto(console_demo.url("/console/"))
+    link = page.get_by_test_id("workers").get_by_role("link").first
+    link.focus()
+    swapped = (
+        "() => new Promise(done => document.body.addEventListener('htmx:afterSettle', done, "
+        "{once: true}))"
+    )
+    page.evaluate(swapped)
+    page.evaluate(swapped)
+    expect(page.get_by_test_id("workers").get_by_role("link").first).to_be_focused()
+
+
 def test_the_overview_shows_the_seeded_dead_letter_and_parked_wallet(
     console_demo: ConsoleDemo, page: Any
 ) -> None:

@@ -4,6 +4,8 @@ partitions and formatting, without a broker."""
 from __future__ import annotations
 
 import math
+import re
+from typing import Any, cast
 
 import pytest
 from faust.types import TP
@@ -11,18 +13,21 @@ from pydantic import BaseModel
 
 from stream_app.console import series
 from stream_app.console.overview import (
+    WorkerView,
     behaviour_rows,
     dead_letter_chart,
     format_count,
     format_rate,
     format_seconds,
+    overview_context,
     partition_groups,
     throughput_chart,
     worker_partitions,
 )
 from stream_app.console.series import Snapshot, bar_chart, line_chart
-from stream_app.console.server import BehaviourInfo
+from stream_app.console.server import BehaviourInfo, Console
 from stream_app.core.envelope import MessageTypes
+from stream_app.settings import Settings
 from stream_app.web.prometheus import WorkerCollector
 from tests.unit.test_prometheus import FakeSource
 
@@ -243,3 +248,37 @@ def test_counts_and_rates_are_shown_for_people() -> None:
     assert format_rate(None) == "—"
     assert format_rate(2.345) == "2.3/s"
     assert format_rate(12345.6) == "12,346/s"
+
+
+def render_live(workers: list[WorkerView], behaviours: list[BehaviourInfo]) -> str:
+    """The overview's live fragment as the console's templates render it."""
+    console = Console(cast(Any, None), cast(Any, None), Settings())
+    context = overview_context(
+        workers, behaviours, guarantee="exactly_once", partitions=4, now=100.0
+    )
+    return console.templates.get_template("overview_live.html").render(**context)
+
+
+def test_the_fragment_shows_each_worker_and_one_that_did_not_answer() -> None:
+    busy = series.summarise([at(0, 0)], at(60, 120, {"<script>x</script>": 1}, parked=1))
+    workers = [
+        WorkerView("http://a:1", {"cart": {"active": [0, 2], "standby": [1]}}, busy, serving=True),
+        WorkerView("http://b:2", {}, None, "did not answer: TimeoutError"),
+    ]
+    html = render_live(workers, [cart()])
+    assert html.count('data-testid="worker"') == 2
+    assert "did not answer: TimeoutError" in html and "unreachable" in html
+    assert re.search(r'data-testid="active-partitions">.*active</span> 0, 2<', html)
+    assert re.search(r'data-testid="records-processed">120<', html)
+    assert re.search(r'data-testid="throughput">2.0/s', html)
+    assert "exactly once" in html
+    assert "<script>" not in html, "a dead letter's reason is escaped"
+    assert "&lt;script&gt;x&lt;/script&gt;" in html
+    assert "<rect" in html and "<polyline" in html
+
+
+def test_the_fragment_of_a_quiet_app_says_so() -> None:
+    html = render_live([WorkerView("http://a:1", {}, series.summarise([], at(5)))], [cart()])
+    assert "No dead letters in the last hour." in html
+    assert "Collecting samples" in html
+    assert "no partitions" in html
