@@ -683,9 +683,10 @@ class _ConsoleSource:
             for name, engine in runtime.engines.items()
         }
 
-    def metrics_source(self) -> MetricsSource:
-        """What the Prometheus collector reads of this runtime."""
-        return _WorkerMetrics(self._runtime)
+    def metrics_source(self, *, count_timers: bool = True) -> MetricsSource:
+        """What the Prometheus collector reads of this runtime; without ``count_timers`` the
+        pending timers read as 0 (counting them scans the timers tables)."""
+        return _WorkerMetrics(self._runtime, count_timers=count_timers)
 
     def guarantee(self) -> str:
         """The guarantee the worker runs under."""
@@ -694,10 +695,12 @@ class _ConsoleSource:
 
 class _WorkerMetrics:
     """What the Prometheus view reads of a runtime
-    (:class:`~stream_app.web.prometheus.MetricsSource`)."""
+    (:class:`~stream_app.web.prometheus.MetricsSource`); without ``count_timers`` the pending
+    timers read as 0 (the console's samples, which need only the counters)."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, *, count_timers: bool = True) -> None:
         self._runtime = runtime
+        self._count_timers = count_timers
 
     @property
     def metrics(self) -> RuntimeMetrics:
@@ -725,7 +728,9 @@ class _WorkerMetrics:
                     topic=engine.topic_name,
                     control_records=engine.control_records,
                     parked_cells=engine.parked_cells(),
-                    timers_pending=sum(timers.count(p) for p in engine.owned_partitions),
+                    timers_pending=sum(timers.count(p) for p in engine.owned_partitions)
+                    if self._count_timers
+                    else 0,
                     next_due_ms=min(due, default=None),
                 )
             )

@@ -92,8 +92,10 @@ class ConsoleSource(Protocol):
         """Every behaviour the worker runs, by name, in registration order."""
         ...
 
-    def metrics_source(self) -> MetricsSource:
-        """What the worker's Prometheus collector reads (the overview samples it)."""
+    def metrics_source(self, *, count_timers: bool = True) -> MetricsSource:
+        """What the worker's Prometheus collector reads (the overview samples it); without
+        ``count_timers`` the pending timers read as 0 (counting them scans the timers
+        tables)."""
         ...
 
     def guarantee(self) -> str:
