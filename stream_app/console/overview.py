@@ -28,6 +28,7 @@ from faust.types import TP
 
 from stream_app.console.series import (
     BUCKET_S,
+    HISTORY_S,
     SAMPLE_INTERVAL_S,
     Chart,
     SampleRing,
@@ -317,7 +318,14 @@ def install(console: Console) -> None:
 
     @console.page("/", title="Overview")
     async def overview(web: Any, request: Any) -> Any:
-        return console.render(web, request, "overview.html", **await live_context())
+        return console.render(
+            web,
+            request,
+            "overview.html",
+            sample_s=SAMPLE_INTERVAL_S,
+            history_s=HISTORY_S,
+            **await live_context(),
+        )
 
     @console.page("/fragments/overview")
     async def fragment(web: Any, request: Any) -> Any:
