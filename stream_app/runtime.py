@@ -556,6 +556,11 @@ class Runtime:
         definitions = self.topic_definitions()
         metadata = admin.list_topics(timeout=30)
         missing = [d for d in definitions if d.name not in metadata.topics]
+        if missing:
+            logger.info("creating topics: %s", ", ".join(d.name for d in missing))
+            # Other workers of a new app may be creating the same topics right now.
+            apply_changes(admin, [TopicChange(d, "create") for d in missing], exists_ok=True)
+            metadata = admin.list_topics(timeout=30)
         inputs = {self.settings.input_topic(name) for name in self.engines} | {
             self.settings.changelog_topic(table)
             for name in self.engines
@@ -573,9 +578,6 @@ class Runtime:
                 "input and changelog topics must have STREAM_APP_PARTITIONS partitions so that "
                 "cells, their tables and timers are co-partitioned: " + "; ".join(wrong)
             )
-        if missing:
-            logger.info("creating topics: %s", ", ".join(d.name for d in missing))
-            apply_changes(admin, [TopicChange(d, "create") for d in missing])
         # Faust need not declare these again (DeclaredOnceTopic).
         self.app.existing_topics.update(metadata.topics)
         self.app.existing_topics.update(d.name for d in missing)
