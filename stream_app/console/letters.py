@@ -544,11 +544,12 @@ class _LetterPages:
         return {"topic": self.console.settings.dead_letter_topic, "item": _letter_detail(found[0])}
 
     async def redrive(self, request: Any) -> dict[str, Any]:
-        """Redrive the positions the form selected; what was redriven, refused and missing."""
+        """Redrive the positions the form selected; what was redriven, refused and missing (a
+        selection nothing of which could be redriven is answered 200 too: the request was
+        valid, the fragment says why)."""
         positions = parse_selection(self.console.form(request))
         plan = await _kafka(self.console, _redrive_selected, self.console.settings, positions)
         return {
-            "status": 200 if plan.chosen else 409,
             "ok": bool(plan.chosen) and not plan.refused and not plan.missing,
             "redriven": [item.position for item in plan.chosen],
             "refused": plan.refused,
