@@ -354,8 +354,9 @@ _Read = Callable[[Any], Awaitable[dict[str, Any]]]
 def _page(
     console: Console, path: str, template: str, read: _Read, *, title: str | None = None
 ) -> None:
-    """Register the page at ``path``: ``template`` rendered with what ``read`` returns, or the
-    refusal page of the :class:`InvalidInput` it raises."""
+    """Register the page at ``path``: ``template`` rendered with what ``read`` returns (its
+    ``status`` key, if any, as the HTTP status), or the refusal page of the
+    :class:`InvalidInput` it raises."""
 
     async def show(web: Any, request: Any, **match: str) -> Any:
         try:

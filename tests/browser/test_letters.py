@@ -189,6 +189,9 @@ def test_a_parked_wallet_is_released_and_processes_again(
     row = page.get_by_test_id("parked-row").filter(has_text=wallet)
     expect(row).to_contain_text("withdraw 99 from a balance of 10")
     expect(row.locator("td").nth(5)).to_have_text("2")
+    # The id's markup is shown as text, never made into elements.
+    expect(row.get_by_role("link", name=wallet)).to_have_text(wallet)
+    expect(page.locator("main b")).to_have_count(0)
     shot(page, "parked")
 
     row.get_by_role("link", name=wallet).click()
@@ -210,6 +213,7 @@ def test_a_parked_wallet_is_released_and_processes_again(
     status = page.get_by_test_id("parked-status")
     expect(status).to_contain_text("not parked", timeout=30_000)
     expect(page.get_by_test_id("cell-data")).to_contain_text('"balance": 15')
+    expect(page.locator("main b")).to_have_count(0)
 
     page.goto(console_demo.url("/console/parked?behaviour=wallet"))
     expect(page.get_by_test_id("parked-count")).to_be_visible()
