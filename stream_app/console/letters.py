@@ -37,6 +37,7 @@ from stream_app.ops.redrive import (
     plan_redrive,
     read_dead_letters,
     redrive,
+    redrive_refusal,
     value_preview,
 )
 from stream_app.settings import Settings
@@ -253,8 +254,9 @@ def _counts(values: Iterable[str]) -> list[tuple[str, int]]:
     return sorted(counted.items())
 
 
-def _letter_row(item: Listed) -> dict[str, Any]:
-    """One row of the dead-letter list."""
+def _letter_row(item: Listed, topics: set[str]) -> dict[str, Any]:
+    """One row of the dead-letter list (``topics``: those that exist, to say why a letter
+    cannot be redriven)."""
     letter = item.letter
     row: dict[str, Any] = {
         "position": item.position,
@@ -270,16 +272,17 @@ def _letter_row(item: Listed) -> dict[str, Any]:
             error=letter.error,
             source=f"{letter.source_topic}/{letter.source_partition}/{letter.source_offset}",
             time=format_ms(letter.timestamp_ms),
+            refusal=redrive_refusal(letter, topics),
         )
     return row
 
 
-def _letter_detail(item: Listed) -> dict[str, Any]:
+def _letter_detail(item: Listed, topics: set[str]) -> dict[str, Any]:
     """Everything the page of one dead letter shows."""
     record, letter = item.record, item.letter
     value = record.value or b""
     return {
-        **_letter_row(item),
+        **_letter_row(item, topics),
         "letter_fields": letter,
         "value_text": text_of(record.value),
         "value_size": len(value),
@@ -517,12 +520,12 @@ class _LetterPages:
         """The newest dead letters, filtered by ``reason`` and ``source`` (topic)."""
         reason = valid_text(request.query.get("reason"), "reason", required=False)
         topic = valid_text(request.query.get("source"), "source topic", required=False)
-        _, listed = await _kafka(self.console, _read_letters, self.console.settings)
+        topics, listed = await _kafka(self.console, _read_letters, self.console.settings)
         matching = filter_letters(listed, reason=reason, source_topic=topic)
         letters = [item.letter for item in listed if item.letter is not None]
         return {
             "topic": self.console.settings.dead_letter_topic,
-            "rows": [_letter_row(item) for item in matching[:LIST_LIMIT]],
+            "rows": [_letter_row(item, topics) for item in matching[:LIST_LIMIT]],
             "matching": len(matching),
             "total": len(listed),
             "limit": LIST_LIMIT,
@@ -538,11 +541,14 @@ class _LetterPages:
             at = parse_position(request.match_info.get("position", "")[:40])
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
-        _, listed = await _kafka(self.console, _read_letters, self.console.settings)
+        topics, listed = await _kafka(self.console, _read_letters, self.console.settings)
         found = [i for i in listed if (i.record.partition, i.record.offset) == at]
         if not found:
             raise InvalidInput(f"no record at {at[0]}:{at[1]} in the dead-letter topic", 404)
-        return {"topic": self.console.settings.dead_letter_topic, "item": _letter_detail(found[0])}
+        return {
+            "topic": self.console.settings.dead_letter_topic,
+            "item": _letter_detail(found[0], topics),
+        }
 
     async def redrive(self, request: Any) -> dict[str, Any]:
         """Redrive the positions the form selected; what was redriven, refused and missing (a

@@ -21,9 +21,11 @@ from tests.browser.conftest import ConsoleDemo
 pytestmark = pytest.mark.integration
 
 
-def _dead_letter_at(demo: ConsoleDemo, key: str, reason: str) -> tuple[int, int, Any]:
-    """The position of the dead letter of ``key`` with ``reason``, and its record, once it is
-    in the dead-letter topic."""
+def _dead_letter_at(
+    demo: ConsoleDemo, key: str | None, reason: str, value: bytes | None = None
+) -> tuple[int, int, Any]:
+    """The position of the dead letter of ``key`` (and ``value``, if given) with ``reason``,
+    and its record, once it is in the dead-letter topic."""
     settings = demo.settings
 
     def found() -> list[Any]:
@@ -31,7 +33,8 @@ def _dead_letter_at(demo: ConsoleDemo, key: str, reason: str) -> tuple[int, int,
         return [
             r
             for r in records
-            if r.key == key.encode()
+            if r.key == (key.encode() if key is not None else None)
+            and (value is None or r.value == value)
             and ("stream_app.dlq.reason", reason.encode()) in [(n, v) for n, v in r.headers]
         ]
 
@@ -61,13 +64,21 @@ def test_dead_letters_are_listed_filtered_by_reason_and_opened_whole(
     with CellClient(settings) as client:
         client.produce_raw(settings.input_topic("counter"), key, b'{"<script>": \x00\xff')
         client.send("counter", key, "increment", {"by": -5})
+        client.produce_raw(settings.input_topic("counter"), None, f"[{key}]".encode())
     broken = _dead_letter_at(console_demo, key, "malformed-json")
     invalid = _dead_letter_at(console_demo, key, "schema")
+    keyless = _dead_letter_at(console_demo, None, "invalid-key", f"[{key}]".encode())
     broken_at, invalid_at = f"{broken[0]}:{broken[1]}", f"{invalid[0]}:{invalid[1]}"
 
     page.goto(console_demo.url("/console/dead-letters"))
     expect(page.locator(f'tr[data-position="{broken_at}"]')).to_be_visible()
     expect(page.locator(f'tr[data-position="{invalid_at}"]')).to_be_visible()
+    expect(page.locator(f'tr[data-position="{broken_at}"]')).not_to_contain_text("cannot be")
+    # A record without a key has no partition to go back to: the list says so.
+    keyless_row = page.locator(f'tr[data-position="{keyless[0]}:{keyless[1]}"]')
+    expect(keyless_row.get_by_test_id("not-redrivable")).to_have_attribute(
+        "title", re.compile("had no key")
+    )
     shot(page, "dead-letters")
 
     page.get_by_label("Reason").select_option("malformed-json")
@@ -85,7 +96,7 @@ def test_dead_letters_are_listed_filtered_by_reason_and_opened_whole(
     expect(page.get_by_test_id("letter-reason")).to_have_text("malformed-json")
     # The original bytes: as text (the NUL shown as its picture, the markup as text) and hex.
     expect(page.get_by_test_id("letter-text")).to_have_text('{"<script>": \u2400\ufffd')
-    expect(page.get_by_test_id("hex")).to_contain_text(
+    expect(page.get_by_test_id("value-hex")).to_contain_text(
         "00000000  7b 22 3c 73 63 72 69 70 74 3e 22 3a 20 00 ff"
     )
     letter = broken[2]
@@ -201,7 +212,7 @@ def test_a_parked_wallet_is_released_and_processes_again(
     expect(items.first.get_by_test_id("item-text")).to_contain_text('"amount":99')
     expect(items.first.get_by_test_id("item-source")).to_have_text(settings.input_topic("wallet"))
     items.first.locator("summary").click()
-    expect(items.first.get_by_test_id("hex")).to_contain_text("00000000  7b 22 74 79 70 65")
+    expect(items.first.get_by_test_id("value-hex")).to_contain_text("00000000  7b 22 74 79 70 65")
     shot(page, "parked-cell")
 
     page.get_by_label(re.compile("Skip the first items")).select_option("1")
