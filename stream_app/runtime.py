@@ -36,7 +36,7 @@ from stream_app.api.atomic import AtomicLog
 from stream_app.api.behaviour import Behaviour
 from stream_app.api.entities import Entity
 from stream_app.api.quests import QuestBehaviour
-from stream_app.console import BehaviourInfo, install_console
+from stream_app.console import BehaviourInfo, Console, install_console
 from stream_app.console.server import BehaviourKind
 from stream_app.core.envelope import envelope_bytes
 from stream_app.core.partitioner import partition_for
@@ -147,8 +147,10 @@ class Runtime:
         install_views(self.app, _WorkerStatus(self))
         install_health_views(self.app)
         install_metrics(self.app, _WorkerMetrics(self))
+        #: The operator console (``None`` when ``STREAM_APP_CONSOLE=false``).
+        self.console: Console | None = None
         if self.settings.console:
-            install_console(self.app, _ConsoleSource(self), self.settings)
+            self.console = install_console(self.app, _ConsoleSource(self), self.settings)
 
     # -- registration ----------------------------------------------------------------------
 

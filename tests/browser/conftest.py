@@ -59,10 +59,15 @@ class ConsoleDemo:
 
 
 def start_demo(
-    bootstrap: str, folder: Path, *, workers: int = 2, extra: dict[str, str] | None = None
+    bootstrap: str,
+    folder: Path,
+    *,
+    workers: int = 2,
+    extra: dict[str, str] | None = None,
+    seeded: bool = True,
 ) -> ConsoleDemo:
     """Start ``workers`` workers of the console demo (ready, their partitions spread) and seed
-    them; the caller stops them (:func:`stop_demo`)."""
+    them (unless not ``seeded``); the caller stops them (:func:`stop_demo`)."""
     env = {
         "STREAM_APP_BOOTSTRAP_SERVERS": bootstrap,
         "STREAM_APP_APP_ID": session_name("console"),
@@ -97,23 +102,29 @@ def start_demo(
             timeout=120,
             what="the counter's partitions spread over every worker",
         )
-        seed(demo.settings)
-        wait_for(
-            lambda: demo.get_json("/stream-app/cells/counter/"),
-            lambda cells: cells.get("alice") == {"count": 3} and cells.get("bob") == {"count": 5},
-            timeout=60,
-            what="the seeded counters",
-        )
-        wait_for(
-            lambda: demo.get_json("/stream-app/parked/wallet/"),
-            lambda parked: "w-2" in parked,
-            timeout=60,
-            what="the seeded wallet w-2 parked",
-        )
+        if seeded:
+            seed_demo(demo)
     except BaseException:
         stop_demo(demo)
         raise
     return demo
+
+
+def seed_demo(demo: ConsoleDemo) -> None:
+    """Send the demo's sample work and wait until the workers have handled it."""
+    seed(demo.settings)
+    wait_for(
+        lambda: demo.get_json("/stream-app/cells/counter/"),
+        lambda cells: cells.get("alice") == {"count": 3} and cells.get("bob") == {"count": 5},
+        timeout=60,
+        what="the seeded counters",
+    )
+    wait_for(
+        lambda: demo.get_json("/stream-app/parked/wallet/"),
+        lambda parked: "w-2" in parked,
+        timeout=60,
+        what="the seeded wallet w-2 parked",
+    )
 
 
 def stop_demo(demo: ConsoleDemo) -> None:
