@@ -115,6 +115,27 @@ def test_a_parked_cell_shows_its_error_and_its_waiting_messages(
     expect(parked.get_by_role("link", name=re.compile("parked cells page"))).to_be_visible()
 
 
+def test_pending_timers_show_their_due_times(console_demo: ConsoleDemo, page: Any) -> None:
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    send_messages(console_demo, "fitness", user, ("add_quest", {"quest": "three_workouts"}))
+    path = f"/stream-app/cells/fitness/{user}/"
+    wait_for(
+        lambda: console_demo.get_json("/stream-app/cells/fitness/"),
+        lambda contexts: user in contexts,
+        timeout=30,
+        what=f"the fitness context {user}",
+    )
+    timers = console_demo.get_json(path)["timers"]
+    page.goto(cell_url(console_demo, "fitness", user))
+    rows = page.get_by_test_id("cell-timers").locator("tbody tr")
+    expect(rows).to_have_count(len(timers))
+    deadline = next(t for t in timers if t["name"].endswith(":deadline"))
+    row = rows.filter(has_text=deadline["name"])
+    expect(row).to_contain_text(str(deadline["due_ms"]))
+    expect(row).to_contain_text(re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(in 7 d\)"))
+    expect(rows.filter(has_text=":cron:")).to_contain_text("cron 0 18 */2 * *")
+
+
 def test_the_page_blocks_a_bad_body_and_the_server_refuses_a_forged_one(
     console_demo: ConsoleDemo, page: Any
 ) -> None:
