@@ -22,6 +22,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
+from confluent_kafka import KafkaException
+
 from stream_app.api.entities import EventRecord
 from stream_app.clients.cells import CellClient
 from stream_app.console.server import PREFIX, BehaviourInfo, Console
@@ -62,6 +65,10 @@ MAX_ID_LENGTH = 1000
 
 #: Longest the console waits for a JSON view, a read of the events or a send.
 TIMEOUT_S = 10.0
+
+
+#: The template of each part of a cell's page (``?part=``).
+_PARTS = {"": "cell.html", "panel": "cell_panel.html", "events": "cell_events.html"}
 
 
 class CellInputError(ValueError):
@@ -252,6 +259,8 @@ def install(console: Console) -> None:
         except CellInputError as exc:
             return _refuse(web, request, 400, str(exc))
         part = request.query.get("part", "")
+        if part not in _PARTS or (part == "events" and info.kind != "entity"):
+            return _refuse(web, request, 400, f"no part {part!r} for a cell of {info.name}")
         context: dict[str, Any] = {
             "info": info,
             "cell_id": cell_id,
@@ -265,10 +274,7 @@ def install(console: Console) -> None:
             context.update(await _cell_context(info, cell_id))
         if part in ("", "events") and info.kind == "entity":
             context["events"], context["events_error"] = await _events(info, cell_id)
-        template = {"": "cell.html", "panel": "cell_panel.html", "events": "cell_events.html"}
-        if part not in template:
-            return _refuse(web, request, 400, f"unknown part {part!r}")
-        return console.render(web, request, template[part], **context)
+        return console.render(web, request, _PARTS[part], **context)
 
     @console.action("/cells/send")
     async def send(web: Any, request: Any) -> Any:
@@ -289,14 +295,14 @@ def install(console: Console) -> None:
             return _result(web, request, 400, False, str(exc))
         try:
             await console.in_thread(sender.send, info.input_topic, cell_id, envelope)
-        except StreamAppError as exc:
+        except (StreamAppError, KafkaException) as exc:
             return _result(web, request, 502, False, f"not sent: {exc}")
         return _result(web, request, 200, True, f"{form.get('type')} sent to {info.name}/{cell_id}")
 
     async def _read(path: str) -> Any:
         try:
             return await console.view_json(path, timeout=TIMEOUT_S)
-        except (OSError, TimeoutError):
+        except (OSError, TimeoutError, aiohttp.ClientError):
             return None
 
     async def _cell_context(info: BehaviourInfo, cell_id: str) -> dict[str, Any]:
@@ -320,7 +326,7 @@ def install(console: Console) -> None:
             events = await console.in_thread(
                 read_entity_events, console.settings, info.events_topic, cell_id
             )
-        except (LookupError, TimeoutError, StreamAppError) as exc:
+        except (LookupError, TimeoutError, StreamAppError, KafkaException) as exc:
             return [], f"the events could not be read: {exc}"
         return events, None
 

@@ -65,6 +65,14 @@ def test_a_missing_cell_and_an_unknown_behaviour_say_so(
     # Through the request API: a page that loads a 404 logs it as a console error.
     response = page.request.get(console_demo.url("/console/cells/no-such-behaviour/x"))
     assert response.status == 404 and "no behaviour named" in response.text()
+    for path, reason in (
+        ("/console/cells/counter/alice?part=events", "for a cell of counter"),
+        ("/console/cells/counter/alice?part=nope", "no part"),
+        (f"/console/cells/counter/{'x' * 1001}", "at most 1000 characters"),
+        (f"/console/cells?behaviour=counter&id={'x' * 1001}", "at most 1000 characters"),
+    ):
+        refused = page.request.get(console_demo.url(path))
+        assert refused.status == 400 and reason in refused.text(), path
 
 
 def test_send_an_increment_from_the_page_and_see_the_count_change(
