@@ -34,6 +34,7 @@ from stream_app.kafka.reading import read_to_end
 from stream_app.settings import Settings
 
 __all__ = [
+    "EVENTS_RETRIES",
     "EVENTS_SHOWN",
     "EVENTS_TAIL",
     "LIST_LIMIT",
@@ -45,10 +46,12 @@ __all__ = [
     "due_text",
     "envelope_for",
     "event_rows",
+    "events_behind",
     "first_cells",
     "install",
     "read_entity_events",
     "relative_text",
+    "retry_count",
 ]
 
 #: Most cells the list of a behaviour's cells shows.
@@ -65,6 +68,10 @@ MAX_ID_LENGTH = 1000
 
 #: Longest the console waits for a JSON view, a read of the events or a send.
 TIMEOUT_S = 10.0
+
+#: How many times (a second apart) the events are read again while the entity's state is
+#: ahead of its committed events.
+EVENTS_RETRIES = 10
 
 
 #: The template of each part of a cell's page (``?part=``).
@@ -165,6 +172,25 @@ def event_rows(
             continue
     found.sort(key=lambda event: event.seq)
     return found[-limit:]
+
+
+def events_behind(events: list[EventRecord], seq: int | None) -> int:
+    """How many events the entity's state (at sequence number ``seq``) is ahead of the latest
+    of ``events`` (read ``read_committed``: the state may be ahead until its transaction
+    commits); 0 when the seq is unknown."""
+    if seq is None:
+        return 0
+    return max(0, seq - (events[-1].seq if events else 0))
+
+
+def retry_count(value: str | None) -> int:
+    """The ``retry`` query parameter: an integer from 0 to :data:`EVENTS_RETRIES` (0 when it is
+    missing or not one)."""
+    try:
+        count = int(value or 0)
+    except ValueError:
+        return 0
+    return min(max(count, 0), EVENTS_RETRIES)
 
 
 def read_entity_events(
@@ -269,11 +295,13 @@ def install(console: Console) -> None:
             "due_text": due_text,
             "as_json": as_json,
             "tail": EVENTS_TAIL,
+            "retries": EVENTS_RETRIES,
         }
         if part in ("", "panel"):
             context.update(await _cell_context(info, cell_id))
         if part in ("", "events") and info.kind == "entity":
-            context["events"], context["events_error"] = await _events(info, cell_id)
+            context.update(await _events(info, cell_id))
+            context["retry"] = retry_count(request.query.get("retry"))
         return console.render(web, request, _PARTS[part], **context)
 
     @console.action("/cells/send")
@@ -320,15 +348,22 @@ def install(console: Console) -> None:
                 context["entity"] = entity.data
         return context
 
-    async def _events(info: BehaviourInfo, cell_id: str) -> tuple[list[EventRecord], str | None]:
+    async def _events(info: BehaviourInfo, cell_id: str) -> dict[str, Any]:
         assert info.events_topic is not None
+        quoted = f"{quote(info.name, safe='')}/{quote(cell_id, safe='')}/"
         try:
             events = await console.in_thread(
                 read_entity_events, console.settings, info.events_topic, cell_id
             )
         except (LookupError, TimeoutError, StreamAppError, KafkaException) as exc:
-            return [], f"the events could not be read: {exc}"
-        return events, None
+            return {"events": [], "events_error": f"the events could not be read: {exc}"}
+        entity = await _read(f"entities/{quoted}")
+        seq = entity.data.get("seq") if entity is not None and entity.ok else None
+        return {
+            "events": events,
+            "events_error": None,
+            "behind": events_behind(events, seq if isinstance(seq, int) else None),
+        }
 
     def _refuse(web: Any, request: Any, status: int, message: str) -> Any:
         return console.render(web, request, "cells_error.html", status=status, message=message)

@@ -102,7 +102,7 @@ def test_send_an_increment_from_the_page_and_see_the_count_change(
 
 
 def test_a_parked_cell_shows_its_error_and_its_waiting_messages(
-    console_demo: ConsoleDemo, page: Any
+    console_demo: ConsoleDemo, page: Any, shot: Callable[[Any, str], Path]
 ) -> None:
     wallet = f"wallet-{uuid.uuid4().hex[:8]}"
     send_messages(
@@ -121,6 +121,7 @@ def test_a_parked_cell_shows_its_error_and_its_waiting_messages(
     expect(parked.locator("tbody tr")).to_have_count(1)
     expect(parked.locator("tbody tr")).to_contain_text('"amount":99')
     expect(parked.get_by_role("link", name=re.compile("parked cells page"))).to_be_visible()
+    shot(page, "cell-parked")
 
 
 def test_pending_timers_show_their_due_times(console_demo: ConsoleDemo, page: Any) -> None:

@@ -16,8 +16,10 @@ from stream_app.console.cells import (
     due_text,
     envelope_for,
     event_rows,
+    events_behind,
     first_cells,
     relative_text,
+    retry_count,
 )
 from stream_app.console.server import BehaviourInfo
 from stream_app.examples.counter import counter
@@ -142,3 +144,12 @@ def test_events_are_the_entitys_own_by_seq_and_the_latest_only() -> None:
     assert [e.seq for e in event_rows(records, "acc-1", limit=10)] == [1, 2, 3]
     assert [e.seq for e in event_rows(records, "acc-1", limit=2)] == [2, 3]
     assert event_rows(records, "acc-3", limit=10) == []
+
+
+def test_the_events_behind_the_state_and_the_retries_are_bounded() -> None:
+    events = event_rows([(b"a", _event("a", 1)), (b"a", _event("a", 2))], "a", limit=10)
+    assert events_behind(events, 4) == 2
+    assert events_behind(events, 2) == 0
+    assert events_behind([], 3) == 3
+    assert events_behind(events, None) == 0
+    assert [retry_count(v) for v in (None, "", "3", "-1", "99", "x")] == [0, 0, 3, 0, 10, 0]
