@@ -120,8 +120,10 @@ def test_a_parked_cell_shows_its_error_and_its_waiting_messages(
     expect(parked).to_contain_text("InsufficientFunds: withdraw 99 from a balance of 10")
     expect(parked.locator("tbody tr")).to_have_count(1)
     expect(parked.locator("tbody tr")).to_contain_text('"amount":99')
-    expect(parked.get_by_role("link", name=re.compile("parked cells page"))).to_be_visible()
     shot(page, "cell-parked")
+    parked.get_by_role("link", name=re.compile("parked cells page")).click()
+    expect(page).to_have_url(re.compile(rf"/console/parked/cell\?behaviour=wallet&id={wallet}$"))
+    expect(page.locator("main")).to_contain_text("InsufficientFunds")
 
 
 def test_pending_timers_show_their_due_times(console_demo: ConsoleDemo, page: Any) -> None:
