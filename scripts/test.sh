@@ -7,6 +7,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/deploy_tools.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/browser.sh"
 echo "==> ruff"
 .venv/bin/ruff check stream_app tests bench
 .venv/bin/ruff format --check stream_app tests bench

@@ -36,7 +36,7 @@ from stream_app.api.atomic import AtomicLog
 from stream_app.api.behaviour import Behaviour
 from stream_app.api.entities import Entity
 from stream_app.api.quests import QuestBehaviour
-from stream_app.console import BehaviourInfo, install_console
+from stream_app.console import BehaviourInfo, Console, install_console
 from stream_app.console.server import BehaviourKind
 from stream_app.core.envelope import envelope_bytes
 from stream_app.core.partitioner import partition_for
@@ -147,8 +147,10 @@ class Runtime:
         install_views(self.app, _WorkerStatus(self))
         install_health_views(self.app)
         install_metrics(self.app, _WorkerMetrics(self))
+        #: The operator console (``None`` when ``STREAM_APP_CONSOLE=false``).
+        self.console: Console | None = None
         if self.settings.console:
-            install_console(self.app, _ConsoleSource(self), self.settings)
+            self.console = install_console(self.app, _ConsoleSource(self), self.settings)
 
     # -- registration ----------------------------------------------------------------------
 
@@ -556,6 +558,11 @@ class Runtime:
         definitions = self.topic_definitions()
         metadata = admin.list_topics(timeout=30)
         missing = [d for d in definitions if d.name not in metadata.topics]
+        if missing:
+            logger.info("creating topics: %s", ", ".join(d.name for d in missing))
+            # Other workers of a new app may be creating the same topics right now.
+            apply_changes(admin, [TopicChange(d, "create") for d in missing], exists_ok=True)
+            metadata = admin.list_topics(timeout=30)
         inputs = {self.settings.input_topic(name) for name in self.engines} | {
             self.settings.changelog_topic(table)
             for name in self.engines
@@ -573,9 +580,6 @@ class Runtime:
                 "input and changelog topics must have STREAM_APP_PARTITIONS partitions so that "
                 "cells, their tables and timers are co-partitioned: " + "; ".join(wrong)
             )
-        if missing:
-            logger.info("creating topics: %s", ", ".join(d.name for d in missing))
-            apply_changes(admin, [TopicChange(d, "create") for d in missing])
         # Faust need not declare these again (DeclaredOnceTopic).
         self.app.existing_topics.update(metadata.topics)
         self.app.existing_topics.update(d.name for d in missing)

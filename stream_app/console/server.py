@@ -123,6 +123,8 @@ class Console:
         guard: The access checks of the actions.
         templates: The Jinja environment (package ``stream_app.console``, ``templates/``).
         nav: The pages listed in the navigation, in order: ``(title, path)``.
+        actions: The paths of every registered action (route patterns, ``{name}`` for a
+            parameter).
     """
 
     app: faust.App
@@ -131,6 +133,7 @@ class Console:
     guard: Guard = field(init=False)
     templates: jinja2.Environment = field(init=False)
     nav: list[tuple[str, str]] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.guard = Guard(self.settings)
@@ -189,6 +192,7 @@ class Console:
                 {"post": post, "__doc__": handler.__doc__, "__module__": handler.__module__},
             )
             self.app.page(PREFIX + path, name=f"stream_app.console.action{path}")(view)
+            self.actions.append(PREFIX + path)
             return handler
 
         return register

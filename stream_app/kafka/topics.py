@@ -254,8 +254,13 @@ def plan_changes(
     return changes
 
 
-def apply_changes(admin: Any, changes: Sequence[TopicChange], *, timeout: float = 30.0) -> None:
-    """Make the cluster match the planned ``changes`` (creations, partitions, configs)."""
+def apply_changes(
+    admin: Any, changes: Sequence[TopicChange], *, timeout: float = 30.0, exists_ok: bool = False
+) -> None:
+    """Make the cluster match the planned ``changes`` (creations, partitions, configs).
+
+    With ``exists_ok`` a topic to create that another client created meanwhile is no error
+    (workers of a new app starting together all create its topics)."""
     from confluent_kafka.admin import (
         AlterConfigOpType,
         ConfigEntry,
@@ -275,7 +280,10 @@ def apply_changes(admin: Any, changes: Sequence[TopicChange], *, timeout: float 
         if c.action == "create"
     ]
     if creates:
-        _wait_all(admin.create_topics(creates, request_timeout=timeout))
+        _wait_all(
+            admin.create_topics(creates, request_timeout=timeout),
+            ignore="TOPIC_ALREADY_EXISTS" if exists_ok else None,
+        )
     grows = [
         NewPartitions(c.topic.name, c.add_partitions)
         for c in changes
@@ -299,12 +307,15 @@ def apply_changes(admin: Any, changes: Sequence[TopicChange], *, timeout: float 
         _wait_all(admin.incremental_alter_configs(alters, request_timeout=timeout))
 
 
-def _wait_all(futures: dict[Any, Any]) -> None:
+def _wait_all(futures: dict[Any, Any], *, ignore: str | None = None) -> None:
     errors = []
     for name, future in futures.items():
         try:
             future.result()
         except Exception as exc:
+            error = exc.args[0] if exc.args else None
+            if ignore is not None and getattr(error, "name", lambda: None)() == ignore:
+                continue
             errors.append(f"{getattr(name, 'name', name)}: {exc}")
     if errors:
         raise TopicPlanError("the broker refused:\n  " + "\n  ".join(errors))

@@ -141,3 +141,32 @@ def test_cli_dry_run_prints_the_diff_and_changes_nothing(bootstrap: str, tmp_pat
     broken = run_cli("topics", "apply", str(folder), env=env, cwd=tmp_path)
     assert broken.returncode == 2
     assert "broken.toml" in broken.stderr and "topics[0].partitions" in broken.stderr
+
+
+def test_workers_of_a_new_app_create_its_topics_together(bootstrap: str) -> None:
+    """Workers of a new app started at once all find its topics missing and create them; the
+    ones that lose the race start all the same."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from stream_app import Runtime
+    from stream_app.examples.counter import counter
+    from stream_app.testing.dev_broker import session_name
+
+    settings = Settings(bootstrap_servers=bootstrap, app_id=session_name("race"), partitions=2)
+    runtimes = [Runtime(settings) for _ in range(4)]
+    for runtime in runtimes:
+        runtime.behaviour(counter)
+    barrier = Barrier(len(runtimes))
+
+    def start(runtime: Runtime) -> set[str]:
+        barrier.wait()
+        runtime.ensure_topics()
+        return set(runtime.app.existing_topics)
+
+    with ThreadPoolExecutor(len(runtimes)) as pool:
+        seen = list(pool.map(start, runtimes))
+    expected = {d.name for d in runtimes[0].topic_definitions()}
+    assert all(expected <= topics for topics in seen)
+    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
+    assert expected <= set(metadata.topics)

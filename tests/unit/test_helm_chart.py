@@ -7,6 +7,7 @@ tests fail (they never skip) when it is not there.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import re
 import subprocess
@@ -16,6 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
+from stream_app.console.guard import Guard
+from stream_app.settings import Settings
 from stream_app.web.health import LIVE_PATH, READY_PATH
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +28,9 @@ HELM = ROOT / ".tools" / "bin" / "helm"
 DEPLOY_TOOLS = ROOT / "scripts" / "deploy_tools.sh"
 
 Manifest = dict[str, Any]
+
+#: A console token long enough for the schema (16 characters or more).
+TOKEN = "a-console-token-of-32-characters"
 
 
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -54,6 +60,25 @@ def one(manifests: list[Manifest], kind: str, name: str | None = None) -> Manife
 def env_of(container: Manifest) -> dict[str, Any]:
     """A container's environment: name -> value, or the ``valueFrom`` source."""
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def worker_env(manifests: list[Manifest]) -> dict[str, Any]:
+    """The environment of the worker container of the StatefulSet."""
+    (container,) = one(manifests, "StatefulSet")["spec"]["template"]["spec"]["containers"]
+    return env_of(container)
+
+
+def worker_settings(manifests: list[Manifest], secrets: dict[str, str]) -> Settings:
+    """The settings a worker reads from its rendered environment (a setting from a Secret is
+    taken from ``secrets``, by the Secret's name)."""
+    given: dict[str, Any] = {}
+    for name, value in worker_env(manifests).items():
+        if not name.startswith("STREAM_APP_") or "fieldRef" in value:
+            continue
+        if not isinstance(value, str):
+            value = secrets[value["secretKeyRef"]["name"]]
+        given[name.removeprefix("STREAM_APP_").lower()] = value
+    return Settings(**given)
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +215,9 @@ def test_a_secured_release_with_standbys_and_a_service_monitor(secured: list[Man
         one(secured, "Job")["metadata"]["annotations"]["helm.sh/hook-weight"]
     )
     assert "not-a-real-password" not in yaml.safe_dump(workers)
+    console = env["STREAM_APP_CONSOLE_TOKEN"]["secretKeyRef"]
+    assert console["key"] in one(secured, "Secret", console["name"])["data"]
+    assert "not-a-real-console-token" not in yaml.safe_dump(workers)
     # The CA file is mounted where STREAM_APP_SSL_CA_LOCATION points.
     (tls,) = [v for v in pod["volumes"] if v["name"] == "kafka-tls"]
     assert "ca.crt" in one(secured, "Secret", tls["secret"]["secretName"])["data"]
@@ -231,6 +259,55 @@ def test_the_topics_job_reads_the_definitions_given_in_values(secured: list[Mani
             "STREAM_APP_SASL_PASSWORD"
         ]
     )
+
+
+def test_the_console_is_served_read_only_by_default(default: list[Manifest]) -> None:
+    env = worker_env(default)
+    assert env["STREAM_APP_CONSOLE"] == "true" and env["STREAM_APP_CONSOLE_ACTIONS"] == "true"
+    assert "STREAM_APP_CONSOLE_TOKEN" not in env
+    # The workers bind every interface: without a token their consoles refuse every action.
+    settings = worker_settings(default, {})
+    assert settings.console and not settings.web_is_loopback
+    assert not Guard(settings).actions_enabled
+
+
+def test_the_console_token_comes_from_a_secret_the_chart_makes() -> None:
+    manifests = render("--set", f"console.token={TOKEN}")
+    reference = worker_env(manifests)["STREAM_APP_CONSOLE_TOKEN"]["secretKeyRef"]
+    secret = one(manifests, "Secret", reference["name"])
+    assert base64.b64decode(secret["data"][reference["key"]]).decode() == TOKEN
+    assert TOKEN not in yaml.safe_dump(one(manifests, "StatefulSet"))
+    # The workers accept actions from an operator who gives the token.
+    settings = worker_settings(manifests, {reference["name"]: TOKEN})
+    assert Guard(settings).actions_enabled and Guard(settings).token_matches(TOKEN)
+    # The topics Job serves no console and is not given the token.
+    (job,) = one(manifests, "Job")["spec"]["template"]["spec"]["containers"]
+    assert not [name for name in env_of(job) if name.startswith("STREAM_APP_CONSOLE")]
+
+
+def test_the_console_token_from_an_existing_secret() -> None:
+    manifests = render(
+        "--set", "console.existingSecret=ops-console", "--set", "console.tokenKey=console-token"
+    )
+    assert "Secret" not in {m["kind"] for m in manifests}
+    reference = worker_env(manifests)["STREAM_APP_CONSOLE_TOKEN"]["secretKeyRef"]
+    assert reference == {"name": "ops-console", "key": "console-token"}
+
+
+def test_a_switched_off_console_is_given_no_token() -> None:
+    manifests = render("--set", "console.enabled=false", "--set", f"console.token={TOKEN}")
+    env = worker_env(manifests)
+    assert env["STREAM_APP_CONSOLE"] == "false" and "STREAM_APP_CONSOLE_TOKEN" not in env
+    assert "Secret" not in {m["kind"] for m in manifests}
+    assert not worker_settings(manifests, {}).console
+
+
+def test_console_actions_off_is_read_only_even_with_a_token() -> None:
+    manifests = render("--set", "console.actions=false", "--set", f"console.token={TOKEN}")
+    env = worker_env(manifests)
+    assert env["STREAM_APP_CONSOLE_ACTIONS"] == "false"
+    secret = env["STREAM_APP_CONSOLE_TOKEN"]["secretKeyRef"]["name"]
+    assert not Guard(worker_settings(manifests, {secret: TOKEN})).actions_enabled
 
 
 def test_mutual_tls_from_an_existing_secret() -> None:
@@ -278,6 +355,11 @@ def test_more_replicas_than_partitions_is_refused() -> None:
         (["kafka.security.protocol=TLS"], "at '/kafka/security/protocol': value must be one of"),
         (["processingGuarantee=twice"], "at '/processingGuarantee': value must be one of"),
         (["settings.partitions=4"], "STREAM_APP_PARTITIONS is set by the chart"),
+        (
+            ["settings.CONSOLE_TOKEN=0123456789abcdef"],
+            "STREAM_APP_CONSOLE_TOKEN is set by the chart",
+        ),
+        (["console.token=too-short"], "at '/console/token': 'anyOf' failed"),
     ],
 )
 def test_values_that_cannot_work_are_refused(settings: list[str], message: str) -> None:

@@ -17,6 +17,7 @@ from faust.stores.rocksdb import RocksDBOptions
 from stream_app.kafka.app import create_app
 from stream_app.kafka.faust_patches import RocksDBMemory, share_rocksdb_memory, write_batch
 from stream_app.settings import Settings
+from stream_app.testing import wait_for
 
 BUDGET = 16 * 1_048_576
 
@@ -47,7 +48,9 @@ def test_databases_of_several_tables_stay_within_the_shared_budget(tmp_path: Pat
     for i, db in enumerate(dbs):
         # About 6 MiB each, 36 MiB in all: twice the budget, four times the memtables' share.
         fill(db, batches=25, prefix=f"db{i}")
-    assert 0 < memory.usage() <= BUDGET * 1.1, memory.usage()
+    # The memtables past their share are flushed in the background: on a loaded machine the
+    # last flushes may still be running when the writes return.
+    wait_for(memory.usage, lambda used: 0 < used <= BUDGET * 1.1, timeout=30, what="usage")
     # Everything written is still there (flushed to files, read back through the cache).
     assert dbs[0][b"db0-0-0"] == b"v" * 100
     assert dbs[-1][b"db5-24-1999"] == b"v" * 100

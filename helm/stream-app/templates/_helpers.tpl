@@ -38,6 +38,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- .Values.kafka.security.sasl.existingSecret | default (printf "%s-kafka" (include "stream-app.fullname" .)) -}}
 {{- end -}}
 
+{{/* The Secret with the console's token: an existing one, or the chart's. */}}
+{{- define "stream-app.consoleSecret" -}}
+{{- .Values.console.existingSecret | default (printf "%s-console" (include "stream-app.fullname" .)) -}}
+{{- end -}}
+
+{{/* Whether the console has a token (given in values or in an existing Secret). */}}
+{{- define "stream-app.consoleToken" -}}
+{{- $console := .Values.console -}}
+{{- if and $console.enabled (or $console.token $console.existingSecret) }}true{{ end -}}
+{{- end -}}
+
 {{- define "stream-app.tlsSecret" -}}
 {{- .Values.kafka.security.tls.existingSecret | default (printf "%s-kafka-tls" (include "stream-app.fullname" .)) -}}
 {{- end -}}
@@ -63,7 +74,7 @@ only fail once the pods start. (values.schema.json checks the types and the enum
 {{- if gt (int .Values.replicas) (int .Values.partitions) -}}
 {{- fail (printf "replicas (%d) must not exceed partitions (%d): a worker beyond the partition count owns no partition; raise partitions (topics apply adds them) or lower replicas" (int .Values.replicas) (int .Values.partitions)) -}}
 {{- end -}}
-{{- $managed := list "APP_ID" "BOOTSTRAP_SERVERS" "PARTITIONS" "REPLICATION_FACTOR" "MIN_INSYNC_REPLICAS" "PROCESSING_GUARANTEE" "STANDBY_REPLICAS" "GROUP_INSTANCE_ID" "DATA_DIR" "WEB_HOST" "WEB_PORT" "WEB_ADVERTISED_HOST" "SECURITY_PROTOCOL" "SASL_MECHANISM" "SASL_USERNAME" "SASL_PASSWORD" "SSL_CA_LOCATION" "SSL_CERTIFICATE_LOCATION" "SSL_KEY_LOCATION" -}}
+{{- $managed := list "APP_ID" "BOOTSTRAP_SERVERS" "PARTITIONS" "REPLICATION_FACTOR" "MIN_INSYNC_REPLICAS" "PROCESSING_GUARANTEE" "STANDBY_REPLICAS" "GROUP_INSTANCE_ID" "DATA_DIR" "WEB_HOST" "WEB_PORT" "WEB_ADVERTISED_HOST" "SECURITY_PROTOCOL" "SASL_MECHANISM" "SASL_USERNAME" "SASL_PASSWORD" "SSL_CA_LOCATION" "SSL_CERTIFICATE_LOCATION" "SSL_KEY_LOCATION" "CONSOLE" "CONSOLE_ACTIONS" "CONSOLE_TOKEN" -}}
 {{- range $name, $value := .Values.settings -}}
 {{- if has (upper $name) $managed -}}
 {{- fail (printf "settings.%s: STREAM_APP_%s is set by the chart from its own value (see values.yaml); set that instead" $name (upper $name)) -}}
@@ -139,6 +150,21 @@ only fail once the pods start. (values.schema.json checks the types and the enum
 {{- range $name, $value := .Values.settings }}
 - name: {{ printf "STREAM_APP_%s" (upper $name) }}
   value: {{ $value | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The console's settings, for the workers only (the topics Job serves no console). */}}
+{{- define "stream-app.consoleEnv" -}}
+- name: STREAM_APP_CONSOLE
+  value: {{ .Values.console.enabled | quote }}
+- name: STREAM_APP_CONSOLE_ACTIONS
+  value: {{ .Values.console.actions | quote }}
+{{- if include "stream-app.consoleToken" . }}
+- name: STREAM_APP_CONSOLE_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "stream-app.consoleSecret" . }}
+      key: {{ .Values.console.tokenKey }}
 {{- end }}
 {{- end -}}
 
