@@ -13,6 +13,7 @@ from stream_app.console.server import BehaviourKind, Console, Handler, ViewAnswe
 __all__ = [
     "MAX_TEXT",
     "Invalid",
+    "as_view",
     "behaviour_field",
     "behaviours_of",
     "path_part",

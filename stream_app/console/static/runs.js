@@ -55,10 +55,10 @@
           "text-valign": "center",
           "text-halign": "center",
           color: "#ffffff",
-          "font-size": 11,
+          "font-size": 13,
           shape: "round-rectangle",
-          width: 110,
-          height: 42,
+          width: 120,
+          height: 44,
           "border-width": 0
         }
       },
@@ -75,7 +75,7 @@
           "target-arrow-shape": "triangle",
           "curve-style": "bezier",
           label: "data(label)",
-          "font-size": 9,
+          "font-size": 11,
           color: "#5b6475",
           "text-background-color": "#ffffff",
           "text-background-opacity": 1
@@ -116,7 +116,8 @@
       container: box,
       elements: elements,
       style: style(),
-      layout: { name: "breadthfirst", directed: true, spacingFactor: 1.1, padding: 16 }
+      layout: { name: "breadthfirst", directed: true, spacingFactor: 1.1, padding: 16 },
+      maxZoom: 1.6
     });
     window.streamApp.runGraph = cy;
     cy.on("tap", "node", function (event) {
