@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -46,7 +47,7 @@ def start_run(demo: Any, workflow: str, payload: dict[str, Any]) -> str:
 
 def run_view(demo: Any, run_id: str) -> dict[str, Any]:
     """The run's record as the JSON view answers it (``{}`` before the run exists)."""
-    answer = demo.get_json(f"/stream-app/workflows/jobs/{run_id}/")
+    answer = demo.get_json(f"/stream-app/workflows/jobs/{quote(run_id, safe='')}/")
     return answer.get("run") or {}
 
 
@@ -270,3 +271,32 @@ def test_a_quest_context_shows_its_instances_variables_and_deadline(
 
     status, text = fetch(console_demo.url(f"/console/quests/fitness/nobody-{user}"))
     assert status == 404 and 'data-testid="no-quests"' in text
+
+
+def test_markup_in_a_run_id_or_a_context_id_is_shown_as_text(console_demo: Any, page: Page) -> None:
+    markup = f'<script>alert("x")</script><img src=x onerror=alert(1)>{uuid.uuid4().hex[:6]}'
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    with WorkflowClient("jobs", console_demo.settings) as client:
+        client.start("generic", {"input": 3}, run_id=markup)
+    wait_for(lambda: run_view(console_demo, markup), bool, timeout=60, what="the run")
+    page.goto(console_demo.url(f"/console/workflows/jobs/{quote(markup, safe='')}"))
+    expect(page.get_by_test_id("run-id")).to_have_text(markup)
+    page.wait_for_function("() => window.streamApp && window.streamApp.runGraph")
+    page.goto(console_demo.url("/console/workflows"))
+    expect(page.locator("#runs tbody").get_by_text(markup)).to_be_visible()
+
+    with QuestClient("fitness", console_demo.settings) as quests:
+        quests.add_quest(markup, "three_workouts")
+    wait_for(
+        lambda: console_demo.get_json(f"/stream-app/quests/fitness/{quote(markup, safe='')}/"),
+        lambda d: bool(d.get("quests")),
+        timeout=60,
+        what="the context's quest",
+    )
+    page.goto(console_demo.url("/console/quests"))
+    page.fill("#context-id", markup)
+    page.get_by_role("button", name="Open").click()
+    expect(page.get_by_test_id("context-id")).to_have_text(markup)
+    assert page.locator("img[src=x]").count() == 0
+    assert dialogs == []
