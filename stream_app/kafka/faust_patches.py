@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import faust
-from confluent_kafka import IsolationLevel, TopicPartition
+from confluent_kafka import IsolationLevel, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from faust.assignor.client_assignment import ClientMetadata
 from faust.exceptions import ConsumerNotStarted
@@ -247,14 +247,24 @@ def list_offsets_in_one_request(consumer: Any, app: PatchedApp) -> None:
             config: dict[str, Any] = {**app.kafka_config, "logger": rdkafka_logger()}
             admin.append(AdminClient(config))
         request = {TopicPartition(tp.topic, tp.partition): spec for tp in partitions}
-        answers = admin[0].list_offsets(
-            request, isolation_level=isolation, request_timeout=app.conf.broker_request_timeout
-        )
-        found = {}
-        for asked, future in answers.items():
-            info = await asyncio.wrap_future(future)
-            found[TP(asked.topic, asked.partition)] = info.offset
-        return found
+        deadline = time.monotonic() + LEADER_WAIT_S
+        while True:
+            answers = admin[0].list_offsets(
+                request, isolation_level=isolation, request_timeout=app.conf.broker_request_timeout
+            )
+            try:
+                found = {}
+                for asked, future in answers.items():
+                    info = await asyncio.wrap_future(future)
+                    found[TP(asked.topic, asked.partition)] = info.offset
+                return found
+            except KafkaException as exc:
+                # A partition's leader moving or not elected yet (a topic just created, a
+                # broker restarting): asked again, the client finds the new leader.
+                error = exc.args[0] if exc.args else None
+                if not _leader_moving(error) or time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.2)
 
     latest: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
     earliest: OffsetSpec = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
@@ -771,6 +781,25 @@ class TableManagerStartingAtOnce(TableManager):
 #: Longest recovery waits for the last stable offset of a changelog partition to catch up
 #: with its high watermark (:func:`list_offsets_in_one_request`), in seconds.
 TXN_SETTLE_S = 2.0
+
+#: Longest recovery asks again for offsets a partition's leader could not answer yet (a topic
+#: just created, a leader moving), in seconds.
+LEADER_WAIT_S = 30.0
+
+_LEADER_MOVING = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+    }
+)
+
+
+def _leader_moving(error: Any) -> bool:
+    """Whether a Kafka error says a partition has no leader that answers yet."""
+    if not isinstance(error, KafkaError):
+        return False
+    return error.code() in _LEADER_MOVING or bool(error.retriable())
 
 
 # -- the app's private hooks --------------------------------------------------------------------

@@ -160,18 +160,26 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    """A fresh page (1280x800) that fails its test on any script error or CSP violation."""
+    """A fresh page (1280x800) that fails its test on any script error, CSP violation or static
+    file that does not load."""
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     context.set_default_timeout(20_000)
     page = context.new_page()
     problems: list[str] = []
     page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-    page.on(
-        "console",
-        lambda msg: (
-            problems.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None
-        ),
-    )
+
+    def on_console(msg: Any) -> None:
+        # An answer of 4xx the test asked for (a refused action) is logged as a failed load;
+        # failed loads are judged by on_response instead.
+        if msg.type == "error" and not msg.text.startswith("Failed to load resource"):
+            problems.append(f"console {msg.type}: {msg.text}")
+
+    def on_response(response: Any) -> None:
+        if "/console/static/" in response.url and response.status >= 400:
+            problems.append(f"static file {response.url}: {response.status}")
+
+    page.on("console", on_console)
+    page.on("response", on_response)
     yield page
     context.close()
     assert not problems, "the page logged errors:\n" + "\n".join(problems)

@@ -7,7 +7,8 @@ started in the background (``&``, and step 3's worker, which the tour runs in a 
 own) are tracked by pid, waited for until they log ``[^Worker]: Ready``, and killed by pid at
 the end. What the tour says in prose rather than code, the test does itself, after checking the
 step still says it: step 1 (``stream-app kafka up``) is replaced by the session's broker, step 6
-kills the worker with SIGKILL and starts it again, step 7 first stops the counter worker.
+kills the worker with SIGKILL and starts it again, step 7 first stops the counter worker,
+step 8 the workers still running.
 
 What the tour promises (in its comments) is asserted in :data:`PROMISES`; reads are retried
 until they hold (a worker takes a moment), everything else runs once. For isolation from other
@@ -385,6 +386,20 @@ PROMISES = [
         ),
         read=True,
     ),
+    Promise(
+        r"^curl -s localhost:6066/stream-app/parked/wallet/",
+        lambda r: (
+            r.rc == 0
+            and "InsufficientFunds: withdraw 99 from a balance of 10"
+            in (r.json() or {}).get("w-2", {}).get("error", "")
+        ),
+        read=True,
+    ),
+    Promise(
+        r"^curl -s localhost:6066/console/",
+        lambda r: r.rc == 0 and "<title>Overview · console-demo-" in r.output,
+        read=True,
+    ),
 ]
 
 READ_TIMEOUT_S = 60.0
@@ -510,6 +525,11 @@ def test_the_readme_tour_runs_as_written(tour_shell: tuple[TourShell, dict[str, 
             assert "Stop the counter worker" in step.text, step.text
             assert counter_worker is not None
             shell.stop(counter_worker, signal.SIGTERM)
+        if step.number == 8:
+            assert "Stop the workers above" in step.text, step.text
+            for worker in shell.workers:
+                if alive(worker.pid):
+                    shell.stop(worker, signal.SIGTERM)
         started = len(shell.workers)
         for lang, code in step.blocks:
             tour.block(lang, code)

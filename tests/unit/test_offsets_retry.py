@@ -1,0 +1,65 @@
+"""Recovery's offset requests ask again while a partition's leader is moving (a topic just
+created, a broker restarting) instead of stopping the worker."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Future
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+from faust.types import TP
+
+from stream_app.kafka import faust_patches
+
+
+class FlakyAdmin:
+    """An admin client whose first ``answers`` list_offsets calls fail with ``error``."""
+
+    def __init__(self, config: dict[str, Any], *, failures: int, error: int) -> None:
+        self.calls = 0
+        self.failures = failures
+        self.error = error
+
+    def list_offsets(self, request: dict[Any, Any], **_: Any) -> dict[Any, Future[Any]]:
+        self.calls += 1
+        answers: dict[Any, Future[Any]] = {}
+        for asked in request:
+            future: Future[Any] = Future()
+            if self.calls <= self.failures:
+                future.set_exception(KafkaException(KafkaError(self.error)))
+            else:
+                future.set_result(SimpleNamespace(offset=7))
+            answers[asked] = future
+        return answers
+
+
+def patched_consumer(monkeypatch: pytest.MonkeyPatch, admin: FlakyAdmin) -> Any:
+    monkeypatch.setattr(faust_patches, "AdminClient", lambda config: admin)
+    monkeypatch.setattr(faust_patches, "LEADER_WAIT_S", 5.0)
+    app: Any = SimpleNamespace(
+        kafka_config={"bootstrap.servers": "127.0.0.1:1"},
+        conf=SimpleNamespace(broker_request_timeout=1.0),
+        exactly_once=False,
+    )
+    consumer = SimpleNamespace()
+    faust_patches.list_offsets_in_one_request(consumer, app)
+    return consumer
+
+
+def test_offsets_are_asked_again_while_the_leader_moves(monkeypatch: pytest.MonkeyPatch) -> None:
+    admin = FlakyAdmin({}, failures=2, error=KafkaError.NOT_LEADER_FOR_PARTITION)
+    consumer = patched_consumer(monkeypatch, admin)
+    found = asyncio.run(consumer.earliest_offsets(TP("t", 0)))
+    assert found == {TP("t", 0): 7}
+    assert admin.calls == 3
+
+
+def test_other_errors_are_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    admin = FlakyAdmin({}, failures=1, error=KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    consumer = patched_consumer(monkeypatch, admin)
+    with pytest.raises(KafkaException):
+        asyncio.run(consumer.highwaters(TP("t", 0)))
+    assert admin.calls == 1
