@@ -57,7 +57,12 @@ from stream_app.kafka.dead_letters import DeadLetterSink
 from stream_app.kafka.topics import TopicChange, TopicDefinition, apply_changes
 from stream_app.settings import Guarantee, Settings, get_settings, resolve_guarantee
 from stream_app.web.health import install_health_views
-from stream_app.web.prometheus import BehaviourSample, InputCounters, install_metrics
+from stream_app.web.prometheus import (
+    BehaviourSample,
+    InputCounters,
+    MetricsSource,
+    install_metrics,
+)
 from stream_app.web.views import (
     CellInspection,
     install_atomic_views,
@@ -678,13 +683,24 @@ class _ConsoleSource:
             for name, engine in runtime.engines.items()
         }
 
+    def metrics_source(self, *, count_timers: bool = True) -> MetricsSource:
+        """What the Prometheus collector reads of this runtime; without ``count_timers`` the
+        pending timers read as 0 (counting them scans the timers tables)."""
+        return _WorkerMetrics(self._runtime, count_timers=count_timers)
+
+    def guarantee(self) -> str:
+        """The guarantee the worker runs under."""
+        return self._runtime.guarantee
+
 
 class _WorkerMetrics:
     """What the Prometheus view reads of a runtime
-    (:class:`~stream_app.web.prometheus.MetricsSource`)."""
+    (:class:`~stream_app.web.prometheus.MetricsSource`); without ``count_timers`` the pending
+    timers read as 0 (the console's samples, which need only the counters)."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, *, count_timers: bool = True) -> None:
         self._runtime = runtime
+        self._count_timers = count_timers
 
     @property
     def metrics(self) -> RuntimeMetrics:
@@ -712,7 +728,9 @@ class _WorkerMetrics:
                     topic=engine.topic_name,
                     control_records=engine.control_records,
                     parked_cells=engine.parked_cells(),
-                    timers_pending=sum(timers.count(p) for p in engine.owned_partitions),
+                    timers_pending=sum(timers.count(p) for p in engine.owned_partitions)
+                    if self._count_timers
+                    else 0,
                     next_due_ms=min(due, default=None),
                 )
             )

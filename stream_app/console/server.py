@@ -31,6 +31,7 @@ import jinja2
 from stream_app.console.guard import CSRF_HEADER, ActionRefused, Guard
 from stream_app.core.envelope import MessageTypes
 from stream_app.settings import Settings
+from stream_app.web.prometheus import MetricsSource
 
 __all__ = [
     "PREFIX",
@@ -89,6 +90,17 @@ class ConsoleSource(Protocol):
 
     def behaviours(self) -> Mapping[str, BehaviourInfo]:
         """Every behaviour the worker runs, by name, in registration order."""
+        ...
+
+    def metrics_source(self, *, count_timers: bool = True) -> MetricsSource:
+        """What the worker's Prometheus collector reads (the overview samples it); without
+        ``count_timers`` the pending timers read as 0 (counting them scans the timers
+        tables)."""
+        ...
+
+    def guarantee(self) -> str:
+        """The processing guarantee the worker runs under (``at_least_once`` or
+        ``exactly_once``)."""
         ...
 
 
