@@ -66,8 +66,10 @@ def finished_run(demo: Any, workflow: str, payload: dict[str, Any]) -> tuple[str
 def test_the_runs_list_filters_by_status_and_opens_a_run(
     console_demo: Any, page: Page, shot: Shot
 ) -> None:
+    waiting = start_run(console_demo, "approval", {"job": "release", "checks": 5})
     run_id, _ = finished_run(console_demo, "generic", {"input": 2})
     page.goto(console_demo.url("/console/workflows"))
+    expect(page.locator(f'tr[data-run="{waiting}"]')).to_contain_text("running")
     row = page.locator(f'tr[data-run="{run_id}"]')
     expect(row).to_be_visible()
     expect(row).to_contain_text("succeeded")
