@@ -28,7 +28,7 @@ from stream_app.console.pagekit import (
     text_field,
 )
 from stream_app.console.server import PREFIX, Console
-from stream_app.console.when import FILTERS, from_now
+from stream_app.console.when import FILTERS
 
 __all__ = [
     "InstanceRow",
@@ -193,7 +193,6 @@ def instance_rows(instances: Mapping[str, Any], *, quest: str = "") -> list[Inst
 def install(console: Console) -> None:
     """Register ``/console/quests`` and ``/console/quests/<b>/<context>``."""
     console.templates.filters.update(FILTERS)
-    console.templates.filters["from_now"] = from_now
     pages = _QuestPages(console)
     console.page("/quests", title="Quests")(as_view(pages.instances))
     console.page("/quests/{behaviour}/{context}")(as_view(pages.context))

@@ -69,5 +69,10 @@ def from_now(ms: int, now_ms: int) -> str:
     return f"in {span(delta)}" if delta >= 0 else f"{span(-delta)} ago"
 
 
-#: The template filters of these pages: ``at_ms``, ``at_text``, ``span``.
-FILTERS: dict[str, Callable[..., Any]] = {"at_ms": at_ms, "at_text": at_text, "span": span}
+#: The template filters of these pages: ``at_ms``, ``at_text``, ``span``, ``from_now(now_ms)``.
+FILTERS: dict[str, Callable[..., Any]] = {
+    "at_ms": at_ms,
+    "at_text": at_text,
+    "span": span,
+    "from_now": from_now,
+}

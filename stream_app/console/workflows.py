@@ -36,7 +36,7 @@ from stream_app.console.pagekit import (
 )
 from stream_app.console.server import Console, ViewAnswer
 from stream_app.console.when import FILTERS, at_text, ms_between, span
-from stream_app.core.workflow_graph import run_graph
+from stream_app.core.workflow_graph import Graph, run_graph
 from stream_app.core.workflows import Node, RunRecord, RunStatus
 from stream_app.errors import StreamAppError
 from stream_app.settings import Settings
@@ -153,17 +153,14 @@ class RunRow:
         return span(took) if took is not None else "-"
 
 
-def node_views(record: RunRecord) -> list[NodeView]:
-    """The run's nodes, ancestors first, each with its times (see the module's docstring)."""
-    graph = run_graph(record)
+def node_views(record: RunRecord, graph: Graph | None = None) -> list[NodeView]:
+    """The run's nodes, ancestors first, each with its times (see the module's docstring);
+    ``graph``: the run's :func:`~stream_app.core.workflow_graph.run_graph`, if drawn already."""
     after: dict[str, list[str]] = {}
-    for edge in graph.edges:
+    for edge in (graph or run_graph(record)).edges:
         after.setdefault(edge.source, []).append(record.nodes[edge.target].created_at)
     ordered = sorted(record.nodes.values(), key=lambda node: (len(node.trace), node.id))
-    return [
-        _node_view(node, min(after[node.id], default=None) if node.id in after else None)
-        for node in ordered
-    ]
+    return [_node_view(node, min(after.get(node.id, []), default=None)) for node in ordered]
 
 
 def _node_view(node: Node, processed_at: str | None) -> NodeView:
@@ -183,11 +180,12 @@ def _node_view(node: Node, processed_at: str | None) -> NodeView:
     )
 
 
-def graph_elements(record: RunRecord) -> dict[str, list[dict[str, Any]]]:
+def graph_elements(record: RunRecord, graph: Graph | None = None) -> dict[str, list[Any]]:
     """The run as Cytoscape.js elements: a node per run node (its label carries its status,
-    its data the facts the side panel shows) and an edge per derivation, fork and join."""
-    views = {view.id: view for view in node_views(record)}
-    graph = run_graph(record)
+    its data the facts the side panel shows) and an edge per derivation, fork and join;
+    ``graph`` as for :func:`node_views`."""
+    graph = graph or run_graph(record)
+    views = {view.id: view for view in node_views(record, graph)}
     nodes = [
         {
             "data": {
@@ -213,10 +211,11 @@ def graph_elements(record: RunRecord) -> dict[str, list[dict[str, Any]]]:
     return {"nodes": nodes, "edges": edges}
 
 
-def trace_tree(record: RunRecord) -> list[TraceItem]:
+def trace_tree(record: RunRecord, views: list[NodeView] | None = None) -> list[TraceItem]:
     """The run as a tree: each node under the node it was derived from (a join node under the
-    node that opened its forks), siblings by creation time, joins last."""
-    views = node_views(record)
+    node that opened its forks), siblings by creation time, joins last; ``views``: the run's
+    :func:`node_views`, if made already."""
+    views = node_views(record) if views is None else views
     children: dict[str | None, list[NodeView]] = {}
     for view in views:
         parent = view.predecessor_id if view.predecessor_id in record.nodes else None
@@ -344,6 +343,8 @@ class _RunPages:
         except Invalid as problem:
             return self.listing(web, request, problem.status, error=problem.message)
         took = ms_between(record.started_at, record.finished_at)
+        graph = run_graph(record)
+        nodes = node_views(record, graph)
         return self.console.render(
             web,
             request,
@@ -351,9 +352,9 @@ class _RunPages:
             behaviour=behaviour,
             run=record,
             took=span(took) if took is not None else "-",
-            nodes=node_views(record),
-            tree=trace_tree(record),
-            graph=graph_elements(record),
+            nodes=nodes,
+            tree=trace_tree(record, nodes),
+            graph=graph_elements(record, graph),
             node_statuses=NODE_STATUSES,
             timers=answer.data.get("timers") or [],
             parked=answer.data.get("parked"),
