@@ -28,10 +28,12 @@ def read_to_end(
     *,
     partitions: list[int] | None = None,
     on_total: Callable[[int], None] | None = None,
+    tail: int | None = None,
     timeout: float = 30.0,
 ) -> Iterator[Message]:
     """Yield every committed record of ``topic`` (or of its ``partitions``), from the
-    beginning to the end each partition had when the call started.
+    beginning (or, with ``tail``, from that many offsets before the end) to the end each
+    partition had when the call started.
 
     ``kafka`` is the bootstrap servers, or a client configuration with security
     (:meth:`~stream_app.settings.Settings.kafka_client_config`).
@@ -65,7 +67,7 @@ def read_to_end(
         for p in wanted:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
             if high > low:
-                starts[p], ends[p] = low, high
+                starts[p], ends[p] = low if tail is None else max(low, high - tail), high
         if on_total is not None:
             on_total(sum(ends[p] - starts[p] for p in ends))
         if not ends:
