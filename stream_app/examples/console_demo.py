@@ -6,7 +6,9 @@
   or after a deposit that makes it pass);
 - ``account``: an event-sourced entity (:mod:`stream_app.examples.ledger`);
 - ``fitness``: quests over each person's workouts and meals (:mod:`stream_app.examples.fitness`);
-- ``jobs``: workflow runs (:mod:`stream_app.examples.workflows`).
+- ``jobs``: workflow runs: ``generic`` and ``sources`` (:mod:`stream_app.examples.workflows`),
+  and ``approval``, a run that waits: its node fails ``checks`` times, retried every two
+  seconds, before it is approved (a run to watch retrying, and to cancel).
 
 Run it, then open http://127.0.0.1:6066/console/::
 
@@ -23,20 +25,34 @@ import sys
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stream_app import Behaviour, CellState, Runtime
+from stream_app import (
+    Behaviour,
+    CellState,
+    EdgeContext,
+    Failure,
+    Node,
+    RetryPolicy,
+    Runtime,
+    Workflow,
+    WorkflowBehaviour,
+)
 from stream_app.examples.counter import counter
 from stream_app.examples.fitness import fitness
 from stream_app.examples.ledger import account
-from stream_app.examples.workflows import jobs
+from stream_app.examples.workflows import generic, sources
 from stream_app.settings import Settings
 
 __all__ = [
+    "Approval",
     "Deposit",
     "InsufficientFunds",
     "WalletState",
     "Withdraw",
     "app",
+    "approval",
+    "check_approval",
     "handle_wallet",
+    "jobs",
     "runtime",
     "seed",
     "wallet",
@@ -98,6 +114,41 @@ wallet = Behaviour(
     data=WalletState,
     handle_message=handle_wallet,
 )
+
+
+class Approval(BaseModel):
+    """A job waiting for an approval that comes at check ``checks + 1``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job: str = Field(min_length=1, max_length=200)
+    checks: int = Field(default=3, ge=0, le=20)
+
+
+approval = Workflow("approval", root="request")
+approval.node(
+    "request",
+    payload=Approval,
+    retry=RetryPolicy(attempts=21, backoff_s=2.0, max_backoff_s=2.0, jitter=0.0),
+    error_edge="expired",
+)
+approval.node("approved", payload=Approval, final=True)
+approval.node("expired", payload=Failure, final=True)
+
+
+@approval.action("request", to=["approved"])
+def check_approval(node: Node, ctx: EdgeContext) -> None:
+    """Not approved before attempt ``checks + 1``: each earlier attempt fails and is retried."""
+    checks = node.payload["checks"]
+    if ctx.attempt <= checks:
+        raise RuntimeError(f"not approved yet (check {ctx.attempt} of {checks})")
+    ctx.derive("approved")
+
+
+approval.validate()
+
+#: The demo's workflow behaviour: the two example workflows and ``approval``.
+jobs = WorkflowBehaviour("jobs", workflows=[generic, sources, approval])
 
 runtime = Runtime()
 app = runtime.app
