@@ -116,13 +116,13 @@ def seed_demo(demo: ConsoleDemo) -> None:
     wait_for(
         lambda: demo.get_json("/stream-app/cells/counter/"),
         lambda cells: cells.get("alice") == {"count": 3} and cells.get("bob") == {"count": 5},
-        timeout=60,
+        timeout=120,
         what="the seeded counters",
     )
     wait_for(
         lambda: demo.get_json("/stream-app/parked/wallet/"),
         lambda parked: "w-2" in parked,
-        timeout=60,
+        timeout=120,
         what="the seeded wallet w-2 parked",
     )
 
