@@ -65,6 +65,10 @@ __all__ = [
 #: Dead letters listed at most (the newest).
 LIST_LIMIT = 200
 
+#: The dead letters the pages read: the last this many offsets of each partition of the
+#: dead-letter topic (a page must not read a topic of millions of records; the CLI reads all).
+READ_TAIL = 10_000
+
 #: Bytes of a value shown in a hex dump at most.
 HEX_LIMIT = 64 * 1024
 
@@ -319,7 +323,7 @@ def _read_letters(settings: Settings) -> tuple[set[str], list[Listed]]:
     topics = existing_topics(settings, timeout=KAFKA_TIMEOUT)
     if settings.dead_letter_topic not in topics:
         return topics, []
-    return topics, read_dead_letters(settings, topics, timeout=KAFKA_TIMEOUT)
+    return topics, read_dead_letters(settings, topics, timeout=KAFKA_TIMEOUT, tail=READ_TAIL)
 
 
 def _redrive_selected(settings: Settings, positions: Sequence[tuple[int, int]]) -> RedrivePlan:
@@ -529,6 +533,7 @@ class _LetterPages:
             "matching": len(matching),
             "total": len(listed),
             "limit": LIST_LIMIT,
+            "tail": READ_TAIL,
             "reasons": _counts(letter.reason for letter in letters),
             "sources": _counts(letter.source_topic for letter in letters),
             "reason_filter": reason or "",

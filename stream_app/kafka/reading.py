@@ -103,15 +103,18 @@ class Record:
     headers: list[tuple[str, str | bytes | None]]
 
 
-def read_records(kafka: KafkaConnection, topic: str, *, timeout: float = 30.0) -> list[Record]:
-    """Every committed record of ``topic`` from the beginning to its end as of the call.
+def read_records(
+    kafka: KafkaConnection, topic: str, *, tail: int | None = None, timeout: float = 30.0
+) -> list[Record]:
+    """Every committed record of ``topic`` from the beginning (or, with ``tail``, from that many
+    offsets before the end of each partition) to its end as of the call.
 
     Raises:
         LookupError: The topic does not exist.
         TimeoutError: The end was not reached within ``timeout`` seconds.
     """
     records: list[Record] = []
-    for message in read_to_end(kafka, topic, timeout=timeout):
+    for message in read_to_end(kafka, topic, tail=tail, timeout=timeout):
         headers = message.headers() or []
         records.append(
             Record(

@@ -265,13 +265,16 @@ def existing_topics(settings: Settings, *, timeout: float) -> set[str]:
         ) from None
 
 
-def read_dead_letters(settings: Settings, topics: set[str], *, timeout: float) -> list[Listed]:
+def read_dead_letters(
+    settings: Settings, topics: set[str], *, timeout: float, tail: int | None = None
+) -> list[Listed]:
     """Every record of the app's dead-letter topic, decoded (see :func:`decode_records`).
 
     Args:
         settings: The app's settings (broker, app id).
         topics: The topics that exist (from :func:`existing_topics`).
         timeout: Seconds to read the topic to its end.
+        tail: Read only the last ``tail`` offsets of each partition (``None``: all of it).
 
     Raises:
         LookupError: The dead-letter topic does not exist (no worker of the app has run).
@@ -283,7 +286,9 @@ def read_dead_letters(settings: Settings, topics: set[str], *, timeout: float) -
             f"topic {topic} does not exist on {settings.bootstrap_servers} "
             f"(no worker of app {settings.app_id!r} has run; is STREAM_APP_APP_ID right?)"
         )
-    return decode_records(read_records(settings.kafka_client_config(), topic, timeout=timeout))
+    return decode_records(
+        read_records(settings.kafka_client_config(), topic, tail=tail, timeout=timeout)
+    )
 
 
 def redrive(plan: RedrivePlan, settings: Settings, *, timeout: float) -> None:

@@ -8,7 +8,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from stream_app.kafka.reading import TAIL_WINDOW, last_record_offsets, read_to_end
+from stream_app.kafka.reading import TAIL_WINDOW, last_record_offsets, read_records, read_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -79,3 +79,17 @@ def test_the_last_committed_record_is_found_behind_markers_and_aborted_records(
 def test_an_empty_partition_has_no_last_record(bootstrap: str) -> None:
     topic = _topic(bootstrap, 1)
     assert last_record_offsets(bootstrap, {(topic, 0): 0}) == {(topic, 0): None}
+
+
+def test_a_tail_reads_the_last_records_of_each_partition(bootstrap: str) -> None:
+    topic = _topic(bootstrap, 2)
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for partition in (0, 1):
+        for i in range(10):
+            producer.produce(topic, value=f"{partition}-{i}".encode(), partition=partition)
+    producer.flush(30)
+    records = read_records(bootstrap, topic, tail=3, timeout=30)
+    assert sorted((r.partition, r.offset, r.value) for r in records) == [
+        (p, i, f"{p}-{i}".encode()) for p in (0, 1) for i in (7, 8, 9)
+    ]
+    assert len(read_records(bootstrap, topic, timeout=30)) == 20
