@@ -134,17 +134,22 @@ def stop_demo(demo: ConsoleDemo) -> None:
             proc.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def console_demo(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleDemo]:
-    """Two seeded workers of the console demo app, shared by the session's browser tests."""
+    """Two seeded workers of the console demo app, shared by the browser tests (stopped when
+    the last of them is done)."""
     demo = start_demo(bootstrap, tmp_path_factory.mktemp("console-demo"))
     yield demo
     stop_demo(demo)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
-    """Headless Chromium (Debian's), through Playwright."""
+    """Headless Chromium (Debian's), through Playwright.
+
+    Package-scoped, not session-scoped: while Playwright's sync API is open, the main thread
+    has a running event loop, and every later test that calls ``asyncio.run`` would fail.
+    """
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
