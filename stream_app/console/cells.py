@@ -27,6 +27,7 @@ from confluent_kafka import KafkaException
 
 from stream_app.api.entities import EventRecord
 from stream_app.clients.cells import CellClient
+from stream_app.console.pagekit import MAX_TEXT, Invalid
 from stream_app.console.server import PREFIX, BehaviourInfo, Console
 from stream_app.core.partitioner import partition_for
 from stream_app.errors import InvalidMessageError, StreamAppError
@@ -39,7 +40,6 @@ __all__ = [
     "EVENTS_TAIL",
     "LIST_LIMIT",
     "MAX_ID_LENGTH",
-    "CellInputError",
     "as_json",
     "cell_path",
     "check_cell_id",
@@ -64,7 +64,7 @@ EVENTS_TAIL = 500
 EVENTS_SHOWN = 100
 
 #: Longest cell id the console accepts.
-MAX_ID_LENGTH = 1000
+MAX_ID_LENGTH = MAX_TEXT
 
 #: Longest the console waits for a JSON view, a read of the events or a send.
 TIMEOUT_S = 10.0
@@ -78,20 +78,16 @@ EVENTS_RETRIES = 10
 _PARTS = {"": "cell.html", "panel": "cell_panel.html", "events": "cell_events.html"}
 
 
-class CellInputError(ValueError):
-    """An input the console refuses; the message is what the operator reads."""
-
-
 def check_cell_id(value: str | None) -> str:
     """``value`` as a cell id: not empty, at most :data:`MAX_ID_LENGTH` characters.
 
     Raises:
-        CellInputError: It is missing, empty or too long.
+        Invalid: It is missing, empty or too long.
     """
     if not value:
-        raise CellInputError("give a cell id")
+        raise Invalid(400, "give a cell id")
     if len(value) > MAX_ID_LENGTH:
-        raise CellInputError(f"a cell id has at most {MAX_ID_LENGTH} characters")
+        raise Invalid(400, f"a cell id has at most {MAX_ID_LENGTH} characters")
     return value
 
 
@@ -100,23 +96,23 @@ def envelope_for(info: BehaviourInfo, message_type: str, body: str, *, max_bytes
     behaviour's workers validate it.
 
     Raises:
-        CellInputError: The type is not one of the behaviour's, the body is not a JSON object,
+        Invalid: The type is not one of the behaviour's, the body is not a JSON object,
             or the envelope breaks the schema (the reason says where).
     """
     if message_type not in info.message_types.types:
         known = ", ".join(sorted(info.message_types.types))
-        raise CellInputError(f"{info.name} has no message type {message_type!r} (known: {known})")
+        raise Invalid(400, f"{info.name} has no message type {message_type!r} (known: {known})")
     try:
         parsed = json.loads(body) if body.strip() else {}
     except ValueError as exc:
-        raise CellInputError(f"the body is not JSON: {exc}") from None
+        raise Invalid(400, f"the body is not JSON: {exc}") from None
     if not isinstance(parsed, dict):
-        raise CellInputError("the body must be a JSON object")
+        raise Invalid(400, "the body must be a JSON object")
     envelope = json.dumps({"type": message_type, "body": parsed}, separators=(",", ":")).encode()
     try:
         info.message_types.decode(b"console", envelope, max_bytes=max_bytes)
     except InvalidMessageError as exc:
-        raise CellInputError(str(exc)) from None
+        raise Invalid(400, str(exc)) from None
     return envelope
 
 
@@ -251,7 +247,7 @@ def install(console: Console) -> None:
         if info is not None and wanted:
             try:
                 cell_id = check_cell_id(wanted)
-            except CellInputError as exc:
+            except Invalid as exc:
                 return _refuse(web, request, 400, str(exc))
             return web.text("", status=303, headers={"Location": cell_path(info.name, cell_id)})
         listed, total, error = None, 0, None
@@ -282,7 +278,7 @@ def install(console: Console) -> None:
             return _refuse(web, request, 404, f"no behaviour named {behaviour!r} on this app")
         try:
             check_cell_id(cell_id)
-        except CellInputError as exc:
+        except Invalid as exc:
             return _refuse(web, request, 400, str(exc))
         part = request.query.get("part", "")
         if part not in _PARTS or (part == "events" and info.kind != "entity"):
@@ -311,7 +307,7 @@ def install(console: Console) -> None:
         info = console.behaviour(form.get("behaviour", ""))
         try:
             if info is None:
-                raise CellInputError(f"no behaviour named {form.get('behaviour', '')!r}")
+                raise Invalid(400, f"no behaviour named {form.get('behaviour', '')!r}")
             cell_id = check_cell_id(form.get("cell_id"))
             envelope = envelope_for(
                 info,
@@ -319,7 +315,7 @@ def install(console: Console) -> None:
                 form.get("body", ""),
                 max_bytes=console.settings.max_message_bytes,
             )
-        except CellInputError as exc:
+        except Invalid as exc:
             return _result(web, request, 400, False, str(exc))
         try:
             await console.in_thread(sender.send, info.input_topic, cell_id, envelope)

@@ -17,14 +17,15 @@ which refuse what cannot go back (truncated, no source record...) and say why.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 from stream_app.clients.cells import CellClient
+from stream_app.console.pagekit import MAX_TEXT, Invalid
 from stream_app.console.server import Console
+from stream_app.console.when import at_ms
 from stream_app.core.origin import RecordOrigin
 from stream_app.core.origin import parse as parse_origin
 from stream_app.errors import StreamAppError
@@ -48,10 +49,8 @@ __all__ = [
     "MAX_SELECTED",
     "MAX_SKIP",
     "HexLine",
-    "InvalidInput",
     "error_reason",
     "filter_letters",
-    "format_ms",
     "hex_dump",
     "install",
     "parse_selection",
@@ -80,19 +79,8 @@ MAX_SKIP = 100_000
 
 _T = TypeVar("_T")
 
-#: Longest id, reason or topic accepted from a request.
-MAX_TEXT = 1000
-
 #: Seconds the Kafka reads and writes of a page or action may take.
 KAFKA_TIMEOUT = 15.0
-
-
-class InvalidInput(ValueError):
-    """A request's input the console refuses, with the sentence to show and the status."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 _CONTROL_PICTURES = {
@@ -139,14 +127,6 @@ def text_of(data: bytes | None) -> str:
     return data.decode("utf-8", "replace").translate(_CONTROL_PICTURES)
 
 
-def format_ms(ms: int | None) -> str:
-    """Milliseconds since the epoch as an ISO UTC time to the millisecond (``-`` for none)."""
-    if ms is None or ms < 0:
-        return "-"
-    seconds, millis = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds)) + f".{millis:03d} UTC"
-
-
 def error_reason(error: str) -> str:
     """The reason a parked cell shows: the error's type, the text before its first ``:``."""
     head, sep, _ = error.partition(":")
@@ -158,15 +138,15 @@ def valid_text(value: str | None, what: str, *, required: bool) -> str | None:
     """A text input, stripped: ``None`` when empty and not ``required``.
 
     Raises:
-        InvalidInput: Empty but required, or longer than :data:`MAX_TEXT` characters.
+        Invalid: Empty but required, or longer than :data:`MAX_TEXT` characters.
     """
     text = (value or "").strip()
     if not text:
         if required:
-            raise InvalidInput(f"{what} is required")
+            raise Invalid(400, f"{what} is required")
         return None
     if len(text) > MAX_TEXT:
-        raise InvalidInput(f"{what} is longer than {MAX_TEXT} characters")
+        raise Invalid(400, f"{what} is longer than {MAX_TEXT} characters")
     return text
 
 
@@ -180,11 +160,11 @@ def parse_skip(value: str | None) -> int:
     """The ``skip`` of a release: an integer from 0 to :data:`MAX_SKIP` (empty: 0).
 
     Raises:
-        InvalidInput: Not such an integer.
+        Invalid: Not such an integer.
     """
     text = (value or "").strip() or "0"
     if not text.isdigit() or int(text) > MAX_SKIP:
-        raise InvalidInput(f"skip must be a whole number from 0 to {MAX_SKIP}, got {text[:40]!r}")
+        raise Invalid(400, f"skip must be a whole number from 0 to {MAX_SKIP}, got {text[:40]!r}")
     return int(text)
 
 
@@ -194,7 +174,7 @@ def parse_selection(form: Mapping[str, str]) -> list[tuple[int, int]]:
     by commas or spaces), in order, without repeats.
 
     Raises:
-        InvalidInput: None selected, more than :data:`MAX_SELECTED`, or one is not a position.
+        Invalid: None selected, more than :data:`MAX_SELECTED`, or one is not a position.
     """
     texts = [
         part
@@ -203,13 +183,13 @@ def parse_selection(form: Mapping[str, str]) -> list[tuple[int, int]]:
         for part in value.replace(",", " ").split()
     ]
     if not texts:
-        raise InvalidInput("select at least one dead letter to redrive")
+        raise Invalid(400, "select at least one dead letter to redrive")
     if len(texts) > MAX_SELECTED:
-        raise InvalidInput(f"select at most {MAX_SELECTED} dead letters at once")
+        raise Invalid(400, f"select at most {MAX_SELECTED} dead letters at once")
     try:
         return list(dict.fromkeys(parse_position(text[:40]) for text in texts))
     except ValueError as exc:
-        raise InvalidInput(str(exc)) from None
+        raise Invalid(400, str(exc)) from None
 
 
 def filter_letters(
@@ -275,7 +255,7 @@ def _letter_row(item: Listed, topics: set[str]) -> dict[str, Any]:
             behaviour=letter.behaviour,
             error=letter.error,
             source=f"{letter.source_topic}/{letter.source_partition}/{letter.source_offset}",
-            time=format_ms(letter.timestamp_ms),
+            time=at_ms(letter.timestamp_ms),
             refusal=redrive_refusal(letter, topics),
         )
     return row
@@ -309,7 +289,7 @@ def _item_detail(item: Mapping[str, Any]) -> dict[str, Any]:
         "kind": item.get("kind"),
         "origin": item.get("origin", ""),
         "source": source_of(str(item.get("origin", ""))),
-        "time": format_ms(item.get("timestamp_ms")),
+        "time": at_ms(item.get("timestamp_ms")),
         "value_text": text_of(raw) if raw is not None else None,
         "hex": hex_dump(raw or b""),
         "hex_cut": raw is not None and len(raw) > HEX_LIMIT,
@@ -342,11 +322,11 @@ def _release(settings: Settings, behaviour: str, cell_id: str, skip: int) -> Non
 
 
 async def _kafka(console: Console, fn: Callable[..., _T], *args: Any) -> _T:
-    """``fn(*args)`` in a thread; Kafka's failures as :class:`InvalidInput` (503)."""
+    """``fn(*args)`` in a thread; Kafka's failures as :class:`Invalid` (503)."""
     try:
         result: _T = await console.in_thread(fn, *args)
     except (ConnectionError, LookupError, TimeoutError, StreamAppError) as exc:
-        raise InvalidInput(f"Kafka did not answer as expected: {exc}", 503) from None
+        raise Invalid(503, f"Kafka did not answer as expected: {exc}") from None
     return result
 
 
@@ -363,12 +343,12 @@ def _page(
 ) -> None:
     """Register the page at ``path``: ``template`` rendered with what ``read`` returns (its
     ``status`` key, if any, as the HTTP status), or the refusal page of the
-    :class:`InvalidInput` it raises."""
+    :class:`Invalid` it raises."""
 
     async def show(web: Any, request: Any, **match: str) -> Any:
         try:
             context = await read(request)
-        except InvalidInput as exc:
+        except Invalid as exc:
             return console.render(
                 web, request, "letters_error.html", status=exc.status, message=str(exc)
             )
@@ -381,12 +361,12 @@ def _page(
 def _action(console: Console, path: str, template: str, act: _Read) -> None:
     """Register the action at ``path``: ``template`` rendered with what ``act`` returns (its
     ``status`` key, if any, as the HTTP status), or ``action_result.html`` with the refusal of
-    the :class:`InvalidInput` it raises."""
+    the :class:`Invalid` it raises."""
 
     async def post(web: Any, request: Any) -> Any:
         try:
             context = await act(request)
-        except InvalidInput as exc:
+        except Invalid as exc:
             return console.render(
                 web, request, "action_result.html", status=exc.status, ok=False, message=str(exc)
             )
@@ -451,7 +431,7 @@ class _ParkedPages:
             "data": data.get("data"),
             "parked": parked,
             "reason": error_reason(str(parked["error"])) if parked else None,
-            "since": format_ms(parked["since_ms"]) if parked else None,
+            "since": at_ms(parked["since_ms"]) if parked else None,
             "items": [_item_detail(item) for item in parked["items"]] if parked else [],
         }
 
@@ -464,7 +444,7 @@ class _ParkedPages:
         assert name is not None
         parked = (await self._described(name, cell_id)).get("parked")
         if not parked:
-            raise InvalidInput(f"{name}/{cell_id} is not parked", 409)
+            raise Invalid(409, f"{name}/{cell_id} is not parked")
         await _kafka(self.console, _release, self.console.settings, name, cell_id, skip)
         summary = release_summary(name, cell_id, len(parked["items"]), skip)
         return {"ok": True, "message": summary}
@@ -472,13 +452,13 @@ class _ParkedPages:
     def _behaviour(self, value: str | None, *, required: bool) -> str | None:
         name = valid_text(value, "behaviour", required=required)
         if name is not None and self.console.behaviour(name) is None:
-            raise InvalidInput(f"no behaviour named {name!r} runs here", 404)
+            raise Invalid(404, f"no behaviour named {name!r} runs here")
         return name
 
     async def _described(self, name: str, cell_id: str) -> dict[str, Any]:
         answer = await self.console.view_json(f"cells/{_quote(name)}/{_quote(cell_id)}/")
         if not answer.ok and answer.status != 404:
-            raise InvalidInput(f"the worker owning the cell answered {answer.status}", 502)
+            raise Invalid(502, f"the worker owning the cell answered {answer.status}")
         return answer.data if isinstance(answer.data, dict) else {}
 
     async def _rows(self) -> tuple[list[dict[str, Any]], list[str]]:
@@ -510,7 +490,7 @@ def _parked_row(behaviour: str, cell_id: str, parked: Mapping[str, Any]) -> dict
         "reason": error_reason(error),
         "attempts": parked.get("attempts"),
         "waiting": parked.get("waiting"),
-        "since": format_ms(parked.get("since_ms")),
+        "since": at_ms(parked.get("since_ms")),
     }
 
 
@@ -545,11 +525,11 @@ class _LetterPages:
         try:
             at = parse_position(request.match_info.get("position", "")[:40])
         except ValueError as exc:
-            raise InvalidInput(str(exc)) from None
+            raise Invalid(400, str(exc)) from None
         topics, listed = await _kafka(self.console, _read_letters, self.console.settings)
         found = [i for i in listed if (i.record.partition, i.record.offset) == at]
         if not found:
-            raise InvalidInput(f"no record at {at[0]}:{at[1]} in the dead-letter topic", 404)
+            raise Invalid(404, f"no record at {at[0]}:{at[1]} in the dead-letter topic")
         return {
             "topic": self.console.settings.dead_letter_topic,
             "item": _letter_detail(found[0], topics),

@@ -10,8 +10,9 @@ __all__ = ["FILTERS", "at_ms", "at_text", "from_now", "ms_between", "span"]
 
 
 def at_ms(ms: int | None) -> str:
-    """Milliseconds since the epoch as ``2026-12-01 09:50:12.345 UTC`` (``-`` for ``None``)."""
-    if ms is None:
+    """Milliseconds since the epoch as ``2026-12-01 09:50:12.345 UTC`` (``-`` for ``None`` and
+    for a negative time, which is how Kafka says a record has none)."""
+    if ms is None or ms < 0:
         return "-"
     moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
     return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d} UTC"

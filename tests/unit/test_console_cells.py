@@ -9,7 +9,6 @@ import pytest
 from stream_app.api.entities import EventRecord
 from stream_app.console.cells import (
     MAX_ID_LENGTH,
-    CellInputError,
     as_json,
     cell_path,
     check_cell_id,
@@ -21,6 +20,7 @@ from stream_app.console.cells import (
     relative_text,
     retry_count,
 )
+from stream_app.console.pagekit import Invalid
 from stream_app.console.server import BehaviourInfo
 from stream_app.examples.counter import counter
 from stream_app.examples.ledger import account
@@ -35,7 +35,7 @@ def test_a_cell_id_is_not_empty_and_not_too_long() -> None:
     assert check_cell_id("<script>alert(1)</script>") == "<script>alert(1)</script>"
     assert check_cell_id("x" * MAX_ID_LENGTH) == "x" * MAX_ID_LENGTH
     for bad in (None, "", "x" * (MAX_ID_LENGTH + 1)):
-        with pytest.raises(CellInputError):
+        with pytest.raises(Invalid):
             check_cell_id(bad)
 
 
@@ -68,13 +68,13 @@ def test_an_envelope_is_validated_as_the_workers_validate_it() -> None:
 def test_a_bad_message_is_refused_with_the_reason(
     info: BehaviourInfo, type_: str, body: str, reason: str
 ) -> None:
-    with pytest.raises(CellInputError) as refused:
+    with pytest.raises(Invalid) as refused:
         envelope_for(info, type_, body, max_bytes=1000)
     assert reason in str(refused.value)
 
 
 def test_an_oversized_message_is_refused() -> None:
-    with pytest.raises(CellInputError, match="bytes"):
+    with pytest.raises(Invalid, match="bytes"):
         envelope_for(ACCOUNT, "open", json.dumps({"owner": "a" * 200}), max_bytes=100)
 
 

@@ -6,10 +6,8 @@ import pytest
 
 from stream_app.console.letters import (
     HexLine,
-    InvalidInput,
     error_reason,
     filter_letters,
-    format_ms,
     hex_dump,
     parse_selection,
     parse_skip,
@@ -18,6 +16,8 @@ from stream_app.console.letters import (
     text_of,
     valid_text,
 )
+from stream_app.console.pagekit import Invalid
+from stream_app.console.when import at_ms
 from stream_app.core.dead_letters import DeadLetter
 from stream_app.kafka.reading import Record
 from stream_app.ops.redrive import decode_records
@@ -46,10 +46,10 @@ def test_text_of_replaces_undecodable_bytes_and_shows_control_characters() -> No
     assert text_of(None) == "<no value>"
 
 
-def test_format_ms() -> None:
-    assert format_ms(1_700_000_000_123) == "2023-11-14 22:13:20.123 UTC"
-    assert format_ms(None) == "-"
-    assert format_ms(-1) == "-"
+def test_at_ms() -> None:
+    assert at_ms(1_700_000_000_123) == "2023-11-14 22:13:20.123 UTC"
+    assert at_ms(None) == "-"
+    assert at_ms(-1) == "-"
 
 
 def test_error_reason_is_the_error_type() -> None:
@@ -63,9 +63,9 @@ def test_error_reason_is_the_error_type() -> None:
 def test_valid_text() -> None:
     assert valid_text("  w-1 ", "cell id", required=True) == "w-1"
     assert valid_text("", "reason", required=False) is None
-    with pytest.raises(InvalidInput, match="cell id is required"):
+    with pytest.raises(Invalid, match="cell id is required"):
         valid_text("  ", "cell id", required=True)
-    with pytest.raises(InvalidInput, match="longer than 1000") as refused:
+    with pytest.raises(Invalid, match="longer than 1000") as refused:
         valid_text("x" * 1001, "cell id", required=True)
     assert refused.value.status == 400
 
@@ -77,7 +77,7 @@ def test_parse_skip(given: str | None, expected: int) -> None:
 
 @pytest.mark.parametrize("given", ["-1", "1.5", "one", "100001", "9" * 50])
 def test_parse_skip_refuses(given: str) -> None:
-    with pytest.raises(InvalidInput, match="skip must be a whole number"):
+    with pytest.raises(Invalid, match="skip must be a whole number"):
         parse_skip(given)
 
 
@@ -96,7 +96,7 @@ def test_parse_selection_reads_every_position_field_in_order_without_repeats() -
     ],
 )
 def test_parse_selection_refuses(form: dict[str, str], message: str) -> None:
-    with pytest.raises(InvalidInput, match=message):
+    with pytest.raises(Invalid, match=message):
         parse_selection(form)
 
 
