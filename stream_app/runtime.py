@@ -55,6 +55,7 @@ from stream_app.kafka.cell_store import CellDeadLetters, CellTables, FaustWakes
 from stream_app.kafka.clock import ClockFeed, clock_topic_definition
 from stream_app.kafka.dead_letters import DeadLetterSink
 from stream_app.kafka.topics import TopicChange, TopicDefinition, apply_changes
+from stream_app.logs import rdkafka_logger
 from stream_app.settings import Guarantee, Settings, get_settings, resolve_guarantee
 from stream_app.web.health import install_health_views
 from stream_app.web.prometheus import (
@@ -559,7 +560,8 @@ class Runtime:
         Raises:
             ConfigError: An input topic exists with another partition count than the settings.
         """
-        admin = AdminClient(self.settings.kafka_connection())
+        config: dict[str, Any] = {**self.settings.kafka_connection(), "logger": rdkafka_logger()}
+        admin = AdminClient(config)
         definitions = self.topic_definitions()
         metadata = admin.list_topics(timeout=30)
         missing = [d for d in definitions if d.name not in metadata.topics]
