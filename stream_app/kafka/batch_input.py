@@ -109,9 +109,11 @@ IDLE_COMMIT_MIN_S = 0.1
 LINGER_FETCH_BYTES = 1_048_576
 #: Threads that initialise and commit the partitions' transactions side by side.
 TXN_THREADS = 8
-#: Times a transaction call is tried again after a retriable error (not a time-out) before the
-#: worker stops.
-TXN_RETRIES = 3
+#: First pause before a transaction call is tried again after a retriable error (seconds); it
+#: doubles after each try, up to :data:`TXN_RETRY_PAUSE_MAX_S`.
+TXN_RETRY_PAUSE_S = 0.1
+#: Longest pause between two tries of a transaction call.
+TXN_RETRY_PAUSE_MAX_S = 1.0
 #: Seconds a blocking call is given beyond its own time-out before the loop stops waiting for
 #: it (librdkafka does not always honour the time-out of ``send_offsets_to_transaction``).
 CALL_GRACE_S = 5.0
@@ -753,8 +755,11 @@ class BatchInput:
                 producer.begin_transaction()
             if tp in offsets:
                 position = [TopicPartition(tp.topic, tp.partition, offsets[tp])]
-                _retrying(lambda: producer.send_offsets_to_transaction(position, metadata, timeout))
-            _retrying(lambda: producer.commit_transaction(timeout))
+                _retrying(
+                    lambda left: producer.send_offsets_to_transaction(position, metadata, left),
+                    timeout,
+                )
+            _retrying(producer.commit_transaction, timeout)
 
         # A failure is a fence (a newer owner took the partition) or a transaction that had to
         # be aborted: the worker stops. The tables hold writes no committed transaction has;
@@ -859,24 +864,38 @@ class BatchInput:
             await loop.run_in_executor(self._pool, producer.flush, self.call_timeout)
 
 
-def _retrying(call: Callable[[], None]) -> None:
-    """Run a transaction call, again after a retriable error (at most :data:`TXN_RETRIES`).
+def _retrying(call: Callable[[float], None], timeout: float) -> None:
+    """Run a transaction call, given ``timeout`` seconds in all: a retriable error (a
+    coordinator that is loading or moving after a broker died: ``COORDINATOR_LOAD_IN_PROGRESS``,
+    ``NOT_COORDINATOR``, ``CONCURRENT_TRANSACTIONS``) is tried again after a pause that doubles
+    from :data:`TXN_RETRY_PAUSE_S` to :data:`TXN_RETRY_PAUSE_MAX_S`, each try given what is
+    left of ``timeout``, until that is spent; librdkafka asks for exactly that ("retry call to
+    resume"). A coordinator takes seconds to load its transaction log after a failover; a few
+    tries in a row without a pause failed within half a second and stopped the worker.
 
     A time-out is not tried again: a transaction call that timed out is one a broker outage
     caught, and librdkafka does not complete it after the broker is back (each try waits out
     the whole time-out again; seen as a worker that stopped processing for minutes).
+
+    Raises:
+        KafkaException: The call failed with an error that is not retriable, or timed out, or
+            was still failing when ``timeout`` was spent.
     """
-    for attempt in range(TXN_RETRIES + 1):
+    deadline = time.monotonic() + timeout
+    pause = TXN_RETRY_PAUSE_S
+    while True:
         try:
-            call()
+            call(max(deadline - time.monotonic(), TXN_RETRY_PAUSE_S))
             return
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
             if (
-                attempt == TXN_RETRIES
-                or not isinstance(error, KafkaError)
+                not isinstance(error, KafkaError)
                 or not error.retriable()
                 or error.code() == KafkaError._TIMED_OUT
+                or time.monotonic() + pause >= deadline
             ):
                 raise
             logger.warning("exactly_once: retrying a transaction call after %s", error)
+            time.sleep(pause)  # on a transaction thread (TXN_THREADS), not the event loop
+            pause = min(2 * pause, TXN_RETRY_PAUSE_MAX_S)

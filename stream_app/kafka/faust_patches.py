@@ -248,9 +248,12 @@ def list_offsets_in_one_request(consumer: Any, app: PatchedApp) -> None:
             admin.append(AdminClient(config))
         request = {TopicPartition(tp.topic, tp.partition): spec for tp in partitions}
         deadline = time.monotonic() + LEADER_WAIT_S
+        # Each try is bounded on its own: a request to a leader that has just died waits for
+        # its time-out (Faust's broker_request_timeout is 90 s), and recovery with it.
+        try_s = min(float(app.conf.broker_request_timeout), LIST_OFFSETS_TRY_S)
         while True:
             answers = admin[0].list_offsets(
-                request, isolation_level=isolation, request_timeout=app.conf.broker_request_timeout
+                request, isolation_level=isolation, request_timeout=try_s
             )
             try:
                 found = {}
@@ -259,11 +262,17 @@ def list_offsets_in_one_request(consumer: Any, app: PatchedApp) -> None:
                     found[TP(asked.topic, asked.partition)] = info.offset
                 return found
             except KafkaException as exc:
-                # A partition's leader moving or not elected yet (a topic just created, a
-                # broker restarting): asked again, the client finds the new leader.
+                # A partition's leader moving, not elected yet (a topic just created, a broker
+                # restarting) or dead without the client knowing yet (the try timed out):
+                # asked again, the client finds the new leader.
                 error = exc.args[0] if exc.args else None
                 if not _leader_moving(error) or time.monotonic() >= deadline:
                     raise
+                logger.info(
+                    "recovery: asking again for the offsets of %d partition(s) after %s",
+                    len(request),
+                    error,
+                )
                 await asyncio.sleep(0.2)
 
     latest: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
@@ -786,11 +795,17 @@ TXN_SETTLE_S = 2.0
 #: just created, a leader moving), in seconds.
 LEADER_WAIT_S = 30.0
 
+#: Longest one ``ListOffsets`` try of recovery waits for its answer, in seconds (then it is
+#: asked again, until :data:`LEADER_WAIT_S`).
+LIST_OFFSETS_TRY_S = 5.0
+
 _LEADER_MOVING = frozenset(
     {
         KafkaError.NOT_LEADER_FOR_PARTITION,
         KafkaError.LEADER_NOT_AVAILABLE,
         KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TIMED_OUT,
+        KafkaError.REQUEST_TIMED_OUT,
     }
 )
 

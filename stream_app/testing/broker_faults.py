@@ -38,10 +38,20 @@ from stream_app.testing import ConditionTimeout, SteadyLoad, WorkerProcess, wait
 from stream_app.testing.counts import cell_counts
 from stream_app.testing.dev_broker import LocalCluster
 
-__all__ = ["RESUME_STEP", "BrokerFaultReport", "Kill", "run_broker_faults"]
+__all__ = [
+    "RESUME_STEP",
+    "STOP_MARKER",
+    "BrokerFaultReport",
+    "Kill",
+    "run_broker_faults",
+    "stop_cause",
+]
 
 #: How many more messages the worker must apply after a kill to count as having resumed.
 RESUME_STEP = 200
+
+#: What a worker's log line says when the worker stops itself loudly (the batched input).
+STOP_MARKER = "stopping the worker"
 
 
 @dataclass(frozen=True)
@@ -86,8 +96,8 @@ class BrokerFaultReport:
             when not measured.
         settled_s: Seconds from the end of the load until the counts were final.
         worker_alive: Whether the worker was running at the end.
-        restarts: Why the worker stopped each time the harness had to start it again (the
-            first ERROR line of that run's log); empty when it ran throughout.
+        restarts: Why the worker stopped each time the harness had to start it again (see
+            :func:`stop_cause`); empty when it ran throughout.
     """
 
     acked: int = 0
@@ -110,10 +120,23 @@ def _supervise(worker: WorkerProcess, report: BrokerFaultReport) -> None:
     """Start ``worker`` again if it has stopped, noting why it stopped in ``report``."""
     if worker.alive():
         return
-    errors = worker.error_lines()
-    status = worker.process.returncode if worker.process else None
-    report.restarts.append(errors[0] if errors else f"exit status {status}")
+    report.restarts.append(stop_cause(worker))
     worker.start()
+
+
+def stop_cause(worker: WorkerProcess) -> str:
+    """Why ``worker`` (stopped) stopped: the line in which it said so (``stopping the
+    worker``), else its first ERROR line, else its exit status.
+
+    Not simply the first ERROR line: librdkafka logs answers it retries itself at ERROR level
+    too (a ``CONCURRENT_TRANSACTIONS`` from a coordinator that is moving), and one of those
+    can come before the line that names the cause.
+    """
+    errors = worker.error_lines()
+    said = [line for line in errors if STOP_MARKER in line]
+    if said or errors:
+        return (said or errors)[0]
+    return f"exit status {worker.process.returncode if worker.process else None}"
 
 
 def _applied(worker: WorkerProcess, behaviour: str) -> int:

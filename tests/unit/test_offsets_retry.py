@@ -22,9 +22,13 @@ class FlakyAdmin:
         self.calls = 0
         self.failures = failures
         self.error = error
+        self.timeouts: list[float] = []
 
-    def list_offsets(self, request: dict[Any, Any], **_: Any) -> dict[Any, Future[Any]]:
+    def list_offsets(
+        self, request: dict[Any, Any], *, request_timeout: float, **_: Any
+    ) -> dict[Any, Future[Any]]:
         self.calls += 1
+        self.timeouts.append(request_timeout)
         answers: dict[Any, Future[Any]] = {}
         for asked in request:
             future: Future[Any] = Future()
@@ -36,12 +40,14 @@ class FlakyAdmin:
         return answers
 
 
-def patched_consumer(monkeypatch: pytest.MonkeyPatch, admin: FlakyAdmin) -> Any:
+def patched_consumer(
+    monkeypatch: pytest.MonkeyPatch, admin: FlakyAdmin, *, request_timeout: float = 1.0
+) -> Any:
     monkeypatch.setattr(faust_patches, "AdminClient", lambda config: admin)
     monkeypatch.setattr(faust_patches, "LEADER_WAIT_S", 5.0)
     app: Any = SimpleNamespace(
         kafka_config={"bootstrap.servers": "127.0.0.1:1"},
-        conf=SimpleNamespace(broker_request_timeout=1.0),
+        conf=SimpleNamespace(broker_request_timeout=request_timeout),
         exactly_once=False,
     )
     consumer = SimpleNamespace()
@@ -63,3 +69,16 @@ def test_other_errors_are_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(KafkaException):
         asyncio.run(consumer.highwaters(TP("t", 0)))
     assert admin.calls == 1
+
+
+def test_a_try_that_times_out_is_asked_again_each_try_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A leader that died without the client knowing yet: the request waits for its time-out.
+    # Faust's broker_request_timeout (90 s) is not what one try waits.
+    admin = FlakyAdmin({}, failures=2, error=KafkaError._TIMED_OUT)
+    consumer = patched_consumer(monkeypatch, admin, request_timeout=90.0)
+    found = asyncio.run(consumer.highwaters(TP("t", 0)))
+    assert found == {TP("t", 0): 7}
+    assert admin.calls == 3
+    assert set(admin.timeouts) == {faust_patches.LIST_OFFSETS_TRY_S}

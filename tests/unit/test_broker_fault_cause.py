@@ -1,0 +1,41 @@
+"""Why the broker-fault harness says a worker stopped (:func:`stop_cause`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stream_app.testing import WorkerProcess
+from stream_app.testing.broker_faults import stop_cause
+
+RETRIED = (
+    "[2026-12-01 12:25:20,654] [30909] [ERROR] ADDOFFSETS [t-txn#producer-7] [thrd:main]: "
+    "TxnCoordinator/3: Failed to add offsets to transaction: Broker: Producer attempted to "
+    "update a transaction while another concurrent operation on the same transaction was ongoing"
+)
+STOPPED = (
+    "[2026-12-01 12:25:41,101] [30909] [ERROR] batch input: commit failed: no answer from the "
+    "Kafka client within 25s; stopping the worker"
+)
+
+
+def worker_with_log(tmp_path: Path, *lines: str) -> WorkerProcess:
+    log = tmp_path / "worker.log"
+    log.write_text("".join(f"{line}\n" for line in lines))
+    return WorkerProcess("tests.apps.probe", env={}, log_path=log, web_port=0)
+
+
+def test_the_line_that_says_the_worker_stops_is_the_cause_not_an_earlier_retried_error(
+    tmp_path: Path,
+) -> None:
+    worker = worker_with_log(tmp_path, "[INFO] started", RETRIED, STOPPED)
+    assert stop_cause(worker) == STOPPED
+
+
+def test_without_such_a_line_the_first_error_line_is_the_cause(tmp_path: Path) -> None:
+    worker = worker_with_log(tmp_path, "[INFO] started", RETRIED, "[2026] [CRITICAL] boom")
+    assert stop_cause(worker) == RETRIED
+
+
+def test_without_any_error_line_the_exit_status_is_the_cause(tmp_path: Path) -> None:
+    worker = worker_with_log(tmp_path, "[INFO] started")
+    assert stop_cause(worker) == "exit status None"
