@@ -57,6 +57,7 @@ __all__ = [
     "parse_skip",
     "release_summary",
     "source_of",
+    "spans_of",
     "text_of",
     "valid_text",
 ]
@@ -174,7 +175,9 @@ def parse_selection(form: Mapping[str, str]) -> list[tuple[int, int]]:
     by commas or spaces), in order, without repeats.
 
     Raises:
-        Invalid: None selected, more than :data:`MAX_SELECTED`, or one is not a position.
+        Invalid: None selected, more than :data:`MAX_SELECTED`, one is not a position, or those
+            of a partition lie more than :data:`READ_TAIL` offsets apart (what is read to
+            redrive them).
     """
     texts = [
         part
@@ -187,9 +190,17 @@ def parse_selection(form: Mapping[str, str]) -> list[tuple[int, int]]:
     if len(texts) > MAX_SELECTED:
         raise Invalid(400, f"select at most {MAX_SELECTED} dead letters at once")
     try:
-        return list(dict.fromkeys(parse_position(text[:40]) for text in texts))
+        positions = list(dict.fromkeys(parse_position(text[:40]) for text in texts))
     except ValueError as exc:
         raise Invalid(400, str(exc)) from None
+    for partition, (first, end) in spans_of(positions).items():
+        if end - first > READ_TAIL:
+            raise Invalid(
+                400,
+                f"the selected dead letters of partition {partition} lie {end - first} offsets "
+                f"apart; select ones at most {READ_TAIL} apart at once",
+            )
+    return positions
 
 
 def filter_letters(
@@ -297,19 +308,36 @@ def _item_detail(item: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _read_letters(settings: Settings) -> tuple[set[str], list[Listed]]:
+def _read_letters(
+    settings: Settings, positions: Sequence[tuple[int, int]] | None = None
+) -> tuple[set[str], list[Listed]]:
     """The cluster's topics and the decoded dead-letter topic (``[]`` when it does not exist
-    yet)."""
+    yet): its last :data:`READ_TAIL` records of each partition, or with ``positions`` the
+    offsets that span them (a letter older than the tail can still be opened and redriven)."""
     topics = existing_topics(settings, timeout=KAFKA_TIMEOUT)
     if settings.dead_letter_topic not in topics:
         return topics, []
-    return topics, read_dead_letters(settings, topics, timeout=KAFKA_TIMEOUT, tail=READ_TAIL)
+    if positions is None:
+        return topics, read_dead_letters(settings, topics, timeout=KAFKA_TIMEOUT, tail=READ_TAIL)
+    return topics, read_dead_letters(
+        settings, topics, timeout=KAFKA_TIMEOUT, spans=spans_of(positions)
+    )
+
+
+def spans_of(positions: Sequence[tuple[int, int]]) -> dict[int, tuple[int, int]]:
+    """The offsets to read for ``positions`` (``(partition, offset)``): per partition, from the
+    first to one past the last."""
+    spans: dict[int, tuple[int, int]] = {}
+    for partition, offset in positions:
+        first, end = spans.get(partition, (offset, offset + 1))
+        spans[partition] = (min(first, offset), max(end, offset + 1))
+    return spans
 
 
 def _redrive_selected(settings: Settings, positions: Sequence[tuple[int, int]]) -> RedrivePlan:
     """Plan the redrive of ``positions`` against the topic as it is now, and produce what the
     plan chose."""
-    topics, listed = _read_letters(settings)
+    topics, listed = _read_letters(settings, positions)
     plan = plan_redrive(listed, positions=positions, reason=None, topics=topics)
     redrive(plan, settings, timeout=KAFKA_TIMEOUT)
     return plan
@@ -526,7 +554,7 @@ class _LetterPages:
             at = parse_position(request.match_info.get("position", "")[:40])
         except ValueError as exc:
             raise Invalid(400, str(exc)) from None
-        topics, listed = await _kafka(self.console, _read_letters, self.console.settings)
+        topics, listed = await _kafka(self.console, _read_letters, self.console.settings, [at])
         found = [i for i in listed if (i.record.partition, i.record.offset) == at]
         if not found:
             raise Invalid(404, f"no record at {at[0]}:{at[1]} in the dead-letter topic")

@@ -29,11 +29,15 @@ def read_to_end(
     partitions: list[int] | None = None,
     on_total: Callable[[int], None] | None = None,
     tail: int | None = None,
+    spans: Mapping[int, tuple[int, int]] | None = None,
     timeout: float = 30.0,
 ) -> Iterator[Message]:
     """Yield every committed record of ``topic`` (or of its ``partitions``), from the
     beginning (or, with ``tail``, from that many offsets before the end) to the end each
     partition had when the call started.
+
+    ``spans`` reads only those partitions, each from its first offset up to (not including)
+    its end offset, within what the partition holds: one record is ``{p: (o, o + 1)}``.
 
     ``kafka`` is the bootstrap servers, or a client configuration with security
     (:meth:`~stream_app.settings.Settings.kafka_client_config`).
@@ -61,11 +65,17 @@ def read_to_end(
         metadata = consumer.list_topics(topic, timeout=timeout)
         if topic not in metadata.topics or metadata.topics[topic].error is not None:
             raise LookupError(f"topic {topic} does not exist")
-        wanted = sorted(metadata.topics[topic].partitions) if partitions is None else partitions
+        held = metadata.topics[topic].partitions
+        if spans is not None:
+            wanted = sorted(p for p in spans if p in held)
+        else:
+            wanted = sorted(held) if partitions is None else partitions
         starts: dict[int, int] = {}
         ends: dict[int, int] = {}
         for p in wanted:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            if spans is not None:
+                low, high = max(low, spans[p][0]), min(high, spans[p][1])
             if high > low:
                 starts[p], ends[p] = low if tail is None else max(low, high - tail), high
         if on_total is not None:
@@ -104,17 +114,23 @@ class Record:
 
 
 def read_records(
-    kafka: KafkaConnection, topic: str, *, tail: int | None = None, timeout: float = 30.0
+    kafka: KafkaConnection,
+    topic: str,
+    *,
+    tail: int | None = None,
+    spans: Mapping[int, tuple[int, int]] | None = None,
+    timeout: float = 30.0,
 ) -> list[Record]:
     """Every committed record of ``topic`` from the beginning (or, with ``tail``, from that many
-    offsets before the end of each partition) to its end as of the call.
+    offsets before the end of each partition; with ``spans``, in those offsets only: see
+    :func:`read_to_end`) to its end as of the call.
 
     Raises:
         LookupError: The topic does not exist.
         TimeoutError: The end was not reached within ``timeout`` seconds.
     """
     records: list[Record] = []
-    for message in read_to_end(kafka, topic, tail=tail, timeout=timeout):
+    for message in read_to_end(kafka, topic, tail=tail, spans=spans, timeout=timeout):
         headers = message.headers() or []
         records.append(
             Record(

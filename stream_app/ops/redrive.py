@@ -19,7 +19,7 @@ them):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -266,7 +266,12 @@ def existing_topics(settings: Settings, *, timeout: float) -> set[str]:
 
 
 def read_dead_letters(
-    settings: Settings, topics: set[str], *, timeout: float, tail: int | None = None
+    settings: Settings,
+    topics: set[str],
+    *,
+    timeout: float,
+    tail: int | None = None,
+    spans: Mapping[int, tuple[int, int]] | None = None,
 ) -> list[Listed]:
     """Every record of the app's dead-letter topic, decoded (see :func:`decode_records`).
 
@@ -275,6 +280,7 @@ def read_dead_letters(
         topics: The topics that exist (from :func:`existing_topics`).
         timeout: Seconds to read the topic to its end.
         tail: Read only the last ``tail`` offsets of each partition (``None``: all of it).
+        spans: Read only these offsets, ``partition -> (first, end)`` (end excluded).
 
     Raises:
         LookupError: The dead-letter topic does not exist (no worker of the app has run).
@@ -287,7 +293,7 @@ def read_dead_letters(
             f"(no worker of app {settings.app_id!r} has run; is STREAM_APP_APP_ID right?)"
         )
     return decode_records(
-        read_records(settings.kafka_client_config(), topic, tail=tail, timeout=timeout)
+        read_records(settings.kafka_client_config(), topic, tail=tail, spans=spans, timeout=timeout)
     )
 
 

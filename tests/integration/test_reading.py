@@ -93,3 +93,23 @@ def test_a_tail_reads_the_last_records_of_each_partition(bootstrap: str) -> None
         (p, i, f"{p}-{i}".encode()) for p in (0, 1) for i in (7, 8, 9)
     ]
     assert len(read_records(bootstrap, topic, timeout=30)) == 20
+
+
+def test_spans_read_only_the_offsets_asked_for_within_what_the_partition_holds(
+    bootstrap: str,
+) -> None:
+    topic = _topic(bootstrap, 3)
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for partition in (0, 1, 2):
+        for i in range(10):
+            producer.produce(topic, value=f"{partition}-{i}".encode(), partition=partition)
+    producer.flush(30)
+    # One record, a window, and a window past the end (cut at the end); partition 2 unread,
+    # and a partition the topic does not have is left out.
+    records = read_records(bootstrap, topic, spans={0: (4, 5), 1: (8, 20), 7: (0, 1)}, timeout=30)
+    assert sorted((r.partition, r.offset, r.value) for r in records) == [
+        (0, 4, b"0-4"),
+        (1, 8, b"1-8"),
+        (1, 9, b"1-9"),
+    ]
+    assert read_records(bootstrap, topic, spans={2: (10, 11)}, timeout=30) == []

@@ -13,6 +13,7 @@ from stream_app.console.letters import (
     parse_skip,
     release_summary,
     source_of,
+    spans_of,
     text_of,
     valid_text,
 )
@@ -86,6 +87,10 @@ def test_parse_selection_reads_every_position_field_in_order_without_repeats() -
     assert parse_selection(form) == [(0, 12), (3, 4), (1, 1)]
 
 
+def test_the_offsets_read_for_a_selection_span_each_partitions_positions() -> None:
+    assert spans_of([(0, 12), (3, 4), (0, 7), (0, 30)]) == {0: (7, 31), 3: (4, 5)}
+
+
 @pytest.mark.parametrize(
     "form, message",
     [
@@ -93,6 +98,7 @@ def test_parse_selection_reads_every_position_field_in_order_without_repeats() -
         ({"position": "0:1 x:2"}, "expected PARTITION:OFFSET"),
         ({"position": "-1:2"}, "expected PARTITION:OFFSET"),
         ({"position": " ".join(f"0:{i}" for i in range(501))}, "at most 500"),
+        ({"position": "2:5 1:0 2:10005"}, "partition 2 lie 10001 offsets apart"),
     ],
 )
 def test_parse_selection_refuses(form: dict[str, str], message: str) -> None:
