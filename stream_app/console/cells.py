@@ -18,7 +18,6 @@ import json
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -29,6 +28,7 @@ from stream_app.api.entities import EventRecord
 from stream_app.clients.cells import CellClient
 from stream_app.console.pagekit import MAX_TEXT, Invalid
 from stream_app.console.server import PREFIX, BehaviourInfo, Console
+from stream_app.console.when import at_ms, from_now
 from stream_app.core.partitioner import partition_for
 from stream_app.errors import InvalidMessageError, StreamAppError
 from stream_app.kafka.reading import read_to_end
@@ -50,7 +50,6 @@ __all__ = [
     "first_cells",
     "install",
     "read_entity_events",
-    "relative_text",
     "retry_count",
 ]
 
@@ -116,24 +115,11 @@ def envelope_for(info: BehaviourInfo, message_type: str, body: str, *, max_bytes
     return envelope
 
 
-def relative_text(delta_ms: int) -> str:
-    """``delta_ms`` from now in words: ``in 5 s``, ``3 min ago``, ``now``."""
-    seconds = abs(delta_ms) / 1000
-    if seconds < 1:
-        return "now"
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            amount = f"{seconds / size:.0f} {unit}"
-            break
-    else:
-        amount = f"{seconds:.0f} s"
-    return f"in {amount}" if delta_ms > 0 else f"{amount} ago"
-
-
 def due_text(due_ms: int, now_ms: int) -> str:
-    """A due time for people: UTC date and time, and how far from ``now_ms`` it is."""
-    when = datetime.fromtimestamp(due_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return f"{when} ({relative_text(due_ms - now_ms)})"
+    """A due time for people, as every console page writes times: UTC to the millisecond, and
+    how far from ``now_ms`` it is (:func:`~stream_app.console.when.at_ms`,
+    :func:`~stream_app.console.when.from_now`)."""
+    return f"{at_ms(due_ms)} ({from_now(due_ms, now_ms)})"
 
 
 def as_json(value: Any) -> str:

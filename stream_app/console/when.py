@@ -50,7 +50,7 @@ def span(ms: int) -> str:
         return "-" + span(-ms)
     if ms < 1000:
         return f"{ms} ms"
-    if ms < 60_000:
+    if ms < 59_950:  # not "60.0 s"
         return f"{ms / 1000:.1f} s"
     seconds = ms // 1000
     units = (("d", 86_400), ("h", 3_600), ("min", 60), ("s", 1))

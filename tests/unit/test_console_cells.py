@@ -17,7 +17,6 @@ from stream_app.console.cells import (
     event_rows,
     events_behind,
     first_cells,
-    relative_text,
     retry_count,
 )
 from stream_app.console.pagekit import Invalid
@@ -78,26 +77,11 @@ def test_an_oversized_message_is_refused() -> None:
         envelope_for(ACCOUNT, "open", json.dumps({"owner": "a" * 200}), max_bytes=100)
 
 
-@pytest.mark.parametrize(
-    ("delta_ms", "text"),
-    [
-        (0, "now"),
-        (999, "now"),
-        (5_000, "in 5 s"),
-        (-12_400, "12 s ago"),
-        (90_000, "in 2 min"),
-        (-3 * 3_600_000, "3 h ago"),
-        (2 * 86_400_000, "in 2 d"),
-    ],
-)
-def test_relative_times_read_as_words(delta_ms: int, text: str) -> None:
-    assert relative_text(delta_ms) == text
-
-
 def test_a_due_time_is_utc_and_relative() -> None:
     due = 1_764_582_600_000  # 2025-12-01 09:50:00 UTC
-    assert due_text(due, due - 30_000) == "2025-12-01 09:50:00 UTC (in 30 s)"
-    assert due_text(due, due + 60_000) == "2025-12-01 09:50:00 UTC (1 min ago)"
+    assert due_text(due, due - 30_000) == "2025-12-01 09:50:00.000 UTC (in 30.0 s)"
+    assert due_text(due + 7, due + 60_000) == "2025-12-01 09:50:00.007 UTC (59 s ago)"
+    assert due_text(due, due - 90_000) == "2025-12-01 09:50:00.000 UTC (in 1 min 30 s)"
 
 
 def test_the_list_is_capped_in_id_order_with_data_as_one_line() -> None:
