@@ -864,6 +864,12 @@ class BatchInput:
             await loop.run_in_executor(self._pool, producer.flush, self.call_timeout)
 
 
+#: Errors librdkafka calls retriable that a transaction call is not tried again after: a
+#: time-out (see :func:`_retrying`), and a call made while an earlier one is still running
+#: (``_PREV_IN_PROGRESS``: the earlier one is wedged; the worker is stopping because of it).
+_NOT_RETRIED = frozenset({KafkaError._TIMED_OUT, KafkaError._PREV_IN_PROGRESS})
+
+
 def _retrying(call: Callable[[float], None], timeout: float) -> None:
     """Run a transaction call, given ``timeout`` seconds in all: a retriable error (a
     coordinator that is loading or moving after a broker died: ``COORDINATOR_LOAD_IN_PROGRESS``,
@@ -875,7 +881,8 @@ def _retrying(call: Callable[[float], None], timeout: float) -> None:
 
     A time-out is not tried again: a transaction call that timed out is one a broker outage
     caught, and librdkafka does not complete it after the broker is back (each try waits out
-    the whole time-out again; seen as a worker that stopped processing for minutes).
+    the whole time-out again; seen as a worker that stopped processing for minutes). Nor is a
+    call refused because an earlier one still runs (``_PREV_IN_PROGRESS``).
 
     Raises:
         KafkaException: The call failed with an error that is not retriable, or timed out, or
@@ -892,7 +899,7 @@ def _retrying(call: Callable[[float], None], timeout: float) -> None:
             if (
                 not isinstance(error, KafkaError)
                 or not error.retriable()
-                or error.code() == KafkaError._TIMED_OUT
+                or error.code() in _NOT_RETRIED
                 or time.monotonic() + pause >= deadline
             ):
                 raise

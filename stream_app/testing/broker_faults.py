@@ -29,6 +29,7 @@ changelogs, its uncommitted input read again) and records why in
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -39,10 +40,12 @@ from stream_app.testing.counts import cell_counts
 from stream_app.testing.dev_broker import LocalCluster
 
 __all__ = [
+    "COORDINATOR_LOSS_CODES",
     "RESUME_STEP",
     "STOP_MARKER",
     "BrokerFaultReport",
     "Kill",
+    "coordinator_loss",
     "run_broker_faults",
     "stop_cause",
 ]
@@ -52,6 +55,22 @@ RESUME_STEP = 200
 
 #: What a worker's log line says when the worker stops itself loudly (the batched input).
 STOP_MARKER = "stopping the worker"
+
+#: The errors of a transaction call whose coordinator died under it: a time-out, the
+#: connection gone, and the answers of the coordinator that takes over while it loads the
+#: transaction log (when librdkafka says the transaction must be aborted, the worker stops).
+COORDINATOR_LOSS_CODES = frozenset(
+    {
+        "_TIMED_OUT",
+        "_TRANSPORT",
+        "COORDINATOR_LOAD_IN_PROGRESS",
+        "COORDINATOR_NOT_AVAILABLE",
+        "NOT_COORDINATOR",
+        "CONCURRENT_TRANSACTIONS",
+    }
+)
+
+_ERROR_CODE = re.compile(r"KafkaError\{code=(\w+),")
 
 
 @dataclass(frozen=True)
@@ -137,6 +156,20 @@ def stop_cause(worker: WorkerProcess) -> str:
     if said or errors:
         return (said or errors)[0]
     return f"exit status {worker.process.returncode if worker.process else None}"
+
+
+def coordinator_loss(cause: str) -> bool:
+    """Whether ``cause`` (a :func:`stop_cause`) is the known way a broker fault stops a worker:
+    an ``exactly_once`` commit whose transaction calls the killed coordinator did not answer
+    within the call time-out (``no answer from the Kafka client``), or failed only with
+    :data:`COORDINATOR_LOSS_CODES`. A fence, a refused changelog record or any other error is
+    not."""
+    if STOP_MARKER not in cause or "commit failed" not in cause:
+        return False
+    if "no answer from the Kafka client" in cause:
+        return True
+    codes = set(_ERROR_CODE.findall(cause))
+    return bool(codes) and codes <= COORDINATOR_LOSS_CODES
 
 
 def _applied(worker: WorkerProcess, behaviour: str) -> int:

@@ -19,7 +19,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from stream_app.testing import SteadyLoad, WorkerProcess, settings_from_env
-from stream_app.testing.broker_faults import run_broker_faults
+from stream_app.testing.broker_faults import coordinator_loss, run_broker_faults
 from stream_app.testing.dev_broker import LocalCluster, find_free_ports
 
 pytestmark = pytest.mark.integration
@@ -77,14 +77,10 @@ def test_a_broker_then_the_active_controller_die_and_nothing_acknowledged_is_los
     assert report.worker_alive, worker.log_text()[-4000:]
 
     # A worker may only have stopped for the one known cause: a transaction call (offsets or
-    # commit) to the killed coordinator that did not finish within the call time-out, either
-    # wedged in librdkafka (the batched input's own bound) or timed out by librdkafka itself;
-    # both are loud stops, and the restart loses and repeats nothing (asserted above).
-    def known(cause: str) -> bool:
-        timed_out = "exactly_once: commit failed" in cause and "Timed out" in cause
-        return "no answer from the Kafka client" in cause or timed_out
-
-    unexpected = [r for r in report.restarts if not known(r)]
+    # commit) to the killed coordinator that did not finish within the call time-out (wedged
+    # in librdkafka, the batched input's own bound) or failed with the coordinator's loss; a
+    # loud stop, and the restart loses and repeats nothing (asserted above).
+    unexpected = [r for r in report.restarts if not coordinator_loss(r)]
     assert not unexpected, unexpected
     # librdkafka logs a retried CONCURRENT_TRANSACTIONS answer of a coordinator that is moving
     # at ERROR level; it retries it itself. Any other ERROR line fails the test.

@@ -67,11 +67,12 @@ def test_a_retriable_error_that_outlasts_the_timeout_is_raised() -> None:
     "error",
     [
         failure(KafkaError._TIMED_OUT, retriable=True),
+        failure(KafkaError._PREV_IN_PROGRESS, retriable=True),
         failure(KafkaError._FENCED, retriable=False),
     ],
-    ids=["timed-out", "not-retriable"],
+    ids=["timed-out", "earlier-call-running", "not-retriable"],
 )
-def test_a_time_out_or_an_error_that_is_not_retriable_is_raised_at_once(
+def test_a_time_out_a_call_refused_for_a_running_one_or_a_fatal_error_is_raised_at_once(
     error: KafkaException,
 ) -> None:
     call = Calls(error)
