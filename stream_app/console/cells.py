@@ -238,11 +238,12 @@ def install(console: Console) -> None:
             return web.text("", status=303, headers={"Location": cell_path(info.name, cell_id)})
         listed, total, error = None, 0, None
         if info is not None:
-            answer = await _read(f"cells/{quote(info.name, safe='')}/")
-            if answer is None or not answer.ok or not isinstance(answer.data, dict):
+            answer = await _read(f"cells/{quote(info.name, safe='')}/?limit={LIST_LIMIT}")
+            page = answer.data if answer is not None and answer.ok else None
+            if not isinstance(page, dict) or not isinstance(page.get("cells"), dict):
                 error = f"the list of {info.name}'s cells could not be read"
             else:
-                listed, total = first_cells(answer.data), len(answer.data)
+                listed, total = first_cells(page["cells"]), int(page["total"])
         return console.render(
             web,
             request,

@@ -27,6 +27,7 @@ header: ``wake`` (fire due timers, boot, deliver injected messages on that parti
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import logging
 import struct
@@ -977,6 +978,19 @@ class CellEngine:
     def local_cells(self) -> dict[str, Any]:
         """Every live cell on this worker: ``cell_id -> data``."""
         return {key.decode(): CellRecord.decode(raw).data for key, raw in self.cells.local_items()}
+
+    def local_cells_page(self, limit: int) -> tuple[int, dict[str, Any]]:
+        """How many live cells this worker holds, and the first ``limit`` of them in id order
+        (``cell_id -> data``): only those are decoded."""
+        total = 0
+        first: list[tuple[bytes, bytes]] = []
+        for item in self.cells.local_items():
+            total += 1
+            first.append(item)
+            if len(first) >= 2 * limit:  # keep the list short: trim it to the smallest ids
+                first = heapq.nsmallest(limit, first)
+        kept = heapq.nsmallest(limit, first)
+        return total, {key.decode(): CellRecord.decode(raw).data for key, raw in kept}
 
     def local_parked(self) -> dict[str, Any]:
         """Every parked cell on this worker: ``cell_id -> {error, since_ms, waiting}``."""

@@ -2,7 +2,9 @@
 
 - ``GET /stream-app/cells/<behaviour>/<id>/``: one cell (data, version, pending timers, parked
   work), answered by the worker that owns the cell's partition (routed there if needed).
-- ``GET /stream-app/cells/<behaviour>/``: every live cell, gathered from every worker.
+- ``GET /stream-app/cells/<behaviour>/``: every live cell, gathered from every worker; with
+  ``?limit=N`` (1 to :data:`MAX_LIMIT`) ``{"total": <live cells>, "cells": <the first N in id
+  order>}``, each worker decoding only its first N.
 - ``GET /stream-app/parked/<behaviour>/``: every parked cell, gathered from every worker.
 - ``GET /stream-app/entities/<type>/<id>/``: an entity's current state and the sequence
   number of its last event (``init()`` and 0 for an entity without events), from its owner.
@@ -43,6 +45,7 @@ import faust
 from stream_app.api.entities import Entity
 
 __all__ = [
+    "MAX_LIMIT",
     "CellInspection",
     "WorkerStatus",
     "install_atomic_views",
@@ -52,6 +55,10 @@ __all__ = [
     "install_views",
     "install_workflow_views",
 ]
+
+
+#: Most cells one page of ``/stream-app/cells/<behaviour>/?limit=`` lists.
+MAX_LIMIT = 10_000
 
 
 class CellInspection(Protocol):
@@ -74,6 +81,10 @@ class CellInspection(Protocol):
 
     def local_cells(self) -> dict[str, Any]:
         """Every live cell on this worker: ``cell_id -> data``."""
+        ...
+
+    def local_cells_page(self, limit: int) -> tuple[int, dict[str, Any]]:
+        """How many live cells this worker holds, and the first ``limit`` in id order."""
         ...
 
     def local_parked(self) -> dict[str, Any]:
@@ -139,6 +150,12 @@ def install_behaviour_views(app: faust.App, engine: CellInspection, table: Any) 
 
     @app.page(f"/stream-app/cells/{name}/", name=f"stream_app.cells.{name}")
     async def all_cells(web: Any, request: Any) -> Any:
+        if "limit" in request.query:
+            try:
+                limit = _limit(request.query["limit"])
+            except ValueError as exc:
+                return web.json({"error": str(exc)}, status=400)
+            return web.json(await _gather_page(app, engine, request, limit))
         return web.json(await _gather(app, engine, request, engine.local_cells))
 
     @app.page(f"/stream-app/parked/{name}/", name=f"stream_app.parked.{name}")
@@ -306,20 +323,45 @@ async def _gather(
     mine = local()
     if request.query.get("local"):
         return mine
+    for part in await _ask_others(app, engine, f"{request.path}?local=1"):
+        mine.update(part)
+    return mine
+
+
+async def _ask_others(app: faust.App, engine: CellInspection, path: str) -> list[dict[str, Any]]:
+    """The JSON answers to ``path`` of every other worker holding partitions of ``engine``'s
+    table."""
     me = str(app.conf.canonical_url).rstrip("/")
     try:
         hosts = [str(h).rstrip("/") for h in app.router.table_metadata(engine.name)]
     except KeyError:
         hosts = []
-    others = [h for h in hosts if h != me]
 
     async def fetch(host: str) -> dict[str, Any]:
-        url = f"{host}{request.path}?local=1"
-        async with app.http_client.get(url) as response:
+        async with app.http_client.get(f"{host}{path}") as response:
             response.raise_for_status()
             result: dict[str, Any] = await response.json()
             return result
 
-    for part in await asyncio.gather(*(fetch(h) for h in others)):
-        mine.update(part)
-    return mine
+    return list(await asyncio.gather(*(fetch(h) for h in hosts if h != me)))
+
+
+def _limit(text: str) -> int:
+    """The ``limit`` of a listing: a whole number from 1 to :data:`MAX_LIMIT`."""
+    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+        raise ValueError(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {text[:20]!r}")
+    return int(text)
+
+
+async def _gather_page(
+    app: faust.App, engine: CellInspection, request: Any, limit: int
+) -> dict[str, Any]:
+    """``{"total", "cells"}``: this worker's page of cells, or (without ``?local=1``) every
+    worker's merged: the totals added, the first ``limit`` ids of their pages kept."""
+    total, cells = engine.local_cells_page(limit)
+    if request.query.get("local"):
+        return {"total": total, "cells": cells}
+    for part in await _ask_others(app, engine, f"{request.path}?local=1&limit={limit}"):
+        total += part["total"]
+        cells.update(part["cells"])
+    return {"total": total, "cells": {cell: cells[cell] for cell in sorted(cells)[:limit]}}

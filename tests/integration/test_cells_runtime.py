@@ -494,6 +494,12 @@ def test_two_workers_share_the_partitions_and_route_inspection_to_the_owner(
     assert partition_for(remote.encode(), PARTITIONS) in split[1]
     assert cell(first, remote)["data"]["count"] == 2, "routed to the worker that owns it"
 
+    # A page: the first ids of both workers' cells, in order, and the count of them all.
+    page = second.get_json("/stream-app/cells/probe/?limit=5")
+    assert page == {"total": len(ids), "cells": {c: everything[c] for c in sorted(ids)[:5]}}
+    mine = second.get_json("/stream-app/cells/probe/?limit=5&local=1")
+    assert mine["total"] == len(ids) - len(local)
+
 
 def test_a_parked_cell_stays_parked_across_a_restart(
     probe_env: dict[str, str], start_worker: Callable[..., WorkerProcess]
