@@ -565,6 +565,13 @@ class RocksDBMemory:
     Kafka Streams bounds its stores the same way (a shared cache and write buffer manager,
     ``BoundedMemoryRocksDBConfig``).
 
+    The bound is RocksDB's, and soft: when the memtables are over their share, the write
+    buffer manager flushes the database that is writing; a database that takes no more writes
+    (a partition without traffic) keeps its memtable until its next write, so the usage can
+    stay above the budget by what such databases hold (seen up to 1.3 times a 16 MiB budget
+    with six databases written one after the other; about half of it when written in turn, as
+    a worker's partitions are).
+
     Args:
         total_bytes: The budget (``Settings.rocksdb_memory_bytes``): block cache and memtables
             together. A memtable that reaches its share is flushed to disk sooner; reads beyond

@@ -31,9 +31,10 @@ def shared_options(memory: RocksDBMemory) -> Any:
     return options
 
 
-def fill(db: Any, *, batches: int, prefix: str) -> None:
-    """Write ``batches`` write batches of 2,000 keys of 100-byte values (raw mode, as Faust)."""
-    for b in range(batches):
+def fill(db: Any, *, batches: int, prefix: str, first: int = 0) -> None:
+    """Write ``batches`` write batches (numbered from ``first``) of 2,000 keys of 100-byte
+    values (raw mode, as Faust)."""
+    for b in range(first, first + batches):
         batch = write_batch()
         for k in range(2_000):
             batch.put(f"{prefix}-{b}-{k}".encode(), b"v" * 100)
@@ -45,9 +46,14 @@ def test_databases_of_several_tables_stay_within_the_shared_budget(tmp_path: Pat
     dbs = [
         shared_options(memory).open(tmp_path / f"table{t}-p{p}") for t in range(2) for p in range(3)
     ]
-    for i, db in enumerate(dbs):
-        # About 6 MiB each, 36 MiB in all: twice the budget, four times the memtables' share.
-        fill(db, batches=25, prefix=f"db{i}")
+    # About 6 MiB each, 36 MiB in all: twice the budget, four times the memtables' share;
+    # written as a worker writes, a batch to each partition's database in turn. (The write
+    # buffer manager flushes the database that is writing when the memtables are over their
+    # share: one that takes no more writes keeps its memtable, so writing each database to
+    # the end before the next leaves up to a whole database's writes unflushed.)
+    for b in range(25):
+        for i, db in enumerate(dbs):
+            fill(db, batches=1, prefix=f"db{i}", first=b)
     # The memtables past their share are flushed in the background: on a loaded machine the
     # last flushes may still be running when the writes return.
     wait_for(memory.usage, lambda used: 0 < used <= BUDGET * 1.1, timeout=30, what="usage")
