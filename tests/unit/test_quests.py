@@ -435,6 +435,8 @@ def test_definitions_are_checked() -> None:
         {"event_name": "tick", "extra": 1},
         {"event_name": "", "event_selector": "counter.count", "quest_instance": "i1"},
         {"event_name": "tick", "data": []},
+        {"event_name": "tick", "event_selector": None},
+        {"event_name": "tick", "event_selector": "counter.count", "quest_instance": None},
     ],
 )
 def test_a_worker_reads_an_event_as_its_declared_schema_does(body: dict[str, Any]) -> None:
