@@ -49,11 +49,12 @@ from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, create_m
 
 from stream_app.api.behaviour import Behaviour
 from stream_app.core.cell import CellState, FiredTimer
-from stream_app.core.envelope import CellMessage
+from stream_app.core.envelope import CellMessage, MessageTypes
 from stream_app.core.quests import (
     NAME_PATTERN,
     AddQuest,
     CallQuest,
+    FastQuestEventBody,
     InstanceEvent,
     MulticastEvent,
     QuestContext,
@@ -183,6 +184,9 @@ class Quest(Generic[V]):
         # asks each quest of the context for its event's, once per event.
         self._actions_on: dict[str, tuple[tuple[Action, str], ...]] = {}
         self._windows_on: dict[str, tuple[_Window, ...]] = {}
+        # The multicast plans of the behaviours that run this quest (QuestBehaviour._plans):
+        # emptied when an action or a window is declared after the behaviour was made.
+        self._plans: list[dict[str, tuple[_Listener, ...]]] = []
 
     def action(self, name: str | None = None, *, on: Sequence[str] = ()) -> Callable[[F], F]:
         """Declare the decorated function an action that runs on the events named in ``on``
@@ -212,6 +216,7 @@ class Quest(Generic[V]):
         self.actions[action] = _ActionDef(action, fn, names)
         for event in dict.fromkeys(names):
             self._actions_on[event] = (*self._actions_on.get(event, ()), (fn, event))
+        self._changed()
 
     def every(
         self,
@@ -277,6 +282,12 @@ class Quest(Generic[V]):
         self.windows[name] = window
         for event in window.opens_on | window.closes_on:
             self._windows_on[event] = (*self._windows_on.get(event, ()), window)
+        self._changed()
+
+    def _changed(self) -> None:
+        """An action or a window was declared: the behaviours' multicast plans are stale."""
+        for plans in self._plans:
+            plans.clear()
 
     def listens_to(self, event_name: str) -> bool:
         """Whether an action or a window of this quest runs on ``event_name``."""
@@ -299,6 +310,12 @@ class Quest(Generic[V]):
 
     def __repr__(self) -> str:
         return f"<Quest {self.name} actions={sorted(self.actions)}>"
+
+
+#: What a multicast runs in one quest: the quest's name, the quest, and the actions listening
+#: (each with the event name it sees), or ``None`` when the event opens or closes a window of
+#: the quest (the actions then run through :meth:`_Invocation._through_windows`).
+_Listener = tuple[str, Quest[Any], tuple[tuple[Action, str], ...] | None]
 
 
 class ActionContext(Generic[V]):
@@ -496,8 +513,18 @@ class QuestBehaviour(Behaviour[QuestContext]):
             data=_context_model(name, quests),
             retry=retry,
         )
+        # The same message types; events read without the Python function that tells their
+        # form (the records a worker handles most).
+        self.message_types = MessageTypes(
+            name, self.message_types.types, faster={"event": FastQuestEventBody}
+        )
         self.quests = by_name
         self.topics = frozenset(topics)
+        # Event name -> what a multicast of it runs, quest by quest in the behaviour's order
+        # (only names some quest listens to: the map is bounded by the definitions).
+        self._plans: dict[str, tuple[_Listener, ...]] = {}
+        for quest in quests:
+            quest._plans.append(self._plans)
 
     def quest(self, name: str) -> Quest[Any]:
         """The quest called ``name``.
@@ -521,6 +548,26 @@ class QuestBehaviour(Behaviour[QuestContext]):
             for action in quest.actions.values()
             if event_name in action.on
         ]
+
+    def listeners(self, event_name: str) -> tuple[_Listener, ...]:
+        """What a multicast of ``event_name`` runs: for each quest that listens to it, in the
+        behaviour's order, ``(quest name, quest, actions)``, the actions ``None`` when the event
+        opens or closes a window of the quest. Derived from the definitions once per event name.
+        """
+        plan = self._plans.get(event_name)
+        if plan is None:
+            plan = tuple(
+                (
+                    quest.name,
+                    quest,
+                    None if quest.windows_on(event_name) else quest.actions_on(event_name),
+                )
+                for quest in self.quests.values()
+                if quest.listens_to(event_name)
+            )
+            if plan:
+                self._plans[event_name] = plan
+        return plan
 
     def handle_message(self, state: CellState[QuestContext]) -> None:
         """Apply one quest message (an event, an add, a remove or a call) to the context."""
@@ -607,25 +654,27 @@ class _Invocation:
         name = event.event_name
         active = self.data.quests
         # Step 1 of the protocol: every call is bound to an instance id before any runs.
-        calls: list[tuple[QuestInstance, Quest[Any]]] = [
-            (instance, quest)
-            for quest in self.behaviour.quests.values()
-            if (instance := active.get(quest.name)) is not None and quest.listens_to(name)
+        calls: list[tuple[QuestInstance, Quest[Any], Iterable[tuple[Action, str]] | None]] = [
+            (instance, quest, actions)
+            for quest_name, quest, actions in self.behaviour.listeners(name)
+            if (instance := active.get(quest_name)) is not None
         ]
-        for instance, quest in calls:
+        data = event.data
+        for instance, quest, actions in calls:
             # What the event runs in the instance, in order: windows it closes (met or
             # missed), windows it opens, then the actions listening to it.
-            handlers: Iterable[tuple[Action, str]] = (
-                self._through_windows(quest, instance, name)
-                if quest.windows_on(name)
-                else quest.actions_on(name)
+            handlers = (
+                actions if actions is not None else self._through_windows(quest, instance, name)
             )
+            quest_name, ident = instance.quest, instance.instance
             for fn, seen in handlers:
-                current = active.get(instance.quest)
-                if current is None or current.instance != instance.instance:
+                current = active.get(quest_name)
+                if current is None or current.instance != ident:
                     break  # step 2: ended (or replaced) by an earlier call
-                variables = _variables(instance, quest)
-                fn(ActionContext(self, instance, variables, seen, event.data, None))
+                variables: object = instance.variables
+                if not isinstance(variables, quest.variables):
+                    variables = _variables(instance, quest)  # raises: not typed
+                fn(ActionContext(self, instance, variables, seen, data, None))
 
     def _through_windows(
         self, quest: Quest[Any], instance: QuestInstance, event_name: str

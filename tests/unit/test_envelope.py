@@ -479,3 +479,23 @@ def test_a_cell_message_stays_a_frozen_dataclass() -> None:
         "project",
         "config",
     ]
+
+
+def test_a_faster_body_model_must_be_a_subclass_of_the_declared_one() -> None:
+    class Faster(Increment):
+        """Accepts what Increment accepts."""
+
+    with pytest.raises(ValueError, match="not a subclass"):
+        MessageTypes("counter", {"increment": Increment}, faster={"increment": Reset})
+    fast = MessageTypes(
+        "counter", {"increment": Increment, "reset": Reset}, faster={"increment": Faster}
+    )
+    message = fast.decode(b"c", b'{"type": "increment", "body": {"by": 2}}', max_bytes=4096)
+    assert type(message.body) is Faster and message.body.by == 2
+    with pytest.raises(SchemaViolationError) as raised:
+        fast.decode(b"c", b'{"type": "increment", "body": {"by": "2"}}', max_bytes=4096)
+    assert "body.by" in str(raised.value)
+    assert (
+        fast.json_schema()
+        == MessageTypes("counter", {"increment": Increment, "reset": Reset}).json_schema()
+    )

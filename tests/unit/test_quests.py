@@ -11,7 +11,8 @@ from pydantic import BaseModel, ValidationError
 
 from stream_app.api.quests import ActionContext, NoVariables, Quest, QuestBehaviour
 from stream_app.core.cell import CellState, FiredTimer
-from stream_app.core.quests import QuestContext, instance_id
+from stream_app.core.envelope import MessageTypes
+from stream_app.core.quests import QuestContext, QuestEventBody, instance_id
 from stream_app.errors import (
     QuestNotActiveError,
     SchemaViolationError,
@@ -419,3 +420,63 @@ def test_definitions_are_checked() -> None:
             "ctx", quests=[Quest("q", variables=NoVariables), Quest("q", variables=NoVariables)]
         )
     assert build().selectors("tick") == ["resetter.restart", "counter.count"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"event_name": "tick"},
+        {"event_name": "tick", "event_context": "alice", "data": {"n": [1, 2]}},
+        {"event_name": "tick", "event_selector": "counter.count"},
+        {"event_name": "tick", "event_selector": "counter.count", "quest_instance": "i1"},
+        {},
+        {"event_name": "tick", "quest_instance": "x"},
+        {"event_name": "tick", "event_selector": "no-dot"},
+        {"event_name": "tick", "extra": 1},
+        {"event_name": "", "event_selector": "counter.count", "quest_instance": "i1"},
+        {"event_name": "tick", "data": []},
+        {"event_name": "tick", "event_selector": None},
+        {"event_name": "tick", "event_selector": "counter.count", "quest_instance": None},
+    ],
+)
+def test_a_worker_reads_an_event_as_its_declared_schema_does(body: dict[str, Any]) -> None:
+    # The worker validates events by FastQuestEventBody first (no Python function telling the
+    # form): it must accept exactly what QuestEventBody accepts, as the same form and values,
+    # and an event it refuses must fail with the declared model's error.
+    behaviour = build()
+    declared = MessageTypes(behaviour.name, behaviour.message_types.types)
+    value = json.dumps({"type": "event", "body": body}).encode()
+    try:
+        expected = declared.decode(b"alice", value, max_bytes=4096)
+    except SchemaViolationError as exc:
+        with pytest.raises(SchemaViolationError) as raised:
+            behaviour.message_types.decode(b"alice", value, max_bytes=4096)
+        assert str(raised.value) == str(exc)
+        return
+    got = behaviour.message_types.decode(b"alice", value, max_bytes=4096)
+    assert isinstance(got.body, QuestEventBody)
+    assert type(got.body.root) is type(expected.body.root)
+    assert got.body.root == expected.body.root
+
+
+def test_an_action_declared_after_the_behaviour_runs_on_multicasts() -> None:
+    late = Quest("late", variables=Count)
+
+    @late.action(on=["tick"])
+    def first(ctx: ActionContext[Count]) -> None:
+        ctx.vars.n += 1
+
+    behaviour = QuestBehaviour("ctx", quests=[late])
+    ctx = Context(behaviour)
+    ctx.send("add_quest", {"quest": "late"})
+    ctx.send("event", {"event_name": "tick"})  # the behaviour's plan for "tick" is made here
+    assert ctx.variables("late")["n"] == 1
+
+    @late.action(on=["tick"])
+    def second(ctx: ActionContext[Count]) -> None:
+        ctx.vars.n += 10
+
+    ctx.send("event", {"event_name": "tick"})
+    assert ctx.variables("late")["n"] == 12
+    assert behaviour.listeners("tick") == (("late", late, ((first, "tick"), (second, "tick"))),)
+    assert behaviour.listeners("nothing-listens") == ()
