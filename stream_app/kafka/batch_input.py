@@ -404,6 +404,8 @@ class BatchInput:
     async def _loop(self) -> None:
         consumer = self.app.consumer
         loop = asyncio.get_running_loop()
+        # Read once: a Faust setting costs several µs per read, and the loop reads it per batch.
+        interval: float = self.app.conf.broker_commit_interval
         while not self.app.should_stop:
             wanted = self._wanted if streams_flowing(consumer) else frozenset()
             if not wanted and not self._assigned:
@@ -425,7 +427,9 @@ class BatchInput:
                 elif self._queue_wake is not None:
                     # Nothing there: wait for librdkafka to signal records (the queue was just
                     # found empty, so the next record will), then take them on this thread.
-                    await self._wait(POLL_TIMEOUT_S if self._processed else self._idle_wait())
+                    await self._wait(
+                        POLL_TIMEOUT_S if self._processed else self._idle_wait(interval)
+                    )
                     messages = self._take_ready()
                 else:
                     messages = await loop.run_in_executor(self._pool, self._take)
@@ -439,7 +443,7 @@ class BatchInput:
                     await self._assign(frozenset())
                     continue
                 since = time.monotonic() - self._last_commit
-                due = since >= self.app.conf.broker_commit_interval
+                due = since >= interval
                 # The input ran dry with processed records uncommitted: commit them now rather
                 # than at the end of the interval (a drained backlog is durable at once, a quiet
                 # partition's outputs are visible at once under exactly_once), at most once per
@@ -484,10 +488,10 @@ class BatchInput:
             self._unanswered_since = None
         return True
 
-    def _idle_wait(self) -> float:
+    def _idle_wait(self, interval: float) -> float:
         """How long the loop may wait for records with nothing processed to commit: at most
-        :data:`IDLE_WAIT_S`, and not past the interval commit's due time."""
-        interval: float = self.app.conf.broker_commit_interval
+        :data:`IDLE_WAIT_S`, and not past the due time of the commit every ``interval``
+        seconds."""
         due = self._last_commit + interval - time.monotonic()
         return max(POLL_TIMEOUT_S, min(IDLE_WAIT_S, due))
 
