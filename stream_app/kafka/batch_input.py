@@ -338,9 +338,9 @@ class BatchInput:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _wait(self, timeout: float) -> None:
+    async def _wait(self, timeout: float) -> bool:
         """Wait until :meth:`_wake` is called (at once if it was since the last wait) or for
-        ``timeout`` seconds."""
+        ``timeout`` seconds; whether it was called."""
         if not self._woken:
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
@@ -350,7 +350,8 @@ class BatchInput:
             finally:
                 timer.cancel()
                 self._waiter = None
-        self._woken = False
+        woken, self._woken = self._woken, False
+        return woken
 
     async def drain(self) -> None:
         """Finish the batch in flight, commit everything processed, and give up the partitions.
@@ -427,10 +428,15 @@ class BatchInput:
                 elif self._queue_wake is not None:
                     # Nothing there: wait for librdkafka to signal records (the queue was just
                     # found empty, so the next record will), then take them on this thread.
-                    await self._wait(
+                    woken = await self._wait(
                         POLL_TIMEOUT_S if self._processed else self._idle_wait(interval)
                     )
                     messages = self._take_ready()
+                    if woken and not messages:
+                        # Woken with nothing to take (a signal for records already taken, a
+                        # drain, new partitions): not a drained input, which is one that
+                        # stayed empty for the whole wait.
+                        continue
                 else:
                     messages = await loop.run_in_executor(self._pool, self._take)
                 if messages and streams_flowing(consumer) and self._wanted == self._assigned:

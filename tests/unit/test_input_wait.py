@@ -33,31 +33,35 @@ def reader() -> Iterator[BatchInput]:
 
 
 def test_a_wake_ends_the_wait_at_once(reader: BatchInput) -> None:
-    async def scenario() -> float:
+    async def scenario() -> tuple[bool, float]:
         began = time.monotonic()
         asyncio.get_running_loop().call_soon(reader._wake)
-        await reader._wait(60)
-        return time.monotonic() - began
+        woken = await reader._wait(60)
+        return woken, time.monotonic() - began
 
-    assert asyncio.run(scenario()) < 30
+    woken, took = asyncio.run(scenario())
+    assert woken is True
+    assert took < 30
 
 
 def test_a_wake_before_the_wait_is_not_lost(reader: BatchInput) -> None:
-    async def scenario() -> float:
+    async def scenario() -> tuple[bool, float]:
         reader._wake()
         began = time.monotonic()
-        await reader._wait(60)
-        return time.monotonic() - began
+        woken = await reader._wait(60)
+        return woken, time.monotonic() - began
 
-    assert asyncio.run(scenario()) < 30
+    woken, took = asyncio.run(scenario())
+    assert woken is True
+    assert took < 30
 
 
 def test_the_wait_ends_at_its_time_out(reader: BatchInput) -> None:
-    async def scenario() -> bool:
-        await reader._wait(0.01)
-        return reader._woken
+    async def scenario() -> tuple[bool, bool]:
+        woken = await reader._wait(0.01)
+        return woken, reader._woken
 
-    assert asyncio.run(scenario()) is False
+    assert asyncio.run(scenario()) == (False, False)
 
 
 def test_new_partitions_to_read_and_a_drain_wake_the_loop(reader: BatchInput) -> None:
