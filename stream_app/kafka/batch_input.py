@@ -148,6 +148,12 @@ def _record(message: Message) -> InputRecord:
     )
 
 
+def _set_done(waiter: asyncio.Future[None]) -> None:
+    """End a wait (:meth:`BatchInput._wait`) at its time-out."""
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class PartitionWork:
     """The unit of work of one input partition read here (the engines' ``Outputs`` port).
 
@@ -929,12 +935,6 @@ class BatchInput:
         producer, self._producer = self._producer, None
         if producer is not None:
             await loop.run_in_executor(self._pool, producer.flush, self.call_timeout)
-
-
-def _set_done(waiter: asyncio.Future[None]) -> None:
-    """End a wait (:meth:`BatchInput._wait`) at its time-out."""
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 def _retrying(call: Callable[[], None]) -> None:
