@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from bench.apps.harness import faust_options
+from bench.apps.harness import faust_options, start_profile_if_requested
 from bench.apps.model import BEHAVIOUR, Count
 from stream_app import Behaviour, CellState, Runtime, get_settings
 from stream_app.core.envelope import MessageTypes
 from stream_app.kafka.app import create_app
 
 __all__ = ["MESSAGES", "Tick", "app", "output_topic", "runtime", "ticker"]
+
+start_profile_if_requested()
 
 
 class Tick(BaseModel):

@@ -12,7 +12,11 @@ everything else Faust does:
   partitions Faust would have fetched (assigned, recovered, resumed, flow running) are the ones
   :class:`BatchInput` reads.
 - **confluent-kafka reads them.** One consumer, manually assigned those partitions at their
-  committed offsets (it never joins the group), takes up to :data:`BATCH_MAX` records at a time.
+  committed offsets (it never joins the group), takes up to :data:`BATCH_MAX` records at a time,
+  on the event loop's thread. While none are there the loop waits for librdkafka to signal that
+  some arrived (its consumer queue's IO event: :mod:`stream_app.kafka.queue_wake`), so a record
+  arriving alone costs no hop to another thread and an idle input costs nothing; where that
+  signal cannot be had, a helper thread waits in ``poll`` instead.
 - **The engines process them** one by one (the handler registered for the record's topic),
   each with the unit of work of its partition (:class:`PartitionWork`): table writes go straight
   to RocksDB, and their changelog records and every other output of the record are produced
@@ -91,6 +95,7 @@ from stream_app.engine.ports import LatencyHistogram
 from stream_app.errors import ChangelogError, StreamAppError, TransactionError
 from stream_app.kafka.app import StreamApp
 from stream_app.kafka.faust_patches import commit_offsets, streams_flowing
+from stream_app.kafka.queue_wake import QueueWake
 from stream_app.logs import rdkafka_logger
 from stream_app.settings import Settings
 
@@ -100,8 +105,15 @@ logger = logging.getLogger(__name__)
 
 #: Most records taken from the consumer in one batch.
 BATCH_MAX = 500
-#: Longest a fetch waits for the first record of a batch, in seconds.
+#: Longest a fetch waits for the first record of a batch, in seconds, while processed input is
+#: uncommitted (a fetch that finds nothing in that time commits it: :data:`IDLE_COMMIT_MIN_S`).
 POLL_TIMEOUT_S = 0.02
+#: Longest the loop waits for records (or for partitions to read) with nothing to commit, in
+#: seconds, when librdkafka signals arriving records (:mod:`stream_app.kafka.queue_wake`): a
+#: record, a change of the partitions to read and a drain wake it at once, so this bounds only
+#: how late an interval commit with nothing new in it runs. The helper thread's ``poll``, which
+#: holds up a drain until it returns, keeps :data:`POLL_TIMEOUT_S`.
+IDLE_WAIT_S = 0.25
 #: A fetch that finds the input drained commits what was processed, if the last commit is at
 #: least this old (seconds); otherwise commits wait for ``broker_commit_interval``.
 IDLE_COMMIT_MIN_S = 0.1
@@ -136,6 +148,12 @@ def _record(message: Message) -> InputRecord:
         headers=headers,
         timestamp_ms=ms if kind != 0 and ms > 0 else None,
     )
+
+
+def _set_done(waiter: asyncio.Future[None]) -> None:
+    """End a wait (:meth:`BatchInput._wait`) at its time-out."""
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class PartitionWork:
@@ -242,6 +260,12 @@ class BatchInput:
         #: next batches are processed; awaited before the next commit (:meth:`_settle`).
         self._committing: asyncio.Future[None] | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="stream_app-input")
+        #: Signals records arriving in the consumer's queue (``None``: poll in ``_pool``).
+        self._queue_wake: QueueWake | None = None
+        #: What the loop awaits while it waits for records or partitions (:meth:`_wait`).
+        self._waiter: asyncio.Future[None] | None = None
+        #: Whether :meth:`_wake` was called since the loop last waited.
+        self._woken = False
         self._last_commit = time.monotonic()
         #: Longest one blocking Kafka call of a commit may take (``Settings.kafka_call_timeout_s``).
         self.call_timeout = settings.kafka_call_timeout_s
@@ -311,6 +335,31 @@ class BatchInput:
     def wanted(self, tps: frozenset[TP]) -> None:
         """Faust's consumer would fetch ``tps`` of our topics now (called on every fetch)."""
         self._wanted = tps
+        if tps != self._assigned:
+            self._wake()
+
+    def _wake(self) -> None:
+        """End the loop's wait for records or partitions now (records arrived, the partitions to
+        read changed, a drain waits for the loop)."""
+        self._woken = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self, timeout: float) -> bool:
+        """Wait until :meth:`_wake` is called (at once if it was since the last wait) or for
+        ``timeout`` seconds; whether it was called."""
+        if not self._woken:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout, _set_done, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        woken, self._woken = self._woken, False
+        return woken
 
     async def drain(self) -> None:
         """Finish the batch in flight, commit everything processed, and give up the partitions.
@@ -319,6 +368,8 @@ class BatchInput:
         rebalance revokes partitions and when the worker stops, before the tables close.
         Reading starts again, from the committed offsets, once Faust fetches again.
         """
+        # The loop may be waiting for records, holding the lock: let it go round.
+        self._wake()
         async with self._lock:
             self._wanted = frozenset()
             if self._assigned:
@@ -362,10 +413,14 @@ class BatchInput:
     async def _loop(self) -> None:
         consumer = self.app.consumer
         loop = asyncio.get_running_loop()
+        # Read once: a Faust setting costs several µs per read, and the loop reads it per batch.
+        interval: float = self.app.conf.broker_commit_interval
         while not self.app.should_stop:
             wanted = self._wanted if streams_flowing(consumer) else frozenset()
             if not wanted and not self._assigned:
-                await asyncio.sleep(POLL_TIMEOUT_S)
+                # Faust's fetch tells the partitions to read (:meth:`wanted`), which ends this
+                # wait; the time-out covers a flow that resumed with the same partitions.
+                await self._wait(POLL_TIMEOUT_S if self._queue_wake is None else IDLE_WAIT_S)
                 continue
             async with self._lock:
                 if wanted != self._assigned:
@@ -378,6 +433,18 @@ class BatchInput:
                     # Records were waiting: no thread hop to fetch them, but let the event
                     # loop run its other tasks between batches.
                     await asyncio.sleep(0)
+                elif self._queue_wake is not None:
+                    # Nothing there: wait for librdkafka to signal records (the queue was just
+                    # found empty, so the next record will), then take them on this thread.
+                    woken = await self._wait(
+                        POLL_TIMEOUT_S if self._processed else self._idle_wait(interval)
+                    )
+                    messages = self._take_ready()
+                    if woken and not messages:
+                        # Woken with nothing to take (a signal for records already taken, a
+                        # drain, new partitions): not a drained input, which is one that
+                        # stayed empty for the whole wait.
+                        continue
                 else:
                     messages = await loop.run_in_executor(self._pool, self._take)
                 if messages and streams_flowing(consumer) and self._wanted == self._assigned:
@@ -390,7 +457,7 @@ class BatchInput:
                     await self._assign(frozenset())
                     continue
                 since = time.monotonic() - self._last_commit
-                due = since >= self.app.conf.broker_commit_interval
+                due = since >= interval
                 # The input ran dry with processed records uncommitted: commit them now rather
                 # than at the end of the interval (a drained backlog is durable at once, a quiet
                 # partition's outputs are visible at once under exactly_once), at most once per
@@ -434,6 +501,13 @@ class BatchInput:
             )
             self._unanswered_since = None
         return True
+
+    def _idle_wait(self, interval: float) -> float:
+        """How long the loop may wait for records with nothing processed to commit: at most
+        :data:`IDLE_WAIT_S`, and not past the due time of the commit every ``interval``
+        seconds."""
+        due = self._last_commit + interval - time.monotonic()
+        return max(POLL_TIMEOUT_S, min(IDLE_WAIT_S, due))
 
     def _take_ready(self) -> list[Message]:
         """The records already fetched, up to a batch, without waiting (on the loop's thread:
@@ -528,6 +602,7 @@ class BatchInput:
             await self._init_transactions(tps)
         if self._consumer is None and tps:
             self._consumer = Consumer(self._consumer_config())
+            self._queue_wake = QueueWake.attach(self._consumer, loop, self._wake)
         if self._consumer is not None:
             consumer = self._consumer
             assignment = [TopicPartition(tp.topic, tp.partition, OFFSET_STORED) for tp in tps]
@@ -856,6 +931,9 @@ class BatchInput:
             logger.warning("batch input: the last offset commit failed: %s", exc)
         self._close_transactions(keep=frozenset())
         loop = asyncio.get_running_loop()
+        queue_wake, self._queue_wake = self._queue_wake, None
+        if queue_wake is not None:
+            queue_wake.detach()
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await loop.run_in_executor(self._pool, consumer.close)
