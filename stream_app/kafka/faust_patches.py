@@ -260,7 +260,21 @@ def list_offsets_in_one_request(consumer: Any, app: PatchedApp) -> None:
                 for asked, future in answers.items():
                     info = await asyncio.wrap_future(future)
                     found[TP(asked.topic, asked.partition)] = info.offset
-                return found
+                unknown = sorted(tp for tp, offset in found.items() if offset < 0)
+                if not unknown:
+                    return found
+                # A leader that has just taken over may not know its offsets yet (seen as -1
+                # for a partition that held records): as a leader moving.
+                if time.monotonic() >= deadline:
+                    raise KafkaException(
+                        KafkaError(
+                            KafkaError.OFFSET_NOT_AVAILABLE,
+                            f"no offset known for {unknown} after {LEADER_WAIT_S:.0f}s",
+                        )
+                    )
+                logger.info("recovery: no offset known yet for %s; asking again", unknown)
+                await asyncio.sleep(0.2)
+                continue
             except KafkaException as exc:
                 # A partition's leader moving, not elected yet (a topic just created, a broker
                 # restarting) or dead without the client knowing yet (the try timed out):
@@ -287,6 +301,14 @@ def list_offsets_in_one_request(consumer: Any, app: PatchedApp) -> None:
             stable = await offsets(latest, partitions, IsolationLevel.READ_COMMITTED)
             settled = all(stable[tp] >= high[tp] for tp in stable)
             if settled or time.monotonic() >= deadline:
+                if not settled:
+                    behind = {tp: (stable[tp], high[tp]) for tp in stable if stable[tp] < high[tp]}
+                    logger.info(
+                        "recovery: last stable offsets behind the high watermarks after %.0fs "
+                        "(an open transaction's records are not counted): %s",
+                        TXN_SETTLE_S,
+                        behind,
+                    )
                 return await _committed_record_ends(app.kafka_config, stable)
             await asyncio.sleep(0.05)
 

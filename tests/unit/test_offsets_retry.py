@@ -14,6 +14,9 @@ from faust.types import TP
 
 from stream_app.kafka import faust_patches
 
+#: Not an error: the first answers give offset -1 (a leader that does not know it yet).
+UNKNOWN = -12345
+
 
 class FlakyAdmin:
     """An admin client whose first ``answers`` list_offsets calls fail with ``error``."""
@@ -32,7 +35,9 @@ class FlakyAdmin:
         answers: dict[Any, Future[Any]] = {}
         for asked in request:
             future: Future[Any] = Future()
-            if self.calls <= self.failures:
+            if self.calls <= self.failures and self.error == UNKNOWN:
+                future.set_result(SimpleNamespace(offset=-1))
+            elif self.calls <= self.failures:
                 future.set_exception(KafkaException(KafkaError(self.error)))
             else:
                 future.set_result(SimpleNamespace(offset=7))
@@ -82,3 +87,24 @@ def test_a_try_that_times_out_is_asked_again_each_try_bounded(
     assert found == {TP("t", 0): 7}
     assert admin.calls == 3
     assert set(admin.timeouts) == {faust_patches.LIST_OFFSETS_TRY_S}
+
+
+def test_an_offset_the_leader_does_not_know_yet_is_asked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # -1 for a partition that holds records became a high watermark of -1, and recovery
+    # stopped the worker with a ConsistencyError (the tables' persisted offset was higher).
+    admin = FlakyAdmin({}, failures=2, error=UNKNOWN)
+    consumer = patched_consumer(monkeypatch, admin)
+    assert asyncio.run(consumer.highwaters(TP("t", 0))) == {TP("t", 0): 7}
+    assert admin.calls == 3
+
+
+def test_an_offset_still_unknown_at_the_deadline_is_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    admin = FlakyAdmin({}, failures=10_000, error=UNKNOWN)
+    consumer = patched_consumer(monkeypatch, admin)
+    monkeypatch.setattr(faust_patches, "LEADER_WAIT_S", 0.5)
+    with pytest.raises(KafkaException, match="no offset known"):
+        asyncio.run(consumer.earliest_offsets(TP("t", 0)))
