@@ -243,15 +243,15 @@ def list_offsets_in_one_request(consumer: Any, app: PatchedApp) -> None:
     ) -> dict[TP, int]:
         if not partitions:
             return {}
-        if not admin:
-            config: dict[str, Any] = {**app.kafka_config, "logger": rdkafka_logger()}
-            admin.append(AdminClient(config))
         request = {TopicPartition(tp.topic, tp.partition): spec for tp in partitions}
         deadline = time.monotonic() + LEADER_WAIT_S
         # Each try is bounded on its own: a request to a leader that has just died waits for
         # its time-out (Faust's broker_request_timeout is 90 s), and recovery with it.
         try_s = min(float(app.conf.broker_request_timeout), LIST_OFFSETS_TRY_S)
         while True:
+            if not admin:
+                config: dict[str, Any] = {**app.kafka_config, "logger": rdkafka_logger()}
+                admin.append(AdminClient(config))
             answers = admin[0].list_offsets(
                 request, isolation_level=isolation, request_timeout=try_s
             )
@@ -260,11 +260,15 @@ def list_offsets_in_one_request(consumer: Any, app: PatchedApp) -> None:
                 for asked, future in answers.items():
                     info = await asyncio.wrap_future(future)
                     found[TP(asked.topic, asked.partition)] = info.offset
-                unknown = sorted(tp for tp, offset in found.items() if offset < 0)
+                unknown = ", ".join(
+                    f"{tp.topic}[{tp.partition}]" for tp, offset in found.items() if offset < 0
+                )
                 if not unknown:
                     return found
-                # A leader that has just taken over may not know its offsets yet (seen as -1
-                # for a partition that held records): as a leader moving.
+                # -1: the request to the partition's leader timed out (librdkafka answers -1,
+                # not an error). The client's metadata may still name a leader that died (it
+                # does not refresh it for such answers): asked again with a new client, which
+                # reads the cluster's metadata afresh.
                 if time.monotonic() >= deadline:
                     raise KafkaException(
                         KafkaError(
@@ -273,6 +277,7 @@ def list_offsets_in_one_request(consumer: Any, app: PatchedApp) -> None:
                         )
                     )
                 logger.info("recovery: no offset known yet for %s; asking again", unknown)
+                admin.clear()
                 await asyncio.sleep(0.2)
                 continue
             except KafkaException as exc:
@@ -287,6 +292,7 @@ def list_offsets_in_one_request(consumer: Any, app: PatchedApp) -> None:
                     len(request),
                     error,
                 )
+                admin.clear()  # a new client: fresh metadata
                 await asyncio.sleep(0.2)
 
     latest: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]

@@ -26,6 +26,8 @@ class FlakyAdmin:
         self.failures = failures
         self.error = error
         self.timeouts: list[float] = []
+        #: Clients made (one per try after an unknown offset or a leader moving).
+        self.clients = 0
 
     def list_offsets(
         self, request: dict[Any, Any], *, request_timeout: float, **_: Any
@@ -48,7 +50,11 @@ class FlakyAdmin:
 def patched_consumer(
     monkeypatch: pytest.MonkeyPatch, admin: FlakyAdmin, *, request_timeout: float = 1.0
 ) -> Any:
-    monkeypatch.setattr(faust_patches, "AdminClient", lambda config: admin)
+    def made(config: dict[str, Any]) -> FlakyAdmin:
+        admin.clients += 1
+        return admin
+
+    monkeypatch.setattr(faust_patches, "AdminClient", made)
     monkeypatch.setattr(faust_patches, "LEADER_WAIT_S", 5.0)
     app: Any = SimpleNamespace(
         kafka_config={"bootstrap.servers": "127.0.0.1:1"},
@@ -98,6 +104,9 @@ def test_an_offset_the_leader_does_not_know_yet_is_asked_again(
     consumer = patched_consumer(monkeypatch, admin)
     assert asyncio.run(consumer.highwaters(TP("t", 0))) == {TP("t", 0): 7}
     assert admin.calls == 3
+    # librdkafka answers -1 when the request to a leader timed out, and its metadata may still
+    # name a leader that died: each try after one is made with a new client.
+    assert admin.clients == 3
 
 
 def test_an_offset_still_unknown_at_the_deadline_is_an_error(
