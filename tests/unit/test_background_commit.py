@@ -17,9 +17,9 @@ import pytest
 from faust.types import TP
 
 from stream_app.kafka import batch_input as batch_input_module
-from stream_app.kafka.app import create_app
 from stream_app.kafka.batch_input import BatchInput
 from stream_app.settings import Settings
+from tests.unit.offline_input import offline_batch_input
 
 INPUT = TP("bg.counter.in", 1)
 
@@ -49,21 +49,14 @@ async def _flush() -> None:
 
 @pytest.fixture
 def reader() -> Iterator[BatchInput]:
-    settings = Settings(app_id="bg", bootstrap_servers="127.0.0.1:9")
-    app = create_app(settings)
-    reader = BatchInput(settings, app)
-    reader.app = SimpleNamespace(
-        producer=SimpleNamespace(flush=_flush),
-        consumer=object(),
-        conf=app.conf,
-        exactly_once=False,
-    )
-    try:
+    with offline_batch_input(Settings(app_id="bg", bootstrap_servers="127.0.0.1:9")) as reader:
+        reader.app = SimpleNamespace(
+            producer=SimpleNamespace(flush=_flush),
+            consumer=object(),
+            conf=reader.app.conf,
+            exactly_once=False,
+        )
         yield reader
-    finally:
-        reader._txn_pool.shutdown()
-        reader._pool.shutdown()
-        app.loop.close()
 
 
 def _use(monkeypatch: pytest.MonkeyPatch, group: Group) -> None:

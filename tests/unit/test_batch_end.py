@@ -16,9 +16,9 @@ from confluent_kafka import Message
 from faust.types import TP
 
 from stream_app.core.records import InputRecord
-from stream_app.kafka.app import create_app
 from stream_app.kafka.batch_input import BatchInput, PartitionWork
 from stream_app.settings import Settings
+from tests.unit.offline_input import offline_batch_input
 
 TOPIC = "batchend.cells.in"
 
@@ -26,16 +26,10 @@ TOPIC = "batchend.cells.in"
 @pytest.fixture
 def batch_input() -> Iterator[BatchInput]:
     settings = Settings(app_id="batchend", bootstrap_servers="127.0.0.1:9")
-    app = create_app(settings)
-    reader = BatchInput(settings, app)
-    tps = [TP(TOPIC, 0), TP(TOPIC, 1)]
-    reader._works = {tp: PartitionWork(reader, tp) for tp in tps}
-    try:
+    with offline_batch_input(settings) as reader:
+        tps = [TP(TOPIC, 0), TP(TOPIC, 1)]
+        reader._works = {tp: PartitionWork(reader, tp) for tp in tps}
         yield reader
-    finally:
-        reader._txn_pool.shutdown()
-        reader._pool.shutdown()
-        app.loop.close()
 
 
 def _messages(partition: int, offsets: range) -> list[Message]:

@@ -17,9 +17,9 @@ from confluent_kafka import KafkaError, KafkaException
 from faust.types import TP
 
 from stream_app.errors import TransactionError
-from stream_app.kafka.app import create_app
 from stream_app.kafka.batch_input import BatchInput
 from stream_app.settings import Settings
+from tests.unit.offline_input import offline_batch_input
 
 INPUT = TP("fatal.counter.in", 2)
 
@@ -55,14 +55,8 @@ def batch_input() -> Iterator[BatchInput]:
     settings = Settings(
         app_id="fatal", bootstrap_servers="127.0.0.1:9", processing_guarantee="exactly_once"
     )
-    app = create_app(settings)
-    reader = BatchInput(settings, app)
-    try:
+    with offline_batch_input(settings) as reader:
         yield reader
-    finally:
-        reader._txn_pool.shutdown()
-        reader._pool.shutdown()
-        app.loop.close()
 
 
 def test_a_produce_on_a_fenced_producer_names_the_fence(

@@ -6,34 +6,28 @@ No broker: the batched input's consumer configuration is read, not used.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from stream_app.kafka.app import create_app
 from stream_app.kafka.batch_input import LINGER_FETCH_BYTES, BatchInput
 from stream_app.settings import Settings
+from tests.unit.offline_input import offline_batch_input
 
 MakeReader = Callable[..., BatchInput]
 
 
 @pytest.fixture
 def make_reader() -> Iterator[MakeReader]:
-    made: list[tuple[BatchInput, Any]] = []
+    with ExitStack() as stack:
 
-    def make(**options: Any) -> BatchInput:
-        settings = Settings(app_id="linger", bootstrap_servers="127.0.0.1:9", **options)
-        app = create_app(settings)
-        reader = BatchInput(settings, app)
-        made.append((reader, app))
-        return reader
+        def make(**options: Any) -> BatchInput:
+            settings = Settings(app_id="linger", bootstrap_servers="127.0.0.1:9", **options)
+            return stack.enter_context(offline_batch_input(settings))
 
-    yield make
-    for reader, app in made:
-        reader._txn_pool.shutdown()
-        reader._pool.shutdown()
-        app.loop.close()
+        yield make
 
 
 def test_without_a_linger_a_fetch_returns_with_the_first_record(make_reader: MakeReader) -> None:

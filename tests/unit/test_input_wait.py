@@ -12,24 +12,17 @@ from collections.abc import Iterator
 import pytest
 from faust.types import TP
 
-from stream_app.kafka.app import create_app
 from stream_app.kafka.batch_input import BatchInput
 from stream_app.settings import Settings
+from tests.unit.offline_input import offline_batch_input
 
 INPUT = TP("wait.counter.in", 0)
 
 
 @pytest.fixture
 def reader() -> Iterator[BatchInput]:
-    settings = Settings(app_id="wait", bootstrap_servers="127.0.0.1:9")
-    app = create_app(settings)
-    reader = BatchInput(settings, app)
-    try:
+    with offline_batch_input(Settings(app_id="wait", bootstrap_servers="127.0.0.1:9")) as reader:
         yield reader
-    finally:
-        reader._txn_pool.shutdown()
-        reader._pool.shutdown()
-        app.loop.close()
 
 
 def test_a_wake_ends_the_wait_at_once(reader: BatchInput) -> None:
