@@ -178,7 +178,7 @@ class Runtime:
             clock=self.clock,
         )
         tables.follow_assignment(engine.assign)
-        self.batch_input.register(engine.topic_name, engine.on_input)
+        self.batch_input.register(engine.topic_name, engine.take)
         self.engines[behaviour.name] = engine
         self.cell_tables[behaviour.name] = tables
         self._topics[engine.topic_name] = tables.input

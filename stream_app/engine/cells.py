@@ -34,7 +34,7 @@ import struct
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -87,6 +87,21 @@ WAKE_RESEND_S = 2.0
 Retire = tuple[TimerEntry, TimerEntry | None]
 #: Why work could not be done: the last exception and the attempts made.
 Failure = tuple[BaseException, int]
+
+
+@dataclass(slots=True)
+class _Call:
+    """One callback to run on one cell (:meth:`CellEngine._invoke_now`), as each try sees it."""
+
+    work: Outputs
+    key: bytes
+    trigger: Trigger
+    now: int
+    origin: Origin
+    message: CellMessage[Any] | None
+    timer: FiredTimer | None
+    retire: Retire | None
+    rejected_value: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +313,20 @@ class CellEngine:
     # -- input -----------------------------------------------------------------------------
 
     async def on_input(self, record: InputRecord, work: Outputs) -> None:
+        """Handle one record of the input topic; ``work`` is the unit of work of its partition
+        (:meth:`take`, awaited to the end)."""
+        pending = self.take(record, work)
+        if pending is not None:
+            await pending
+
+    def take(self, record: InputRecord, work: Outputs) -> Awaitable[None] | None:
         """Handle one record of the input topic; ``work`` is the unit of work of its partition.
+
+        What the batched input calls per record. A cell message whose first try succeeds (or
+        is rejected, or dead-lettered) is handled here, at once, and ``None`` returned: no
+        coroutine is made per record on that path. Work that must wait (a boot, due timers, a
+        control record, a callback tried again after a pause) is returned as an awaitable,
+        which the caller awaits before the next record.
 
         The first record of a newly owned partition boots it first. A cell message also fires
         the partition's timers that were due when it was sent (its invocation time) before it:
@@ -308,6 +336,18 @@ class CellEngine:
         backlog, or before the first message sent after they came due.
         """
         part = self._owned.get(record.partition)
+        if (part is None or not part.needs_boot) and (
+            record.headers is None or _header(record.headers, CONTROL_HEADER) is None
+        ):
+            now = self.clock.invocation_ms(record.timestamp_ms)
+            if part is None or part.next_due is None or part.next_due > now:
+                return self._on_record(record, work, now)
+        return self._take_slowly(record, work, part)
+
+    async def _take_slowly(
+        self, record: InputRecord, work: Outputs, part: _Partition | None
+    ) -> None:
+        """:meth:`take` for a record that may boot the partition, fire timers or control."""
         now = self.clock.invocation_ms(record.timestamp_ms)
         if part is not None and part.needs_boot:
             # At the clock's time, not the record's: the record may be an old one read again
@@ -319,7 +359,9 @@ class CellEngine:
                 until = min(now, self.clock.now_ms())
                 if part.next_due <= until:
                     await self._fire_due(work, part, until=until)
-            await self._on_record(record, work, now)
+            pending = self._on_record(record, work, now)
+            if pending is not None:
+                await pending
             return
         self.control_records += 1
         if control == b"wake":
@@ -329,8 +371,9 @@ class CellEngine:
         else:
             logger.warning("%s: ignoring unknown control record %r", self.name, control)
 
-    async def _on_record(self, record: InputRecord, work: Outputs, now: int) -> None:
-        """Deliver one input record to its cell (or to dead letters, or to the parked queue)."""
+    def _on_record(self, record: InputRecord, work: Outputs, now: int) -> Awaitable[None] | None:
+        """Deliver one input record to its cell (or to dead letters, or to the parked queue);
+        an awaitable if the delivery must wait (:meth:`_deliver`)."""
         try:
             message = self.behaviour.message_types.decode(
                 record.key, record.value, max_bytes=self.settings.max_message_bytes
@@ -352,7 +395,7 @@ class CellEngine:
                 partition=record.partition,
                 offset=record.offset,
             )
-            return
+            return None
         key, value = record.key, record.value
         assert key is not None and value is not None, "decode refuses a record without them"
         home = partition_for(key, self.partitions)
@@ -368,11 +411,11 @@ class CellEngine:
                 home,
             )
             work.produce(self.topic_name, key, value, home)
-            return
+            return None
         origin = RecordOrigin(record.topic, record.partition, record.offset)
-        await self._deliver(work, key, value, message, origin, now)
+        return self._deliver(work, key, value, message, origin, now)
 
-    async def _deliver(
+    def _deliver(
         self,
         work: Outputs,
         key: bytes,
@@ -380,17 +423,26 @@ class CellEngine:
         message: CellMessage[Any],
         origin: Origin,
         now: int,
-    ) -> None:
+    ) -> Awaitable[None] | None:
         """Hand a decoded message to its cell: behind its parked work if it is parked, else to
-        ``handle_message``, parking the cell with the message if every try fails."""
+        ``handle_message``, parking the cell with the message if every try fails. Returns an
+        awaitable if the first try failed (the tries after it wait), else ``None``."""
         if self._is_parked(work, key):
             self._park(work, key, _message_item(origin, value, now), None)
-            return
-        failure = await self._invoke(
+            return None
+        retrying = self._invoke_now(
             work, key, "message", now, origin, message=message, rejected_value=value
         )
+        if retrying is None:
+            return None
+        return self._park_if_failed(retrying, work, key, _message_item(origin, value, now))
+
+    async def _park_if_failed(
+        self, retrying: Awaitable[Failure | None], work: Outputs, key: bytes, item: ParkedItem
+    ) -> None:
+        failure = await retrying
         if failure is not None:
-            self._park(work, key, _message_item(origin, value, now), failure)
+            self._park(work, key, item, failure)
 
     # -- invocations -----------------------------------------------------------------------
 
@@ -407,7 +459,39 @@ class CellEngine:
         retire: Retire | None = None,
         rejected_value: bytes | None = None,
     ) -> Failure | None:
-        """Run one callback on one cell and commit what it did.
+        """Run one callback on one cell and commit what it did (:meth:`_invoke_now`, its
+        tries after the first awaited).
+
+        Returns ``None`` when done (or rejected), else the last exception and the attempts, for
+        the caller to park the work (the policy's ``on_exhausted`` for cells).
+        """
+        retrying = self._invoke_now(
+            work,
+            key,
+            trigger,
+            now,
+            origin,
+            message=message,
+            timer=timer,
+            retire=retire,
+            rejected_value=rejected_value,
+        )
+        return None if retrying is None else await retrying
+
+    def _invoke_now(
+        self,
+        work: Outputs,
+        key: bytes,
+        trigger: Trigger,
+        now: int,
+        origin: Origin,
+        *,
+        message: CellMessage[Any] | None = None,
+        timer: FiredTimer | None = None,
+        retire: Retire | None = None,
+        rejected_value: bytes | None = None,
+    ) -> Awaitable[Failure | None] | None:
+        """Run one callback on one cell and commit what it did; its first try at once.
 
         1. Read the cell's record; a fired timer (``retire``) is taken out of its pending
            timers, and its next occurrence put in, before the callback sees them.
@@ -417,69 +501,102 @@ class CellEngine:
         3. :class:`RejectMessage` sends the message to dead letters and changes nothing.
         4. On success, write data, timers, outgoing messages and effects (:meth:`_commit`).
 
-        Returns ``None`` when done (or rejected), else the last exception and the attempts, for
-        the caller to park the work (the policy's ``on_exhausted`` for cells).
+        Returns ``None`` if the first try succeeded (or rejected the message); else the tries
+        after it, to await: they end in ``None`` when one succeeds, else the last exception
+        and the attempts, for the caller to park the work.
         """
-        behaviour = self.behaviour
         raw = self.cells.get(work.partition, key)
         timers, load = self._read(raw)
         if retire is not None:
             timers = _retired(timers, retire)
+        call = _Call(work, key, trigger, now, origin, message, timer, retire, rejected_value)
+        failed = self._try(call, raw, timers, load, 1)
+        if failed is None:
+            return None
+        return self._tries_after(call, raw, timers, load, failed)
+
+    async def _tries_after(
+        self,
+        call: _Call,
+        raw: bytes | None,
+        timers: dict[str, int],
+        load: Callable[[], Any],
+        failed: BaseException,
+    ) -> Failure | None:
+        """The tries after a failed first one, each after the retry policy's pause."""
+        policy = self.retry
+        last = failed
+        for attempt in range(2, policy.attempts + 1):
+            await asyncio.sleep(policy.delay(attempt))
+            failed_again = self._try(call, raw, timers, load, attempt)
+            if failed_again is None:
+                return None
+            last = failed_again
+        logger.error(
+            "%s/%s: parking after %d attempts: %r",
+            self.name,
+            call.key.decode(),
+            policy.attempts,
+            last,
+        )
+        return last, policy.attempts
+
+    def _try(
+        self,
+        call: _Call,
+        raw: bytes | None,
+        timers: dict[str, int],
+        load: Callable[[], Any],
+        attempt: int,
+    ) -> BaseException | None:
+        """One try of a callback: ``None`` if it succeeded (committed) or rejected the
+        message (dead-lettered), else the exception it raised (logged)."""
+        trigger = call.trigger
+        behaviour = self.behaviour
         if trigger == "message":
             callback = behaviour.handle_message
         elif trigger == "timeout":
             callback = behaviour.on_timeout
         else:
             callback = behaviour.on_boot
+        work, key = call.work, call.key
         cell_id = key.decode()
-        text = str(origin)
-        policy = self.retry
-        last: BaseException | None = None
-        for attempt in range(1, policy.attempts + 1):
-            if attempt > 1:
-                await asyncio.sleep(policy.delay(attempt))
-            try:
-                data = load()
-                state: CellState[Any] = CellState(
-                    app_id=self.settings.app_id,
-                    behaviour=self.name,
-                    cell_id=cell_id,
-                    data=data,
-                    trigger=trigger,
-                    now_ms=now,
-                    origin=text,
-                    timers=timers,
-                    message=message,
-                    timer=timer,
-                    clock_ms=self.clock.now_ms(),
-                )
-                callback(state)
-                encoded = self._encode(state)
-            except RejectMessage as exc:
-                logger.warning("%s/%s rejected %s: %s", self.name, cell_id, text, exc)
-                self._rejected(work, key, origin, exc, message, rejected_value)
-                if retire is not None:
-                    self._retire_only(work, key, retire)
-                return None
-            except Exception as exc:
-                last = exc
-                logger.warning(
-                    "%s/%s: %s failed (attempt %d of %d): %r",
-                    self.name,
-                    cell_id,
-                    trigger,
-                    attempt,
-                    policy.attempts,
-                    exc,
-                )
-                continue
-            self._commit(work, key, raw, timers, state, encoded, retire)
+        text = str(call.origin)
+        try:
+            state: CellState[Any] = CellState(
+                app_id=self.settings.app_id,
+                behaviour=self.name,
+                cell_id=cell_id,
+                data=load(),
+                trigger=trigger,
+                now_ms=call.now,
+                origin=text,
+                timers=timers,
+                message=call.message,
+                timer=call.timer,
+                clock_ms=self.clock.now_ms(),
+            )
+            callback(state)
+            encoded = self._encode(state)
+        except RejectMessage as exc:
+            logger.warning("%s/%s rejected %s: %s", self.name, cell_id, text, exc)
+            self._rejected(work, key, call.origin, exc, call.message, call.rejected_value)
+            if call.retire is not None:
+                self._retire_only(work, key, call.retire)
             return None
-        assert last is not None
-        logger.error(
-            "%s/%s: parking after %d attempts: %r", self.name, cell_id, policy.attempts, last
-        )
-        return last, policy.attempts
+        except Exception as exc:
+            logger.warning(
+                "%s/%s: %s failed (attempt %d of %d): %r",
+                self.name,
+                cell_id,
+                trigger,
+                attempt,
+                self.retry.attempts,
+                exc,
+            )
+            return exc
+        self._commit(work, key, raw, timers, state, encoded, call.retire)
+        return None
 
     def _read(self, raw: bytes | None) -> tuple[dict[str, int], Callable[[], Any]]:
         """A stored cell record's pending timers, and a function that returns its data as the
@@ -939,7 +1056,9 @@ class CellEngine:
         except InvalidMessageError as exc:
             logger.warning("%s: dropping injected message for %r: %s", self.name, key, exc)
             return
-        await self._deliver(work, key, value, message, InjectOrigin(uuid.uuid4().hex), now)
+        pending = self._deliver(work, key, value, message, InjectOrigin(uuid.uuid4().hex), now)
+        if pending is not None:
+            await pending
 
     # -- inspection ------------------------------------------------------------------------
 

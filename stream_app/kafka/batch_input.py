@@ -188,8 +188,10 @@ class PartitionWork:
         self._input.send(self.tp, topic, key, value, partition, headers)
 
 
-#: What the records of one input topic are handed to, each with its partition's unit of work.
-Handler = Callable[[InputRecord, PartitionWork], Awaitable[None]]
+#: What the records of one input topic are handed to, each with its partition's unit of work:
+#: it handles the record at once and returns ``None``, or returns an awaitable that finishes
+#: it (awaited before the next record).
+Handler = Callable[[InputRecord, PartitionWork], Awaitable[None] | None]
 
 
 class InputTopic:
@@ -550,7 +552,9 @@ class BatchInput:
             if topic is None:
                 continue
             work = works[record.topic, record.partition]
-            await topic.handler(record, work)
+            pending = topic.handler(record, work)
+            if pending is not None:
+                await pending
             processed[work.tp] = record.offset + 1
             topic.records += 1
             topic.latency.observe(clock() - taken)
