@@ -23,6 +23,7 @@ Kafka topic names never contain ``/``, so a record origin cannot be mistaken for
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["BootOrigin", "InjectOrigin", "Origin", "RecordOrigin", "TimerOrigin", "parse"]
 
@@ -41,8 +42,23 @@ class RecordOrigin:
     partition: int
     offset: int
 
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        # One is made per record: the fields are set through their slots' descriptors, as
+        # :class:`~stream_app.core.envelope.CellMessage` does, not object.__setattr__ (the
+        # frozen dataclass's own __init__ takes three times as long).
+        topic_, partition_, offset_ = _RECORD_SLOTS
+        topic_(self, topic)
+        partition_(self, partition)
+        offset_(self, offset)
+
     def __str__(self) -> str:
         return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+#: The setters of :class:`RecordOrigin`'s slots, in field order (see its ``__init__``).
+_RECORD_SLOTS: tuple[Any, ...] = tuple(
+    getattr(RecordOrigin, name).__set__ for name in ("topic", "partition", "offset")
+)
 
 
 @dataclass(frozen=True, slots=True)

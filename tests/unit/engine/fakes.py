@@ -330,7 +330,9 @@ class Harness:
 
         async def run() -> None:
             for record in records:
-                await self.engine.on_input(record, self.unit(record.partition))
+                pending = self.engine.take(record, self.unit(record.partition))
+                if pending is not None:
+                    await pending
 
         asyncio.run(run())
 
