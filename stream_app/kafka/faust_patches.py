@@ -260,6 +260,19 @@ def list_offsets_in_one_request(consumer: Any, app: PatchedApp) -> None:
                 for asked, future in answers.items():
                     info = await asyncio.wrap_future(future)
                     found[TP(asked.topic, asked.partition)] = info.offset
+            except KafkaException as exc:
+                # A partition's leader moving, not elected yet (a topic just created, a broker
+                # restarting) or dead without the client knowing yet (the try timed out):
+                # asked again, the client finds the new leader.
+                error = exc.args[0] if exc.args else None
+                if not _leader_moving(error) or time.monotonic() >= deadline:
+                    raise
+                logger.info(
+                    "recovery: asking again for the offsets of %d partition(s) after %s",
+                    len(request),
+                    error,
+                )
+            else:
                 unknown = ", ".join(
                     f"{tp.topic}[{tp.partition}]" for tp, offset in found.items() if offset < 0
                 )
@@ -277,23 +290,8 @@ def list_offsets_in_one_request(consumer: Any, app: PatchedApp) -> None:
                         )
                     )
                 logger.info("recovery: no offset known yet for %s; asking again", unknown)
-                admin.clear()
-                await asyncio.sleep(0.2)
-                continue
-            except KafkaException as exc:
-                # A partition's leader moving, not elected yet (a topic just created, a broker
-                # restarting) or dead without the client knowing yet (the try timed out):
-                # asked again, the client finds the new leader.
-                error = exc.args[0] if exc.args else None
-                if not _leader_moving(error) or time.monotonic() >= deadline:
-                    raise
-                logger.info(
-                    "recovery: asking again for the offsets of %d partition(s) after %s",
-                    len(request),
-                    error,
-                )
-                admin.clear()  # a new client: fresh metadata
-                await asyncio.sleep(0.2)
+            admin.clear()  # a new client: fresh metadata
+            await asyncio.sleep(0.2)
 
     latest: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
     earliest: OffsetSpec = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
