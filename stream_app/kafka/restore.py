@@ -352,10 +352,11 @@ def _read_run(job: RestoreJob | None, run: list[Any]) -> int:
     the records taken."""
     if job is None:
         return 0
-    # Identity, not ==: a KafkaError compared with None raises.
-    failed = list(compress(range(len(run)), map(is_not, map(_ERROR, run), repeat(None))))
-    if not failed:
+    # A KafkaError is always true (it defines neither __bool__ nor __len__).
+    if not any(map(_ERROR, run)):
         return _take(job, run)
+    # Identity, not ==: a KafkaError compared with None raises.
+    failed = compress(range(len(run)), map(is_not, map(_ERROR, run), repeat(None)))
     taken = 0
     begin = 0
     for at in failed:
@@ -395,10 +396,10 @@ def _take(job: RestoreJob, records: list[Any]) -> int:
         last = offsets[len(records) - 1]
     values = list(map(_VALUE, records))
     job._writes.update(zip(map(_KEY, records), values, strict=True))
-    if None in values:
-        job._bytes += sum(len(value) for value in values if value is not None)
-    else:
+    try:
         job._bytes += sum(map(len, values))
+    except TypeError:  # a tombstone (None) among them
+        job._bytes += sum(len(value) for value in values if value is not None)
     job._last = last
     job.records += len(records)
     return len(records)

@@ -149,3 +149,8 @@ def test_a_fatal_error_stops_the_restore() -> None:
     batch = [record("t", 0, 0, b"x", b"1"), Message(topic="t", partition=0, error=fatal)]
     with pytest.raises(KafkaException):
         _read_batch(FakeConsumer([batch]), {("t", 0): job("t", 0, 10)})
+
+
+def test_every_kafka_error_is_true() -> None:
+    # _read_run finds a run's errors with any(map(Message.error, run)).
+    assert all(KafkaError(code) for code in (0, KafkaError._PARTITION_EOF, KafkaError._FATAL))
