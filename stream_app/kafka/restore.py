@@ -71,8 +71,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Records taken from the consumer per call.
-BATCH_RECORDS = 10_000
+#: Records taken from the consumer per call. Small enough that a batch's message objects are
+#: still in the CPU caches when they are taken: with 10,000 (about 3 MB of objects) the
+#: restore thread spent about a quarter more CPU time than with 1,000 (1,000,000 records, 4
+#: partitions; 2.2-2.5 s against 1.8-1.9 s, three alternated rounds).
+BATCH_RECORDS = 1_000
 
 #: A partition's reads are written once they hold this many distinct keys (or
 #: :data:`FLUSH_BYTES` of values), and at its end: a key changed many times in the changelog is
