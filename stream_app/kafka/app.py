@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import threading
@@ -94,7 +95,21 @@ class StreamApp(PatchedApp):
         """Check the Kafka credentials (a refusal raises
         :class:`~stream_app.errors.KafkaAuthError` before any client of Faust retries them for
         ever), create the app's data folder with its parents (the data dir itself, first
-        time), then Faust's first start, which creates only the last level of each."""
+        time), then Faust's first start, which creates only the last level of each.
+
+        In a worker process, the objects made so far (the modules imported, the app and its
+        runtime: some 100,000 objects, nearly all kept for the life of the process) are first moved
+        out of the garbage collector's sight (:func:`gc.freeze`). Faust's RocksDB store runs a
+        full collection for each table at every partition assignment
+        (``faust.stores.rocksdb.Store.revoke_partitions``), so that the databases of revoked
+        partitions are released: each took 50 to 150 ms walking those objects, 0.2 to 0.45 s
+        of a worker's start with one cell behaviour (three tables), and now takes about a
+        millisecond. Objects made later are collected as before; a frozen object that became
+        garbage in a reference cycle later would stay in memory (objects of the start-up that
+        are dropped are freed by their reference count as usual).
+        """
+        if self.in_worker:
+            gc.freeze()
         if self.connection is not None:
             await asyncio.to_thread(check_credentials, self.connection)
         Path(self.conf.datadir).mkdir(parents=True, exist_ok=True)
