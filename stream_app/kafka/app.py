@@ -3,8 +3,8 @@
 :func:`create_app` builds a :class:`StreamApp` configured from
 :class:`~stream_app.settings.Settings`, so every stream_app worker agrees on broker, store,
 partitions and guarantees. :class:`StreamApp` adds what a worker does around Faust's start and
-stop (creating topics before the consumer joins, rebuilding tables after an unclean stop under
-``exactly_once``, a deadline for the stop); its changes to Faust's internals live in
+stop (creating topics before the consumer joins, rebuilding tables after an unclean stop, a
+deadline for the stop); its changes to Faust's internals live in
 :mod:`stream_app.kafka.faust_patches`.
 """
 
@@ -56,8 +56,8 @@ class StreamApp(PatchedApp):
     Faust itself always runs ``at_least_once`` here: stream_app's ``exactly_once`` is made by
     the reader of the cell input topics (:mod:`stream_app.kafka.batch_input`), with a Kafka
     transaction per input partition. With :attr:`exactly_once` set the app's consumer reads
-    ``read_committed`` (table recovery, effects), and table databases left by a worker that did
-    not stop cleanly are rebuilt from their changelogs.
+    ``read_committed`` (table recovery, effects). Under either guarantee, table databases left
+    by a worker that did not stop cleanly are rebuilt from their changelogs.
 
     Attributes:
         shutdown_timeout_s: Longest a stop may take before the process exits anyway (set by
@@ -118,21 +118,20 @@ class StreamApp(PatchedApp):
     async def on_start(self) -> None:
         """Faust's start, then the :meth:`before_start` hooks in registration order.
 
-        Under ``exactly_once``, table databases left by a worker that did not stop cleanly are
-        discarded first (see
+        Table databases left by a worker that did not stop cleanly are discarded first, under
+        either guarantee (see
         :func:`~stream_app.kafka.faust_patches.discard_unclean_tables`).
         """
         await super().on_start()
-        if self.exactly_once:
-            discard_unclean_tables(Path(self.conf.tabledir))
+        discard_unclean_tables(Path(self.conf.tabledir))
         for hook in getattr(self, "_before_start_hooks", []):
             await hook()
 
     async def on_shutdown(self) -> None:
-        """After Faust has stopped (tables closed, transactions committed): mark the table
-        databases clean, so the next start under ``exactly_once`` keeps them."""
+        """After Faust has stopped (tables closed, the last commit made): mark the table
+        databases clean, so the next start keeps them."""
         await super().on_shutdown()
-        if self.exactly_once and not self.crashed:
+        if not self.crashed:
             tables = Path(self.conf.tabledir)
             if tables.is_dir():
                 (tables / CLEAN_MARKER).touch()

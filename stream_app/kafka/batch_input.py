@@ -58,7 +58,8 @@ Kafka Streams' per-task producers did (``exactly_once`` before KIP-447):
   committing (killed, fenced, or a transaction that fails) leaves them ahead of the changelog,
   so a worker that did not stop cleanly rebuilds its tables from the changelog on its next start
   (:func:`stream_app.kafka.faust_patches.discard_unclean_tables`), as Kafka Streams does under
-  exactly-once.
+  exactly-once; so does one under ``at_least_once``, whose last batch's writes are ahead of
+  their changelog records until the broker acknowledges them.
 
 **Broker outages.** Every blocking call of a commit (a flush, a transaction call) is bounded by
 ``Settings.kafka_call_timeout_s``; one that does not complete stops the worker loudly

@@ -467,7 +467,7 @@ def send_buffer_that_drains(buffer: Any) -> None:
 # -- table databases after an unclean stop ------------------------------------------------------
 
 
-#: Written in the table directory by a clean shutdown under ``exactly_once``.
+#: Written in the table directory by a clean shutdown.
 CLEAN_MARKER = ".stream_app-clean-shutdown"
 
 
@@ -478,13 +478,18 @@ def discard_unclean_tables(tabledir: Path) -> list[Path]:
     under ``App.conf.tabledir``) and on Faust's recovery rebuilding a missing database from its
     changelog topic.
 
-    Under ``exactly_once`` a table write reaches RocksDB at once while its changelog record
-    waits for the transaction: a worker killed mid-transaction leaves writes in RocksDB whose
-    transaction is aborted, so the database is ahead of everything committed (and the input
-    that made those writes is read again). As Kafka Streams does after an unclean shutdown
-    under exactly-once, the databases are then rebuilt from the changelog, which the app's
-    consumer reads ``read_committed``. A clean shutdown leaves :data:`CLEAN_MARKER`, which this
-    consumes.
+    A batch's table writes reach RocksDB at its end, while their changelog records are still
+    on their way to the broker (``at_least_once``) or wait for the transaction
+    (``exactly_once``): a worker killed then leaves writes in RocksDB that the changelog does not
+    have, so the database is ahead of the changelog (and the input that made those writes is
+    read again). Recovery replays the changelog from the offset the database recorded, over
+    those writes, and the result can be neither state: under ``at_least_once`` a timer that
+    fired in the lost batch was gone from the timers table while the cell's record, replayed
+    from an earlier record of the changelog, still counted it pending, so it never fired (the
+    worker chaos test, once in many runs). As Kafka Streams does after an unclean shutdown
+    under exactly-once, the databases are then rebuilt from the changelog (which the app's
+    consumer reads ``read_committed`` under ``exactly_once``), under either guarantee. A clean
+    shutdown leaves :data:`CLEAN_MARKER`, which this consumes.
 
     Returns the databases deleted.
     """
@@ -499,7 +504,7 @@ def discard_unclean_tables(tabledir: Path) -> list[Path]:
         shutil.rmtree(path)
     if doomed:
         logger.warning(
-            "exactly_once: the last worker did not stop cleanly; rebuilding %d table "
+            "the last worker did not stop cleanly; rebuilding %d table "
             "database(s) from their changelogs",
             len(doomed),
         )
