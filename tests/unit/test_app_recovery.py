@@ -1,5 +1,5 @@
 """Unit tests of StreamApp's recovery fixes: flow control that keeps queued records, and the
-exactly-once discard of table databases left by an unclean stop."""
+discard of table databases left by an unclean stop."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pathlib import Path
 
 from mode.utils.queues import FlowControlQueue
 
+from stream_app.kafka.app import create_app
 from stream_app.kafka.faust_patches import CLEAN_MARKER, KeepingFlowControl, discard_unclean_tables
+from stream_app.settings import Settings
 
 
 def test_resuming_a_running_flow_keeps_the_records_already_queued() -> None:
@@ -53,3 +55,19 @@ def test_a_clean_stop_keeps_them_once(tmp_path: Path) -> None:
 
 def test_no_table_directory_is_nothing_to_discard(tmp_path: Path) -> None:
     assert discard_unclean_tables(tmp_path / "missing") == []
+
+
+def test_a_clean_stop_is_marked_under_either_guarantee(tmp_path: Path) -> None:
+    # Under at_least_once too: a batch's writes reach RocksDB before the broker acknowledges
+    # their changelog records, so only a clean stop may keep the databases.
+    for guarantee in ("at_least_once", "exactly_once"):
+        settings = Settings(
+            app_id=f"recovery-{guarantee}",
+            data_dir=tmp_path / guarantee,
+            processing_guarantee=guarantee,
+        )
+        app = create_app(settings)
+        tables = Path(app.conf.tabledir)
+        tables.mkdir(parents=True)
+        asyncio.run(app.on_shutdown())
+        assert (tables / CLEAN_MARKER).exists(), guarantee
