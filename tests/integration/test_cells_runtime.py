@@ -69,6 +69,18 @@ def lines(path: str) -> list[list[str]]:
         return []
 
 
+def wait_input_committed(bootstrap: str, env: dict[str, str]) -> None:
+    """Wait until the worker's group has committed the probe's input to its end (what it did is
+    durable then: its changelog records were acknowledged first)."""
+    app_id = env["STREAM_APP_APP_ID"]
+    wait_for(
+        lambda: committed_to_end(bootstrap, app_id, f"{app_id}.probe.in"),
+        bool,
+        timeout=60,
+        what="input offsets committed",
+    )
+
+
 def same_partition_cells(count: int, *, prefix: str = "c") -> list[str]:
     """``count`` cell ids that murmur2 puts on one partition."""
     found: list[str] = []
@@ -140,13 +152,7 @@ def test_boot_runs_once_per_live_cell_per_assignment(
     # The cells are durable once their input is committed (their changelog records are then
     # acknowledged): a worker killed before that rebuilds its tables from the changelog without
     # them, and the messages read again make the cells anew, with no boot.
-    app_id = probe_env["STREAM_APP_APP_ID"]
-    wait_for(
-        lambda: committed_to_end(bootstrap, app_id, f"{app_id}.probe.in"),
-        bool,
-        timeout=60,
-        what="input offsets committed",
-    )
+    wait_input_committed(bootstrap, probe_env)
 
     worker.kill()
     worker = start_worker(MODULE, probe_env, name="second")
@@ -191,13 +197,7 @@ def test_timer_set_before_sigkill_fires_after_restart(
     )
     # Once the message's offset is committed the timer is durable; a SIGKILL before that would
     # replay the message (at least once) and set the timer again.
-    app_id = probe_env["STREAM_APP_APP_ID"]
-    wait_for(
-        lambda: committed_to_end(bootstrap, app_id, f"{app_id}.probe.in"),
-        bool,
-        timeout=60,
-        what="input offsets committed",
-    )
+    wait_input_committed(bootstrap, probe_env)
     worker.kill()
     assert lines(probe_env["PROBE_TIMER_LOG"]) == [], "the timer must not have fired yet"
 
