@@ -89,6 +89,12 @@ Retire = tuple[TimerEntry, TimerEntry | None]
 Failure = tuple[BaseException, int]
 
 
+async def _settled(retrying: Awaitable[Failure | None] | None) -> Failure | None:
+    """The outcome of :meth:`CellEngine._invoke_now`: ``None`` if its first try was enough, else
+    what the tries after it end in."""
+    return None if retrying is None else await retrying
+
+
 @dataclass(slots=True)
 class _Call:
     """One callback to run on one cell (:meth:`CellEngine._invoke_now`), as each try sees it."""
@@ -445,38 +451,6 @@ class CellEngine:
             self._park(work, key, item, failure)
 
     # -- invocations -----------------------------------------------------------------------
-
-    async def _invoke(
-        self,
-        work: Outputs,
-        key: bytes,
-        trigger: Trigger,
-        now: int,
-        origin: Origin,
-        *,
-        message: CellMessage[Any] | None = None,
-        timer: FiredTimer | None = None,
-        retire: Retire | None = None,
-        rejected_value: bytes | None = None,
-    ) -> Failure | None:
-        """Run one callback on one cell and commit what it did (:meth:`_invoke_now`, its
-        tries after the first awaited).
-
-        Returns ``None`` when done (or rejected), else the last exception and the attempts, for
-        the caller to park the work (the policy's ``on_exhausted`` for cells).
-        """
-        retrying = self._invoke_now(
-            work,
-            key,
-            trigger,
-            now,
-            origin,
-            message=message,
-            timer=timer,
-            retire=retire,
-            rejected_value=rejected_value,
-        )
-        return None if retrying is None else await retrying
 
     def _invoke_now(
         self,
@@ -911,19 +885,23 @@ class CellEngine:
             except InvalidMessageError as exc:
                 self._dead_letter(work, key, value, origin, reason=exc.reason, error=str(exc))
                 return None
-            return await self._invoke(
-                work,
-                key,
-                "message",
-                item.timestamp_ms,
-                origin,
-                message=message,
-                rejected_value=value,
+            return await _settled(
+                self._invoke_now(
+                    work,
+                    key,
+                    "message",
+                    item.timestamp_ms,
+                    origin,
+                    message=message,
+                    rejected_value=value,
+                )
             )
         if item.kind == "timeout":
             timer = FiredTimer(**(item.timer or {}))
-            return await self._invoke(work, key, "timeout", item.timestamp_ms, origin, timer=timer)
-        return await self._invoke(work, key, "boot", item.timestamp_ms, origin)
+            return await _settled(
+                self._invoke_now(work, key, "timeout", item.timestamp_ms, origin, timer=timer)
+            )
+        return await _settled(self._invoke_now(work, key, "boot", item.timestamp_ms, origin))
 
     # -- boot, timers, injected messages ---------------------------------------------------
 
@@ -945,7 +923,7 @@ class CellEngine:
         for key in keys:
             if key in part.parked:
                 continue
-            failure = await self._invoke(work, key, "boot", now, origin)
+            failure = await _settled(self._invoke_now(work, key, "boot", now, origin))
             booted += 1
             if failure is not None:
                 item = ParkedItem(kind="boot", origin=str(origin), timestamp_ms=now)
@@ -1032,8 +1010,8 @@ class CellEngine:
                 if parked:
                     self._park(work, cell_key, _timeout_item(timer, origin, now), None)
                 continue
-            failure = await self._invoke(
-                work, cell_key, "timeout", now, origin, timer=timer, retire=retire
+            failure = await _settled(
+                self._invoke_now(work, cell_key, "timeout", now, origin, timer=timer, retire=retire)
             )
             if failure is not None:
                 if retire is not None:
