@@ -133,6 +133,13 @@ class Settings(BaseSettings):
             charged to it (at most half of it; a full share flushes to disk sooner). Default
             128 MiB. Without it each table partition had a 2 GiB cache and up to 192 MiB of
             memtables of its own, and a worker's memory grew with what a backlog wrote.
+        state_cache_bytes: The memory each table may keep of the keys it most recently read or
+            wrote, with their values (keys and values counted, plus 100 bytes an entry): a cell
+            read again soon after is not looked up in RocksDB, as with Kafka Streams' record
+            cache. The changelog and RocksDB still get every write at the end of its batch.
+            When full the cache starts again empty; it is dropped whenever the worker's
+            partitions change (another worker may have changed a partition read here again
+            later). Default 8 MiB a table; 0 turns it off.
         dead_letter_max_bytes: Largest original value a dead letter keeps whole; a longer one is
             truncated (and marked so). Keep it under the dead-letter topic's max.message.bytes
             minus room for the headers.
@@ -235,6 +242,7 @@ class Settings(BaseSettings):
     web_advertised_host: str | None = Field(default=None, min_length=1)
     max_message_bytes: int = Field(default=1_048_576, ge=64)
     rocksdb_memory_bytes: int = Field(default=128 * 1_048_576, ge=8 * 1_048_576)
+    state_cache_bytes: int = Field(default=8 * 1_048_576, ge=0)
     dead_letter_max_bytes: int = Field(default=1_048_576, ge=64)
     session_timeout_s: float = Field(default=30.0, ge=6.0, le=300.0)
     standby_replicas: int = Field(default=1, ge=0, le=16)

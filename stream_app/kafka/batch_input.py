@@ -249,6 +249,9 @@ class BatchInput:
         #: Called when a batch has been processed, before anything can commit it (the tables'
         #: write caches: :meth:`at_batch_end`).
         self._batch_ends: list[Callable[[], None]] = []
+        #: Called when the partitions read here change (the tables' read caches:
+        #: :meth:`at_assignment`).
+        self._assignment_changed: list[Callable[[], None]] = []
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         #: Partitions Faust last asked to fetch (set by the app's consumer on each fetch).
@@ -329,6 +332,12 @@ class BatchInput:
         it holds back from the batch's records (a table's pending writes and their changelog
         records) goes into the records' units of work before their offsets are committed."""
         self._batch_ends.append(flush)
+
+    def at_assignment(self, changed: Callable[[], None]) -> None:
+        """Call ``changed()`` whenever the partitions read here change (before the first record
+        of the new set is read): what a table caches of a partition it stops reading may be
+        out of date when it reads it again."""
+        self._assignment_changed.append(changed)
 
     @property
     def topics(self) -> frozenset[str]:
@@ -613,6 +622,8 @@ class BatchInput:
             assignment = [TopicPartition(tp.topic, tp.partition, OFFSET_STORED) for tp in tps]
             await loop.run_in_executor(self._pool, consumer.assign, assignment)
         self._assigned = tps
+        for changed in self._assignment_changed:
+            changed()
         self._works = {tp: self._works.get(tp) or PartitionWork(self, tp) for tp in tps}
         self._processed = {tp: off for tp, off in self._processed.items() if tp in tps}
         if tps:

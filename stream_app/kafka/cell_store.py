@@ -50,6 +50,12 @@ __all__ = ["CellDeadLetters", "CellTables", "FaustTableStore", "FaustWakes"]
 
 logger = logging.getLogger(__name__)
 
+#: What the read cache answers for a key it does not hold (``None`` is a cached absence).
+_ABSENT: Any = object()
+#: What an entry of a table's read cache is counted beyond its key's and value's lengths (the
+#: dict entry and two ``bytes`` objects' headers).
+CACHE_ENTRY_BYTES = 100
+
 _RAW_TOPIC: dict[str, Any] = {
     "key_type": bytes,
     "value_type": bytes,
@@ -78,6 +84,13 @@ class FaustTableStore:
     writes first. A key written by several records of a batch costs one RocksDB write and one
     changelog record, not one per record, as Kafka Streams' and Quix Streams' caches do.
 
+    Reads see the pending writes first, then a cache of the keys most recently read or written
+    (up to ``cache_bytes`` of keys and values, emptied when full), then RocksDB: a cell read
+    again soon after is not looked up in RocksDB, as with Kafka Streams' record cache. The
+    cache holds only what the database holds (writes enter it once written), and it is dropped
+    (:meth:`forget`) whenever the batched input's partitions change: while a partition is read
+    here, this store is its only writer.
+
     Why it keeps every guarantee: the batched input commits only between batches, so every
     write of the input a commit covers is flushed (in RocksDB, its changelog record produced
     into its partition's unit of work, hence acknowledged or in the transaction) before the
@@ -88,12 +101,18 @@ class FaustTableStore:
     Args:
         table: The Faust table.
         changelog_topic: Its changelog topic.
+        cache_bytes: Most the read cache holds: its keys' and values' lengths, plus
+            :data:`CACHE_ENTRY_BYTES` an entry (0: no cache).
     """
 
-    def __init__(self, table: Any, changelog_topic: str) -> None:
+    def __init__(self, table: Any, changelog_topic: str, *, cache_bytes: int = 0) -> None:
         self.table = table
         self.changelog_topic = changelog_topic
+        self.cache_bytes = cache_bytes
         self._pending: dict[int, _Pending] = {}
+        #: Partition -> key -> value (``None``: not in the database) as the database has it.
+        self._cache: dict[int, dict[bytes, bytes | None]] = {}
+        self._cached = 0
 
     @property
     def name(self) -> str:
@@ -105,12 +124,30 @@ class FaustTableStore:
         return partition_db(self.table, partition)
 
     def get(self, partition: int, key: bytes) -> bytes | None:
-        """The value of ``key`` in ``partition``: a pending write's, else one RocksDB lookup."""
+        """The value of ``key`` in ``partition``: a pending write's, else the cache's, else one
+        RocksDB lookup (remembered in the cache)."""
         pending = self._pending.get(partition)
         if pending is not None and key in pending.writes:
             return pending.writes[key]
+        cache = self._cache.get(partition)
+        if cache is not None:
+            cached: bytes | None = cache.get(key, _ABSENT)
+            if cached is not _ABSENT:
+                return cached
+        elif self.cache_bytes:
+            cache = self._cache[partition] = {}
         found: bytes | None = self._db(partition).get(key)
+        if cache is not None:
+            cache[key] = found
+            self._cached += len(key) + CACHE_ENTRY_BYTES + (0 if found is None else len(found))
+            if self._cached > self.cache_bytes:
+                self.forget()
         return found
+
+    def forget(self) -> None:
+        """Empty the read cache (the batched input calls it when its partitions change)."""
+        self._cache.clear()
+        self._cached = 0
 
     def put(self, work: Outputs, key: bytes, value: bytes) -> None:
         """Write ``key`` in the partition of ``work`` (in RocksDB, and its changelog record into
@@ -146,9 +183,29 @@ class FaustTableStore:
             else:
                 batch.put(key, value)
         self._db(partition).write(batch)
+        if self.cache_bytes:
+            self._remember(self._cache.setdefault(partition, {}), pending.writes)
         produce, topic = pending.work.produce, self.changelog_topic
         for key, value in pending.writes.items():
             produce(topic, key, value, partition)
+
+    def _remember(
+        self, cache: dict[bytes, bytes | None], writes: dict[bytes, bytes | None]
+    ) -> None:
+        """Put a partition's writes, just written, into its cache (emptied if it overflows)."""
+        size = self._cached
+        for key, value in writes.items():
+            old = cache.get(key, _ABSENT)
+            if old is _ABSENT:
+                size += len(key) + CACHE_ENTRY_BYTES
+            elif old is not None:
+                size -= len(old)
+            if value is not None:
+                size += len(value)
+        cache.update(writes)
+        self._cached = size
+        if size > self.cache_bytes:
+            self.forget()
 
     def keys(self, partition: int) -> Iterator[bytes]:
         """The keys of ``partition``, in key order (its pending writes flushed first)."""
@@ -254,9 +311,12 @@ class CellTables:
             name, partitions=settings.partitions, help=help, key_type=bytes, value_type=bytes
         )
         share_rocksdb_memory(table, app.rocksdb_memory)
-        store = FaustTableStore(table, settings.changelog_topic(name))
+        store = FaustTableStore(
+            table, settings.changelog_topic(name), cache_bytes=settings.state_cache_bytes
+        )
         batch_input.track_changelog(store.changelog_topic, store.persist)
         batch_input.at_batch_end(store.flush)
+        batch_input.at_assignment(store.forget)
         return store
 
     async def _never_fed(self, stream: Any) -> None:

@@ -9,20 +9,27 @@ opens them (raw mode), with a stand-in for the Faust table around them, and chec
 - a key written many times in a batch costs one changelog record (its last value);
 - a delete of a key put in the same batch, or already in RocksDB, ends as one tombstone;
 - iterating a partition (boot, the timer scan) flushes it first, so it sees every write;
-- inspection (``lookup``, ``local_items``) sees pending writes too.
+- inspection (``lookup``, ``local_items``) sees pending writes too;
+- the read cache answers keys read or written before without RocksDB, holds what RocksDB
+  holds (writes enter it at the flush), empties when full, and is dropped by ``forget``, which
+  the batched input calls whenever its partitions change.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from faust.types import TP
 from rocksdict import Options, Rdict
 
 from stream_app.core.records import Headers
-from stream_app.kafka.cell_store import FaustTableStore
+from stream_app.kafka.cell_store import CACHE_ENTRY_BYTES, FaustTableStore
+from stream_app.settings import Settings
+from tests.unit.offline_input import offline_batch_input
 
 CHANGELOG = "unit-cells-changelog"
 
@@ -149,3 +156,90 @@ def test_local_items_overlay_pending_writes(table: _Table) -> None:
     store.put(unit, b"c", b"3")
     items: dict[Any, Any] = dict(store.local_items())
     assert items == {b"a": b"10", b"c": b"3"}
+
+
+def _behind_its_back(table: _Table, partition: int, key: bytes, value: bytes | None) -> None:
+    """Change the database without the store (as another worker's writes, restored, would)."""
+    db = table.data._db_for_partition(partition)
+    if value is None:
+        del db[key]
+    else:
+        db[key] = value
+
+
+def test_the_cache_answers_what_was_read_or_written_without_rocksdb(table: _Table) -> None:
+    store, unit = FaustTableStore(table, CHANGELOG, cache_bytes=10_000), _Unit(0)
+    table.data._db_for_partition(0)[b"read"] = b"1"
+    assert store.get(0, b"read") == b"1"
+    assert store.get(0, b"absent") is None
+    store.put(unit, b"written", b"2")
+    assert store.get(0, b"written") == b"2"
+    store.flush()
+    _behind_its_back(table, 0, b"read", b"changed")
+    _behind_its_back(table, 0, b"absent", b"appeared")
+    _behind_its_back(table, 0, b"written", None)
+    assert [store.get(0, k) for k in (b"read", b"absent", b"written")] == [b"1", None, b"2"]
+    store.forget()
+    assert [store.get(0, k) for k in (b"read", b"absent", b"written")] == [
+        b"changed",
+        b"appeared",
+        None,
+    ]
+
+
+def test_writes_enter_the_cache_once_written_and_deletes_as_absent(table: _Table) -> None:
+    store, unit = FaustTableStore(table, CHANGELOG, cache_bytes=10_000), _Unit(1)
+    table.data._db_for_partition(1)[b"a"] = b"old"
+    assert store.get(1, b"a") == b"old"
+    store.put(unit, b"a", b"new")
+    store.delete(unit, b"a")
+    store.put(unit, b"b", b"3")
+    assert store.get(1, b"a") is None and store.get(1, b"b") == b"3"
+    store.flush()
+    assert table.data._db_for_partition(1).get(b"a") is None
+    _behind_its_back(table, 1, b"a", b"resurrected")
+    _behind_its_back(table, 1, b"b", b"other")
+    assert store.get(1, b"a") is None, "the delete is cached as an absent key"
+    assert store.get(1, b"b") == b"3"
+
+
+def test_a_full_cache_starts_again_and_no_cache_reads_rocksdb(table: _Table) -> None:
+    entry = 2 + 1 + CACHE_ENTRY_BYTES  # a two-byte key, a one-byte value
+    store = FaustTableStore(table, CHANGELOG, cache_bytes=3 * entry)
+    db = table.data._db_for_partition(0)
+    for key in (b"k1", b"k2", b"k3"):
+        db[key] = b"v"
+        assert store.get(0, key) == b"v"
+    _behind_its_back(table, 0, b"k1", b"changed")
+    assert store.get(0, b"k1") == b"v", "three entries fit"
+    db[b"k4"] = b"v"
+    assert store.get(0, b"k4") == b"v"  # the fourth overflows it: it starts again
+    assert store.get(0, b"k1") == b"changed"
+    plain = FaustTableStore(table, CHANGELOG)
+    assert plain.get(0, b"k2") == b"v"
+    _behind_its_back(table, 0, b"k2", b"changed")
+    assert plain.get(0, b"k2") == b"changed", "cache_bytes 0: every read is a lookup"
+
+
+def test_written_values_are_counted_by_their_size(table: _Table) -> None:
+    entry = 1 + CACHE_ENTRY_BYTES
+    store, unit = FaustTableStore(table, CHANGELOG, cache_bytes=2 * entry + 10), _Unit(0)
+    store.put(unit, b"a", b"x" * 5)
+    store.put(unit, b"b", b"x" * 5)
+    store.flush()
+    store.put(unit, b"a", b"y")  # smaller: the cache shrinks, both still fit
+    store.flush()
+    _behind_its_back(table, 0, b"b", b"changed")
+    assert store.get(0, b"b") == b"xxxxx"
+    store.put(unit, b"a", b"z" * 20)  # larger than the room left: it starts again
+    store.flush()
+    assert store.get(0, b"b") == b"changed"
+
+
+def test_the_batched_input_drops_the_caches_when_its_partitions_change() -> None:
+    calls: list[frozenset[TP]] = []
+    settings = Settings(app_id="cachedrop", bootstrap_servers="127.0.0.1:9")
+    with offline_batch_input(settings) as reader:
+        reader.at_assignment(lambda: calls.append(reader._assigned))
+        asyncio.run(reader._assign(frozenset()))
+        assert calls == [frozenset()]
