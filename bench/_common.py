@@ -37,6 +37,7 @@ __all__ = [
     "RESULTS_DIR",
     "Codec",
     "DurableMeasurement",
+    "MachineLoad",
     "Measurement",
     "Parse",
     "Sample",
@@ -595,6 +596,43 @@ def delete_app_topics(bootstrap: str, app_id: str) -> None:
         for future in admin.delete_topics(names, operation_timeout=30).values():
             with contextlib.suppress(Exception):
                 future.result(60)
+
+
+class MachineLoad:
+    """How busy the whole machine was over an interval, from ``/proc/stat``: the share of CPU
+    time spent working (``busy_pct``) and the share the hypervisor gave to other guests
+    (``steal_pct``: a virtual machine's CPUs were ready to run and did not). Steal makes a
+    run's absolute times, and its ratios between subjects measured at different moments,
+    noisy: it is reported beside the figures it may have moved. Empty where ``/proc/stat``
+    is not there.
+    """
+
+    def __init__(self) -> None:
+        self._start = self._read()
+
+    @staticmethod
+    def _read() -> list[int] | None:
+        try:
+            with open("/proc/stat") as stat:
+                fields = stat.readline().split()
+        except OSError:
+            return None
+        # cpu user nice system idle iowait irq softirq steal ...
+        return [int(value) for value in fields[1:9]] if fields[:1] == ["cpu"] else None
+
+    def figures(self) -> dict[str, float]:
+        """``busy_pct`` and ``steal_pct`` since this was made, and the load average now."""
+        end = self._read()
+        if self._start is None or end is None:
+            return {}
+        spent = [after - before for before, after in zip(self._start, end, strict=True)]
+        total = sum(spent) or 1
+        user, nice, system, _idle, _iowait, irq, softirq, steal = spent
+        return {
+            "busy_pct": round(100 * (user + nice + system + irq + softirq) / total, 1),
+            "steal_pct": round(100 * steal / total, 1),
+            "load_average_1m": round(os.getloadavg()[0], 2),
+        }
 
 
 def proc_status(pid: int) -> tuple[int, int]:

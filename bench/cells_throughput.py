@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -51,6 +52,7 @@ from bench._common import (
     PARTITIONS,
     Codec,
     DurableMeasurement,
+    MachineLoad,
     Parse,
     WorkerOptions,
     add_worker_arguments,
@@ -175,53 +177,40 @@ def _subject(
     return {**subject_figures(rounds), **(extra or {})}
 
 
-SUBJECTS = ("careful", "careful_json", "faust", "cell")
+#: The order each round runs them in: the cell right after the careful loop it is compared with
+#: (``R_state``), so that a change in the machine's speed between them is as small as it can be.
+SUBJECTS = ("careful", "cell", "careful_json", "faust")
 
 
 def run_round(
     bootstrap: str, workdir: Path, records: list[tuple[bytes, bytes]], options: WorkerOptions
 ) -> dict[str, tuple[DurableMeasurement, dict[str, Any]]]:
-    """Every subject once, in a fixed order, on the same records."""
-    return {
-        "careful": (
-            run_careful(
-                bootstrap,
-                workdir,
-                records,
-                name="careful",
-                parse=parse_pydantic,
-                codec=PYDANTIC_CODEC,
-            ),
-            {},
+    """Every subject once, in the order of :data:`SUBJECTS`, on the same records."""
+    results: dict[str, tuple[DurableMeasurement, dict[str, Any]]] = {}
+    results["careful"] = (
+        run_careful(
+            bootstrap, workdir, records, name="careful", parse=parse_pydantic, codec=PYDANTIC_CODEC
         ),
-        "careful_json": (
-            run_careful(
-                bootstrap,
-                workdir,
-                records,
-                name="careful-json",
-                parse=parse_json,
-                codec=JSON_CODEC,
-            ),
-            {},
+        {},
+    )
+    results["cell"] = run_worker(
+        bootstrap, workdir, records, module="bench.apps.cell_counter", name="cell", options=options
+    )
+    results["careful_json"] = (
+        run_careful(
+            bootstrap, workdir, records, name="careful-json", parse=parse_json, codec=JSON_CODEC
         ),
-        "faust": run_worker(
-            bootstrap,
-            workdir,
-            records,
-            module="bench.apps.faust_counter",
-            name="faust",
-            options=options,
-        ),
-        "cell": run_worker(
-            bootstrap,
-            workdir,
-            records,
-            module="bench.apps.cell_counter",
-            name="cell",
-            options=options,
-        ),
-    }
+        {},
+    )
+    results["faust"] = run_worker(
+        bootstrap,
+        workdir,
+        records,
+        module="bench.apps.faust_counter",
+        name="faust",
+        options=options,
+    )
+    return results
 
 
 def main() -> None:
@@ -249,12 +238,14 @@ def main() -> None:
         workdir = Path(tmp)
         if args.warmup:
             run_round(broker.bootstrap, workdir, records[: args.warmup], options)
+        load = MachineLoad()
         for _ in range(args.rounds):
             for name, (measured, extra) in run_round(
                 broker.bootstrap, workdir, records, options
             ).items():
                 results[name].append(measured)
                 misrouted += extra.get("misrouted", 0)
+    machine_load = load.figures()
     median = {name: median_of([m.durable for m in rounds]) for name, rounds in results.items()}
     cell = median["cell"]
 
@@ -265,6 +256,11 @@ def main() -> None:
         return cell.cpu_us_per_event / median[other].cpu_us_per_event
 
     r_state, r_faust = ratio("careful"), ratio("faust")
+    # Each round's own ratio: the cell against the careful loop run just before it.
+    round_ratios = [
+        cell_round.durable.events_per_s / careful_round.durable.events_per_s
+        for cell_round, careful_round in zip(results["cell"], results["careful"], strict=True)
+    ]
     report = {
         "benchmark": "cells_throughput",
         "records": args.records,
@@ -279,12 +275,26 @@ def main() -> None:
         "the processing process over the durable interval",
         **{name: _subject(rounds) for name, rounds in results.items() if name != "cell"},
         "cell": _subject(results["cell"], {"misrouted": misrouted}),
+        "machine_load": machine_load,
         "R_state": round(r_state, 3),
+        "R_state_round_median": round(statistics.median(round_ratios), 3),
         "R_state_json": round(ratio("careful_json"), 3),
         "R_faust": round(r_faust, 3),
         "cpu_per_event_cell_over_careful": round(cpu_ratio("careful"), 3),
         "cpu_per_event_cell_over_careful_json": round(cpu_ratio("careful_json"), 3),
         "cpu_per_event_cell_over_faust": round(cpu_ratio("faust"), 3),
+        "tables": [
+            {
+                "title": "Each round (the cell right after the careful loop)",
+                "columns": ["round", "careful events/s", "cell events/s", "cell ÷ careful"],
+                "rows": [
+                    [i + 1, base.durable.events_per_s, mine.durable.events_per_s, round(r, 3)]
+                    for i, (base, mine, r) in enumerate(
+                        zip(results["careful"], results["cell"], round_ratios, strict=True)
+                    )
+                ],
+            }
+        ],
         "goals": {
             "R_state": {"goal": f">= {GOAL_R_STATE}", "met": r_state >= GOAL_R_STATE},
             "R_faust": {"goal": f">= {GOAL_R_FAUST}", "met": r_faust >= GOAL_R_FAUST},

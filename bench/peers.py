@@ -86,6 +86,7 @@ from confluent_kafka import Consumer, TopicPartition
 from bench._common import (
     PARTITIONS,
     DurableMeasurement,
+    MachineLoad,
     Measurement,
     WorkerOptions,
     add_worker_arguments,
@@ -113,7 +114,7 @@ QUIX_VENV = project_root() / "bench" / ".venv-quix"
 QUIX_BASE_PYTHON = "python3.11"
 GUARANTEES = ("at_least_once", "exactly_once")
 SUFFIX = {"at_least_once": "alo", "exactly_once": "eos"}
-SUBJECTS = ("careful", "quix", "faust", "cell")
+SUBJECTS = ("careful", "cell", "quix", "faust")
 GOALS = {"R_quix": 1.5, "R_state": 0.6, "R_faust": 1.0, "R_eos": 0.75}
 #: Longest a subject may take to process the records before the run fails.
 PROCESS_TIMEOUT_S = 1800.0
@@ -430,8 +431,18 @@ def run_round(
     """Every subject once under every guarantee, in a fixed order, on the same records."""
     results: dict[str, dict[str, Result]] = {}
     for guarantee in guarantees:
+        # The cell right after the careful loop it is compared with (R_state): a change in
+        # the machine's speed between the two is then as small as it can be.
         results[guarantee] = {
             "careful": run_careful(setup, records, guarantee),
+            "cell": run_faust_worker(
+                setup,
+                records,
+                guarantee,
+                module="bench.apps.cell_counter",
+                name="cell",
+                decode=decode_cell,
+            ),
             "quix": run_quix(setup, records, guarantee),
             "faust": run_faust_worker(
                 setup,
@@ -441,14 +452,6 @@ def run_round(
                 name="faust",
                 decode=decode_plain,
                 env=faust_linger_options(setup.options),
-            ),
-            "cell": run_faust_worker(
-                setup,
-                records,
-                guarantee,
-                module="bench.apps.cell_counter",
-                name="cell",
-                decode=decode_cell,
             ),
         }
     return results
@@ -562,10 +565,12 @@ def main() -> None:
         setup = Setup(broker.bootstrap, Path(tmp), args.partitions, python, options)
         if args.warmup:
             run_round(setup, records[: args.warmup], guarantees)
+        load = MachineLoad()
         for _ in range(args.rounds):
             for guarantee, subjects in run_round(setup, records, guarantees).items():
                 for name, result in subjects.items():
                     results[guarantee][name].append(result)
+    machine_load = load.figures()
     medians = {
         g: {name: median_of([m.durable for m, _ in rounds]) for name, rounds in subjects.items()}
         for g, subjects in results.items()
@@ -591,6 +596,7 @@ def main() -> None:
         "warmup_records": args.warmup,
         "broker": broker.source,
         "commit_interval_s": Settings(app_id="bench-peers").commit_interval_s,
+        "machine_load": machine_load,
         **options.as_json(),
         "quix": {
             "venv": str(QUIX_VENV.relative_to(project_root())),

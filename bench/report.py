@@ -141,9 +141,16 @@ def _environment(report: dict[str, Any]) -> str:
     machine = env.get("machine", {})
     listed = ", ".join(f"{name} {version}" for name, version in versions.items())
     commit = f" at commit `{env['commit']}`" if env.get("commit") else ""
+    load = report.get("machine_load") or {}
+    busy = (
+        f" The machine over the timed rounds: {load['busy_pct']}% busy, "
+        f"{load['steal_pct']}% of its CPU time taken by other guests (steal)."
+        if "steal_pct" in load
+        else ""
+    )
     return (
         f"Measured {env.get('date', '?')}{commit} on {machine.get('cpus', '?')} CPUs "
-        f"({machine.get('platform', '?')}); {listed}."
+        f"({machine.get('platform', '?')}); {listed}.{busy}"
     )
 
 
