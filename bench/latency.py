@@ -61,6 +61,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench._common import (
     PARTITIONS,
+    MachineLoad,
     WorkerOptions,
     add_worker_arguments,
     check_worker_arguments,
@@ -461,9 +462,16 @@ def main() -> None:
     options = WorkerOptions.from_args(args)
     with tempfile.TemporaryDirectory(prefix="stream-app-bench-") as tmp, kafka_broker() as broker:
         workdir = Path(tmp)
+        # The machine's load over each subject's runs (they run one after the other, so a
+        # busier machine during one of them moves its latencies, not the others').
+        whole, by_subject = MachineLoad(), {}
+        since = MachineLoad()
         raw = run_raw(broker.bootstrap, args)
+        by_subject["raw"], since = since.figures(), MachineLoad()
         cell = run_cell(broker.bootstrap, workdir, args, options)
+        by_subject["cell"], since = since.figures(), MachineLoad()
         entity = run_entity(broker.bootstrap, workdir, args)
+        by_subject["entity"] = since.figures()
     report: dict[str, Any] = {
         "benchmark": "latency",
         "guarantee": args.guarantee,
@@ -474,6 +482,8 @@ def main() -> None:
         "partitions": PARTITIONS,
         "broker": broker.source,
         **options.as_json(),
+        "machine_load": whole.figures(),
+        "machine_load_by_subject": by_subject,
         "timed": "just before the paced producer's produce -> output seen by a consumer in this "
         "process (read_committed). cell: the record the cell publishes per event "
         "(<app_id>.counter.out); entity: the send's reply; raw: the record a raw confluent-kafka "
